@@ -1,0 +1,870 @@
+//! Procedural history of the simulated devices: tariff schedules, charging sessions, 10-minute
+//! energy samples, their aggregation by operator and step, and the logs that go with them.
+//!
+//! Nothing here is stored: every value is a pure function of a device's [`Profile`], the live
+//! sessions recorded since the simulator started, and the tariff prices. So any date range can be
+//! asked for, the same question always gets the same answer, and the logs agree with the measures
+//! because both are read off the same sessions.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
+use serde_json::{Value, json};
+
+/// Seconds in one sample slot (the measures' `10m` periodicity).
+pub const SLOT_SECS: i64 = 600;
+/// The most points (buckets) one aggregation may return.
+pub const MAX_POINTS: i64 = 10_000;
+/// The longest range one aggregation or log query may span.
+pub const MAX_RANGE_DAYS: i64 = 3_660;
+
+/// A grid subscription, which fixes the tariffs that exist and when each one applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    Base,
+    Hchp,
+    Ejp,
+    Tempo,
+    Standard,
+}
+
+impl Subscription {
+    pub fn code(self) -> &'static str {
+        match self {
+            Subscription::Base => "BASE",
+            Subscription::Hchp => "HCHP",
+            Subscription::Ejp => "EJP",
+            Subscription::Tempo => "TEMPO",
+            Subscription::Standard => "STANDARD",
+        }
+    }
+
+    /// The tariff ids this subscription prices, in the document's order.
+    pub fn tariff_ids(self) -> Vec<TariffId> {
+        use TariffId::*;
+        match self {
+            Subscription::Base => vec![Th],
+            Subscription::Hchp => vec![Hc, Hp],
+            Subscription::Ejp => vec![Hn, Pm],
+            Subscription::Tempo => vec![Hcjb, Hpjb, Hcjw, Hpjw, Hcjr, Hpjr],
+            Subscription::Standard => (1..=10).map(Tariff).collect(),
+        }
+    }
+}
+
+/// One priced tariff (`th`, `hc`, …, `tariff10`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TariffId {
+    Th,
+    Hc,
+    Hp,
+    Hn,
+    Pm,
+    Hcjb,
+    Hpjb,
+    Hcjw,
+    Hpjw,
+    Hcjr,
+    Hpjr,
+    /// `tariff1` … `tariff10` of the STANDARD subscription.
+    Tariff(u8),
+}
+
+impl TariffId {
+    pub fn code(self) -> String {
+        match self {
+            TariffId::Th => "th".into(),
+            TariffId::Hc => "hc".into(),
+            TariffId::Hp => "hp".into(),
+            TariffId::Hn => "hn".into(),
+            TariffId::Pm => "pm".into(),
+            TariffId::Hcjb => "hcjb".into(),
+            TariffId::Hpjb => "hpjb".into(),
+            TariffId::Hcjw => "hcjw".into(),
+            TariffId::Hpjw => "hpjw".into(),
+            TariffId::Hcjr => "hcjr".into(),
+            TariffId::Hpjr => "hpjr".into(),
+            TariffId::Tariff(n) => format!("tariff{n}"),
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<TariffId> {
+        let code = code.to_ascii_lowercase();
+        Some(match code.as_str() {
+            "th" => TariffId::Th,
+            "hc" => TariffId::Hc,
+            "hp" => TariffId::Hp,
+            "hn" => TariffId::Hn,
+            "pm" => TariffId::Pm,
+            "hcjb" => TariffId::Hcjb,
+            "hpjb" => TariffId::Hpjb,
+            "hcjw" => TariffId::Hcjw,
+            "hpjw" => TariffId::Hpjw,
+            "hcjr" => TariffId::Hcjr,
+            "hpjr" => TariffId::Hpjr,
+            other => {
+                let n: u8 = other.strip_prefix("tariff")?.parse().ok()?;
+                if !(1..=10).contains(&n) || other != format!("tariff{n}") {
+                    return None;
+                }
+                TariffId::Tariff(n)
+            }
+        })
+    }
+
+    /// The per-tariff field of an aggregation row: `valueTh`, `valueHcjb`, `valueTariff3`.
+    pub fn value_field(self) -> String {
+        let code = self.code();
+        let mut chars = code.chars();
+        let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or('X');
+        format!("value{first}{}", chars.as_str())
+    }
+}
+
+/// Low (`hc`) or high (`hp`) price period: the `tariffType` of aggregation rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TariffType {
+    Hc,
+    Hp,
+}
+
+impl TariffType {
+    pub fn code(self) -> &'static str {
+        match self {
+            TariffType::Hc => "hc",
+            TariffType::Hp => "hp",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<TariffType> {
+        match code {
+            "hc" => Some(TariffType::Hc),
+            "hp" => Some(TariffType::Hp),
+            _ => None,
+        }
+    }
+}
+
+/// Aggregation operators of the measures' `operators/{op}` routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    Sum,
+    Count,
+    Average,
+    MinMax,
+}
+
+/// Aggregation steps. The document shows `hour` and `day`; `week`, `month` and `year` are
+/// accepted too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Step {
+    pub const ALLOWED: &'static str = "hour, day, week, month, year";
+
+    pub fn parse(code: &str) -> Option<Step> {
+        match code.to_ascii_lowercase().as_str() {
+            "hour" => Some(Step::Hour),
+            "day" => Some(Step::Day),
+            "week" => Some(Step::Week),
+            "month" => Some(Step::Month),
+            "year" => Some(Step::Year),
+            _ => None,
+        }
+    }
+
+    /// The start of the step bucket holding `t` (UTC).
+    pub fn bucket(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let date = t.date_naive();
+        let day_start = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
+        match self {
+            Step::Hour => day_start(date) + Duration::hours(i64::from(t.hour())),
+            Step::Day => day_start(date),
+            Step::Week => day_start(date - Duration::days(i64::from(date.weekday().num_days_from_monday()))),
+            Step::Month => day_start(date.with_day(1).unwrap_or(date)),
+            Step::Year => day_start(NaiveDate::from_ymd_opt(date.year(), 1, 1).unwrap_or(date)),
+        }
+    }
+
+    /// A rough count of buckets in a range, to refuse ranges that would return too many points.
+    pub fn approx_buckets(self, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+        let secs = (to - from).num_seconds().max(0);
+        let per = match self {
+            Step::Hour => 3_600,
+            Step::Day => 86_400,
+            Step::Week => 7 * 86_400,
+            Step::Month => 28 * 86_400,
+            Step::Year => 365 * 86_400,
+        };
+        secs / per + 1
+    }
+}
+
+/// Everything a device's procedural history depends on.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub seed: u64,
+    pub subscription: Subscription,
+    /// STANDARD only: whether `tariff1` … `tariff10` are low or high price (the station's
+    /// `tariff1` … `tariff10` properties).
+    pub standard_types: [TariffType; 10],
+    /// Charging power of the station, in watts.
+    pub power_w: f64,
+    /// Nothing is recorded before the device was installed.
+    pub installed_at: DateTime<Utc>,
+    /// Procedural sessions end here; later ones come only from the live session record.
+    pub history_until: DateTime<Utc>,
+}
+
+/// A charging session: from plug to unplug, with the intervals in which the car actually charged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Session {
+    pub start: DateTime<Utc>,
+    /// `None` while the car is still plugged.
+    pub end: Option<DateTime<Utc>>,
+    /// Charging intervals; an open one (`None` end) is charging now.
+    pub charging: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    pub power_w: f64,
+}
+
+impl Session {
+    pub fn is_charging(&self) -> bool {
+        self.charging.last().is_some_and(|(_, end)| end.is_none())
+    }
+
+    /// Energy in watt-hours charged between `from` and `to`, counting open intervals up to `now`.
+    pub fn energy_wh_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+        self.charging
+            .iter()
+            .map(|&(a, b)| {
+                let b = b.unwrap_or(now).min(to);
+                let a = a.max(from);
+                if b > a { (b - a).num_milliseconds() as f64 / 3_600_000.0 * self.power_w } else { 0.0 }
+            })
+            .sum()
+    }
+
+    pub fn charging_secs(&self, now: DateTime<Utc>) -> i64 {
+        self.charging.iter().map(|&(a, b)| (b.unwrap_or(now) - a).num_seconds().max(0)).sum()
+    }
+}
+
+/// A price history for each tariff: `(beginDate, price per kWh)`, any order.
+pub type PriceBook = BTreeMap<TariffId, Vec<(DateTime<Utc>, f64)>>;
+
+/// The price of `tariff` at `t`: the latest value that began at or before `t`, else the earliest.
+pub fn price_at(prices: &PriceBook, tariff: TariffId, t: DateTime<Utc>) -> f64 {
+    let Some(values) = prices.get(&tariff) else { return 0.0 };
+    let mut best: Option<(DateTime<Utc>, f64)> = None;
+    let mut earliest: Option<(DateTime<Utc>, f64)> = None;
+    for &(begin, value) in values {
+        if begin <= t && best.is_none_or(|(b, _)| begin >= b) {
+            best = Some((begin, value));
+        }
+        if earliest.is_none_or(|(b, _)| begin < b) {
+            earliest = Some((begin, value));
+        }
+    }
+    best.or(earliest).map(|(_, v)| v).unwrap_or(0.0)
+}
+
+/// A stable 64-bit mix of some numbers (SplitMix64's finaliser over each part).
+pub fn mix(parts: &[u64]) -> u64 {
+    let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &p in parts {
+        h ^= p.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_add(h << 6).wrapping_add(h >> 2);
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 31;
+    }
+    h
+}
+
+fn day_number(date: NaiveDate) -> u64 {
+    date.num_days_from_ce() as u64
+}
+
+fn at(date: NaiveDate, minutes: i64) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default()) + Duration::minutes(minutes)
+}
+
+/// Tempo day colours are national, the same for every device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TempoColour {
+    Blue,
+    White,
+    Red,
+}
+
+fn winter(date: NaiveDate) -> bool {
+    matches!(date.month(), 11 | 12 | 1 | 2 | 3)
+}
+
+fn tempo_colour(date: NaiveDate) -> TempoColour {
+    let roll = mix(&[0x7E4D0, day_number(date)]) % 100;
+    let weekday = !matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
+    if winter(date) && weekday && roll < 15 {
+        TempoColour::Red
+    } else if date.weekday() != Weekday::Sun && roll >= 85 {
+        TempoColour::White
+    } else {
+        TempoColour::Blue
+    }
+}
+
+fn ejp_peak_day(date: NaiveDate) -> bool {
+    winter(date) && mix(&[0xE1B, day_number(date)]) % 100 < 15
+}
+
+impl Profile {
+    /// The tariff in force at `t`.
+    pub fn tariff_at(&self, t: DateTime<Utc>) -> TariffId {
+        let hour = t.hour();
+        let date = t.date_naive();
+        let off_peak = !(6..22).contains(&hour);
+        match self.subscription {
+            Subscription::Base => TariffId::Th,
+            Subscription::Hchp => {
+                if off_peak {
+                    TariffId::Hc
+                } else {
+                    TariffId::Hp
+                }
+            }
+            Subscription::Ejp => {
+                if ejp_peak_day(date) && hour >= 7 {
+                    TariffId::Pm
+                } else {
+                    TariffId::Hn
+                }
+            }
+            Subscription::Tempo => match (tempo_colour(date), off_peak) {
+                (TempoColour::Blue, true) => TariffId::Hcjb,
+                (TempoColour::Blue, false) => TariffId::Hpjb,
+                (TempoColour::White, true) => TariffId::Hcjw,
+                (TempoColour::White, false) => TariffId::Hpjw,
+                (TempoColour::Red, true) => TariffId::Hcjr,
+                (TempoColour::Red, false) => TariffId::Hpjr,
+            },
+            Subscription::Standard => {
+                let weekend = matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
+                TariffId::Tariff(match (weekend, hour) {
+                    (true, h) if off_peak || h < 8 => 10,
+                    (true, _) => 9,
+                    (false, 0..=5) => 1,
+                    (false, 6..=7) => 2,
+                    (false, 8..=11) => 3,
+                    (false, 12..=13) => 4,
+                    (false, 14..=16) => 5,
+                    (false, 17..=19) => 6,
+                    (false, 20..=21) => 7,
+                    (false, _) => 8,
+                })
+            }
+        }
+    }
+
+    /// Whether a tariff is a low or a high price period. BASE's single tariff counts as high.
+    pub fn tariff_type(&self, tariff: TariffId) -> TariffType {
+        match tariff {
+            TariffId::Hc | TariffId::Hn | TariffId::Hcjb | TariffId::Hcjw | TariffId::Hcjr => TariffType::Hc,
+            TariffId::Th | TariffId::Hp | TariffId::Pm | TariffId::Hpjb | TariffId::Hpjw | TariffId::Hpjr => {
+                TariffType::Hp
+            }
+            TariffId::Tariff(n) => self.standard_types[usize::from(n.clamp(1, 10)) - 1],
+        }
+    }
+
+    /// The procedural session of one day, if the car came home that day and it ended before
+    /// `history_until`.
+    fn procedural_session(&self, date: NaiveDate) -> Option<Session> {
+        let h = mix(&[self.seed, day_number(date)]);
+        if h % 100 >= 55 {
+            return None;
+        }
+        let start = at(date, 16 * 60 + ((h >> 8) % 36) as i64 * 10);
+        let minutes = 60 + ((h >> 16) % 30) as i64 * 10;
+        let charge_minutes = (minutes * (50 + ((h >> 24) % 50) as i64) / 100 / 10 * 10).max(20);
+        let end = start + Duration::minutes(minutes);
+        if start < self.installed_at || end > self.history_until {
+            return None;
+        }
+        Some(Session {
+            start,
+            end: Some(end),
+            charging: vec![(start, Some(start + Duration::minutes(charge_minutes)))],
+            power_w: self.power_w,
+        })
+    }
+
+    /// Every session (procedural and live) that overlaps `[from, to)`, by start.
+    pub fn sessions(&self, live: &[Session], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Session> {
+        let mut out = Vec::new();
+        let first = (from - Duration::days(1)).date_naive();
+        let last = to.min(self.history_until).date_naive();
+        let mut date = first;
+        while date <= last {
+            if let Some(s) = self.procedural_session(date)
+                && s.end.is_some_and(|e| e > from)
+                && s.start < to
+            {
+                out.push(s);
+            }
+            date = date.succ_opt().unwrap_or(date);
+            if date == NaiveDate::MAX {
+                break;
+            }
+        }
+        out.extend(live.iter().filter(|s| s.start < to && s.end.is_none_or(|e| e > from)).cloned());
+        out.sort_by_key(|s| s.start);
+        out
+    }
+
+    /// The last session that ended at or before `t`.
+    pub fn last_session_before(&self, live: &[Session], t: DateTime<Utc>) -> Option<Session> {
+        if let Some(s) = live.iter().rev().find(|s| s.end.is_some_and(|e| e <= t)) {
+            return Some(s.clone());
+        }
+        let mut date = t.date_naive();
+        for _ in 0..60 {
+            if let Some(s) = self.procedural_session(date)
+                && s.end.is_some_and(|e| e <= t)
+            {
+                return Some(s);
+            }
+            date = date.pred_opt()?;
+        }
+        None
+    }
+}
+
+/// What a series measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    /// Energy charged by a station, kWh per slot.
+    StationEnergy,
+    /// Cost of the station's energy at the tariff in force, per slot.
+    StationCost,
+    /// Whole-house energy read by the grid meter (it includes the station's), kWh per slot.
+    HouseEnergy,
+    /// Cost of the house's energy.
+    HouseCost,
+}
+
+/// One 10-minute sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub start: DateTime<Utc>,
+    pub tariff: TariffId,
+    pub value: f64,
+}
+
+/// Base load of the house in watt-hours for one slot: a deterministic, daily-shaped noise.
+fn house_base_wh(seed: u64, slot: i64) -> f64 {
+    let h = mix(&[seed, 0xB45E, slot as u64]);
+    let minute_of_day = slot.rem_euclid(144) * 10;
+    let evening = (18 * 60..23 * 60).contains(&minute_of_day);
+    let morning = (6 * 60..9 * 60).contains(&minute_of_day);
+    let base = 40.0 + (h % 80) as f64;
+    let bump = if evening {
+        120.0
+    } else if morning {
+        60.0
+    } else {
+        0.0
+    };
+    (base + bump).round()
+}
+
+/// The recorded samples of `[from, to)`: from the device's installation up to `now`.
+pub fn samples(
+    profile: &Profile,
+    live: &[Session],
+    prices: &PriceBook,
+    quantity: Quantity,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Sample> {
+    let start = from.max(profile.installed_at);
+    let end = to.min(now);
+    if end <= start {
+        return Vec::new();
+    }
+    let first_slot = (start.timestamp() + SLOT_SECS - 1).div_euclid(SLOT_SECS);
+    let end_slot = (end.timestamp() + SLOT_SECS - 1).div_euclid(SLOT_SECS);
+    let count = usize::try_from(end_slot - first_slot).unwrap_or(0);
+    // Energy of each slot in Wh, rounded per slot so that sums over any grouping agree exactly.
+    let mut wh = vec![0.0f64; count];
+    for session in profile.sessions(live, start, end) {
+        for &(a, b) in &session.charging {
+            let b = b.unwrap_or(now);
+            let mut slot = a.timestamp().div_euclid(SLOT_SECS).max(first_slot);
+            while slot < end_slot && slot * SLOT_SECS < b.timestamp() {
+                let slot_start = Utc.timestamp_opt(slot * SLOT_SECS, 0).single().unwrap_or(start);
+                let slot_end = slot_start + Duration::seconds(SLOT_SECS);
+                let e = Session { charging: vec![(a, Some(b))], ..session.clone() }
+                    .energy_wh_between(slot_start, slot_end, now);
+                wh[usize::try_from(slot - first_slot).unwrap_or(0)] += e;
+                slot += 1;
+            }
+        }
+    }
+    let house = matches!(quantity, Quantity::HouseEnergy | Quantity::HouseCost);
+    (0..count)
+        .map(|i| {
+            let slot = first_slot + i as i64;
+            let t = Utc.timestamp_opt(slot * SLOT_SECS, 0).single().unwrap_or(start);
+            let tariff = profile.tariff_at(t);
+            let mut energy_wh = wh[i].round();
+            if house {
+                energy_wh += house_base_wh(profile.seed, slot);
+            }
+            let kwh = energy_wh / 1000.0;
+            let value = match quantity {
+                Quantity::StationEnergy | Quantity::HouseEnergy => kwh,
+                Quantity::StationCost | Quantity::HouseCost => kwh * price_at(prices, tariff, t),
+            };
+            Sample { start: t, tariff, value }
+        })
+        .collect()
+}
+
+/// One row of an aggregation result: one bucket and tariff type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub date: DateTime<Utc>,
+    pub tariff_type: TariffType,
+    pub value: Option<f64>,
+    pub value_min: Option<f64>,
+    pub value_max: Option<f64>,
+    pub by_tariff: Vec<(TariffId, f64)>,
+}
+
+impl Row {
+    /// The document's JSON shape: `date`, `tariffType`, `value` (`valueMin`/`valueMax` for
+    /// min-max) and one `value<Tariff>` field per tariff of the subscription with this type.
+    pub fn to_json(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        map.insert("date".into(), json!(self.date.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
+        map.insert("tariffType".into(), json!(self.tariff_type.code()));
+        if let Some(v) = self.value {
+            map.insert("value".into(), json!(v));
+        }
+        if let Some(v) = self.value_min {
+            map.insert("valueMin".into(), json!(v));
+        }
+        if let Some(v) = self.value_max {
+            map.insert("valueMax".into(), json!(v));
+        }
+        for (tariff, v) in &self.by_tariff {
+            map.insert(tariff.value_field(), json!(v));
+        }
+        Value::Object(map)
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    per_tariff: BTreeMap<TariffId, (u64, f64)>,
+}
+
+/// Aggregates samples by step bucket and tariff type, in date order (hc before hp in a bucket).
+pub fn aggregate(profile: &Profile, samples: &[Sample], op: Operator, step: Step) -> Vec<Row> {
+    let mut groups: BTreeMap<(DateTime<Utc>, TariffType), Acc> = BTreeMap::new();
+    for s in samples {
+        let kind = profile.tariff_type(s.tariff);
+        let acc = groups.entry((step.bucket(s.start), kind)).or_default();
+        if acc.count == 0 {
+            acc.min = s.value;
+            acc.max = s.value;
+        }
+        acc.count += 1;
+        acc.sum += s.value;
+        acc.min = acc.min.min(s.value);
+        acc.max = acc.max.max(s.value);
+        let t = acc.per_tariff.entry(s.tariff).or_default();
+        t.0 += 1;
+        t.1 += s.value;
+    }
+    let tariffs = profile.subscription.tariff_ids();
+    groups
+        .into_iter()
+        .map(|((date, kind), acc)| {
+            let by_tariff = || {
+                tariffs
+                    .iter()
+                    .filter(|t| profile.tariff_type(**t) == kind)
+                    .map(|t| {
+                        let (count, sum) = acc.per_tariff.get(t).copied().unwrap_or((0, 0.0));
+                        let v = match op {
+                            Operator::Sum => sum,
+                            Operator::Count => count as f64,
+                            Operator::Average if count > 0 => sum / count as f64,
+                            _ => 0.0,
+                        };
+                        (*t, v)
+                    })
+                    .collect()
+            };
+            let mut row =
+                Row { date, tariff_type: kind, value: None, value_min: None, value_max: None, by_tariff: vec![] };
+            match op {
+                Operator::Sum => {
+                    row.value = Some(acc.sum);
+                    row.by_tariff = by_tariff();
+                }
+                Operator::Count => {
+                    row.value = Some(acc.count as f64);
+                    row.by_tariff = by_tariff();
+                }
+                Operator::Average => {
+                    row.value = Some(acc.sum / acc.count as f64);
+                    row.by_tariff = by_tariff();
+                }
+                Operator::MinMax => {
+                    row.value_min = Some(acc.min);
+                    row.value_max = Some(acc.max);
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+/// One log entry, in the document's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    pub date: DateTime<Utc>,
+    pub log_name: &'static str,
+    pub value: Value,
+}
+
+impl LogEntry {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "date": self.date.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "value": self.value,
+            "logName": self.log_name,
+        })
+    }
+}
+
+/// The station logs: id, name. Their periodicity is `Immediate`.
+pub const STATION_LOGS: [(&str, &str); 6] = [
+    ("1", "SessionStart"),
+    ("2", "SessionEnd"),
+    ("3", "KeySwitch"),
+    ("4", "ChargeMode"),
+    ("5", "Errors"),
+    ("6", "CyberSecurity"),
+];
+
+/// The grid meter logs: id, name.
+pub const METER_LOGS: [(&str, &str); 2] = [("1", "CurrentTariff"), ("2", "TicType")];
+
+/// `"hh:mm"` for a number of seconds, as the station model writes durations.
+pub fn hh_mm(secs: i64) -> String {
+    let minutes = secs.max(0) / 60;
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// The SessionStart and SessionEnd entries of a session (SessionEnd only once it ended).
+pub fn session_logs(profile: &Profile, prices: &PriceBook, session: &Session, now: DateTime<Utc>) -> Vec<LogEntry> {
+    let mut out = vec![LogEntry {
+        date: session.start,
+        log_name: "SessionStart",
+        value: json!({"evcsSocket": "m3", "evcsCableValue": 32}),
+    }];
+    if let Some(end) = session.end {
+        let (energy, cost) = session_energy_cost(profile, prices, session, now);
+        out.push(LogEntry {
+            date: end,
+            log_name: "SessionEnd",
+            value: json!({
+                "chargingDuration": session.charging_secs(now),
+                "sessionDuration": (end - session.start).num_seconds(),
+                "cost": cost,
+                "energy": energy,
+            }),
+        });
+    }
+    out
+}
+
+/// Energy (kWh) and cost of a session, read off the same samples the measures return, so that the
+/// logs and the measures always agree.
+pub fn session_energy_cost(profile: &Profile, prices: &PriceBook, session: &Session, now: DateTime<Utc>) -> (f64, f64) {
+    let live = [session.clone()];
+    let only = Profile { history_until: profile.installed_at, ..profile.clone() };
+    let end = session.end.unwrap_or(now);
+    let from = Utc
+        .timestamp_opt(session.start.timestamp().div_euclid(SLOT_SECS) * SLOT_SECS, 0)
+        .single()
+        .unwrap_or(session.start);
+    let energy = samples(&only, &live, prices, Quantity::StationEnergy, from, end + Duration::seconds(SLOT_SECS), now);
+    let cost = samples(&only, &live, prices, Quantity::StationCost, from, end + Duration::seconds(SLOT_SECS), now);
+    let e: f64 = energy.iter().map(|s| s.value).sum();
+    let c: f64 = cost.iter().map(|s| s.value).sum();
+    ((e * 1000.0).round() / 1000.0, (c * 10_000.0).round() / 10_000.0)
+}
+
+/// The procedural station log entries of `[from, to)` other than sessions (which come from
+/// [`Profile::sessions`]); live entries are added by the caller.
+pub fn procedural_station_events(profile: &Profile, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<LogEntry> {
+    let mut out = Vec::new();
+    let start = from.max(profile.installed_at);
+    let end = to.min(profile.history_until);
+    if end <= start {
+        return out;
+    }
+    let mut date = start.date_naive();
+    while date <= end.date_naive() {
+        let h = mix(&[profile.seed, 0x10C5, day_number(date)]);
+        if h.is_multiple_of(10) {
+            out.push(LogEntry {
+                date: at(date, 8 * 60 + 3),
+                log_name: "KeySwitch",
+                value: json!({"keySwitch": "unlocked"}),
+            });
+            out.push(LogEntry {
+                date: at(date, 8 * 60 + 41),
+                log_name: "KeySwitch",
+                value: json!({"keySwitch": "locked"}),
+            });
+        }
+        if (h >> 8).is_multiple_of(20) {
+            out.push(LogEntry {
+                date: at(date, 19 * 60 + 7),
+                log_name: "Errors",
+                value: json!({"code": "loadShedding", "state": true}),
+            });
+            out.push(LogEntry {
+                date: at(date, 19 * 60 + 19),
+                log_name: "Errors",
+                value: json!({"code": "noError", "state": false}),
+            });
+        }
+        if (h >> 16).is_multiple_of(45) {
+            let t = at(date, 11 * 60 + 12);
+            out.push(LogEntry {
+                date: t,
+                log_name: "CyberSecurity",
+                value: json!({"event": 3.0, "timestamp": t.format("%Y-%m-%dT%H:%M:%SZ").to_string(), "message": "MyNewSSID"}),
+            });
+        }
+        date = match date.succ_opt() {
+            Some(d) => d,
+            None => break,
+        };
+    }
+    out.retain(|e| e.date >= start && e.date < end);
+    out
+}
+
+/// The grid meter's CurrentTariff changes within `[from, to)` (up to `now`).
+pub fn current_tariff_logs(
+    profile: &Profile,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<LogEntry> {
+    let start = from.max(profile.installed_at);
+    let end = to.min(now);
+    let mut out = Vec::new();
+    if end <= start {
+        return out;
+    }
+    let mut slot = start.timestamp().div_euclid(SLOT_SECS);
+    let slot_time = |s: i64| Utc.timestamp_opt(s * SLOT_SECS, 0).single().unwrap_or(start);
+    let mut previous =
+        if slot_time(slot) <= profile.installed_at { None } else { Some(profile.tariff_at(slot_time(slot - 1))) };
+    while slot_time(slot) < end {
+        let t = slot_time(slot);
+        let tariff = profile.tariff_at(t);
+        if previous != Some(tariff) && t >= start {
+            out.push(LogEntry {
+                date: t,
+                log_name: "CurrentTariff",
+                value: json!({"currentTariff": tariff.code().to_ascii_uppercase()}),
+            });
+        }
+        previous = Some(tariff);
+        slot += 1;
+    }
+    out
+}
+
+/// Counts log entries per step bucket; buckets with no entry are left out, as in the document.
+pub fn count_entries(entries: &[LogEntry], step: Step, log_name: &str) -> Vec<Value> {
+    let mut counts: BTreeMap<DateTime<Utc>, u64> = BTreeMap::new();
+    for e in entries {
+        *counts.entry(step.bucket(e.date)).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(date, n)| {
+            json!({"date": date.format("%Y-%m-%dT%H:%M:%SZ").to_string(), "value": n as f64, "logName": log_name})
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(subscription: Subscription) -> Profile {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        Profile {
+            seed: 7,
+            subscription,
+            standard_types: [TariffType::Hc; 10],
+            power_w: 7_400.0,
+            installed_at: t("2020-04-15T13:28:13Z"),
+            history_until: t("2026-01-01T00:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn tariff_ids_round_trip_and_name_their_fields() {
+        for sub in
+            [Subscription::Base, Subscription::Hchp, Subscription::Ejp, Subscription::Tempo, Subscription::Standard]
+        {
+            for id in sub.tariff_ids() {
+                assert_eq!(TariffId::parse(&id.code()), Some(id));
+            }
+        }
+        assert_eq!(TariffId::Hcjb.value_field(), "valueHcjb");
+        assert_eq!(TariffId::Tariff(10).value_field(), "valueTariff10");
+        assert_eq!(TariffId::parse("tariff11"), None);
+        assert_eq!(TariffId::parse("tariff01"), None);
+    }
+
+    #[test]
+    fn hours_sum_to_the_day_exactly_in_watt_hours() {
+        let p = profile(Subscription::Tempo);
+        let from = "2025-01-10T00:00:00Z".parse().unwrap();
+        let to = from + Duration::days(1);
+        let s = samples(&p, &[], &PriceBook::new(), Quantity::HouseEnergy, from, to, to);
+        assert_eq!(s.len(), 144);
+        let hours: f64 = aggregate(&p, &s, Operator::Sum, Step::Hour).iter().filter_map(|r| r.value).sum();
+        let day: f64 = aggregate(&p, &s, Operator::Sum, Step::Day).iter().filter_map(|r| r.value).sum();
+        assert!((hours - day).abs() < 1e-9, "{hours} vs {day}");
+    }
+
+    #[test]
+    fn hh_mm_formats_durations() {
+        assert_eq!(hh_mm(3 * 3600 + 33 * 60 + 59), "03:33");
+        assert_eq!(hh_mm(-5), "00:00");
+    }
+}
