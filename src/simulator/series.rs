@@ -547,6 +547,11 @@ pub struct Row {
     pub by_tariff: Vec<(TariffId, f64)>,
 }
 
+/// Six decimals: exact for energies (whole watt-hours) and far below a cent for costs.
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
 impl Row {
     /// The document's JSON shape: `date`, `tariffType`, `value` (`valueMin`/`valueMax` for
     /// min-max) and one `value<Tariff>` field per tariff of the subscription with this type.
@@ -554,17 +559,13 @@ impl Row {
         let mut map = serde_json::Map::new();
         map.insert("date".into(), json!(self.date.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
         map.insert("tariffType".into(), json!(self.tariff_type.code()));
-        if let Some(v) = self.value {
-            map.insert("value".into(), json!(v));
-        }
-        if let Some(v) = self.value_min {
-            map.insert("valueMin".into(), json!(v));
-        }
-        if let Some(v) = self.value_max {
-            map.insert("valueMax".into(), json!(v));
+        for (field, v) in [("value", self.value), ("valueMin", self.value_min), ("valueMax", self.value_max)] {
+            if let Some(v) = v {
+                map.insert(field.into(), json!(round6(v)));
+            }
         }
         for (tariff, v) in &self.by_tariff {
-            map.insert(tariff.value_field(), json!(v));
+            map.insert(tariff.value_field(), json!(round6(*v)));
         }
         Value::Object(map)
     }
