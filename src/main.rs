@@ -1,21 +1,28 @@
-//! The `witty-bff` command: parses the command line and runs what it names.
+//! The `witty-bff` command: parses the command line, initialises logging, builds the app and runs
+//! it until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use witty_bff::app::App;
+use witty_bff::config::Config;
 use witty_bff::simulator::{self, SimConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "witty-bff", version, about = "GraphQL BFF for the Witty-Home cloud API")]
+#[command(name = "witty-bff", version, about = "GraphQL backend-for-frontend for the Witty-Home cloud API")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve GraphQL (the default).
+    Serve,
     /// Run the embedded Witty-Home simulator alone.
     Simulate {
         /// Address to listen on.
@@ -31,33 +38,83 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Print a token for a user (signed with the configured HS secret, or the dev secret).
+    Token {
+        /// The user (`sub`); the simulator's seeded users are alice, bob, dieter (owners), ivan and
+        /// erin (installers).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl: i64,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,witty_bff=info".into()),
-        )
-        .init();
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Simulate { listen, api_key, command_delay_ms, seed }) => {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Simulate { listen, api_key, command_delay_ms, seed } => {
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
             let config = SimConfig {
                 api_key,
                 seed,
                 command_delay: Duration::from_millis(command_delay_ms),
                 ..SimConfig::default()
             };
-            println!("Witty-Home simulator on http://{}", listener.local_addr()?);
-            println!("  subscription key: {}", config.api_key);
-            println!("  OpenAPI: http://{}/openapi.json", listener.local_addr()?);
+            println!("Witty-Home simulator on http://{addr}");
+            println!("  subscription key (Ocp-Apim-Subscription-Key): {}", config.api_key);
+            println!("  OpenAPI description: http://{addr}/openapi.json");
+            println!("  seeded users: http://{addr}/_sim/users");
             simulator::serve(listener, config, shutdown_signal()).await?;
+            Ok(())
         }
-        None => anyhow::bail!("the GraphQL server is not built yet; try `witty-bff simulate`"),
+        Command::Token { sub, ttl } => {
+            let secret = cli
+                .config
+                .effective_jwt_secret()
+                .context("no HS secret configured: set WITTY_BFF_JWT_SECRET to mint tokens")?;
+            let token = witty_bff::auth::mint_dev_token(
+                &secret,
+                &sub,
+                ttl,
+                cli.config.jwt_issuer.as_deref(),
+                cli.config.jwt_audience.as_deref(),
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", witty_bff::graphql::sdl());
+            Ok(())
+        }
     }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let addr = app.addr();
+    println!("witty-bff serving GraphQL on http://{addr}/graphql");
+    println!("  GraphiQL: http://{addr}/graphiql");
+    if let Some(url) = app.simulator_url() {
+        println!("  upstream: the embedded Witty-Home simulator at {url}");
+        if let Some(token) = app.token_for("alice", 12 * 3600) {
+            println!("\nA dev token for the seeded owner 'alice' (valid 12 h), already filled in GraphiQL:\n");
+            println!("  Authorization: Bearer {token}\n");
+        }
+        println!("Try the dashboard query GraphiQL opens with, or:\n");
+        println!(
+            "  curl -s http://{addr}/graphql -H 'content-type: application/json' -H \"Authorization: Bearer $TOKEN\" \\\n    -d '{{\"query\":\"{{ installations {{ id name chargingStations {{ friendlyName chargeMode availability }} }} }}\"}}'\n"
+        );
+    }
+    app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }
 
@@ -78,4 +135,5 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+    tracing::info!("shutting down");
 }

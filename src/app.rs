@@ -1,0 +1,109 @@
+//! The only place that wires the parts together: the upstream client (and the embedded simulator
+//! when no upstream is configured), the token verifier, the shared cache, the schema and the HTTP
+//! router, on a listener it binds itself (port 0 works).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::auth::{JwtSettings, Verifier, mint_dev_token};
+use crate::cache::SharedCache;
+use crate::config::Config;
+use crate::graphql::build_schema;
+use crate::http::{HttpState, router};
+use crate::simulator::{self, SimConfig, Simulator};
+use crate::upstream::{UpstreamClient, UpstreamConfig};
+
+/// A built application, listening but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: SocketAddr,
+    /// The embedded simulator, when it is the upstream; it stops when the app is dropped.
+    simulator: Option<Simulator>,
+    jwt_secret: Option<String>,
+    config: Config,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let (simulator, base_url, api_key) = match &config.upstream_url {
+            Some(url) => {
+                let key = config.api_key.as_ref().map(|k| k.expose().to_string()).unwrap_or_default();
+                (None, url.clone(), key)
+            }
+            None => {
+                let key =
+                    config.api_key.as_ref().map(|k| k.expose().to_string()).unwrap_or(simulator::DEV_API_KEY.into());
+                let sim = Simulator::spawn(SimConfig { api_key: key.clone(), ..SimConfig::default() })
+                    .await
+                    .context("cannot start the embedded simulator")?;
+                let url = sim.base_url().parse().context("simulator URL")?;
+                (Some(sim), url, key)
+            }
+        };
+        let client = UpstreamClient::new(UpstreamConfig {
+            base_url,
+            api_key,
+            timeout: Duration::from_millis(config.upstream_timeout_ms),
+            read_retries: config.upstream_read_retries,
+        })
+        .map_err(|e| anyhow::anyhow!("upstream client: {e}"))?;
+        let jwt_secret = config.effective_jwt_secret();
+        let verifier = Verifier::new(&JwtSettings {
+            secret: jwt_secret.clone(),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            leeway_secs: config.jwt_leeway_secs,
+        })
+        .map_err(anyhow::Error::msg)?;
+        let cache = SharedCache::new(client, config.ttls(), config.cache_capacity);
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let dev_token = match (&simulator, &jwt_secret) {
+            (Some(_), Some(secret)) => Some(mint_dev_token(secret, "alice", 12 * 3600, None, None)),
+            _ => None,
+        };
+        let state = HttpState { schema: build_schema(), verifier: Arc::new(verifier), cache, dev_token };
+        Ok(App { listener, router: router(state), addr, simulator, jwt_secret, config })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The embedded simulator's base URL, when it is the upstream.
+    pub fn simulator_url(&self) -> Option<String> {
+        self.simulator.as_ref().map(Simulator::base_url)
+    }
+
+    /// A token for `sub` signed with the configured HS secret (dev and tests).
+    pub fn token_for(&self, sub: &str, ttl_secs: i64) -> Option<String> {
+        let secret = self.jwt_secret.as_deref()?;
+        Some(mint_dev_token(
+            secret,
+            sub,
+            ttl_secs,
+            self.config.jwt_issuer.as_deref(),
+            self.config.jwt_audience.as_deref(),
+        ))
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let _simulator = self.simulator;
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    }
+}

@@ -1,0 +1,170 @@
+//! Loading upstream resources: a shared moka cache below per-request DataLoaders.
+//!
+//! - [`SharedCache`] is one moka cache for the whole process. Its keys are the caller's identity
+//!   (the token's `sub`) and the [`Resource`], so an answer fetched with one caller's token is never
+//!   served to another. Concurrent misses for one key wait on a single upstream call
+//!   (`get_with`). Entries expire per resource class ([`Ttls`]); failures are kept only for the
+//!   short negative TTL.
+//! - [`RequestLoader`] is created for each GraphQL request and wrapped in a DataLoader with a
+//!   per-request cache: identical loads within one query (aliases, the same station reached twice)
+//!   are made once, and independent ones run concurrently.
+
+mod resource;
+
+pub use resource::Resource;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use chrono::{DateTime, Utc};
+use moka::Expiry;
+
+use crate::auth::Caller;
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// How long each kind of resource is kept.
+#[derive(Debug, Clone)]
+pub struct Ttls {
+    /// Live state: stations and grid meters.
+    pub state: Duration,
+    /// Installations, users, invitations (membership), tariffs, event subscriptions.
+    pub lists: Duration,
+    /// Measure and log metadata, which hardly ever changes.
+    pub metadata: Duration,
+    /// Measure values and logs of ranges that ended in the past: they no longer change.
+    pub closed_history: Duration,
+    /// Measure values and logs of ranges that reach the present.
+    pub open_history: Duration,
+    /// Failures.
+    pub negative: Duration,
+}
+
+impl Default for Ttls {
+    fn default() -> Self {
+        Ttls {
+            state: Duration::from_secs(5),
+            lists: Duration::from_secs(30),
+            metadata: Duration::from_secs(3600),
+            closed_history: Duration::from_secs(3600),
+            open_history: Duration::from_secs(30),
+            negative: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A loaded resource: the typed value (downcast by the reader) and when it was fetched.
+#[derive(Clone)]
+pub struct Loaded {
+    pub value: Arc<dyn Any + Send + Sync>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+impl Loaded {
+    /// The value as `T`, the type the resource's fetch produced.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.value.clone().downcast::<T>().ok()
+    }
+}
+
+pub type LoadResult = Result<Loaded, UpstreamError>;
+
+#[derive(Clone)]
+struct Entry {
+    result: LoadResult,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<Key, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &Key, value: &Entry, _created_at: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+type Key = (Arc<str>, Resource);
+
+/// The process-wide cache of upstream answers.
+#[derive(Clone)]
+pub struct SharedCache {
+    cache: moka::future::Cache<Key, Entry>,
+    client: UpstreamClient,
+    ttls: Arc<Ttls>,
+}
+
+impl SharedCache {
+    pub fn new(client: UpstreamClient, ttls: Ttls, capacity: u64) -> SharedCache {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
+            .build();
+        SharedCache { cache, client, ttls: Arc::new(ttls) }
+    }
+
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// The resource as `caller` sees it: from the cache, or fetched once for all concurrent askers.
+    pub async fn get(&self, caller: &Caller, resource: Resource) -> LoadResult {
+        let key = (caller.sub.clone(), resource.clone());
+        let fetch = async {
+            let result = resource.fetch(&self.client, caller.token()).await;
+            let ttl = match &result {
+                Ok(_) => resource.ttl(&self.ttls, Utc::now()),
+                Err(_) => self.ttls.negative,
+            };
+            Entry { result: result.map(|value| Loaded { value, fetched_at: Utc::now() }), ttl }
+        };
+        self.cache.get_with(key, fetch).await.result
+    }
+
+    /// Drops every entry (of every caller) that `stale` says a change made out of date.
+    pub fn invalidate(&self, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
+        if let Err(e) = self.cache.invalidate_entries_if(move |(_, r), _| stale(r)) {
+            tracing::error!(error = %e, "cache invalidation failed; clearing the whole cache");
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// Drops one caller's entries.
+    pub fn invalidate_caller(&self, sub: &str) {
+        let sub: Arc<str> = sub.into();
+        if self.cache.invalidate_entries_if(move |(s, _), _| *s == sub).is_err() {
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// Number of entries (approximate; for metrics).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+/// The loader of one GraphQL request: one caller, the shared cache below.
+pub struct RequestLoader {
+    caller: Caller,
+    shared: SharedCache,
+}
+
+impl Loader<Resource> for RequestLoader {
+    /// Each resource's own result, so one failing resource does not fail its batch.
+    type Value = LoadResult;
+    type Error = std::convert::Infallible;
+
+    async fn load(&self, keys: &[Resource]) -> Result<HashMap<Resource, LoadResult>, Self::Error> {
+        let loads = keys.iter().map(|k| async move { (k.clone(), self.shared.get(&self.caller, k.clone()).await) });
+        Ok(futures::future::join_all(loads).await.into_iter().collect())
+    }
+}
+
+/// The per-request DataLoader (with a per-request cache).
+pub type Loaders = DataLoader<RequestLoader, HashMapCache>;
+
+pub fn request_loaders(caller: Caller, shared: SharedCache) -> Loaders {
+    DataLoader::with_cache(RequestLoader { caller, shared }, tokio::spawn, HashMapCache::default())
+}

@@ -1,0 +1,202 @@
+//! One typed configuration, read once at start-up from flags and `WITTY_BFF_*` environment
+//! variables (a flag wins over its variable). Secrets never show in `Debug` output.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::cache::Ttls;
+
+/// A secret string: usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// The dev HS256 secret used when none is configured and the embedded simulator is the upstream.
+pub const DEV_JWT_SECRET: &str = "witty-bff-dev-secret-do-not-use-in-production";
+
+/// witty-bff's configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve GraphQL on (port 0: any free port).
+    #[arg(long, env = "WITTY_BFF_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the Witty-Home API. Unset: start the embedded simulator on a loopback port.
+    #[arg(long, env = "WITTY_BFF_UPSTREAM_URL")]
+    pub upstream_url: Option<Url>,
+
+    /// The partner's Ocp-Apim-Subscription-Key (default: the embedded simulator's dev key).
+    #[arg(long, env = "WITTY_BFF_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+
+    /// HS256/384/512 secret that signs callers' tokens (default with the simulator: a dev secret).
+    #[arg(long, env = "WITTY_BFF_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// JWKS URL of the identity provider (RS256/ES256 keys).
+    #[arg(long, env = "WITTY_BFF_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<Url>,
+
+    /// PEM file with the identity provider's RS256/ES256 public key.
+    #[arg(long, env = "WITTY_BFF_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `iss` of tokens (unset: not checked).
+    #[arg(long, env = "WITTY_BFF_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of tokens (unset: not checked).
+    #[arg(long, env = "WITTY_BFF_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Seconds of clock skew allowed on token expiry.
+    #[arg(long, env = "WITTY_BFF_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Public base URL of this server (the webhook registered upstream is built from it).
+    #[arg(long, env = "WITTY_BFF_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+
+    /// Timeout of one upstream call, in milliseconds.
+    #[arg(long, env = "WITTY_BFF_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_timeout_ms: u64,
+
+    /// Extra attempts for upstream reads that failed on the way (commands are never retried).
+    #[arg(long, env = "WITTY_BFF_UPSTREAM_READ_RETRIES", default_value_t = 2)]
+    pub upstream_read_retries: usize,
+
+    /// Seconds stations and grid meters are cached.
+    #[arg(long, env = "WITTY_BFF_CACHE_STATE_TTL_SECS", default_value_t = 5)]
+    pub cache_state_ttl_secs: u64,
+
+    /// Seconds installations, users, invitations, tariffs and event subscriptions are cached
+    /// (membership changes made outside witty-bff show after at most this long).
+    #[arg(long, env = "WITTY_BFF_CACHE_LIST_TTL_SECS", default_value_t = 30)]
+    pub cache_list_ttl_secs: u64,
+
+    /// Seconds measure and log metadata is cached.
+    #[arg(long, env = "WITTY_BFF_CACHE_METADATA_TTL_SECS", default_value_t = 3600)]
+    pub cache_metadata_ttl_secs: u64,
+
+    /// Seconds measure values and logs of ranges that ended in the past are cached.
+    #[arg(long, env = "WITTY_BFF_CACHE_HISTORY_TTL_SECS", default_value_t = 3600)]
+    pub cache_history_ttl_secs: u64,
+
+    /// Seconds measure values and logs of ranges reaching the present are cached.
+    #[arg(long, env = "WITTY_BFF_CACHE_LIVE_HISTORY_TTL_SECS", default_value_t = 30)]
+    pub cache_live_history_ttl_secs: u64,
+
+    /// Seconds an upstream failure is remembered.
+    #[arg(long, env = "WITTY_BFF_CACHE_NEGATIVE_TTL_SECS", default_value_t = 2)]
+    pub cache_negative_ttl_secs: u64,
+
+    /// Most entries in the shared cache.
+    #[arg(long, env = "WITTY_BFF_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+}
+
+impl Default for Config {
+    /// The defaults of the flags (what `witty-bff` does with no configuration).
+    fn default() -> Self {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsed from no arguments and no environment: the declared defaults.
+        let matches = <Defaults as clap::CommandFactory>::command()
+            .mut_args(|a| a.env(None::<&str>))
+            .get_matches_from(["witty-bff"]);
+        Defaults::from_arg_matches(&matches).map(|d| d.config).unwrap_or_else(|e| panic!("flag defaults: {e}"))
+    }
+}
+
+impl Config {
+    pub fn ttls(&self) -> Ttls {
+        Ttls {
+            state: Duration::from_secs(self.cache_state_ttl_secs),
+            lists: Duration::from_secs(self.cache_list_ttl_secs),
+            metadata: Duration::from_secs(self.cache_metadata_ttl_secs),
+            closed_history: Duration::from_secs(self.cache_history_ttl_secs),
+            open_history: Duration::from_secs(self.cache_live_history_ttl_secs),
+            negative: Duration::from_secs(self.cache_negative_ttl_secs),
+        }
+    }
+
+    /// Checks what cannot work before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.upstream_url.is_some()
+            && self.jwt_secret.is_none()
+            && self.jwt_jwks_url.is_none()
+            && self.jwt_public_key.is_none()
+        {
+            return Err("WITTY_BFF_UPSTREAM_URL is set, so a key to verify tokens is required: set \
+                        WITTY_BFF_JWT_SECRET, WITTY_BFF_JWT_JWKS_URL or WITTY_BFF_JWT_PUBLIC_KEY"
+                .into());
+        }
+        if self.upstream_url.is_some() && self.api_key.is_none() {
+            return Err(
+                "WITTY_BFF_UPSTREAM_URL is set, so WITTY_BFF_API_KEY (the partner's subscription key) is required"
+                    .into(),
+            );
+        }
+        if self.upstream_timeout_ms == 0 {
+            return Err("the upstream timeout must be more than 0 ms".into());
+        }
+        Ok(())
+    }
+
+    /// The HS secret in force: the configured one, or the dev secret on the simulator.
+    pub fn effective_jwt_secret(&self) -> Option<String> {
+        match (&self.jwt_secret, &self.upstream_url) {
+            (Some(s), _) => Some(s.expose().to_string()),
+            (None, None) => Some(DEV_JWT_SECRET.to_string()),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_redaction() {
+        let mut c = Config::default();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.upstream_url.is_none());
+        assert!(c.validate().is_ok());
+        c.jwt_secret = Some(Secret::new("super-secret-value"));
+        c.api_key = Some(Secret::new("partner-key-value"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("super-secret-value") && !shown.contains("partner-key-value"), "{shown}");
+        c.upstream_url = Some("https://api.example.com".parse().unwrap());
+        c.jwt_secret = None;
+        assert!(c.validate().unwrap_err().contains("WITTY_BFF_JWT_SECRET"));
+    }
+}

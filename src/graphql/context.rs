@@ -1,0 +1,42 @@
+//! What resolvers read from the request: the caller and the per-request loader.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_graphql::Context;
+use chrono::{DateTime, Utc};
+
+use super::error::{AppError, AppResult};
+use crate::auth::{AuthError, Caller};
+use crate::cache::{Loaders, Resource};
+
+/// The outcome of checking the request's credentials, put in the request data by the transport.
+#[derive(Clone, Debug)]
+pub struct Identity(pub Result<Caller, AuthError>);
+
+/// The verified caller, or `UNAUTHENTICATED` saying what is wrong with the credentials.
+pub fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
+    match ctx.data_opt::<Identity>() {
+        Some(Identity(Ok(caller))) => Ok(caller),
+        Some(Identity(Err(e))) => Err(e.clone().into()),
+        None => Err(AuthError::Missing.into()),
+    }
+}
+
+/// Loads a resource for the caller and returns it as `T` with the time it was fetched.
+pub async fn load<T: Any + Send + Sync>(ctx: &Context<'_>, resource: Resource) -> AppResult<(Arc<T>, DateTime<Utc>)> {
+    caller(ctx)?;
+    let loaders = ctx.data::<Loaders>().map_err(|_| AppError::internal("no loaders in the request"))?;
+    let loaded = match loaders.load_one(resource).await {
+        Ok(Some(result)) => result?,
+        Ok(None) => return Err(AppError::internal("the loader returned nothing")),
+        Err(never) => match never {},
+    };
+    let value = loaded.get::<T>().ok_or_else(|| AppError::internal("a loaded resource has an unexpected type"))?;
+    Ok((value, loaded.fetched_at))
+}
+
+/// An installation id from a GraphQL `ID`.
+pub fn installation_id(id: &str) -> AppResult<i64> {
+    id.trim().parse().map_err(|_| AppError::bad_input(format!("installation id must be a whole number, got '{id}'")))
+}

@@ -1,0 +1,119 @@
+//! The one error of the GraphQL layer and its stable `extensions.code`. Internal causes are logged
+//! here and never sent to the client.
+
+use std::time::Duration;
+
+use async_graphql::ErrorExtensions;
+
+use crate::auth::AuthError;
+use crate::upstream::UpstreamError;
+
+/// Deliberately not `Display`: async-graphql turns any `Display` error into a plain error without
+/// a code, so this one converts only through [`ErrorExtensions`], which sets `extensions.code`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppError {
+    Unauthenticated(String),
+    Forbidden(String),
+    NotFound(String),
+    BadUserInput(String),
+    Conflict(String),
+    RateLimited { retry_after: Option<Duration>, message: String },
+    UpstreamUnavailable(String),
+    UpstreamError(String),
+    Internal,
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            AppError::UpstreamError(_) => "UPSTREAM_ERROR",
+            AppError::Internal => "INTERNAL",
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        match self {
+            AppError::Unauthenticated(m)
+            | AppError::Forbidden(m)
+            | AppError::NotFound(m)
+            | AppError::BadUserInput(m)
+            | AppError::Conflict(m)
+            | AppError::UpstreamUnavailable(m)
+            | AppError::UpstreamError(m)
+            | AppError::RateLimited { message: m, .. } => m,
+            AppError::Internal => "internal error",
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> AppError {
+        AppError::BadUserInput(message.into())
+    }
+
+    /// A logged internal failure; the client only learns that something went wrong.
+    pub fn internal(cause: impl std::fmt::Display) -> AppError {
+        tracing::error!(%cause, "internal error");
+        AppError::Internal
+    }
+}
+
+impl From<UpstreamError> for AppError {
+    fn from(e: UpstreamError) -> AppError {
+        match e {
+            UpstreamError::Unauthorized { message } => AppError::Unauthenticated(format!(
+                "the Witty-Home service refused your token ({message}); refresh it and try again"
+            )),
+            UpstreamError::Forbidden { message } => AppError::Forbidden(message),
+            UpstreamError::NotFound { message } => AppError::NotFound(message),
+            UpstreamError::Conflict { message } => AppError::Conflict(message),
+            UpstreamError::Rejected { message, .. } => AppError::BadUserInput(message),
+            UpstreamError::RateLimited { retry_after, message } => AppError::RateLimited { retry_after, message },
+            UpstreamError::Server { status, .. } => {
+                AppError::UpstreamUnavailable(format!("the Witty-Home service failed ({status}); try again later"))
+            }
+            UpstreamError::Timeout => {
+                AppError::UpstreamUnavailable("the Witty-Home service did not answer in time; try again later".into())
+            }
+            UpstreamError::Unreachable(cause) => {
+                tracing::warn!(%cause, "upstream unreachable");
+                AppError::UpstreamUnavailable("the Witty-Home service cannot be reached; try again later".into())
+            }
+            UpstreamError::Decode(cause) => {
+                tracing::error!(%cause, "unreadable upstream answer");
+                AppError::UpstreamError("the Witty-Home service answered something unreadable".into())
+            }
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(e: AuthError) -> AppError {
+        AppError::Unauthenticated(e.to_string())
+    }
+}
+
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let AppError::RateLimited { retry_after: Some(d), .. } = self {
+                ext.set("retryAfterSeconds", d.as_secs());
+            }
+        })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(e: AppError) -> async_graphql::Error {
+        e.extend()
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

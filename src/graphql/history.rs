@@ -1,0 +1,251 @@
+//! Measures and logs of stations and grid meters: metadata, aggregated values reshaped into points
+//! with `byTariff`, log entries and counts.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::context::load;
+use super::enums::{AggregationOperator, Step, TariffId, TariffType};
+use super::error::{AppError, AppResult};
+use crate::cache::Resource;
+use crate::upstream::history::{self as wire, Device, LogInfo, MeasureInfo, Operator, Range};
+use crate::upstream::quirks::parse_time;
+
+/// Checks and builds a range: `to` after `from`.
+pub fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
+    if to <= from {
+        return Err(AppError::bad_input(format!("`to` ({to}) must be after `from` ({from})")));
+    }
+    Ok(Range { start_date: from, end_date: to, step: step.map(|s| s.to_upstream().to_string()) })
+}
+
+fn operator(op: AggregationOperator) -> Operator {
+    match op {
+        AggregationOperator::Sum => Operator::Sum,
+        AggregationOperator::Count => Operator::Count,
+        AggregationOperator::Average => Operator::Average,
+        AggregationOperator::MinMax => Operator::MinMax,
+    }
+}
+
+/// A measure of a device. Reached by id, its metadata is loaded only if a metadata field is asked
+/// for, so `measure(id: "1") { values(…) }` costs one upstream call.
+pub struct Measure {
+    device: Device,
+    id: String,
+    info: Option<Arc<MeasureInfo>>,
+}
+
+impl Measure {
+    pub fn listed(device: Device, info: MeasureInfo) -> Measure {
+        Measure { device, id: info.measure_id.as_text(), info: Some(Arc::new(info)) }
+    }
+
+    pub fn by_id(device: Device, id: String) -> Measure {
+        Measure { device, id, info: None }
+    }
+
+    async fn info(&self, ctx: &Context<'_>) -> AppResult<Arc<MeasureInfo>> {
+        match &self.info {
+            Some(info) => Ok(info.clone()),
+            None => {
+                let r = Resource::Measure { device: self.device.clone(), measure_id: self.id.clone() };
+                Ok(load::<MeasureInfo>(ctx, r).await?.0)
+            }
+        }
+    }
+}
+
+#[Object]
+impl Measure {
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+    async fn name(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        Ok(self.info(ctx).await?.name.clone())
+    }
+    #[graphql(name = "type")]
+    async fn kind(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        Ok(self.info(ctx).await?.kind.clone())
+    }
+    async fn unit(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        Ok(self.info(ctx).await?.unit.clone())
+    }
+    /// How often a value is recorded (`10m`).
+    async fn periodicity(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        Ok(self.info(ctx).await?.periodicity.clone())
+    }
+
+    /// Values between `from` and `to`, aggregated by `operator` per `step` and tariff type.
+    async fn values(
+        &self,
+        ctx: &Context<'_>,
+        operator: AggregationOperator,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step: Step,
+    ) -> AppResult<Option<Vec<MeasurePoint>>> {
+        let r = Resource::MeasureValues {
+            device: self.device.clone(),
+            measure_id: self.id.clone(),
+            operator: self::operator(operator),
+            range: range(from, to, Some(step))?,
+        };
+        let (points, _) = load::<Vec<wire::AggregatePoint>>(ctx, r).await?;
+        Ok(Some(points.iter().map(MeasurePoint::from).collect()))
+    }
+}
+
+/// One aggregated value: a date step and a tariff type.
+#[derive(SimpleObject)]
+pub struct MeasurePoint {
+    /// Start of the step; `null` if the upstream sent an unreadable date (see `dateRaw`).
+    pub date: Option<DateTime<Utc>>,
+    pub date_raw: String,
+    pub tariff_type: Option<TariffType>,
+    pub tariff_type_raw: Option<String>,
+    /// The aggregate (`null` for `MIN_MAX`, which fills `valueMin` and `valueMax`).
+    pub value: Option<f64>,
+    pub value_min: Option<f64>,
+    pub value_max: Option<f64>,
+    /// The value split by the tariffs of the subscription that belong to this tariff type.
+    pub by_tariff: Vec<TariffValue>,
+}
+
+#[derive(SimpleObject)]
+pub struct TariffValue {
+    pub tariff: TariffId,
+    pub tariff_raw: String,
+    pub value: f64,
+}
+
+impl From<&wire::AggregatePoint> for MeasurePoint {
+    fn from(p: &wire::AggregatePoint) -> Self {
+        MeasurePoint {
+            date: parse_time(Some(&p.date)),
+            date_raw: p.date.clone(),
+            tariff_type: p.tariff_type.as_deref().map(TariffType::from_upstream),
+            tariff_type_raw: p.tariff_type.clone(),
+            value: p.value,
+            value_min: p.value_min,
+            value_max: p.value_max,
+            by_tariff: p
+                .by_tariff()
+                .into_iter()
+                .map(|(raw, value)| TariffValue { tariff: TariffId::from_upstream(&raw), tariff_raw: raw, value })
+                .collect(),
+        }
+    }
+}
+
+/// A log of a device. Reached by id, its metadata is loaded only if asked for.
+pub struct Log {
+    device: Device,
+    id: String,
+    info: Option<Arc<LogInfo>>,
+}
+
+impl Log {
+    pub fn listed(device: Device, info: LogInfo) -> Log {
+        Log { device, id: info.log_id.as_text(), info: Some(Arc::new(info)) }
+    }
+
+    pub fn by_id(device: Device, id: String) -> Log {
+        Log { device, id, info: None }
+    }
+
+    async fn info(&self, ctx: &Context<'_>) -> AppResult<Arc<LogInfo>> {
+        match &self.info {
+            Some(info) => Ok(info.clone()),
+            None => {
+                let r = Resource::Log { device: self.device.clone(), log_id: self.id.clone() };
+                Ok(load::<LogInfo>(ctx, r).await?.0)
+            }
+        }
+    }
+}
+
+#[Object]
+impl Log {
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+    async fn name(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        Ok(self.info(ctx).await?.name.clone())
+    }
+    async fn periodicity(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        Ok(self.info(ctx).await?.periodicity.clone())
+    }
+    /// The log's entries between `from` and `to`.
+    async fn entries(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> AppResult<Option<Vec<LogEntry>>> {
+        Ok(Some(entries(ctx, self.device.clone(), Some(self.id.clone()), range(from, to, None)?).await?))
+    }
+    /// How many entries per `step` (steps with none are left out).
+    async fn counts(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step: Step,
+    ) -> AppResult<Option<Vec<LogCount>>> {
+        let r = Resource::LogCounts {
+            device: self.device.clone(),
+            log_id: self.id.clone(),
+            range: range(from, to, Some(step))?,
+        };
+        let (counts, _) = load::<Vec<wire::LogCount>>(ctx, r).await?;
+        Ok(Some(
+            counts
+                .iter()
+                .map(|c| LogCount {
+                    date: parse_time(Some(&c.date)),
+                    date_raw: c.date.clone(),
+                    count: c.value,
+                    log_name: c.log_name.clone(),
+                })
+                .collect(),
+        ))
+    }
+}
+
+pub async fn entries(
+    ctx: &Context<'_>,
+    device: Device,
+    log_id: Option<String>,
+    range: Range,
+) -> AppResult<Vec<LogEntry>> {
+    let (list, _) = load::<Vec<wire::LogEntry>>(ctx, Resource::LogEntries { device, log_id, range }).await?;
+    Ok(list
+        .iter()
+        .map(|e| LogEntry {
+            date: parse_time(Some(&e.date)),
+            date_raw: e.date.clone(),
+            log_name: e.log_name.clone(),
+            value: Json(e.value.clone()),
+        })
+        .collect())
+}
+
+/// One log entry; `value`'s shape depends on the log (see the API document).
+#[derive(SimpleObject)]
+pub struct LogEntry {
+    pub date: Option<DateTime<Utc>>,
+    pub date_raw: String,
+    pub log_name: Option<String>,
+    pub value: Json<serde_json::Value>,
+}
+
+#[derive(SimpleObject)]
+pub struct LogCount {
+    pub date: Option<DateTime<Utc>>,
+    pub date_raw: String,
+    pub count: f64,
+    pub log_name: Option<String>,
+}

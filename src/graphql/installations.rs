@@ -1,0 +1,237 @@
+//! `Query.installations`, `Query.installation(id)` and the `Installation` type with what hangs off
+//! it: users, invitations and event subscriptions.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::context::{installation_id, load};
+use super::enums::UserRole;
+use super::error::{AppError, AppResult};
+use super::meters::GridMeter;
+use super::stations::ChargingStation;
+use crate::cache::Resource;
+use crate::upstream::quirks::parse_time;
+use crate::upstream::{installations as wire, meters, notifications, sharing, stations};
+
+#[derive(Default)]
+pub struct InstallationQuery;
+
+#[Object]
+impl InstallationQuery {
+    /// The caller's installations (as owner, or as an enabled installer).
+    async fn installations(&self, ctx: &Context<'_>) -> AppResult<Vec<Installation>> {
+        let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
+        Ok(list.iter().cloned().map(Installation::from).collect())
+    }
+
+    /// One of the caller's installations; `NOT_FOUND` when it is not one of theirs.
+    async fn installation(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Installation>> {
+        let wanted = installation_id(&id)?;
+        let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
+        list.iter()
+            .find(|i| i.installation_id == wanted)
+            .cloned()
+            .map(|i| Some(Installation::from(i)))
+            .ok_or_else(|| AppError::NotFound(format!("installation {wanted} not found")))
+    }
+}
+
+#[derive(SimpleObject, Clone, Copy)]
+pub struct GeoPoint {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+pub struct Installation {
+    data: wire::Installation,
+}
+
+impl From<wire::Installation> for Installation {
+    fn from(data: wire::Installation) -> Self {
+        Installation { data }
+    }
+}
+
+#[Object]
+impl Installation {
+    async fn id(&self) -> ID {
+        ID(self.data.installation_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.data.name
+    }
+    async fn location_name(&self) -> Option<&str> {
+        self.data.location_name.as_deref()
+    }
+    async fn location(&self) -> Option<GeoPoint> {
+        self.data.location_gps_coordinates.as_ref().map(|g| GeoPoint { latitude: g.latitude, longitude: g.longitude })
+    }
+    /// `XEVFR-<serial number>` once a station is associated.
+    async fn external_id(&self) -> Option<&str> {
+        self.data.external_id.as_deref()
+    }
+    async fn application_code(&self) -> Option<&str> {
+        self.data.application_code.as_deref()
+    }
+
+    async fn charging_stations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<ChargingStation>>> {
+        let i = self.data.installation_id;
+        let (list, at) = load::<Vec<stations::ChargingStation>>(ctx, Resource::Stations { installation_id: i }).await?;
+        Ok(Some(list.iter().map(|s| ChargingStation::new(i, Arc::new(s.clone()), at)).collect()))
+    }
+
+    async fn charging_station(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<ChargingStation>> {
+        let i = self.data.installation_id;
+        let r = Resource::Station { installation_id: i, station_id: id.0 };
+        let (station, at) = load::<stations::ChargingStation>(ctx, r).await?;
+        Ok(Some(ChargingStation::new(i, station, at)))
+    }
+
+    async fn grid_meters(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<GridMeter>>> {
+        let i = self.data.installation_id;
+        let (list, at) = load::<Vec<meters::GridMeter>>(ctx, Resource::Meters { installation_id: i }).await?;
+        Ok(Some(list.iter().map(|m| GridMeter::new(i, Arc::new(m.clone()), at)).collect()))
+    }
+
+    async fn grid_meter(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<GridMeter>> {
+        let i = self.data.installation_id;
+        let (meter, at) =
+            load::<meters::GridMeter>(ctx, Resource::Meter { installation_id: i, meter_id: id.0 }).await?;
+        Ok(Some(GridMeter::new(i, meter, at)))
+    }
+
+    /// The owner and installers of the installation.
+    async fn users(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<InstallationUser>>> {
+        let r = Resource::Users { installation_id: self.data.installation_id };
+        let (list, _) = load::<Vec<sharing::User>>(ctx, r).await?;
+        Ok(Some(list.iter().cloned().map(InstallationUser::from).collect()))
+    }
+
+    /// Pending installer invitations.
+    async fn invitations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Invitation>>> {
+        let r = Resource::Invitations { installation_id: self.data.installation_id };
+        let (list, _) = load::<Vec<sharing::Invitation>>(ctx, r).await?;
+        Ok(Some(list.iter().cloned().map(Invitation::from).collect()))
+    }
+
+    /// The caller's notification subscriptions on this installation.
+    async fn event_subscriptions(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<EventSubscription>>> {
+        let r = Resource::EventSubscriptions { installation_id: self.data.installation_id };
+        let (list, _) = load::<Vec<notifications::EventSubscription>>(ctx, r).await?;
+        Ok(Some(list.iter().cloned().map(EventSubscription::from).collect()))
+    }
+
+    async fn event_subscription(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<EventSubscription>> {
+        let r = Resource::EventSubscription { installation_id: self.data.installation_id, id: id.0 };
+        let (sub, _) = load::<notifications::EventSubscription>(ctx, r).await?;
+        Ok(Some(EventSubscription::from((*sub).clone())))
+    }
+}
+
+/// A user of an installation: its owner or an installer it is shared with.
+#[derive(SimpleObject)]
+pub struct InstallationUser {
+    pub account_id: ID,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub authorization_groups: Vec<String>,
+    pub role: UserRole,
+    pub role_raw: Option<String>,
+    /// `false` for an installer the owner disabled.
+    pub enabled: bool,
+}
+
+impl From<sharing::User> for InstallationUser {
+    fn from(u: sharing::User) -> Self {
+        InstallationUser {
+            account_id: ID(u.account_id),
+            first_name: u.account_first_name,
+            last_name: u.account_last_name,
+            email: u.account_email,
+            authorization_groups: u.authorization_groups,
+            role: u.role_code.as_deref().map(UserRole::from_upstream).unwrap_or(UserRole::Unknown),
+            role_raw: u.role_code,
+            enabled: u.enabled.unwrap_or(true),
+        }
+    }
+}
+
+/// A pending invitation of an installer.
+#[derive(SimpleObject)]
+pub struct Invitation {
+    pub email: String,
+    pub installation_name: Option<String>,
+    pub installation_id: Option<ID>,
+    pub expiration_date: Option<DateTime<Utc>>,
+}
+
+impl From<sharing::Invitation> for Invitation {
+    fn from(i: sharing::Invitation) -> Self {
+        Invitation {
+            expiration_date: parse_time(i.expiration_date.as_deref()),
+            email: i.email,
+            installation_name: i.installation_name,
+            installation_id: i.installation_id.map(|id| ID(id.to_string())),
+        }
+    }
+}
+
+#[derive(SimpleObject, Default)]
+pub struct SubjectFilter {
+    pub subject_begins_with: Option<String>,
+    pub subject_ends_with: Option<String>,
+}
+
+/// A webhook subscribed to an installation's notifications.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct EventSubscription {
+    pub id: ID,
+    pub installation_id: Option<ID>,
+    pub user_id: Option<String>,
+    pub protocol_code: Option<String>,
+    /// The webhook URL.
+    pub protocol_data: Option<String>,
+    pub event_type: Option<String>,
+    pub filter: SubjectFilter,
+    pub state: Option<String>,
+    #[graphql(skip)]
+    pub creation_raw: Option<String>,
+    #[graphql(skip)]
+    pub modification_raw: Option<String>,
+}
+
+#[ComplexObject]
+impl EventSubscription {
+    async fn creation_date(&self) -> Option<DateTime<Utc>> {
+        parse_time(self.creation_raw.as_deref())
+    }
+    /// `null` when never modified (the upstream's `0001-01-01T00:00:00Z`).
+    async fn modification_date(&self) -> Option<DateTime<Utc>> {
+        parse_time(self.modification_raw.as_deref())
+    }
+}
+
+impl From<notifications::EventSubscription> for EventSubscription {
+    fn from(s: notifications::EventSubscription) -> Self {
+        let filter = s.filter.unwrap_or_default();
+        EventSubscription {
+            id: ID(s.event_subscription_id),
+            installation_id: s.installation_id.map(|i| ID(i.to_string())),
+            user_id: s.user_id,
+            protocol_code: s.protocol_code,
+            protocol_data: s.protocol_data,
+            event_type: s.event_type,
+            filter: SubjectFilter {
+                subject_begins_with: filter.subject_begins_with,
+                subject_ends_with: filter.subject_ends_with,
+            },
+            state: s.state,
+            creation_raw: s.creation_date,
+            modification_raw: s.modification_date,
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The `GridMeter` type, its consumptions, measures, logs and tariffs.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::context::load;
+use super::enums::{GridSubscription, TariffId, TicConsent, TicType, tic_type_of};
+use super::error::AppResult;
+use super::history::{Log, Measure};
+use crate::cache::Resource;
+use crate::upstream::history::{Device, LogInfo, MeasureInfo};
+use crate::upstream::meters as wire;
+use crate::upstream::quirks::parse_time;
+
+pub struct GridMeter {
+    installation_id: i64,
+    data: Arc<wire::GridMeter>,
+    fetched_at: DateTime<Utc>,
+}
+
+impl GridMeter {
+    pub fn new(installation_id: i64, data: Arc<wire::GridMeter>, fetched_at: DateTime<Utc>) -> Self {
+        GridMeter { installation_id, data, fetched_at }
+    }
+
+    fn device(&self) -> Device {
+        Device::Meter { installation_id: self.installation_id, meter_id: self.data.id.clone() }
+    }
+}
+
+#[Object]
+impl GridMeter {
+    async fn id(&self) -> ID {
+        ID(self.data.id.clone())
+    }
+    async fn installation_parent_id(&self) -> ID {
+        ID(self.data.installation_parent_id.unwrap_or(self.installation_id).to_string())
+    }
+    #[graphql(name = "type")]
+    async fn kind(&self) -> Option<&str> {
+        self.data.kind.as_deref()
+    }
+    /// When witty-bff got this state from the Witty-Home service.
+    async fn fetched_at(&self) -> DateTime<Utc> {
+        self.fetched_at
+    }
+    /// The house's consumption index per tariff (with TIC consent, for owners).
+    async fn general_consumption(&self) -> Option<GeneralConsumption> {
+        self.data.properties.general_consumption.as_ref().map(|g| GeneralConsumption {
+            consumption_total_index: g.consumption_total_index,
+            consumptions: g
+                .consumptions
+                .iter()
+                .map(|c| Consumption { tariff: TariffId::from_upstream(&c.name), name: c.name.clone(), value: c.value })
+                .collect(),
+        })
+    }
+    async fn tic_type(&self) -> Option<TicType> {
+        self.data.properties.tic_type_text().map(|t| tic_type_of(&t))
+    }
+    /// As sent: a number in the model, a name in logs.
+    async fn tic_type_raw(&self) -> Option<String> {
+        self.data.properties.tic_type_text()
+    }
+    /// Amperes.
+    async fn intensity_subscribed(&self) -> Option<f64> {
+        self.data.properties.intensity_subscribed
+    }
+    async fn current_tariff(&self) -> Option<TariffId> {
+        self.data.properties.current_tariff.as_deref().map(TariffId::from_upstream)
+    }
+    async fn current_tariff_raw(&self) -> Option<&str> {
+        self.data.properties.current_tariff.as_deref()
+    }
+    async fn grid_subscription(&self) -> Option<GridSubscription> {
+        self.data.properties.grid_subscription.as_deref().map(GridSubscription::from_upstream)
+    }
+    async fn grid_subscription_raw(&self) -> Option<&str> {
+        self.data.properties.grid_subscription.as_deref()
+    }
+    async fn authorize_tic(&self) -> Option<TicConsent> {
+        self.data.properties.authorize_tic.as_deref().map(TicConsent::from_upstream)
+    }
+    async fn authorize_tic_raw(&self) -> Option<&str> {
+        self.data.properties.authorize_tic.as_deref()
+    }
+
+    async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
+        let (list, _) = load::<Vec<MeasureInfo>>(ctx, Resource::Measures { device: self.device() }).await?;
+        Ok(Some(list.iter().map(|m| Measure::listed(self.device(), m.clone())).collect()))
+    }
+    async fn measure(&self, id: ID) -> Measure {
+        Measure::by_id(self.device(), id.0)
+    }
+    async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
+        let (list, _) = load::<Vec<LogInfo>>(ctx, Resource::Logs { device: self.device() }).await?;
+        Ok(Some(list.iter().map(|l| Log::listed(self.device(), l.clone())).collect()))
+    }
+    async fn log(&self, id: ID) -> Log {
+        Log::by_id(self.device(), id.0)
+    }
+    /// Every tariff of the subscription with its price history.
+    async fn tariffs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Tariff>>> {
+        let r = Resource::Tariffs { installation_id: self.installation_id, meter_id: self.data.id.clone() };
+        let (list, _) = load::<Vec<wire::Tariff>>(ctx, r).await?;
+        Ok(Some(list.iter().cloned().map(Tariff::from).collect()))
+    }
+    async fn tariff(&self, ctx: &Context<'_>, id: TariffId) -> AppResult<Option<Tariff>> {
+        let code = id.to_upstream().ok_or_else(|| super::error::AppError::bad_input("UNKNOWN is not a tariff id"))?;
+        let r = Resource::Tariff {
+            installation_id: self.installation_id,
+            meter_id: self.data.id.clone(),
+            tariff: code.to_string(),
+        };
+        let (t, _) = load::<wire::Tariff>(ctx, r).await?;
+        Ok(Some(Tariff::from((*t).clone())))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct GeneralConsumption {
+    /// kWh since installation.
+    pub consumption_total_index: Option<f64>,
+    pub consumptions: Vec<Consumption>,
+}
+
+#[derive(SimpleObject)]
+pub struct Consumption {
+    pub tariff: TariffId,
+    /// As sent (`HC`).
+    pub name: String,
+    pub value: f64,
+}
+
+/// A tariff and its price history.
+pub struct Tariff {
+    data: wire::Tariff,
+}
+
+impl From<wire::Tariff> for Tariff {
+    fn from(data: wire::Tariff) -> Self {
+        Tariff { data }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TariffPrice {
+    pub begin_date: Option<DateTime<Utc>>,
+    /// Price per kWh.
+    pub value: f64,
+}
+
+#[Object]
+impl Tariff {
+    async fn id(&self) -> TariffId {
+        TariffId::from_upstream(&self.data.id)
+    }
+    async fn id_raw(&self) -> &str {
+        &self.data.id
+    }
+    async fn friendly_name(&self) -> Option<&str> {
+        self.data.friendly_name.as_deref()
+    }
+    async fn currency(&self) -> Option<&str> {
+        self.data.currency.as_deref()
+    }
+    /// `true` while the user has not set prices of their own.
+    async fn is_default(&self) -> Option<bool> {
+        self.data.is_default
+    }
+    /// Price history, newest first.
+    async fn values(&self) -> Vec<TariffPrice> {
+        let mut v: Vec<TariffPrice> = self
+            .data
+            .values
+            .iter()
+            .map(|p| TariffPrice { begin_date: parse_time(Some(&p.begin_date)), value: p.value })
+            .collect();
+        v.sort_by_key(|p| std::cmp::Reverse(p.begin_date));
+        v
+    }
+    /// The price in force now: the latest that has begun.
+    async fn current_price(&self) -> Option<f64> {
+        let now = Utc::now();
+        self.data
+            .values
+            .iter()
+            .filter_map(|p| Some((parse_time(Some(&p.begin_date))?, p.value)))
+            .filter(|(begin, _)| *begin <= now)
+            .max_by_key(|(begin, _)| *begin)
+            .map(|(_, v)| v)
+    }
+}

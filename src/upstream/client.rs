@@ -1,0 +1,187 @@
+//! The one reqwest client and the one private send path every resource method goes through: it
+//! joins the URL, sets the subscription key and the caller's bearer, sorts failures into
+//! [`UpstreamError`], retries reads (never commands) on transient failures, and decodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::UpstreamError;
+
+/// Where the upstream is and how to talk to it.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    pub base_url: Url,
+    /// The partner's `Ocp-Apim-Subscription-Key`.
+    pub api_key: String,
+    /// For one attempt of one call.
+    pub timeout: Duration,
+    /// Extra attempts for reads that failed on the way (5xx, timeout, connection).
+    pub read_retries: usize,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("read_retries", &self.read_retries)
+            .finish()
+    }
+}
+
+/// Whether a call only reads (and may be retried) or commands (and must not be).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Command,
+}
+
+/// A typed client of the Witty-Home API. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    base: Arc<Url>,
+    api_key: Arc<HeaderValue>,
+    read_retries: usize,
+}
+
+impl UpstreamClient {
+    pub fn new(config: UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("witty-bff/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let mut api_key = HeaderValue::from_str(&config.api_key).map_err(|_| UpstreamError::Rejected {
+            status: 0,
+            message: "the API key is not a valid header value".into(),
+        })?;
+        api_key.set_sensitive(true);
+        Ok(UpstreamClient {
+            http,
+            base: Arc::new(config.base_url),
+            api_key: Arc::new(api_key),
+            read_retries: config.read_retries,
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `base/segment/segment…`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = (*self.base).clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// One attempt.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        bearer: &str,
+        body: Option<&[u8]>,
+    ) -> Result<bytes::Bytes, UpstreamError> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}")).map_err(|_| UpstreamError::Unauthorized {
+            message: "the bearer token is not a valid header value".into(),
+        })?;
+        auth.set_sensitive(true);
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .header("Ocp-Apim-Subscription-Key", (*self.api_key).clone())
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_vec());
+        }
+        let resp = req.send().await.map_err(UpstreamError::from_transport)?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = resp.bytes().await.map_err(UpstreamError::from_transport)?;
+        if status.is_success() { Ok(bytes) } else { Err(UpstreamError::from_status(status, retry_after, &bytes)) }
+    }
+
+    /// The send path: reads are retried on transient failures with exponential backoff; commands
+    /// are sent once.
+    async fn send(
+        &self,
+        kind: Kind,
+        method: Method,
+        segments: &[&str],
+        bearer: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<bytes::Bytes, UpstreamError> {
+        let url = self.url(segments);
+        let once = || self.attempt(&method, &url, bearer, body.as_deref());
+        let started = std::time::Instant::now();
+        let result = match kind {
+            Kind::Command => once().await,
+            Kind::Read => {
+                once.retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(50))
+                        .with_max_delay(Duration::from_secs(1))
+                        .with_max_times(self.read_retries)
+                        .with_jitter(),
+                )
+                .when(UpstreamError::is_transient)
+                .await
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(_) => tracing::debug!(%method, path = url.path(), ms, "upstream call"),
+            Err(e) => tracing::warn!(%method, path = url.path(), ms, error = %e, "upstream call failed"),
+        }
+        result
+    }
+
+    /// A call whose answer is JSON of type `T`.
+    pub(crate) async fn json<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        method: Method,
+        segments: &[&str],
+        bearer: &str,
+        body: Option<&B>,
+    ) -> Result<T, UpstreamError> {
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| UpstreamError::Decode(e.to_string()))?;
+        let bytes = self.send(kind, method, segments, bearer, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode(e.to_string()))
+    }
+
+    /// A call whose answer carries nothing we need (202, 204, or a body we ignore).
+    pub(crate) async fn empty<B: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        method: Method,
+        segments: &[&str],
+        bearer: &str,
+        body: Option<&B>,
+    ) -> Result<(), UpstreamError> {
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| UpstreamError::Decode(e.to_string()))?;
+        self.send(kind, method, segments, bearer, body).await.map(|_| ())
+    }
+}
+
+/// No request body.
+pub(crate) const NO_BODY: Option<&()> = None;

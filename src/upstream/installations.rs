@@ -1,0 +1,53 @@
+//! Installations (routes 1–2).
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use super::client::{Kind, NO_BODY, UpstreamClient};
+use super::error::UpstreamError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpsCoordinates {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Installation {
+    pub installation_id: i64,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub application_code: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub location_name: Option<String>,
+    #[serde(default)]
+    pub location_gps_coordinates: Option<GpsCoordinates>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewInstallation {
+    pub name: String,
+    pub location_name: String,
+    pub location_gps_coordinates: GpsCoordinates,
+}
+
+impl UpstreamClient {
+    /// 1. `GET /installations`
+    pub async fn installations(&self, bearer: &str) -> Result<Vec<Installation>, UpstreamError> {
+        self.json(Kind::Read, Method::GET, &["installations"], bearer, NO_BODY).await
+    }
+
+    /// 2. `POST /installations`
+    pub async fn create_installation(
+        &self,
+        bearer: &str,
+        new: &NewInstallation,
+    ) -> Result<Installation, UpstreamError> {
+        self.json(Kind::Command, Method::POST, &["installations"], bearer, Some(new)).await
+    }
+}

@@ -1,0 +1,105 @@
+//! Event subscriptions (routes 3–7) and the Event Grid events the upstream delivers.
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use super::client::{Kind, NO_BODY, UpstreamClient};
+use super::error::UpstreamError;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionFilter {
+    #[serde(default)]
+    pub subject_begins_with: Option<String>,
+    #[serde(default)]
+    pub subject_ends_with: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSubscription {
+    pub event_subscription_id: String,
+    #[serde(default)]
+    pub installation_id: Option<i64>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub protocol_code: Option<String>,
+    #[serde(default)]
+    pub protocol_data: Option<String>,
+    #[serde(default)]
+    pub event_type: Option<String>,
+    #[serde(default)]
+    pub filter: Option<SubscriptionFilter>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub creation_date: Option<String>,
+    #[serde(default)]
+    pub modification_date: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewEventSubscription {
+    pub protocol_code: String,
+    pub protocol_data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+}
+
+/// One Azure Event Grid event, as delivered to a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GridEvent {
+    pub id: String,
+    pub event_type: String,
+    #[serde(default)]
+    pub subject: String,
+    pub event_time: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub data_version: Option<String>,
+    #[serde(default)]
+    pub metadata_version: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+impl UpstreamClient {
+    /// 3. `GET /installations/{i}/event-subscriptions`
+    pub async fn event_subscriptions(&self, bearer: &str, i: i64) -> Result<Vec<EventSubscription>, UpstreamError> {
+        self.json(Kind::Read, Method::GET, &["installations", &i.to_string(), "event-subscriptions"], bearer, NO_BODY)
+            .await
+    }
+
+    /// 4. `GET /installations/{i}/event-subscriptions/{id}`
+    pub async fn event_subscription(&self, bearer: &str, i: i64, id: &str) -> Result<EventSubscription, UpstreamError> {
+        let path = ["installations", &i.to_string(), "event-subscriptions", id];
+        self.json(Kind::Read, Method::GET, &path, bearer, NO_BODY).await
+    }
+
+    /// 5. `POST /installations/{i}/event-subscriptions`
+    pub async fn subscribe(
+        &self,
+        bearer: &str,
+        i: i64,
+        new: &NewEventSubscription,
+    ) -> Result<EventSubscription, UpstreamError> {
+        let path = ["installations", &i.to_string(), "event-subscriptions"];
+        self.json(Kind::Command, Method::POST, &path, bearer, Some(new)).await
+    }
+
+    /// 6. `DELETE /installations/{i}/event-subscriptions`
+    pub async fn unsubscribe_all(&self, bearer: &str, i: i64) -> Result<(), UpstreamError> {
+        let path = ["installations", &i.to_string(), "event-subscriptions"];
+        self.empty(Kind::Command, Method::DELETE, &path, bearer, NO_BODY).await
+    }
+
+    /// 7. `DELETE /installations/{i}/event-subscriptions/{id}`
+    pub async fn unsubscribe(&self, bearer: &str, i: i64, id: &str) -> Result<(), UpstreamError> {
+        let path = ["installations", &i.to_string(), "event-subscriptions", id];
+        self.empty(Kind::Command, Method::DELETE, &path, bearer, NO_BODY).await
+    }
+}
