@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(&*verifier().verify(&token).unwrap().sub, "alice");
         let other = mint_dev_token("another-secret-of-some-length", "alice", 60, None, None);
         assert!(matches!(verifier().verify(&other), Err(AuthError::Invalid(_))));
-        assert_eq!(verifier().verify(&mint_dev_token(SECRET, "alice", -60, None, None)).unwrap_err(), AuthError::Expired);
+        assert_eq!(
+            verifier().verify(&mint_dev_token(SECRET, "alice", -60, None, None)).unwrap_err(),
+            AuthError::Expired
+        );
         assert!(verifier().verify("garbage").is_err());
         assert_eq!(verifier().verify_header(None).unwrap_err(), AuthError::Missing);
         assert_eq!(verifier().verify_header(Some("Basic abc")).unwrap_err(), AuthError::BadScheme);

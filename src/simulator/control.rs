@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .route("/_sim/stations/{cs}/unplug", post(unplug))
         .route("/_sim/stations/{cs}/error", post(error))
         .route("/_sim/stations/{cs}/load-shedding", post(load_shedding))
+        .route("/_sim/stations/{cs}/properties", put(override_station))
+        .route("/_sim/grid-meters/{gm}/properties", put(override_meter))
         .route("/openapi.json", get(super::openapi::serve))
 }
 
@@ -193,4 +195,47 @@ async fn load_shedding(State(s): State<AppState>, Path(cs): Path<String>) -> Sim
     let notices = s.write().raise_error(&cs, "loadShedding", Utc::now())?;
     s.publish(notices);
     Ok(Json(station_view(&s, &cs)))
+}
+
+/// Lays raw values over a station's properties, as a newer upstream might send them
+/// (`{"chargeMode": "solarBoost"}`); `null` removes an override.
+async fn override_station(
+    State(s): State<AppState>,
+    Path(cs): Path<String>,
+    Body(values): Body<serde_json::Map<String, Value>>,
+) -> SimResult<Json<Value>> {
+    {
+        let mut store = s.write();
+        let st = store
+            .stations
+            .get_mut(&cs)
+            .ok_or_else(|| super::error::SimError::not_found(format!("charging station {cs} not found")))?;
+        merge_overrides(&mut st.overrides, values);
+    }
+    Ok(Json(station_view(&s, &cs)))
+}
+
+async fn override_meter(
+    State(s): State<AppState>,
+    Path(gm): Path<String>,
+    Body(values): Body<serde_json::Map<String, Value>>,
+) -> SimResult<Json<Value>> {
+    let mut store = s.write();
+    let m = store
+        .meters
+        .get_mut(&gm)
+        .ok_or_else(|| super::error::SimError::not_found(format!("grid meter {gm} not found")))?;
+    merge_overrides(&mut m.overrides, values);
+    let m = &store.meters[&gm];
+    Ok(Json(store.meter_json(m, Utc::now(), false)))
+}
+
+fn merge_overrides(overrides: &mut serde_json::Map<String, Value>, values: serde_json::Map<String, Value>) {
+    for (k, v) in values {
+        if v.is_null() {
+            overrides.remove(&k);
+        } else {
+            overrides.insert(k, v);
+        }
+    }
 }

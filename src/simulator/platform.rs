@@ -40,7 +40,8 @@ pub struct Faults {
     /// Share of matching calls whose connection is cut before the answer is complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_rate: Option<f64>,
-    /// Route templates (`"GET /installations/{i}"`, or a path alone for every method); none = all.
+    /// Which calls: route templates (`"GET /installations/{i}"`, or the template alone for every
+    /// method) or concrete paths (`"GET /installations/33"`, `"/installations/33"`); none = all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<String>>,
 }
@@ -66,8 +67,16 @@ impl Faults {
         Ok(())
     }
 
-    fn applies_to(&self, key: &str, path: &str) -> bool {
-        self.routes.as_ref().is_none_or(|routes| routes.iter().any(|r| r == key || r == path))
+    fn applies_to(&self, method: &str, template: &str, path: &str) -> bool {
+        self.routes.as_ref().is_none_or(|routes| {
+            routes.iter().any(|r| {
+                let (m, p) = match r.split_once(' ') {
+                    Some((m, p)) => (Some(m), p),
+                    None => (None, r.as_str()),
+                };
+                m.is_none_or(|m| m.eq_ignore_ascii_case(method)) && (p == template || p == path)
+            })
+        })
     }
 }
 
@@ -90,8 +99,8 @@ pub async fn count_calls(State(state): State<AppState>, req: Request, next: Next
 pub async fn inject_faults(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let faults = state.faults.read().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(faults) = faults else { return next.run(req).await };
-    let (key, path) = route_key(&req);
-    if !faults.applies_to(&key, &path) {
+    let (_, template) = route_key(&req);
+    if !faults.applies_to(req.method().as_str(), &template, req.uri().path()) {
         return next.run(req).await;
     }
     if let Some(ms) = faults.latency_ms {

@@ -171,6 +171,9 @@ pub struct Station {
     pub live_sessions: Vec<Session>,
     /// Log entries written since the simulator started (sessions' entries are derived).
     pub live_logs: Vec<LogEntry>,
+    /// Raw property values forced by `PUT /_sim/stations/{cs}/properties` (a value a newer
+    /// upstream might send), laid over the model.
+    pub overrides: serde_json::Map<String, Value>,
 }
 
 impl Station {
@@ -201,6 +204,8 @@ pub struct Meter {
     pub intensity_subscribed: i64,
     pub authorize_tic: bool,
     pub tariffs: BTreeMap<TariffId, Tariff>,
+    /// Raw property values forced by `PUT /_sim/grid-meters/{gm}/properties`.
+    pub overrides: serde_json::Map<String, Value>,
 }
 
 /// An e-mail the simulator "sent" (installer invitations).
@@ -571,6 +576,7 @@ impl Store {
                 value: json!({"chargeMode": "immediate"}),
             }],
             device: device.clone(),
+            overrides: serde_json::Map::new(),
         };
         let meter = Meter {
             id: meter_id.clone(),
@@ -581,6 +587,7 @@ impl Store {
             intensity_subscribed: if device.three_phase { 60 } else { 45 },
             authorize_tic: true,
             tariffs: default_tariffs(device.subscription),
+            overrides: serde_json::Map::new(),
         };
         if let Some(i) = self.installations.get_mut(&installation_id) {
             i.external_id = Some(format!("XEVFR-{}", device.serial_number));
@@ -813,6 +820,7 @@ impl Store {
             for (i, t) in st.tariff_types.iter().enumerate() {
                 map.insert(format!("tariff{}", i + 1), json!(t.code()));
             }
+            map.extend(st.overrides.clone());
         }
         json!({
             "id": st.id,
@@ -855,6 +863,9 @@ impl Store {
                 "generalConsumption".into(),
                 json!({"consumptionTotalIndex": total, "consumptions": consumptions}),
             );
+        }
+        if let Some(map) = props.as_object_mut() {
+            map.extend(m.overrides.clone());
         }
         json!({
             "id": m.id,

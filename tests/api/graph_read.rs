@@ -1,0 +1,488 @@
+//! The read graph through GraphQL over HTTP, against the simulator.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::bff::*;
+use crate::helpers::*;
+
+/// `byRoute` of `GET /_sim/calls`.
+async fn calls_by_route(app: &TestApp) -> BTreeMap<String, u64> {
+    let calls = app.sim().calls().await;
+    serde_json::from_value(calls["byRoute"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn the_dashboard_costs_one_upstream_call_per_resource_and_nothing_when_warm() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let r = app.graphql("alice", DASHBOARD, dashboard_variables()).await;
+    let d = data(&r);
+    let station = &d["installations"][0]["chargingStations"][0];
+    assert_eq!(station["friendlyName"], "my garage charging station");
+    assert_eq!(station["energy"]["values"].as_array().unwrap().len(), 24, "one point per hour: {station:#}");
+    assert_eq!(d["installations"][0]["gridMeters"][0]["tariffs"].as_array().unwrap().len(), 2);
+    let calls = calls_by_route(&app).await;
+    let expected: BTreeMap<String, u64> = [
+        "GET /installations",
+        "GET /installations/{i}/charging-stations",
+        "POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum",
+        "GET /installations/{i}/grid-meters",
+        "GET /installations/{i}/grid-meters/{gm}/tariffs",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), 1))
+    .collect();
+    assert_eq!(calls, expected);
+
+    // Again, within the TTLs: nothing reaches the upstream.
+    app.sim().reset_calls().await;
+    let again = app.graphql("alice", DASHBOARD, dashboard_variables()).await;
+    assert_eq!(again, r);
+    assert_eq!(app.sim().calls().await["total"], 0);
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_cold_dashboards_cost_what_one_does() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let runs = (0..16).map(|_| app.graphql("bob", DASHBOARD, dashboard_variables()));
+    let answers = futures::future::join_all(runs).await;
+    for a in &answers {
+        assert_eq!(a, &answers[0]);
+        data(a);
+    }
+    // Bob has two installations: 1 + 2 × (stations, energy, meters, tariffs).
+    assert_eq!(app.sim().calls().await["total"], 9, "{:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn an_aliased_duplicate_costs_nothing_extra() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let q = format!(
+        r#"{{ installation(id: 33) {{
+            a: chargingStation(id: "{ALICE_STATION}") {{ id friendlyName }}
+            b: chargingStation(id: "{ALICE_STATION}") {{ id serialNumber }}
+            c: chargingStation(id: "{ALICE_STATION}") {{ id friendlyName }}
+        }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    let i = &data(&r)["installation"];
+    assert_eq!(i["a"]["id"], ALICE_STATION);
+    assert_eq!(i["b"]["serialNumber"], "1234ABCDEF5678");
+    let calls = calls_by_route(&app).await;
+    assert_eq!(calls.get("GET /installations/{i}/charging-stations/{cs}"), Some(&1));
+    assert_eq!(calls.get("GET /installations"), Some(&1));
+}
+
+#[tokio::test]
+async fn answers_equal_the_upstream_rest_answers() {
+    let app = spawn_app().await;
+    let rest = app.sim().get("alice", &station_path(ALICE_INSTALLATION, ALICE_STATION)).await.body;
+    let q = format!(
+        r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{
+            id serialNumber uuid installationParentId type friendlyName macAddress wifiSsid
+            chargeModeRaw timezone timezoneRaw culture availabilityRaw phaseNumberRaw averageEvConsumption
+            tariff1 tariff2 tariff1Raw ledPower evcsLocked installationDate fetchedAt
+            error {{ code }}
+            lastSession {{ startDate endDate sessionDuration sessionDurationSeconds totalSessionEnergy totalSessionCost rangeRecoveredByEV }}
+            heartbeat {{ heartbeat }}
+        }} }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    let s = &data(&r)["installation"]["chargingStation"];
+    let p = &rest["properties"];
+    assert_eq!(s["id"], rest["id"]);
+    assert_eq!(s["serialNumber"], rest["serialNumber"]);
+    assert_eq!(s["uuid"], rest["uuid"]);
+    assert_eq!(s["installationParentId"], "33");
+    assert_eq!(s["type"], rest["type"]);
+    assert_eq!(s["friendlyName"], p["friendlyName"]);
+    assert_eq!(s["macAddress"], p["macAddress"]);
+    assert_eq!(s["chargeModeRaw"], p["chargeMode"]);
+    assert_eq!(s["timezone"], "ROMANCE_STANDARD_TIME");
+    assert_eq!(s["timezoneRaw"], p["timezone"]);
+    assert_eq!(s["culture"], "FR_FR");
+    assert_eq!(s["availabilityRaw"], p["availability"]);
+    assert_eq!(s["averageEvConsumption"].as_f64(), p["averageEvConsumption"].as_str().unwrap().parse::<f64>().ok());
+    assert_eq!(s["tariff1"], "HC");
+    assert_eq!(s["tariff2"], "HP");
+    assert_eq!(s["ledPower"], p["ledPower"]);
+    assert_eq!(s["error"]["code"], "0");
+    let last = &p["lastSession"];
+    assert_eq!(s["lastSession"]["totalSessionEnergy"], last["totalSessionEnergy"]);
+    assert_eq!(s["lastSession"]["totalSessionCost"], last["totalSessionCost"]);
+    assert_eq!(s["lastSession"]["sessionDuration"], last["sessionDuration"]);
+    let hh_mm = last["sessionDuration"].as_str().unwrap();
+    let (h, m) = hh_mm.split_once(':').unwrap();
+    let secs = h.parse::<i64>().unwrap() * 3600 + m.parse::<i64>().unwrap() * 60;
+    assert_eq!(s["lastSession"]["sessionDurationSeconds"], secs);
+    assert!(s["fetchedAt"].as_str().is_some());
+
+    // Measure values: the same numbers as the REST aggregation.
+    let body = range_body("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z", Some("day"));
+    let rest_points =
+        app.sim().post("alice", &format!("{}/measures/1/operators/sum", meter_path(33, ALICE_METER)), body).await.body;
+    let q = format!(
+        r#"{{ installation(id: 33) {{ gridMeter(id: "{ALICE_METER}") {{ measure(id: "1") {{
+            values(operator: SUM, from: "2025-01-01T00:00:00Z", to: "2025-02-01T00:00:00Z", step: DAY) {{
+                dateRaw tariffTypeRaw value byTariff {{ tariff tariffRaw value }}
+            }} }} }} }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    let points = data(&r)["installation"]["gridMeter"]["measure"]["values"].as_array().unwrap().clone();
+    let rest_points = rest_points.as_array().unwrap();
+    assert_eq!(points.len(), rest_points.len());
+    assert_eq!(points.len(), 62, "31 days × HC and HP");
+    for (g, r) in points.iter().zip(rest_points) {
+        assert_eq!(g["dateRaw"], r["date"]);
+        assert_eq!(g["tariffTypeRaw"], r["tariffType"]);
+        assert_eq!(g["value"], r["value"]);
+        let tariff = g["byTariff"][0]["tariffRaw"].as_str().unwrap();
+        assert_eq!(g["byTariff"][0]["value"], r[format!("value{}{}", tariff[..1].to_uppercase(), &tariff[1..])]);
+    }
+}
+
+#[tokio::test]
+async fn every_read_route_is_reachable_through_the_graph() {
+    let app = spawn_app().await;
+    let sub = app
+        .sim()
+        .post(
+            "alice",
+            "/installations/33/event-subscriptions",
+            json!({"protocolCode": "Webhook", "protocolData": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    assert_eq!(sub.status, 201, "{:?}", sub.body);
+    let sub_id = sub.body["eventSubscriptionId"].as_str().unwrap().to_string();
+    app.sim().reset_calls().await;
+    let range = r#"from: "2025-01-01T00:00:00Z", to: "2025-01-08T00:00:00Z""#;
+    let values = |step: &str| {
+        format!(
+            r#"sum: values(operator: SUM, {range}, step: {step}) {{ value }}
+               count: values(operator: COUNT, {range}, step: {step}) {{ value }}
+               average: values(operator: AVERAGE, {range}, step: {step}) {{ value }}
+               minMax: values(operator: MIN_MAX, {range}, step: {step}) {{ valueMin valueMax }}"#
+        )
+    };
+    let q = format!(
+        r#"{{ installations {{ id }}
+          installation(id: 33) {{
+            users {{ accountId role enabled }}
+            invitations {{ email }}
+            eventSubscriptions {{ id state }}
+            eventSubscription(id: "{sub_id}") {{ id protocolData }}
+            chargingStations {{ id }}
+            chargingStation(id: "{ALICE_STATION}") {{
+              measures {{ id name unit }}
+              measure(id: "1") {{ name {values_station} }}
+              logs {{ id name }}
+              log(id: "1") {{ name entries({range}) {{ date logName value }} counts({range}, step: DAY) {{ date count }} }}
+              logEntries({range}) {{ logName }}
+            }}
+            gridMeters {{ id }}
+            gridMeter(id: "{ALICE_METER}") {{
+              ticType
+              measures {{ id }}
+              measure(id: "1") {{ name {values_meter} }}
+              logs {{ id }}
+              log(id: "1") {{ name entries({range}) {{ value }} counts({range}, step: DAY) {{ count }} }}
+              tariffs {{ id }}
+              tariff(id: HC) {{ id values {{ value }} }}
+            }}
+          }} }}"#,
+        values_station = values("DAY"),
+        values_meter = values("DAY"),
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    let d = data(&r);
+    assert_eq!(d["installation"]["eventSubscription"]["id"], sub_id.as_str());
+    assert!(!d["installation"]["gridMeter"]["log"]["entries"].as_array().unwrap().is_empty());
+    let calls = calls_by_route(&app).await;
+    let mut expected = vec![
+        "GET /installations",
+        "GET /installations/{i}/users",
+        "GET /installations/{i}/invitations",
+        "GET /installations/{i}/event-subscriptions",
+        "GET /installations/{i}/event-subscriptions/{id}",
+        "GET /installations/{i}/charging-stations",
+        "GET /installations/{i}/charging-stations/{cs}",
+        "GET /installations/{i}/charging-stations/{cs}/measures",
+        "GET /installations/{i}/charging-stations/{cs}/measures/{m}",
+        "GET /installations/{i}/charging-stations/{cs}/logs",
+        "GET /installations/{i}/charging-stations/{cs}/logs/{l}",
+        "POST /installations/{i}/charging-stations/{cs}/logs/{l}/operators/list",
+        "POST /installations/{i}/charging-stations/{cs}/logs/{l}/operators/count",
+        "POST /installations/{i}/charging-stations/{cs}/logs/operators/list",
+        "GET /installations/{i}/grid-meters",
+        "GET /installations/{i}/grid-meters/{gm}",
+        "GET /installations/{i}/grid-meters/{gm}/measures",
+        "GET /installations/{i}/grid-meters/{gm}/measures/{m}",
+        "GET /installations/{i}/grid-meters/{gm}/logs",
+        "GET /installations/{i}/grid-meters/{gm}/logs/{l}",
+        "POST /installations/{i}/grid-meters/{gm}/logs/{l}/operators/list",
+        "POST /installations/{i}/grid-meters/{gm}/logs/{l}/operators/count",
+        "GET /installations/{i}/grid-meters/{gm}/tariffs",
+        "GET /installations/{i}/grid-meters/{gm}/tariffs/{t}",
+    ];
+    let ops: Vec<String> = ["charging-stations/{cs}", "grid-meters/{gm}"]
+        .iter()
+        .flat_map(|d| {
+            ["sum", "count", "average", "min-max"]
+                .map(|op| format!("POST /installations/{{i}}/{d}/measures/{{m}}/operators/{op}"))
+        })
+        .collect();
+    expected.extend(ops.iter().map(String::as_str));
+    for route in &expected {
+        assert_eq!(calls.get(*route), Some(&1), "{route} in {calls:#?}");
+    }
+    assert_eq!(calls.len(), expected.len(), "{calls:#?}");
+}
+
+#[tokio::test]
+async fn an_unknown_upstream_enum_value_is_unknown_with_its_raw_string() {
+    let app = spawn_app().await;
+    let r = app
+        .sim()
+        .control(
+            Method::PUT,
+            &format!("/_sim/stations/{ALICE_STATION}/properties"),
+            Some(json!({"chargeMode": "solarBoost", "timezone": "Tokyo Standard Time", "tariff3": "hx"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    app.sim()
+        .control(
+            Method::PUT,
+            &format!("/_sim/grid-meters/{ALICE_METER}/properties"),
+            Some(json!({"ticType": "linky9"})),
+        )
+        .await;
+    let q = format!(
+        r#"{{ installation(id: 33) {{
+            chargingStation(id: "{ALICE_STATION}") {{ chargeMode chargeModeRaw timezone timezoneRaw tariff3 tariff3Raw culture }}
+            gridMeter(id: "{ALICE_METER}") {{ ticType ticTypeRaw }}
+        }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    let i = &data(&r)["installation"];
+    let s = &i["chargingStation"];
+    assert_eq!(s["chargeMode"], "UNKNOWN");
+    assert_eq!(s["chargeModeRaw"], "solarBoost");
+    assert_eq!(s["timezone"], "UNKNOWN");
+    assert_eq!(s["timezoneRaw"], "Tokyo Standard Time");
+    assert_eq!(s["tariff3"], "UNKNOWN");
+    assert_eq!(s["tariff3Raw"], "hx");
+    assert_eq!(s["culture"], "FR_FR");
+    assert_eq!(i["gridMeter"]["ticType"], "UNKNOWN");
+    assert_eq!(i["gridMeter"]["ticTypeRaw"], "linky9");
+}
+
+/// `a` is Alice's station, `b` one that fails; the rest of the answer must arrive.
+fn two_stations(bad: &str) -> String {
+    format!(
+        r#"{{ installation(id: 33) {{
+            name
+            a: chargingStation(id: "{ALICE_STATION}") {{ id friendlyName }}
+            b: chargingStation(id: "{bad}") {{ id friendlyName }}
+            gridMeters {{ id }}
+        }} }}"#
+    )
+}
+
+fn assert_only_b_failed(r: &Value, code: &str) {
+    let i = &r["data"]["installation"];
+    assert_eq!(i["name"], "Mon installation Witty-Home", "{r:#}");
+    assert_eq!(i["a"]["id"], ALICE_STATION, "{r:#}");
+    assert_eq!(i["gridMeters"][0]["id"], ALICE_METER, "{r:#}");
+    assert!(i["b"].is_null(), "{r:#}");
+    assert_eq!(error_codes(r), vec![code.to_string()], "{r:#}");
+    assert_eq!(r["errors"][0]["path"], json!(["installation", "b"]));
+}
+
+#[tokio::test]
+async fn an_upstream_404_nulls_only_that_station() {
+    let app = spawn_app().await;
+    let r = app.graphql("alice", &two_stations("no-such-station"), json!({})).await;
+    assert_only_b_failed(&r, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn an_upstream_5xx_nulls_only_that_station() {
+    let app = spawn_app().await;
+    // Bob's station path under Alice's installation, made to fail with 503.
+    let bad = "0f0f0f0f-5xx-station";
+    let path = format!("/installations/33/charging-stations/{bad}");
+    let r = app
+        .sim()
+        .control(Method::PUT, "/_sim/faults", Some(json!({"errorRate": 1.0, "errorStatus": 503, "routes": [path]})))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = app.graphql("alice", &two_stations(bad), json!({})).await;
+    assert_only_b_failed(&r, "UPSTREAM_UNAVAILABLE");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("503"), "{r:#}");
+}
+
+#[tokio::test]
+async fn an_upstream_timeout_nulls_only_that_station() {
+    let app = spawn_app_with(|c| {
+        c.upstream_timeout_ms = 300;
+        c.upstream_read_retries = 0;
+    })
+    .await;
+    let slow = "0f0f0f0f-slow-station";
+    let path = format!("GET /installations/33/charging-stations/{slow}");
+    app.sim().control(Method::PUT, "/_sim/faults", Some(json!({"latencyMs": 3000, "routes": [path]}))).await;
+    let r = app.graphql("alice", &two_stations(slow), json!({})).await;
+    assert_only_b_failed(&r, "UPSTREAM_UNAVAILABLE");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("in time"), "{r:#}");
+}
+
+#[tokio::test]
+async fn reads_are_retried_after_a_transient_failure_but_not_forever() {
+    let app = spawn_app_with(|c| c.upstream_read_retries = 2).await;
+    app.sim()
+        .control(
+            Method::PUT,
+            "/_sim/faults",
+            Some(json!({"errorRate": 1.0, "errorStatus": 502, "routes": ["GET /installations"]})),
+        )
+        .await;
+    app.sim().reset_calls().await;
+    let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
+    assert_eq!(error_codes(&r), vec!["UPSTREAM_UNAVAILABLE"]);
+    assert_eq!(app.sim().calls().await["byRoute"]["GET /installations"], 3, "one try and two retries");
+}
+
+#[tokio::test]
+async fn bad_credentials_are_unauthenticated() {
+    let app = spawn_app().await;
+    let q = json!({"query": "{ installations { id } }"});
+    let wrong_secret = witty_bff::auth::mint_dev_token("some-other-secret-entirely", "alice", 600, None, None);
+    for token in [None, Some("not-a-jwt"), Some("a.b.c"), Some(wrong_secret.as_str())] {
+        let r = app.post_graphql(token, q.clone()).await;
+        assert_eq!(error_codes(&r.body), vec!["UNAUTHENTICATED"], "{token:?}: {:?}", r.body);
+        assert!(r.body["data"].is_null());
+    }
+    let expired = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", -600, None, None);
+    let r = app.post_graphql(Some(&expired), q.clone()).await;
+    assert_eq!(error_codes(&r.body), vec!["UNAUTHENTICATED"]);
+    assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("expired"));
+    // No upstream call was made for any of them.
+    assert_eq!(app.sim().calls().await["total"], 0);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_errors() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let cases = [
+        (json!({"query": "{ installations { id "}), "expected"),
+        (json!({"query": "{ installations { nope } }"}), "nope"),
+        (json!({"query": "query($id: ID!) { installation(id: $id) { id } }", "variables": {"id": {"x": 1}}}), "id"),
+        (json!({"query": "query($f: DateTime!) { installations { id } }", "variables": {"f": "yesterday"}}), "f"),
+        (json!({"nothing": true}), ""),
+    ];
+    for (body, mention) in cases {
+        let r = app.post_graphql(Some(&token), body.clone()).await;
+        assert_eq!(r.status, 200, "{body}");
+        assert_eq!(error_codes(&r.body), vec!["BAD_USER_INPUT"], "{body}: {:#}", r.body);
+        assert!(r.body["errors"][0]["message"].as_str().unwrap().contains(mention), "{body}: {:#}", r.body);
+    }
+    // Not JSON at all.
+    let r = send(
+        app.client
+            .post(format!("{}/graphql", app.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(error_codes(&r.body), vec!["BAD_USER_INPUT"], "{:?}", r.body);
+    // A bad range is refused before the upstream is called.
+    app.sim().reset_calls().await;
+    let q = format!(
+        r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{ measure(id: "1") {{
+            values(operator: SUM, from: "2025-02-01T00:00:00Z", to: "2025-01-01T00:00:00Z", step: DAY) {{ value }} }} }} }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT"]);
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("must be after"));
+    assert!(r["data"]["installation"]["chargingStation"]["measure"]["values"].is_null());
+    assert_eq!(
+        app.sim().calls().await["byRoute"]
+            .get("POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn graphql_over_http_get_and_the_graphql_response_media_type() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let r = send(
+        app.client
+            .get(
+                reqwest::Url::parse_with_params(
+                    &format!("{}/graphql", app.base),
+                    [("query", "{ installations { id } }")],
+                )
+                .unwrap(),
+            )
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["data"]["installations"][0]["id"], "33");
+    let r = send(
+        app.client
+            .post(format!("{}/graphql", app.base))
+            .header("accept", "application/graphql-response+json")
+            .bearer_auth(&token)
+            .json(&json!({"query": "{ installations { "})),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.headers["content-type"], "application/graphql-response+json");
+}
+
+#[tokio::test]
+async fn not_found_for_an_installation_that_is_not_yours() {
+    let app = spawn_app().await;
+    let r = app.graphql("bob", "{ installation(id: 33) { id name } }", json!({})).await;
+    assert_eq!(error_codes(&r), vec!["NOT_FOUND"]);
+    assert!(r["data"]["installation"].is_null());
+    let r = app.graphql("bob", "{ installation(id: \"abc\") { id } }", json!({})).await;
+    assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT"]);
+}
+
+#[tokio::test]
+async fn graphiql_health_and_readiness_are_served() {
+    let app = spawn_app().await;
+    let page = app.client.get(format!("{}/graphiql", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/graphiql/graphiql.min.js") && !html.contains("https://"), "offline page");
+    for asset in ["graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js"] {
+        let r = app.client.get(format!("{}/graphiql/{asset}", app.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(r.bytes().await.unwrap().len() > 5_000, "{asset}");
+    }
+    assert_eq!(app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().status(), 200);
+    assert_eq!(app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn the_committed_schema_is_the_codes_schema() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql is committed at the crate root");
+    let current = witty_bff::graphql::sdl();
+    assert!(
+        committed == current,
+        "schema.graphql differs from the code's SDL: run `cargo run -- schema > schema.graphql` and commit it"
+    );
+}
