@@ -18,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod simulator;

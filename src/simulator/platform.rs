@@ -61,6 +61,24 @@ impl Faults {
         {
             return Err(SimError::bad_request(format!("errorStatus must be a 4xx or 5xx status, got {s}")));
         }
+        let known: Vec<(String, String)> =
+            super::routes::table().into_iter().map(|r| (r.method.to_string(), r.path)).collect();
+        for entry in self.routes.iter().flatten() {
+            let (method, path) = match entry.split_once(' ') {
+                Some((m, p)) => (Some(m), p),
+                None => (None, entry.as_str()),
+            };
+            let fits = known.iter().any(|(m, template)| {
+                method.is_none_or(|x| x.eq_ignore_ascii_case(m))
+                    && (template == path || template_matches(template, path))
+            });
+            if !fits {
+                return Err(SimError::bad_request(format!(
+                    "routes: '{entry}' names no upstream route (use a template such as \
+                     'GET /installations/{{i}}/charging-stations/{{cs}}' or a concrete path)"
+                )));
+            }
+        }
         if self.latency_ms.is_some_and(|l| l > 120_000) {
             return Err(SimError::bad_request("latencyMs must be at most 120000"));
         }
@@ -78,6 +96,14 @@ impl Faults {
             })
         })
     }
+}
+
+/// Whether a concrete path fits a template (`{x}` stands for one non-empty segment).
+fn template_matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    t.len() == p.len()
+        && t.iter().zip(&p).all(|(t, p)| if t.starts_with('{') && t.ends_with('}') { !p.is_empty() } else { t == p })
 }
 
 /// `"METHOD /template"` of a matched route.

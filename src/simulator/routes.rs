@@ -24,29 +24,94 @@ use super::store::{
 use super::wire::*;
 use super::{AppState, webhooks};
 
-/// A JSON body whose refusal is a 400 (415 without a JSON content type) in the platform's error
-/// shape, with serde's message naming the field.
+/// A JSON object body. Refusals are 400 (415 without a JSON content type) in the platform's
+/// error shape, naming the field; an array or a scalar where an object is expected is refused too
+/// (serde alone would read an array as a struct, field by position).
 pub struct Body<T>(pub T);
+
+/// A JSON array body (the tariffs POST).
+pub struct Items<T>(pub Vec<T>);
+
+async fn json_value<S: Send + Sync>(req: Request, state: &S) -> Result<Value, SimError> {
+    match Json::<Value>::from_request(req, state).await {
+        Ok(Json(v)) => Ok(v),
+        Err(rejection) => {
+            let status = if rejection.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Err(SimError::new(status, rejection.body_text()))
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, SimError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            SimError::bad_request(format!("invalid body: {inner}"))
+        } else {
+            SimError::bad_request(format!("invalid body: {path}: {inner}"))
+        }
+    })
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = SimError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => {
-                let status = if rejection.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                Err(SimError::new(status, rejection.body_text()))
-            }
+        let value = json_value(req, state).await?;
+        if !value.is_object() {
+            return Err(SimError::bad_request(format!(
+                "invalid type: the body must be a JSON object, got {}",
+                kind(&value)
+            )));
         }
+        typed(value).map(Body)
     }
 }
 
-type Params = Path<BTreeMap<String, String>>;
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Items<T> {
+    type Rejection = SimError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let value = json_value(req, state).await?;
+        if !value.is_array() {
+            return Err(SimError::bad_request(format!(
+                "invalid type: the body must be a JSON array, got {}",
+                kind(&value)
+            )));
+        }
+        typed(value).map(Items)
+    }
+}
+
+/// The path parameters, with an unreadable path refused in the platform's error shape.
+pub struct Params(pub BTreeMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = SimError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<BTreeMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| Params(p))
+            .map_err(|e| SimError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
 
 fn param<'a>(p: &'a BTreeMap<String, String>, name: &str) -> &'a str {
     p.get(name).map(String::as_str).unwrap_or_default()
@@ -179,7 +244,7 @@ fn own_subscriptions<'a>(
 async fn list_event_subscriptions(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Vec<EventSubscriptionModel>>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -189,7 +254,7 @@ async fn list_event_subscriptions(
 async fn get_event_subscription(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<EventSubscriptionModel>> {
     let i = installation_id(&p)?;
     let id = param(&p, "id");
@@ -202,7 +267,7 @@ async fn get_event_subscription(
 async fn create_event_subscription(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<CreateEventSubscriptionRequest>,
 ) -> SimResult<Response> {
     let i = installation_id(&p)?;
@@ -250,31 +315,47 @@ async fn create_event_subscription(
 async fn delete_event_subscriptions(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
     let mut store = s.write();
     store.role(&a, i)?;
-    store.installation_mut(i)?.subscriptions.retain(|s| s.model.user_id != a.account_id);
+    let subs = &mut store.installation_mut(i)?.subscriptions;
+    let (gone, kept): (Vec<_>, Vec<_>) = subs.drain(..).partition(|s| s.model.user_id == a.account_id);
+    *subs = kept;
+    drop(store);
+    for sub in gone {
+        say_farewell(&s, sub);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_event_subscription(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
     let id = param(&p, "id");
     let mut store = s.write();
     store.role(&a, i)?;
     let subs = &mut store.installation_mut(i)?.subscriptions;
-    let before = subs.len();
-    subs.retain(|s| !(s.model.event_subscription_id == id && s.model.user_id == a.account_id));
-    if subs.len() == before {
-        return Err(SimError::not_found(format!("event subscription {id} not found in installation {i}")));
-    }
+    let index = subs
+        .iter()
+        .position(|s| s.model.event_subscription_id == id && s.model.user_id == a.account_id)
+        .ok_or_else(|| SimError::not_found(format!("event subscription {id} not found in installation {i}")))?;
+    let gone = subs.remove(index);
+    drop(store);
+    say_farewell(&s, gone);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A deleted subscription that had been validated is told so.
+fn say_farewell(state: &AppState, sub: EventSubscription) {
+    if sub.model.state == "Created" {
+        let m = sub.model;
+        webhooks::farewell(state.clone(), m.installation_id, m.event_subscription_id, m.protocol_data);
+    }
 }
 
 // ---- sharing ----
@@ -301,7 +382,7 @@ fn culture_of(field: &str, raw: Option<&str>) -> SimResult<String> {
 async fn invite(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<InvitationRequest>,
 ) -> SimResult<Response> {
     let i = installation_id(&p)?;
@@ -332,7 +413,7 @@ async fn invite(
 async fn list_invitations(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Vec<InvitationModel>>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -345,7 +426,7 @@ async fn list_invitations(
 async fn cancel_invitation(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
     let email = param(&p, "email").to_ascii_lowercase();
@@ -363,17 +444,23 @@ async fn cancel_invitation(
 async fn accept_invitation(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<InstallationModel>> {
     let code = param(&p, "activationCode").to_string();
     let mut store = s.write();
     let found = store.installations.values().find_map(|inst| {
-        inst.invitations.iter().find(|inv| inv.activation_code == code).map(|inv| (inst.id, inv.expiration))
+        inst.invitations
+            .iter()
+            .find(|inv| inv.activation_code == code)
+            .map(|inv| (inst.id, inv.expiration, inv.email.clone()))
     });
-    let (i, expiration) =
+    let (i, expiration, email) =
         found.ok_or_else(|| SimError::not_found(format!("no invitation with activation code {code}")))?;
     if a.kind != AccountKind::Installer {
         return Err(SimError::forbidden("only an installer account can accept an invitation"));
+    }
+    if !a.email.eq_ignore_ascii_case(&email) {
+        return Err(SimError::forbidden("this invitation was sent to another e-mail address"));
     }
     if expiration <= Utc::now() {
         return Err(SimError::new(StatusCode::GONE, format!("the invitation with activation code {code} has expired")));
@@ -390,7 +477,7 @@ async fn accept_invitation(
 async fn list_users(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Vec<UserModel>>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -432,7 +519,7 @@ async fn set_enabled(s: AppState, a: Account, p: BTreeMap<String, String>, enabl
 async fn remove_user(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
     let account_id = param(&p, "accountId").to_string();
@@ -451,7 +538,7 @@ fn hide_costs(role: Role) -> bool {
 async fn list_stations(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Vec<Value>>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -463,7 +550,7 @@ async fn list_stations(
 async fn get_station(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Value>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -475,7 +562,7 @@ async fn get_station(
 async fn associate_station(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<AssociateStationRequest>,
 ) -> SimResult<Response> {
     let i = installation_id(&p)?;
@@ -519,7 +606,7 @@ async fn associate_station(
 async fn remove_station(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
     let mut store = s.write();
@@ -537,7 +624,7 @@ fn unplug_first(cs: &str, what: &str) -> SimError {
 async fn set_charge_mode(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<SetChargeModeRequest>,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
@@ -580,7 +667,7 @@ async fn start_stop(s: AppState, a: Account, p: BTreeMap<String, String>, start:
 async fn update_station(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<UpdateStationRequest>,
 ) -> SimResult<StatusCode> {
     let i = installation_id(&p)?;
@@ -876,7 +963,7 @@ async fn log_count(
 async fn all_logs_list(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<RangeRequest>,
 ) -> SimResult<Json<Vec<Value>>> {
     let (from, to, _) = range(&req, false)?;
@@ -888,7 +975,7 @@ async fn all_logs_list(
 async fn list_meters(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Vec<Value>>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -900,7 +987,7 @@ async fn list_meters(
 async fn get_meter(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Value>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -911,7 +998,7 @@ async fn get_meter(
 async fn authorize_tic(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
     Body(req): Body<AuthorizeTicRequest>,
 ) -> SimResult<Json<Value>> {
     let i = installation_id(&p)?;
@@ -927,7 +1014,7 @@ async fn authorize_tic(
 async fn list_tariffs(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<Vec<TariffModel>>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -938,7 +1025,7 @@ async fn list_tariffs(
 async fn get_tariff(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
+    Params(p): Params,
 ) -> SimResult<Json<TariffModel>> {
     let i = installation_id(&p)?;
     let store = s.read();
@@ -958,8 +1045,8 @@ async fn get_tariff(
 async fn set_tariffs(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
-    Path(p): Params,
-    Body(req): Body<Vec<TariffPriceRequest>>,
+    Params(p): Params,
+    Items(req): Items<TariffPriceRequest>,
 ) -> SimResult<Json<Vec<TariffModel>>> {
     let i = installation_id(&p)?;
     let gm = param(&p, "gm");
@@ -1039,10 +1126,10 @@ pub struct ApiRoute {
 
 macro_rules! device_handler {
     ($device:expr, $f:ident) => {
-        |State(s): State<AppState>, Extension(a): Extension<Account>, Path(p): Params| $f($device, s, a, p)
+        |State(s): State<AppState>, Extension(a): Extension<Account>, Params(p): Params| $f($device, s, a, p)
     };
     ($device:expr, $f:ident, body) => {
-        |State(s): State<AppState>, Extension(a): Extension<Account>, Path(p): Params, Body(r): Body<RangeRequest>| {
+        |State(s): State<AppState>, Extension(a): Extension<Account>, Params(p): Params, Body(r): Body<RangeRequest>| {
             $f($device, s, a, p, r)
         }
     };
@@ -1066,7 +1153,7 @@ fn op_routes(device: Device, base: &'static str, out: &mut Vec<ApiRoute>) {
             handler: post(
                 move |State(s): State<AppState>,
                       Extension(a): Extension<Account>,
-                      Path(p): Params,
+                      Params(p): Params,
                       Body(r): Body<RangeRequest>| { measure_values(device, op, s, a, p, r) },
             ),
         });
@@ -1208,7 +1295,7 @@ pub fn table() -> Vec<ApiRoute> {
             204,
             None,
             None,
-            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Path(p): Params| {
+            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Params(p): Params| {
                 set_enabled(s, a, p, false)
             }),
         ),
@@ -1219,7 +1306,7 @@ pub fn table() -> Vec<ApiRoute> {
             204,
             None,
             None,
-            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Path(p): Params| {
+            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Params(p): Params| {
                 set_enabled(s, a, p, true)
             }),
         ),
@@ -1284,7 +1371,7 @@ pub fn table() -> Vec<ApiRoute> {
             202,
             None,
             None,
-            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Path(p): Params| {
+            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Params(p): Params| {
                 start_stop(s, a, p, true)
             }),
         ),
@@ -1295,7 +1382,7 @@ pub fn table() -> Vec<ApiRoute> {
             202,
             None,
             None,
-            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Path(p): Params| {
+            post(|State(s): State<AppState>, Extension(a): Extension<Account>, Params(p): Params| {
                 start_stop(s, a, p, false)
             }),
         ),
@@ -1496,6 +1583,12 @@ pub fn api_router(state: AppState) -> Router<AppState> {
         router = router.route(&route.path, route.handler);
     }
     router
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            SimError::not_found(format!("no route {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            SimError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+        })
         .route_layer(middleware::from_fn_with_state(state.clone(), platform::require_bearer))
         .route_layer(middleware::from_fn_with_state(state.clone(), platform::require_api_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), platform::inject_faults))

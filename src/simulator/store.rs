@@ -50,6 +50,8 @@ pub enum AccountKind {
 #[derive(Clone, Debug)]
 pub struct Account {
     pub sub: String,
+    /// The identity provider's subject doubles as the account id, so a caller can find itself in
+    /// an installation's users.
     pub account_id: String,
     pub first_name: String,
     pub last_name: String,
@@ -358,7 +360,7 @@ impl Store {
         for (sub, first, last, email, kind) in people {
             let account = Account {
                 sub: sub.into(),
-                account_id: stable_uuid(seed, sub),
+                account_id: sub.into(),
                 first_name: first.into(),
                 last_name: last.into(),
                 email: email.into(),
@@ -475,6 +477,9 @@ impl Store {
             st.seed = series::mix(&[seed, n as u64 + 1]);
             st.friendly_name = s.friendly_name.into();
             st.charge_mode = s.charge_mode.into();
+            if let Some(first) = st.live_logs.first_mut() {
+                first.value = json!({"chargeMode": s.charge_mode});
+            }
             st.is_default_average_ev_consumption = n != 0;
             if n == 0 {
                 st.wifi_ssid = "myInternetBox-ABCD".into();
@@ -603,7 +608,7 @@ impl Store {
         }
         let account = Account {
             sub: sub.into(),
-            account_id: stable_uuid(self.seed, sub),
+            account_id: sub.into(),
             first_name: sub.into(),
             last_name: "".into(),
             email: format!("{sub}@example.com"),

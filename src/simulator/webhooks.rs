@@ -13,11 +13,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::store::{Notice, subscription_matches};
+use super::store::{Notice, Role, subscription_matches};
 use super::wire::GridEvent;
 use super::{AppState, Shared};
 
 pub const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+/// Event data fields an installer may not see.
+const COST_FIELDS: &[&str] = &["energy", "sessionEnergy", "sessionCost", "cost"];
+
 /// Most events put in one delivery.
 const BATCH: usize = 10;
 
@@ -52,9 +55,21 @@ pub fn publish(shared: &Shared, notices: Vec<Notice>) {
         };
         let Some(inst) = store.installations.get(&notice.installation_id) else { continue };
         for sub in &inst.subscriptions {
-            if sub.model.state != "Failed" && subscription_matches(&sub.model, &event) {
-                let _ = sub.queue.send(event.clone());
+            // Only users who may still see the installation hear of it; installers without costs.
+            let member = inst.members.iter().find(|m| m.account_id == sub.model.user_id && m.enabled);
+            let Some(member) = member else { continue };
+            if sub.model.state == "Failed" || !subscription_matches(&sub.model, &event) {
+                continue;
             }
+            let mut event = event.clone();
+            if member.role == Role::Installer
+                && let Some(data) = event.data.as_object_mut()
+            {
+                for key in COST_FIELDS {
+                    data.remove(*key);
+                }
+            }
+            let _ = sub.queue.send(event);
         }
     }
 }
@@ -137,6 +152,23 @@ async fn run(
             }
         });
     }
+}
+
+/// Tells a deleted subscription's webhook it is gone (`SubscriptionDeletion`), in the background.
+pub fn farewell(state: AppState, installation_id: i64, subscription_id: String, url: String) {
+    tokio::spawn(async move {
+        let event = GridEvent {
+            id: Uuid::new_v4().to_string(),
+            event_type: "Microsoft.EventGrid.SubscriptionDeletedEvent".into(),
+            subject: String::new(),
+            event_time: now_text(),
+            data: json!({ "eventSubscriptionId": subscription_id }),
+            data_version: "1".into(),
+            metadata_version: "1".into(),
+            topic: topic(installation_id),
+        };
+        deliver(&state, &url, &subscription_id, "SubscriptionDeletion", &[event], None).await;
+    });
 }
 
 /// POSTs one delivery, retrying with doubling backoff. With `expect_code`, only a 2xx answer whose

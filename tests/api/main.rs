@@ -1,4 +1,14 @@
 //! The one integration-test binary: everything runs over real HTTP on loopback ports.
 
+mod bff;
+mod graph_read;
 mod helpers;
+mod sim_access;
+mod sim_invalid_input;
+mod sim_measures_logs;
+mod sim_meters_tariffs;
+mod sim_platform;
+mod sim_sharing;
+mod sim_stations;
+mod sim_webhooks;
 mod simulator;

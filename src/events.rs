@@ -1,0 +1,96 @@
+//! Station events inside witty-bff: what the webhook (or the polling fallback) learned, published
+//! on an [`EventBus`] that subscriptions and waiting commands listen to. The bus is a trait so a
+//! Redis or NATS bus can replace the in-process one when witty-bff runs as several replicas.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+/// What happened, as far as witty-bff knows the upstream's event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StationEventKind {
+    CablePlugged,
+    CableUnplugged,
+    SessionStarted,
+    SessionEnded,
+    ChargeModeChanged,
+    Error,
+    LoadShedding,
+    /// A type witty-bff does not know; the raw type is kept on the event.
+    Unknown,
+}
+
+impl StationEventKind {
+    /// Reads an upstream event type (`Hager.WittyHome.CablePlugged`, or just `CablePlugged`).
+    pub fn from_event_type(raw: &str) -> StationEventKind {
+        let name = raw.rsplit('.').next().unwrap_or(raw).to_ascii_lowercase();
+        match name.as_str() {
+            "cableplugged" => StationEventKind::CablePlugged,
+            "cableunplugged" => StationEventKind::CableUnplugged,
+            "sessionstarted" | "chargingstarted" => StationEventKind::SessionStarted,
+            "sessionended" | "chargingstopped" | "chargingended" => StationEventKind::SessionEnded,
+            "chargemodechanged" => StationEventKind::ChargeModeChanged,
+            "error" | "stationerror" => StationEventKind::Error,
+            "loadshedding" => StationEventKind::LoadShedding,
+            _ => StationEventKind::Unknown,
+        }
+    }
+}
+
+/// One event about a station (or an installation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationEvent {
+    /// The upstream's event id (deliveries are deduplicated by it).
+    pub id: String,
+    pub kind: StationEventKind,
+    pub raw_type: String,
+    pub event_time: DateTime<Utc>,
+    pub installation_id: i64,
+    pub charging_station_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// Where events are published and heard.
+pub trait EventBus: Send + Sync + 'static {
+    fn publish(&self, event: StationEvent);
+    /// Every event published from now on. A receiver that falls behind by more than the bus's
+    /// capacity skips ahead (it gets `RecvError::Lagged`).
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StationEvent>>;
+}
+
+/// The in-process bus: a tokio broadcast channel.
+pub struct LocalBus {
+    tx: broadcast::Sender<Arc<StationEvent>>,
+}
+
+impl LocalBus {
+    pub fn new(capacity: usize) -> LocalBus {
+        LocalBus { tx: broadcast::channel(capacity.max(16)).0 }
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, event: StationEvent) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StationEvent>> {
+        self.tx.subscribe()
+    }
+}
+
+pub type SharedBus = Arc<dyn EventBus>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_are_open() {
+        assert_eq!(StationEventKind::from_event_type("Hager.WittyHome.CablePlugged"), StationEventKind::CablePlugged);
+        assert_eq!(StationEventKind::from_event_type("LoadShedding"), StationEventKind::LoadShedding);
+        assert_eq!(StationEventKind::from_event_type("Hager.WittyHome.SettingsUpdated"), StationEventKind::Unknown);
+    }
+}
