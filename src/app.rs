@@ -12,10 +12,13 @@ use tokio::net::TcpListener;
 use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
 use crate::config::Config;
-use crate::graphql::build_schema;
+use crate::events::{LocalBus, SharedBus};
+use crate::graphql::{CommandSettings, Idempotency, Services, build_schema};
 use crate::http::{HttpState, router};
+use crate::live::{Live, LiveSettings};
 use crate::simulator::{self, SimConfig, Simulator};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
+use uuid::Uuid;
 
 /// A built application, listening but not yet serving.
 pub struct App {
@@ -46,6 +49,7 @@ impl App {
                 (Some(sim), url, key)
             }
         };
+        let api_key_for_secret = api_key.clone();
         let client = UpstreamClient::new(UpstreamConfig {
             base_url,
             api_key,
@@ -69,7 +73,46 @@ impl App {
             (Some(_), Some(secret)) => Some(mint_dev_token(secret, "alice", 12 * 3600, None, None)),
             _ => None,
         };
-        let state = HttpState { schema: build_schema(), verifier: Arc::new(verifier), cache, dev_token };
+        let bus: SharedBus = Arc::new(LocalBus::new(4096));
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{addr}").parse().context("public URL")?,
+        };
+        // Stable across restarts (so our upstream subscription is recognised again), unguessable
+        // without the API key.
+        let webhook_secret = match &config.webhook_secret {
+            Some(s) => s.expose().to_string(),
+            None => Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("witty-bff-webhook:{api_key_for_secret}").as_bytes())
+                .simple()
+                .to_string(),
+        };
+        let live = Live::new(
+            cache.clone(),
+            bus.clone(),
+            LiveSettings {
+                webhooks: config.webhooks,
+                public_url,
+                webhook_secret,
+                validation_timeout: Duration::from_millis(config.webhook_validation_timeout_ms),
+                poll_interval: Duration::from_millis(config.poll_interval_ms.max(50)),
+                grace: Duration::from_secs(config.watch_grace_secs),
+            },
+        );
+        let services = Services {
+            cache: cache.clone(),
+            bus,
+            commands: CommandSettings { wait_timeout: Duration::from_millis(config.command_wait_timeout_ms) },
+            idempotency: Idempotency::new(Duration::from_secs(config.idempotency_window_secs.max(1))),
+            live: live.clone(),
+        };
+        let state = HttpState {
+            schema: build_schema(services),
+            verifier: Arc::new(verifier),
+            cache,
+            dev_token,
+            live,
+            ws_keepalive: Duration::from_secs(config.ws_keepalive_secs),
+        };
         Ok(App { listener, router: router(state), addr, simulator, jwt_secret, config })
     }
 

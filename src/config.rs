@@ -77,9 +77,39 @@ pub struct Config {
     #[arg(long, env = "WITTY_BFF_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
 
+    /// Least seconds between two fetches of the JWKS triggered by tokens naming an unknown `kid`
+    /// (so a flood of random `kid`s cannot hammer the key server).
+    #[arg(long, env = "WITTY_BFF_JWT_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub jwt_jwks_min_refresh_secs: u64,
+
     /// Public base URL of this server (the webhook registered upstream is built from it).
     #[arg(long, env = "WITTY_BFF_PUBLIC_URL")]
     pub public_url: Option<Url>,
+
+    /// Secret path segment of the webhook URL (default: derived from the API key, so it stays the
+    /// same across restarts and the upstream subscription is adopted again).
+    #[arg(long, env = "WITTY_BFF_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Receive station events by webhook (`false`: poll the watched stations instead).
+    #[arg(long, env = "WITTY_BFF_WEBHOOKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhooks: bool,
+
+    /// Interval of the polling fallback, in ms.
+    #[arg(long, env = "WITTY_BFF_POLL_INTERVAL_MS", default_value_t = 5_000)]
+    pub poll_interval_ms: u64,
+
+    /// How long to wait for the upstream's webhook validation before polling instead, in ms.
+    #[arg(long, env = "WITTY_BFF_WEBHOOK_VALIDATION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_validation_timeout_ms: u64,
+
+    /// How long the upstream subscription outlives the last watcher of an installation, in s.
+    #[arg(long, env = "WITTY_BFF_WATCH_GRACE_SECS", default_value_t = 30)]
+    pub watch_grace_secs: u64,
+
+    /// Interval of WebSocket keep-alive pings, in seconds.
+    #[arg(long, env = "WITTY_BFF_WS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub ws_keepalive_secs: u64,
 
     /// Timeout of one upstream call, in milliseconds.
     #[arg(long, env = "WITTY_BFF_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
@@ -113,6 +143,14 @@ pub struct Config {
     /// Seconds an upstream failure is remembered.
     #[arg(long, env = "WITTY_BFF_CACHE_NEGATIVE_TTL_SECS", default_value_t = 2)]
     pub cache_negative_ttl_secs: u64,
+
+    /// How long a command with `wait: true` waits for the station to show the change, in ms.
+    #[arg(long, env = "WITTY_BFF_COMMAND_WAIT_TIMEOUT_MS", default_value_t = 15_000)]
+    pub command_wait_timeout_ms: u64,
+
+    /// How long a mutation's result is kept for its idempotency key, in seconds.
+    #[arg(long, env = "WITTY_BFF_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
+    pub idempotency_window_secs: u64,
 
     /// Most entries in the shared cache.
     #[arg(long, env = "WITTY_BFF_CACHE_CAPACITY", default_value_t = 100_000)]

@@ -21,5 +21,6 @@ pub mod config;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod live;
 pub mod simulator;
 pub mod upstream;

@@ -131,6 +131,14 @@ impl SharedCache {
         }
     }
 
+    /// Drops one caller's entries that `stale` names.
+    pub fn invalidate_caller_resource(&self, sub: &str, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
+        let sub: Arc<str> = sub.into();
+        if self.cache.invalidate_entries_if(move |(s, r), _| *s == sub && stale(r)).is_err() {
+            self.cache.invalidate_all();
+        }
+    }
+
     /// Drops one caller's entries.
     pub fn invalidate_caller(&self, sub: &str) {
         let sub: Arc<str> = sub.into();

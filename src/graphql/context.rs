@@ -26,7 +26,7 @@ pub fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
 /// Loads a resource for the caller and returns it as `T` with the time it was fetched.
 pub async fn load<T: Any + Send + Sync>(ctx: &Context<'_>, resource: Resource) -> AppResult<(Arc<T>, DateTime<Utc>)> {
     caller(ctx)?;
-    let loaders = ctx.data::<Loaders>().map_err(|_| AppError::internal("no loaders in the request"))?;
+    let loaders = ctx.data::<Arc<Loaders>>().map_err(|_| AppError::internal("no loaders in the request"))?;
     let loaded = match loaders.load_one(resource).await {
         Ok(Some(result)) => result?,
         Ok(None) => return Err(AppError::internal("the loader returned nothing")),

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::access::{require_costs, role};
 use super::context::load;
-use super::enums::{AggregationOperator, Step, TariffId, TariffType};
+use super::enums::{AggregationOperator, Step, TariffId, TariffType, UserRole};
 use super::error::{AppError, AppResult};
 use crate::cache::Resource;
 use crate::upstream::history::{self as wire, Device, LogInfo, MeasureInfo, Operator, Range};
@@ -87,11 +88,13 @@ impl Measure {
         to: DateTime<Utc>,
         step: Step,
     ) -> AppResult<Option<Vec<MeasurePoint>>> {
+        let range = range(from, to, Some(step))?;
+        require_costs(ctx, self.device.installation_id()).await?;
         let r = Resource::MeasureValues {
             device: self.device.clone(),
             measure_id: self.id.clone(),
             operator: self::operator(operator),
-            range: range(from, to, Some(step))?,
+            range,
         };
         let (points, _) = load::<Vec<wire::AggregatePoint>>(ctx, r).await?;
         Ok(Some(points.iter().map(MeasurePoint::from).collect()))
@@ -215,20 +218,31 @@ impl Log {
     }
 }
 
+/// Log values an installer may not see (a session's energy and cost).
+const COST_FIELDS: &[&str] = &["energy", "cost", "totalSessionEnergy", "totalSessionCost"];
+
+/// Log entries; for an installer without a session's energy and cost.
 pub async fn entries(
     ctx: &Context<'_>,
     device: Device,
     log_id: Option<String>,
     range: Range,
 ) -> AppResult<Vec<LogEntry>> {
+    let owner = role(ctx, device.installation_id()).await? == UserRole::Owner;
     let (list, _) = load::<Vec<wire::LogEntry>>(ctx, Resource::LogEntries { device, log_id, range }).await?;
     Ok(list
         .iter()
-        .map(|e| LogEntry {
-            date: parse_time(Some(&e.date)),
-            date_raw: e.date.clone(),
-            log_name: e.log_name.clone(),
-            value: Json(e.value.clone()),
+        .map(|e| {
+            let mut value = e.value.clone();
+            if !owner && let Some(map) = value.as_object_mut() {
+                map.retain(|k, _| !COST_FIELDS.contains(&k.as_str()));
+            }
+            LogEntry {
+                date: parse_time(Some(&e.date)),
+                date_raw: e.date.clone(),
+                log_name: e.log_name.clone(),
+                value: Json(value),
+            }
         })
         .collect())
 }

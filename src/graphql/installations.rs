@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::access::role;
 use super::context::{installation_id, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
@@ -44,6 +45,7 @@ pub struct GeoPoint {
     pub longitude: f64,
 }
 
+#[derive(Clone)]
 pub struct Installation {
     data: wire::Installation,
 }
@@ -78,7 +80,12 @@ impl Installation {
 
     async fn charging_stations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<ChargingStation>>> {
         let i = self.data.installation_id;
-        let (list, at) = load::<Vec<stations::ChargingStation>>(ctx, Resource::Stations { installation_id: i }).await?;
+        // The caller's role is needed below (costs); fetch it alongside, not after.
+        let (stations, _) = futures::join!(
+            load::<Vec<stations::ChargingStation>>(ctx, Resource::Stations { installation_id: i }),
+            role(ctx, i)
+        );
+        let (list, at) = stations?;
         Ok(Some(list.iter().map(|s| ChargingStation::new(i, Arc::new(s.clone()), at)).collect()))
     }
 
@@ -91,7 +98,9 @@ impl Installation {
 
     async fn grid_meters(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<GridMeter>>> {
         let i = self.data.installation_id;
-        let (list, at) = load::<Vec<meters::GridMeter>>(ctx, Resource::Meters { installation_id: i }).await?;
+        let (meters, _) =
+            futures::join!(load::<Vec<meters::GridMeter>>(ctx, Resource::Meters { installation_id: i }), role(ctx, i));
+        let (list, at) = meters?;
         Ok(Some(list.iter().map(|m| GridMeter::new(i, Arc::new(m.clone()), at)).collect()))
     }
 
@@ -160,7 +169,7 @@ impl From<sharing::User> for InstallationUser {
 }
 
 /// A pending invitation of an installer.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Invitation {
     pub email: String,
     pub installation_name: Option<String>,
@@ -179,14 +188,14 @@ impl From<sharing::Invitation> for Invitation {
     }
 }
 
-#[derive(SimpleObject, Default)]
+#[derive(SimpleObject, Default, Clone)]
 pub struct SubjectFilter {
     pub subject_begins_with: Option<String>,
     pub subject_ends_with: Option<String>,
 }
 
 /// A webhook subscribed to an installation's notifications.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct EventSubscription {
     pub id: ID,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::access::require_costs;
 use super::context::load;
 use super::enums::{GridSubscription, TariffId, TicConsent, TicType, tic_type_of};
 use super::error::AppResult;
@@ -14,6 +15,7 @@ use crate::upstream::history::{Device, LogInfo, MeasureInfo};
 use crate::upstream::meters as wire;
 use crate::upstream::quirks::parse_time;
 
+#[derive(Clone)]
 pub struct GridMeter {
     installation_id: i64,
     data: Arc<wire::GridMeter>,
@@ -46,16 +48,17 @@ impl GridMeter {
     async fn fetched_at(&self) -> DateTime<Utc> {
         self.fetched_at
     }
-    /// The house's consumption index per tariff (with TIC consent, for owners).
-    async fn general_consumption(&self) -> Option<GeneralConsumption> {
-        self.data.properties.general_consumption.as_ref().map(|g| GeneralConsumption {
+    /// The house's consumption index per tariff (with TIC consent; the owner's only).
+    async fn general_consumption(&self, ctx: &Context<'_>) -> AppResult<Option<GeneralConsumption>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.data.properties.general_consumption.as_ref().map(|g| GeneralConsumption {
             consumption_total_index: g.consumption_total_index,
             consumptions: g
                 .consumptions
                 .iter()
                 .map(|c| Consumption { tariff: TariffId::from_upstream(&c.name), name: c.name.clone(), value: c.value })
                 .collect(),
-        })
+        }))
     }
     async fn tic_type(&self) -> Option<TicType> {
         self.data.properties.tic_type_text().map(|t| tic_type_of(&t))
@@ -101,13 +104,15 @@ impl GridMeter {
     async fn log(&self, id: ID) -> Log {
         Log::by_id(self.device(), id.0)
     }
-    /// Every tariff of the subscription with its price history.
+    /// Every tariff of the subscription with its price history (the owner's only).
     async fn tariffs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Tariff>>> {
+        require_costs(ctx, self.installation_id).await?;
         let r = Resource::Tariffs { installation_id: self.installation_id, meter_id: self.data.id.clone() };
         let (list, _) = load::<Vec<wire::Tariff>>(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(Tariff::from).collect()))
     }
     async fn tariff(&self, ctx: &Context<'_>, id: TariffId) -> AppResult<Option<Tariff>> {
+        require_costs(ctx, self.installation_id).await?;
         let code = id.to_upstream().ok_or_else(|| super::error::AppError::bad_input("UNKNOWN is not a tariff id"))?;
         let r = Resource::Tariff {
             installation_id: self.installation_id,
@@ -135,6 +140,7 @@ pub struct Consumption {
 }
 
 /// A tariff and its price history.
+#[derive(Clone)]
 pub struct Tariff {
     data: wire::Tariff,
 }

@@ -1,37 +1,50 @@
 //! The GraphQL schema, split by domain and merged. Never imports axum: the transport puts the
-//! caller's [`Identity`](context::Identity) and the request's loaders into the request data.
+//! caller's [`Identity`](context::Identity), the request's loaders and any `Idempotency-Key` into
+//! the request data; [`Services`] (the shared cache, the event bus, command settings) are schema
+//! data.
 
+pub mod access;
 pub mod context;
 pub mod enums;
 pub mod error;
 pub mod history;
 pub mod installations;
 pub mod meters;
+pub mod mutations;
 pub mod stations;
+pub mod subscriptions;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 pub use context::Identity;
 pub use error::{AppError, AppResult};
+pub use mutations::{CommandSettings, Idempotency, IdempotencyKey, Mutation, Services};
 
 /// The query root.
 #[derive(MergedObject, Default)]
 pub struct Query(installations::InstallationQuery);
 
-pub type WittySchema = Schema<Query, EmptyMutation, EmptySubscription>;
+/// The subscription root.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(subscriptions::StationSubscription);
+
+pub type WittySchema = Schema<Query, Mutation, Subscription>;
 
 /// Limits that keep one query from costing the upstream too much.
 pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
-pub fn build_schema() -> WittySchema {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+}
+
+pub fn build_schema(services: Services) -> WittySchema {
+    builder().data(services).finish()
 }
 
 /// The SDL of the schema, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    build_schema().sdl()
+    builder().finish().sdl()
 }

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::access::require_costs;
 use super::context::load;
 use super::enums::*;
 use super::error::AppResult;
@@ -15,6 +16,7 @@ use crate::upstream::history::{Device, LogInfo, MeasureInfo};
 use crate::upstream::quirks::{duration_seconds, parse_time};
 use crate::upstream::stations::{self as wire, StationProperties};
 
+#[derive(Clone)]
 pub struct ChargingStation {
     installation_id: i64,
     data: Arc<wire::ChargingStation>,
@@ -222,6 +224,7 @@ impl ChargingStation {
     }
     async fn current_session(&self) -> Option<CurrentSession> {
         self.p().current_session.as_ref().map(|s| CurrentSession {
+            installation_id: self.installation_id,
             start_date: parse_time(s.start_date.as_deref()),
             duration: s.duration.clone(),
             duration_seconds: duration_seconds(s.duration.as_deref()),
@@ -239,6 +242,7 @@ impl ChargingStation {
         let start_date = parse_time(s.start_date.as_deref());
         start_date?;
         Some(LastSession {
+            installation_id: self.installation_id,
             start_date,
             end_date: parse_time(s.end_date.as_deref()),
             session_duration: s.session_duration.clone(),
@@ -291,36 +295,83 @@ pub struct StationError {
     pub code: Option<String>,
 }
 
-/// The session in progress while a car is plugged.
+/// The session in progress while a car is plugged. Energy, cost and range are the owner's only.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct CurrentSession {
+    #[graphql(skip)]
+    installation_id: i64,
     pub start_date: Option<DateTime<Utc>>,
     /// "hh:mm", as the upstream writes it.
     pub duration: Option<String>,
     pub duration_seconds: Option<i64>,
-    /// kWh.
+    #[graphql(skip)]
     pub total_session_energy: Option<f64>,
+    #[graphql(skip)]
     pub total_session_cost: Option<f64>,
     pub charging_speed: Option<String>,
     pub charging_duration: Option<String>,
     pub charging_duration_seconds: Option<i64>,
-    /// km.
-    #[graphql(name = "rangeRecoveredByEV")]
+    #[graphql(skip)]
     pub range_recovered_by_ev: Option<f64>,
 }
 
+/// The last finished session. Energy, cost and range are the owner's only.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct LastSession {
+    #[graphql(skip)]
+    installation_id: i64,
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
     pub session_duration: Option<String>,
     pub session_duration_seconds: Option<i64>,
     pub charging_duration: Option<String>,
     pub charging_duration_seconds: Option<i64>,
+    #[graphql(skip)]
     pub total_session_energy: Option<f64>,
+    #[graphql(skip)]
     pub total_session_cost: Option<f64>,
-    #[graphql(name = "rangeRecoveredByEV")]
+    #[graphql(skip)]
     pub range_recovered_by_ev: Option<f64>,
+}
+
+#[ComplexObject]
+impl CurrentSession {
+    /// kWh charged so far.
+    async fn total_session_energy(&self, ctx: &Context<'_>) -> AppResult<Option<f64>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.total_session_energy)
+    }
+    async fn total_session_cost(&self, ctx: &Context<'_>) -> AppResult<Option<f64>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.total_session_cost)
+    }
+    /// km of range recovered.
+    #[graphql(name = "rangeRecoveredByEV")]
+    async fn range_recovered_by_ev(&self, ctx: &Context<'_>) -> AppResult<Option<f64>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.range_recovered_by_ev)
+    }
+}
+
+#[ComplexObject]
+impl LastSession {
+    /// kWh charged.
+    async fn total_session_energy(&self, ctx: &Context<'_>) -> AppResult<Option<f64>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.total_session_energy)
+    }
+    async fn total_session_cost(&self, ctx: &Context<'_>) -> AppResult<Option<f64>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.total_session_cost)
+    }
+    /// km of range recovered.
+    #[graphql(name = "rangeRecoveredByEV")]
+    async fn range_recovered_by_ev(&self, ctx: &Context<'_>) -> AppResult<Option<f64>> {
+        require_costs(ctx, self.installation_id).await?;
+        Ok(self.range_recovered_by_ev)
+    }
 }
 
 #[derive(SimpleObject)]

@@ -1,8 +1,10 @@
-//! The only axum module: `/graphql` (GraphQL over HTTP, POST and GET), `/graphiql`, `/healthz`,
-//! `/readyz`. It verifies the caller's token, creates the request's loaders, and hands both to the
+//! The only axum module: `/graphql` (GraphQL over HTTP, POST and GET; WebSocket; SSE),
+//! `/webhooks/witty/{secret}`, `/graphiql`, `/healthz`, `/readyz`. It verifies the caller's token, creates the request's loaders, and hands both to the
 //! schema as request data.
 
 mod graphiql;
+mod webhooks;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,18 +12,25 @@ use std::time::Duration;
 use async_graphql::{Response as GqlResponse, ServerError};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::convert::Infallible;
+
+use async_graphql::http::WebSocketProtocols;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use tower_http::trace::TraceLayer;
 
 pub use graphiql::EXAMPLE_QUERY;
 
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
-use crate::graphql::{Identity, WittySchema};
+use crate::graphql::{IdempotencyKey, Identity, WittySchema};
+use crate::live::Live;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -31,29 +40,59 @@ pub struct HttpState {
     pub cache: SharedCache,
     /// Pre-filled in GraphiQL when running on the embedded simulator.
     pub dev_token: Option<String>,
+    pub live: Arc<Live>,
+    pub ws_keepalive: Duration,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphiql", get(graphiql::index))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .with_state(state.clone())
+        .merge(
+            Router::new()
+                .route("/webhooks/witty/{secret}", post(webhooks::receive))
+                .layer(DefaultBodyLimit::max(webhooks::MAX_DELIVERY_BYTES))
+                .with_state(state.live.clone()),
+        )
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
-async fn graphql(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    let modern =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(GRAPHQL_RESPONSE));
-    let request = match request {
+/// `GET /graphql`: a WebSocket upgrade, an SSE subscription, or GraphQL over HTTP.
+async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return graphql(State(s), req).await;
+    }
+    let (mut parts, _) = req.into_parts();
+    // The first protocol offered that we speak; none offered: graphql-transport-ws.
+    let protocol = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|offered| offered.split(',').find_map(|p| p.trim().parse::<WebSocketProtocols>().ok()))
+        .unwrap_or(WebSocketProtocols::GraphQLWS);
+    match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
+        Ok(upgrade) => upgrade
+            .protocols(["graphql-transport-ws", "graphql-ws"])
+            .on_upgrade(move |socket| ws::serve(s, socket, protocol)),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// GraphQL over HTTP (and over SSE when the client accepts `text/event-stream`).
+async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
+    let get = req.method() == Method::GET;
+    let headers = req.headers().clone();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let modern = accept.contains(GRAPHQL_RESPONSE);
+    let sse = accept.contains("text/event-stream");
+    let request = match GraphQLRequest::<GraphQLRejection>::from_request(req, &()).await {
         Ok(r) => r.into_inner(),
         Err(rejection) => {
             let message = format!("the request is not a GraphQL request: {}", rejection.0);
@@ -64,15 +103,54 @@ async fn graphql(
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let identity = Identity(s.verifier.verify_header(authorization));
     let mut request = request;
-    if let Ok(caller) = &identity.0 {
-        request = request.data(request_loaders(caller.clone(), s.cache.clone()));
+    if get && is_mutation(&request) {
+        let err = ServerError::new("mutations must be sent with POST, not GET", None);
+        let mut response = respond(GqlResponse::from_errors(vec![err]), modern);
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
-    let response = s.schema.execute(request.data(identity)).await;
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        request = request.data(IdempotencyKey(key.to_string()));
+    }
+    if let Ok(caller) = &identity.0 {
+        request = request.data(Arc::new(request_loaders(caller.clone(), s.cache.clone())));
+    }
+    let request = request.data(identity);
+    if sse {
+        return event_stream(&s, request);
+    }
+    let response = s.schema.execute(request).await;
     respond(response, modern)
 }
 
-/// Gives every error a code, and the status the GraphQL-over-HTTP spec asks for.
-fn respond(mut response: GqlResponse, modern: bool) -> Response {
+/// GraphQL over Server-Sent Events, graphql-sse's "distinct connections" mode: one `next` event
+/// per result, then `complete`.
+fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
+    let results = s.schema.execute_stream(request).map(|mut r| {
+        with_codes(&mut r);
+        Ok::<_, Infallible>(Event::default().event("next").data(serde_json::to_string(&r).unwrap_or_default()))
+    });
+    let complete = futures::stream::once(async { Ok(Event::default().event("complete").data("")) });
+    Sse::new(results.chain(complete)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Whether the operation the request would run is a mutation.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let is = |t: OperationType| t == OperationType::Mutation;
+    match &doc.operations {
+        DocumentOperations::Single(op) => is(op.node.ty),
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops.get(name.as_str()).is_some_and(|op| is(op.node.ty)),
+            None => ops.values().any(|op| is(op.node.ty)),
+        },
+    }
+}
+
+/// Gives every error a code.
+fn with_codes(response: &mut GqlResponse) {
     for e in response.errors.iter_mut() {
         let has_code = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
         if !has_code {
@@ -85,6 +163,11 @@ fn respond(mut response: GqlResponse, modern: bool) -> Response {
             e.extensions.get_or_insert_with(Default::default).set("code", code);
         }
     }
+}
+
+/// The HTTP answer, with the status the GraphQL-over-HTTP spec asks for.
+fn respond(mut response: GqlResponse, modern: bool) -> Response {
+    with_codes(&mut response);
     // A request error (nothing executed) has no data and errors without a path.
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()

@@ -31,6 +31,8 @@ async fn the_dashboard_costs_one_upstream_call_per_resource_and_nothing_when_war
         "POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum",
         "GET /installations/{i}/grid-meters",
         "GET /installations/{i}/grid-meters/{gm}/tariffs",
+        // The caller's role (costs and consumptions are the owner's only).
+        "GET /installations/{i}/users",
     ]
     .into_iter()
     .map(|k| (k.to_string(), 1))
@@ -54,8 +56,8 @@ async fn sixteen_concurrent_cold_dashboards_cost_what_one_does() {
         assert_eq!(a, &answers[0]);
         data(a);
     }
-    // Bob has two installations: 1 + 2 × (stations, energy, meters, tariffs).
-    assert_eq!(app.sim().calls().await["total"], 9, "{:#?}", calls_by_route(&app).await);
+    // Bob has two installations: 1 + 2 × (users, stations, energy, meters, tariffs).
+    assert_eq!(app.sim().calls().await["total"], 11, "{:#?}", calls_by_route(&app).await);
 }
 
 #[tokio::test]

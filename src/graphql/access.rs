@@ -1,0 +1,45 @@
+//! Who may see what, checked by the BFF itself before anything is sent upstream. The caller's role
+//! on an installation comes from the installation's users (cached per caller, for the list TTL, and
+//! dropped at once when witty-bff changes a membership). An installer sees general data only: no
+//! costs or consumptions, no commands (the API document, "Sharing your installation").
+
+use async_graphql::Context;
+
+use super::context::{caller, load};
+use super::enums::UserRole;
+use super::error::{AppError, AppResult};
+use crate::cache::Resource;
+use crate::upstream::sharing::User;
+
+/// The caller's role on an installation.
+pub async fn role(ctx: &Context<'_>, installation_id: i64) -> AppResult<UserRole> {
+    let me = caller(ctx)?;
+    let users = match load::<Vec<User>>(ctx, Resource::Users { installation_id }).await {
+        Ok((users, _)) => users,
+        // An upstream that hides the users from installers: the caller is not the owner.
+        Err(AppError::Forbidden(_)) => return Ok(UserRole::Installer),
+        Err(e) => return Err(e),
+    };
+    let found = users.iter().find(|u| u.account_id == *me.sub);
+    match found {
+        Some(u) if u.enabled == Some(false) => {
+            Err(AppError::Forbidden(format!("your access to installation {installation_id} was disabled by its owner")))
+        }
+        Some(u) => Ok(u.role_code.as_deref().map(UserRole::from_upstream).unwrap_or(UserRole::Unknown)),
+        // Not listed among the users: give no more than an installer has.
+        None => Ok(UserRole::Installer),
+    }
+}
+
+/// Refuses anyone but the owner, saying what installers may not do.
+pub async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) -> AppResult<()> {
+    match role(ctx, installation_id).await? {
+        UserRole::Owner => Ok(()),
+        _ => Err(AppError::Forbidden(format!("only the installation's owner can {what}; installers cannot"))),
+    }
+}
+
+/// The guard of fields carrying costs or consumptions.
+pub async fn require_costs(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
+    require_owner(ctx, installation_id, "see costs and consumptions").await
+}

@@ -1,0 +1,210 @@
+//! TIC consent and tariff prices.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, InputObject, Object};
+use chrono::{DateTime, Utc};
+
+use super::{command_error, invalidate, services};
+use crate::cache::Resource;
+use crate::graphql::access::require_owner;
+use crate::graphql::context::{caller, installation_id as parse_installation_id};
+use crate::graphql::enums::{GridSubscription, TariffId};
+use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::meters::{GridMeter, Tariff};
+use crate::upstream::meters::SetTariff;
+use crate::upstream::quirks::parse_time;
+
+/// A price to set. Leave out the tariffs that keep their price: witty-bff sends them unchanged.
+#[derive(InputObject, Debug, Clone)]
+pub struct TariffPriceInput {
+    pub id: TariffId,
+    /// Price per kWh, 0 or more.
+    pub value: f64,
+    /// 3-letter code (default: the tariff's current currency).
+    pub currency: Option<String>,
+    /// When the price starts (default: now).
+    pub begin_date: Option<DateTime<Utc>>,
+    pub friendly_name: Option<String>,
+}
+
+/// The tariff ids a subscription prices (the upstream requires all of them in one call).
+fn tariffs_of(subscription: GridSubscription) -> Option<Vec<TariffId>> {
+    use TariffId::*;
+    Some(match subscription {
+        GridSubscription::Base => vec![Th],
+        GridSubscription::Hchp => vec![Hc, Hp],
+        GridSubscription::Ejp => vec![Hn, Pm],
+        GridSubscription::Tempo => vec![Hcjb, Hpjb, Hcjw, Hpjw, Hcjr, Hpjr],
+        GridSubscription::Standard => {
+            vec![Tariff1, Tariff2, Tariff3, Tariff4, Tariff5, Tariff6, Tariff7, Tariff8, Tariff9, Tariff10]
+        }
+        GridSubscription::Unknown => return None,
+    })
+}
+
+fn meter_id(id: &ID) -> AppResult<String> {
+    let m = id.trim();
+    if m.is_empty() {
+        return Err(AppError::bad_input("gridMeterId is required"));
+    }
+    Ok(m.to_string())
+}
+
+fn millis(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+#[derive(Default)]
+pub struct MeterMutation;
+
+#[Object]
+impl MeterMutation {
+    /// Gives (`true`) or withdraws (`false`) consent to send the house's TIC data to Hager.
+    async fn authorize_tic(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        grid_meter_id: ID,
+        authorize: bool,
+    ) -> AppResult<GridMeter> {
+        let i = parse_installation_id(&installation_id)?;
+        let gm = meter_id(&grid_meter_id)?;
+        require_owner(ctx, i, "change the TIC consent").await?;
+        let me = caller(ctx)?;
+        let client = services(ctx)?.cache.client();
+        client.authorize_tic(me.token(), i, &gm, authorize).await.map_err(command_error)?;
+        invalidate(ctx, i, |r| {
+            matches!(
+                r,
+                Resource::Meters { .. }
+                    | Resource::Meter { .. }
+                    | Resource::Stations { .. }
+                    | Resource::Station { .. }
+                    | Resource::MeasureValues { .. }
+            )
+        })?;
+        let meter = client.grid_meter(me.token(), i, &gm).await?;
+        Ok(GridMeter::new(i, Arc::new(meter), Utc::now()))
+    }
+
+    /// Sets tariff prices. Give only the tariffs to change: witty-bff reads the meter's
+    /// subscription and current prices and sends the complete set the upstream requires (all ten
+    /// for STANDARD), the others unchanged.
+    async fn set_tariffs(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        grid_meter_id: ID,
+        tariffs: Vec<TariffPriceInput>,
+        idempotency_key: Option<String>,
+    ) -> AppResult<Vec<Tariff>> {
+        let i = parse_installation_id(&installation_id)?;
+        let gm = meter_id(&grid_meter_id)?;
+        if tariffs.is_empty() {
+            return Err(AppError::bad_input("tariffs must name at least one tariff to price"));
+        }
+        let mut wanted: BTreeMap<String, TariffPriceInput> = BTreeMap::new();
+        for (n, t) in tariffs.iter().enumerate() {
+            let code =
+                t.id.to_upstream().ok_or_else(|| AppError::bad_input(format!("tariffs[{n}].id cannot be UNKNOWN")))?;
+            if !t.value.is_finite() || t.value < 0.0 {
+                return Err(AppError::bad_input(format!(
+                    "tariffs[{n}].value must be a price of 0 or more, got {}",
+                    t.value
+                )));
+            }
+            if let Some(c) = &t.currency
+                && (c.trim().len() != 3 || !c.trim().chars().all(|ch| ch.is_ascii_alphabetic()))
+            {
+                return Err(AppError::bad_input(format!(
+                    "tariffs[{n}].currency must be a 3-letter code such as EUR, got '{c}'"
+                )));
+            }
+            if wanted.insert(code.to_string(), t.clone()).is_some() {
+                return Err(AppError::bad_input(format!("tariffs[{n}].id {:?} is given twice", t.id)));
+            }
+        }
+        let fingerprint = format!("tariffs {i} {gm} {wanted:?}");
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, idempotency_key, fingerprint, async {
+                require_owner(ctx, i, "set tariff prices").await?;
+                let me = caller(ctx)?;
+                let client = svc.cache.client();
+                let (meter, current) =
+                    futures::try_join!(client.grid_meter(me.token(), i, &gm), client.tariffs(me.token(), i, &gm))?;
+                let subscription = meter.properties.grid_subscription.as_deref().map(GridSubscription::from_upstream);
+                let expected: Vec<String> = match subscription.and_then(tariffs_of) {
+                    Some(ids) => ids.iter().filter_map(|t| t.to_upstream()).map(str::to_string).collect(),
+                    None => current.iter().map(|t| t.id.to_ascii_lowercase()).collect(),
+                };
+                let foreign: Vec<&String> = wanted.keys().filter(|k| !expected.contains(k)).collect();
+                if !foreign.is_empty() {
+                    return Err(AppError::bad_input(format!(
+                        "{} not a tariff of this meter's {} subscription; valid tariffs: {}",
+                        foreign.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>().join(", "),
+                        meter.properties.grid_subscription.as_deref().unwrap_or("unknown"),
+                        expected.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let now = Utc::now();
+                let mut body = Vec::new();
+                for id in &expected {
+                    let existing = current.iter().find(|t| t.id.eq_ignore_ascii_case(id));
+                    let latest = existing.and_then(|t| {
+                        t.values
+                            .iter()
+                            .filter_map(|v| Some((parse_time(Some(&v.begin_date))?, v)))
+                            .max_by_key(|(b, _)| *b)
+                    });
+                    let currency =
+                        existing.and_then(|t| t.currency.clone()).unwrap_or_else(|| "eur".into()).to_ascii_lowercase();
+                    let item = match wanted.get(id) {
+                        Some(t) => SetTariff {
+                            id: id.clone(),
+                            friendly_name: t
+                                .friendly_name
+                                .clone()
+                                .or_else(|| existing.and_then(|e| e.friendly_name.clone())),
+                            currency: t.currency.as_deref().map(|c| c.trim().to_ascii_lowercase()).unwrap_or(currency),
+                            begin_date: millis(t.begin_date.unwrap_or(now)),
+                            value: t.value,
+                        },
+                        // Unchanged: the same price from the same date.
+                        None => match latest {
+                            Some((begin, price)) => SetTariff {
+                                id: id.clone(),
+                                friendly_name: existing.and_then(|e| e.friendly_name.clone()),
+                                currency,
+                                begin_date: millis(begin),
+                                value: price.value,
+                            },
+                            None => {
+                                return Err(AppError::bad_input(format!(
+                                    "tariff {} has no current price to keep: give it a price too",
+                                    id.to_uppercase()
+                                )));
+                            }
+                        },
+                    };
+                    body.push(item);
+                }
+                let saved = client.set_tariffs(me.token(), i, &gm, &body).await.map_err(command_error)?;
+                invalidate(ctx, i, |r| {
+                    matches!(
+                        r,
+                        Resource::Tariffs { .. }
+                            | Resource::Tariff { .. }
+                            | Resource::MeasureValues { .. }
+                            | Resource::Stations { .. }
+                            | Resource::Station { .. }
+                            | Resource::LogEntries { .. }
+                    )
+                })?;
+                Ok(saved.into_iter().map(Tariff::from).collect::<Vec<_>>())
+            })
+            .await
+    }
+}

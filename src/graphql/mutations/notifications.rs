@@ -1,0 +1,93 @@
+//! Subscribing webhooks of the caller's own to an installation's notifications.
+
+use async_graphql::{Context, ID, Object};
+
+use super::{command_error, invalidate, services};
+use crate::cache::Resource;
+use crate::graphql::context::{caller, installation_id as parse_installation_id, load};
+use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::installations::EventSubscription;
+use crate::upstream::installations as wire;
+use crate::upstream::notifications::NewEventSubscription;
+
+fn stale(r: &Resource) -> bool {
+    matches!(r, Resource::EventSubscriptions { .. } | Resource::EventSubscription { .. })
+}
+
+/// The caller must see the installation (as owner or enabled installer).
+async fn visible(ctx: &Context<'_>, i: i64) -> AppResult<()> {
+    let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
+    if list.iter().any(|x| x.installation_id == i) {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!("installation {i} not found")))
+    }
+}
+
+#[derive(Default)]
+pub struct NotificationMutation;
+
+#[Object]
+impl NotificationMutation {
+    /// Subscribes a webhook (an absolute http(s) URL) to the installation's notifications;
+    /// `eventType` limits it to one type.
+    async fn subscribe_to_notifications(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        webhook_url: String,
+        event_type: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> AppResult<EventSubscription> {
+        let i = parse_installation_id(&installation_id)?;
+        let url = webhook_url.trim().to_string();
+        match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(AppError::bad_input(format!("webhookUrl must be an absolute http(s) URL, got '{url}'"))),
+        }
+        let body = NewEventSubscription {
+            protocol_code: "Webhook".into(),
+            protocol_data: url,
+            event_type: event_type.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        };
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, idempotency_key, format!("subscribe {i} {body:?}"), async {
+                visible(ctx, i).await?;
+                let me = caller(ctx)?;
+                let sub = svc.cache.client().subscribe(me.token(), i, &body).await.map_err(command_error)?;
+                invalidate(ctx, i, stale)?;
+                Ok(EventSubscription::from(sub))
+            })
+            .await
+    }
+
+    /// Deletes one of the caller's subscriptions.
+    async fn unsubscribe_from_notifications(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        event_subscription_id: ID,
+    ) -> AppResult<bool> {
+        let i = parse_installation_id(&installation_id)?;
+        let id = event_subscription_id.trim().to_string();
+        if id.is_empty() {
+            return Err(AppError::bad_input("eventSubscriptionId is required"));
+        }
+        visible(ctx, i).await?;
+        let me = caller(ctx)?;
+        services(ctx)?.cache.client().unsubscribe(me.token(), i, &id).await.map_err(command_error)?;
+        invalidate(ctx, i, stale)?;
+        Ok(true)
+    }
+
+    /// Deletes all of the caller's subscriptions on the installation.
+    async fn unsubscribe_all_notifications(&self, ctx: &Context<'_>, installation_id: ID) -> AppResult<bool> {
+        let i = parse_installation_id(&installation_id)?;
+        visible(ctx, i).await?;
+        let me = caller(ctx)?;
+        services(ctx)?.cache.client().unsubscribe_all(me.token(), i).await.map_err(command_error)?;
+        invalidate(ctx, i, stale)?;
+        Ok(true)
+    }
+}

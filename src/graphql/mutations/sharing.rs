@@ -1,0 +1,161 @@
+//! Sharing an installation with an installer: invitations, acceptance, disabling, enabling and
+//! removing. Membership changes drop every cached entry of the installation for every caller, so an
+//! installer the owner disabled or removed through witty-bff loses access at once.
+
+use async_graphql::{Context, ID, Object};
+
+use super::{command_error, services};
+use crate::cache::Resource;
+use crate::graphql::access::require_owner;
+use crate::graphql::context::{caller, installation_id as parse_installation_id};
+use crate::graphql::enums::Culture;
+use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::installations::Invitation;
+use crate::upstream::sharing::NewInvitation;
+
+/// A plausible e-mail address: one `@`, something before it, a dotted domain after it.
+pub(crate) fn check_email(field: &str, email: &str) -> AppResult<String> {
+    let email = email.trim().to_ascii_lowercase();
+    let ok = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !email.chars().any(|c| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>'))
+        }
+        None => false,
+    };
+    if !ok || email.len() > 254 {
+        return Err(AppError::bad_input(format!("{field} must be an e-mail address, got '{email}'")));
+    }
+    Ok(email)
+}
+
+fn account(id: &ID) -> AppResult<String> {
+    let a = id.trim();
+    if a.is_empty() {
+        return Err(AppError::bad_input("accountId is required"));
+    }
+    Ok(a.to_string())
+}
+
+/// A membership changed: nobody keeps a cached view of the installation, and everyone's list of
+/// installations is read again.
+fn membership_changed(ctx: &Context<'_>, i: i64) -> AppResult<()> {
+    let cache = &services(ctx)?.cache;
+    cache.invalidate(move |r| r.installation_id() == Some(i) || matches!(r, Resource::Installations));
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct SharingMutation;
+
+#[Object]
+impl SharingMutation {
+    /// Invites an installer by e-mail to monitor the installation (general data only).
+    async fn invite_installer(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        email: String,
+        culture: Option<Culture>,
+        idempotency_key: Option<String>,
+    ) -> AppResult<Invitation> {
+        let i = parse_installation_id(&installation_id)?;
+        let email = check_email("email", &email)?;
+        let culture_code = match culture {
+            Some(c) => {
+                Some(c.to_upstream().ok_or_else(|| AppError::bad_input("culture cannot be UNKNOWN"))?.to_string())
+            }
+            None => None,
+        };
+        let body = NewInvitation { email, culture_code };
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, idempotency_key, format!("invite {i} {body:?}"), async {
+                require_owner(ctx, i, "invite installers").await?;
+                let me = caller(ctx)?;
+                let inv = svc.cache.client().invite(me.token(), i, &body).await.map_err(command_error)?;
+                super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
+                Ok(Invitation::from(inv))
+            })
+            .await
+    }
+
+    /// Cancels a pending invitation.
+    async fn cancel_invitation(&self, ctx: &Context<'_>, installation_id: ID, email: String) -> AppResult<bool> {
+        let i = parse_installation_id(&installation_id)?;
+        let email = check_email("email", &email)?;
+        require_owner(ctx, i, "cancel invitations").await?;
+        let me = caller(ctx)?;
+        services(ctx)?.cache.client().cancel_invitation(me.token(), i, &email).await.map_err(command_error)?;
+        super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
+        Ok(true)
+    }
+
+    /// Accepts an invitation with the code from its e-mail (installer accounts only).
+    async fn accept_invitation(&self, ctx: &Context<'_>, activation_code: String) -> AppResult<bool> {
+        let code = activation_code.trim();
+        if code.is_empty() || code.len() > 200 || code.contains('/') {
+            return Err(AppError::bad_input("activationCode must be the code from the invitation e-mail"));
+        }
+        let me = caller(ctx)?;
+        let svc = services(ctx)?;
+        svc.cache.client().accept_invitation(me.token(), code).await.map_err(command_error)?;
+        // Which installation it was is not said: every cached list of users and installations goes.
+        svc.cache.invalidate(|r| {
+            matches!(r, Resource::Installations | Resource::Users { .. } | Resource::Invitations { .. })
+        });
+        Ok(true)
+    }
+
+    /// Stops sharing with an installer until enabled again; effective at once.
+    async fn disable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
+        let i = parse_installation_id(&installation_id)?;
+        let account = account(&account_id)?;
+        require_owner(ctx, i, "disable installers").await?;
+        let me = caller(ctx)?;
+        services(ctx)?
+            .cache
+            .client()
+            .set_installer_enabled(me.token(), i, &account, false)
+            .await
+            .map_err(command_error)?;
+        membership_changed(ctx, i)?;
+        Ok(true)
+    }
+
+    /// Shares the installation with a disabled installer again.
+    async fn enable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
+        let i = parse_installation_id(&installation_id)?;
+        let account = account(&account_id)?;
+        require_owner(ctx, i, "enable installers").await?;
+        let me = caller(ctx)?;
+        services(ctx)?
+            .cache
+            .client()
+            .set_installer_enabled(me.token(), i, &account, true)
+            .await
+            .map_err(command_error)?;
+        membership_changed(ctx, i)?;
+        Ok(true)
+    }
+
+    /// Removes an installer from the installation for good; effective at once.
+    async fn remove_installation_user(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        account_id: ID,
+    ) -> AppResult<bool> {
+        let i = parse_installation_id(&installation_id)?;
+        let account = account(&account_id)?;
+        require_owner(ctx, i, "remove users").await?;
+        let me = caller(ctx)?;
+        services(ctx)?.cache.client().remove_user(me.token(), i, &account).await.map_err(command_error)?;
+        membership_changed(ctx, i)?;
+        Ok(true)
+    }
+}

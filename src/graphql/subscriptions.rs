@@ -1,0 +1,229 @@
+//! `Subscription.stationEvents` and `Subscription.chargingStationUpdated`: live station events
+//! over WebSocket (graphql-transport-ws, legacy graphql-ws) or Server-Sent Events. Watching needs
+//! the same access as querying; installers get no costs or consumptions. A subscription ends when
+//! the caller's token expires or their access goes, and a subscriber too slow to keep up is
+//! dropped with an error saying so.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, Json, Subscription};
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::access::role;
+use super::context::{caller, installation_id, load};
+use super::enums::UserRole;
+use super::error::{AppError, AppResult};
+use super::mutations::services;
+use super::stations::ChargingStation;
+use crate::auth::Caller;
+use crate::cache::{Loaders, Resource, SharedCache};
+use crate::events::{StationEvent as Event, StationEventKind};
+use crate::upstream::{installations as wire_installations, stations as wire_stations};
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StationEventType {
+    CablePlugged,
+    CableUnplugged,
+    SessionStarted,
+    SessionEnded,
+    ChargeModeChanged,
+    Error,
+    LoadShedding,
+    /// A type witty-bff does not know (see `rawType`).
+    Unknown,
+}
+
+impl From<StationEventKind> for StationEventType {
+    fn from(k: StationEventKind) -> Self {
+        match k {
+            StationEventKind::CablePlugged => StationEventType::CablePlugged,
+            StationEventKind::CableUnplugged => StationEventType::CableUnplugged,
+            StationEventKind::SessionStarted => StationEventType::SessionStarted,
+            StationEventKind::SessionEnded => StationEventType::SessionEnded,
+            StationEventKind::ChargeModeChanged => StationEventType::ChargeModeChanged,
+            StationEventKind::Error => StationEventType::Error,
+            StationEventKind::LoadShedding => StationEventType::LoadShedding,
+            StationEventKind::Unknown => StationEventType::Unknown,
+        }
+    }
+}
+
+/// Event data an installer may not see.
+const COST_FIELDS: &[&str] =
+    &["energy", "cost", "sessionEnergy", "sessionCost", "totalSessionEnergy", "totalSessionCost"];
+
+/// Something that happened at a station.
+#[derive(async_graphql::SimpleObject, Clone)]
+pub struct StationEvent {
+    /// The upstream's event id.
+    pub id: ID,
+    #[graphql(name = "type")]
+    pub kind: StationEventType,
+    /// The upstream's event type, as sent.
+    pub raw_type: String,
+    pub event_time: DateTime<Utc>,
+    pub installation_id: ID,
+    pub charging_station_id: Option<ID>,
+    /// The event's data as sent (without energy or cost for installers).
+    pub data: Json<serde_json::Value>,
+}
+
+impl StationEvent {
+    fn from_event(e: &Event, owner: bool) -> StationEvent {
+        let mut data = e.data.clone();
+        if !owner && let Some(map) = data.as_object_mut() {
+            map.retain(|k, _| !COST_FIELDS.contains(&k.as_str()));
+        }
+        StationEvent {
+            id: ID(e.id.clone()),
+            kind: e.kind.into(),
+            raw_type: e.raw_type.clone(),
+            event_time: e.event_time,
+            installation_id: ID(e.installation_id.to_string()),
+            charging_station_id: e.charging_station_id.clone().map(ID),
+            data: Json(data),
+        }
+    }
+}
+
+/// What every watch needs once the resolver has returned.
+struct Watch {
+    caller: Caller,
+    cache: SharedCache,
+    loaders: Option<Arc<Loaders>>,
+    installation_id: i64,
+    station: Option<String>,
+}
+
+impl Watch {
+    /// Access is checked again at every event: a removed or disabled user stops hearing.
+    async fn still_visible(&self) -> bool {
+        match self.cache.get(&self.caller, Resource::Installations).await {
+            Ok(loaded) => loaded
+                .get::<Vec<wire_installations::Installation>>()
+                .is_some_and(|l| l.iter().any(|x| x.installation_id == self.installation_id)),
+            Err(_) => true,
+        }
+    }
+
+    fn wants(&self, e: &Event) -> bool {
+        e.installation_id == self.installation_id
+            && self.station.as_deref().is_none_or(|s| e.charging_station_id.as_deref() == Some(s))
+    }
+}
+
+/// The caller must see the installation; returns their role.
+async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Watch, UserRole)> {
+    let i = installation_id(id)?;
+    let me = caller(ctx)?.clone();
+    let (list, _) = load::<Vec<wire_installations::Installation>>(ctx, Resource::Installations).await?;
+    if !list.iter().any(|x| x.installation_id == i) {
+        return Err(AppError::NotFound(format!("installation {i} not found")));
+    }
+    let role = role(ctx, i).await?;
+    let cache = services(ctx)?.cache.clone();
+    let loaders = ctx.data_opt::<Arc<Loaders>>().cloned();
+    Ok((Watch { caller: me, cache, loaders, installation_id: i, station: station.map(|s| s.0) }, role))
+}
+
+/// The bus, filtered for the watch, ending at token expiry, at lost access, or when too slow.
+fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Result<Arc<Event>, AppError>> + use<>> {
+    let live = services(ctx)?.live.clone();
+    let guard = live.watch(&watch.caller, watch.installation_id);
+    let rx = live.bus().subscribe();
+    let expiry = watch.caller.expires_at;
+    let watch = Arc::new(watch);
+    let stream = futures::stream::unfold((rx, guard, watch, false), |(mut rx, guard, watch, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(e) if watch.wants(&e) => {
+                    if !watch.still_visible().await {
+                        let err = AppError::Forbidden(format!(
+                            "you no longer have access to installation {}",
+                            watch.installation_id
+                        ));
+                        return Some((Err(err), (rx, guard, watch, true)));
+                    }
+                    if let Some(l) = &watch.loaders {
+                        l.clear::<Resource>();
+                    }
+                    return Some((Ok(e), (rx, guard, watch, false)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    let err = AppError::RateLimited {
+                        retry_after: None,
+                        message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
+                    };
+                    return Some((Err(err), (rx, guard, watch, true)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let until = match expiry {
+        Some(at) => {
+            let left = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(left).boxed()
+        }
+        None => futures::future::pending::<()>().boxed(),
+    };
+    Ok(stream.take_until(until))
+}
+
+#[derive(Default)]
+pub struct StationSubscription;
+
+#[Subscription]
+impl StationSubscription {
+    /// Events of an installation's stations (or of one station), as they happen.
+    async fn station_events(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        charging_station_id: Option<ID>,
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<StationEvent>>> {
+        let (watch, role) = open(ctx, &installation_id, charging_station_id).await?;
+        let owner = role == UserRole::Owner;
+        Ok(events(ctx, watch)?.map(move |e| e.map(|e| StationEvent::from_event(&e, owner)).map_err(Into::into)).boxed())
+    }
+
+    /// The station's fresh state after each of its events.
+    async fn charging_station_updated(
+        &self,
+        ctx: &Context<'_>,
+        installation_id: ID,
+        charging_station_id: Option<ID>,
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<ChargingStation>>> {
+        let (watch, _) = open(ctx, &installation_id, charging_station_id).await?;
+        let (cache, caller, i) = (watch.cache.clone(), watch.caller.clone(), watch.installation_id);
+        Ok(events(ctx, watch)?
+            .filter_map(move |e| {
+                let (cache, caller) = (cache.clone(), caller.clone());
+                async move {
+                    let e = match e {
+                        Ok(e) => e,
+                        Err(err) => return Some(Err(err.into())),
+                    };
+                    let cs = e.charging_station_id.clone()?;
+                    // The intake dropped the stale entry: one upstream read per caller, however many
+                    // of their subscriptions are waiting.
+                    let loaded = cache.get(&caller, Resource::Station { installation_id: i, station_id: cs }).await;
+                    Some(match loaded {
+                        Ok(l) => match l.get::<wire_stations::ChargingStation>() {
+                            Some(s) => Ok(ChargingStation::new(i, s, l.fetched_at)),
+                            None => Err(AppError::internal("a loaded station has an unexpected type").into()),
+                        },
+                        Err(err) => Err(AppError::from(err).into()),
+                    })
+                }
+            })
+            .boxed())
+    }
+}

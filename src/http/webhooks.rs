@@ -1,0 +1,65 @@
+//! `POST /webhooks/witty/{secret}`: where the upstream delivers notifications (Azure Event Grid's
+//! shape). The secret in the path is checked before the body is read; the validation handshake
+//! is answered; notifications are acknowledged at once and handled after the answer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::live::{DeliveryKind, Live};
+use crate::upstream::notifications::GridEvent;
+
+/// Largest delivery accepted (Event Grid batches are at most 1 MB).
+pub const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+pub async fn receive(
+    State(live): State<Arc<Live>>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !live.is_our_secret(&secret) {
+        return refuse(StatusCode::NOT_FOUND, "no such webhook");
+    }
+    let kind_header = headers.get("aeg-event-type").and_then(|v| v.to_str().ok());
+    let Some(kind) = DeliveryKind::from_header(kind_header) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "aeg-event-type must be SubscriptionValidation, Notification or SubscriptionDeletion",
+        );
+    };
+    let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
+    let events: Vec<GridEvent> = match serde_json::from_slice::<Vec<GridEvent>>(&body) {
+        Ok(events) => events,
+        // A single event not wrapped in an array is accepted too.
+        Err(_) => match serde_json::from_slice::<GridEvent>(&body) {
+            Ok(e) => vec![e],
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("the body is not an array of events: {e}")),
+        },
+    };
+    match kind {
+        DeliveryKind::SubscriptionValidation => match live.validation_code(subscription, &events) {
+            Some(code) => Json(json!({ "validationResponse": code })).into_response(),
+            None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
+        },
+        DeliveryKind::Notification => {
+            tokio::spawn(async move {
+                live.notify(events);
+            });
+            StatusCode::OK.into_response()
+        }
+        DeliveryKind::SubscriptionDeletion => {
+            live.subscription_deleted(subscription);
+            StatusCode::OK.into_response()
+        }
+    }
+}

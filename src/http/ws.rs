@@ -1,0 +1,94 @@
+//! GraphQL over WebSocket on `/graphql`: `graphql-transport-ws` and the legacy `graphql-ws`
+//! (subscriptions-transport-ws). The token comes in the `connection_init` payload; a bad one
+//! closes the connection with 4403 (graphql-transport-ws; the legacy protocol gets a
+//! `connection_error` first). Keep-alive: WebSocket pings, and `ka` messages on the legacy protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql::http::{WebSocket as GqlWebSocket, WebSocketProtocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+
+use super::HttpState;
+use crate::cache::request_loaders;
+use crate::graphql::Identity;
+
+/// Close code when the credentials are refused.
+pub const UNAUTHORIZED_CLOSE: u16 = 4403;
+const AUTH_PREFIX: &str = "unauthorized: ";
+
+/// The bearer token of a `connection_init` payload: `Authorization`/`authorization` (with or without
+/// `Bearer`), `token`, or the same under `headers`.
+fn token_of(payload: &serde_json::Value) -> Option<String> {
+    let from = |v: &serde_json::Value| -> Option<String> {
+        for key in ["Authorization", "authorization", "token", "accessToken"] {
+            if let Some(s) = v.get(key).and_then(|t| t.as_str()) {
+                return Some(if s.to_ascii_lowercase().starts_with("bearer ") {
+                    s.to_string()
+                } else {
+                    format!("Bearer {s}")
+                });
+            }
+        }
+        None
+    };
+    from(payload).or_else(|| payload.get("headers").and_then(from))
+}
+
+pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProtocols) {
+    let (mut sink, stream) = socket.split();
+    let input = stream.take_while(|m| futures::future::ready(m.is_ok())).filter_map(|m| {
+        futures::future::ready(match m {
+            Ok(Message::Text(t)) => Some(t.as_bytes().to_vec()),
+            Ok(Message::Binary(b)) => Some(b.to_vec()),
+            _ => None,
+        })
+    });
+    let (verifier, cache) = (state.verifier.clone(), state.cache.clone());
+    let gql = GqlWebSocket::new(state.schema.clone(), input, protocol).on_connection_init(move |payload| async move {
+        let header = token_of(&payload);
+        let caller = verifier
+            .verify_header(header.as_deref())
+            .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
+        let mut data = Data::default();
+        data.insert(Arc::new(request_loaders(caller.clone(), cache)));
+        data.insert(Identity(Ok(caller)));
+        Ok(data)
+    });
+    let mut gql = std::pin::pin!(gql);
+    let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
+    let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
+    keepalive.tick().await;
+    let mut refused = false;
+    loop {
+        tokio::select! {
+            out = gql.next() => match out {
+                Some(WsMessage::Text(text)) => {
+                    refused |= legacy && text.contains("\"connection_error\"");
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    let code = if reason.starts_with(AUTH_PREFIX) { UNAUTHORIZED_CLOSE } else { code };
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+                None => {
+                    let frame = refused.then(|| CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() });
+                    let _ = sink.send(Message::Close(frame)).await;
+                    break;
+                }
+            },
+            _ = keepalive.tick() => {
+                let ping = sink.send(Message::Ping(Vec::new().into())).await;
+                let ka = if legacy { sink.send(Message::Text(r#"{"type":"ka"}"#.into())).await } else { Ok(()) };
+                if ping.is_err() || ka.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Live station events: the webhook intake (deduplicated, in event-time order), the upstream event
+//! subscription kept while anybody watches an installation, and the polling fallback used when the
+//! upstream cannot reach the webhook. Everything learned is published on the [`EventBus`] after the
+//! cached entries it makes stale are dropped, so a query after an event shows fresh state.
+//!
+//! Knows nothing of axum or GraphQL: `http` hands it deliveries, `graphql` asks it to watch.
+
+mod poller;
+mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::Url;
+
+pub use registry::WatchGuard;
+
+use crate::cache::{Resource, SharedCache};
+use crate::events::{SharedBus, StationEvent, StationEventKind};
+use crate::upstream::notifications::GridEvent;
+
+/// How live events are obtained.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    /// Register a webhook upstream; `false`: poll only.
+    pub webhooks: bool,
+    /// Base URL the upstream can reach witty-bff at (the webhook is `<base>/webhooks/witty/<secret>`).
+    pub public_url: Url,
+    /// The secret path segment of the webhook URL.
+    pub webhook_secret: String,
+    /// How long to wait for the upstream's validation handshake before polling instead.
+    pub validation_timeout: Duration,
+    /// Interval of the polling fallback.
+    pub poll_interval: Duration,
+    /// How long an upstream subscription outlives its last watcher.
+    pub grace: Duration,
+}
+
+/// The kind of webhook delivery (`aeg-event-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    SubscriptionValidation,
+    Notification,
+    SubscriptionDeletion,
+}
+
+impl DeliveryKind {
+    pub fn from_header(value: Option<&str>) -> Option<DeliveryKind> {
+        match value?.trim() {
+            v if v.eq_ignore_ascii_case("SubscriptionValidation") => Some(DeliveryKind::SubscriptionValidation),
+            v if v.eq_ignore_ascii_case("Notification") => Some(DeliveryKind::Notification),
+            v if v.eq_ignore_ascii_case("SubscriptionDeletion") => Some(DeliveryKind::SubscriptionDeletion),
+            _ => None,
+        }
+    }
+}
+
+pub const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+
+/// The live-events service.
+pub struct Live {
+    cache: SharedCache,
+    bus: SharedBus,
+    settings: LiveSettings,
+    /// Event ids already handled (bounded; deliveries are at least once).
+    seen: moka::sync::Cache<String, ()>,
+    registry: registry::Registry,
+}
+
+impl Live {
+    pub fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
+        let seen =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
+        Arc::new(Live { cache, bus, settings, seen, registry: registry::Registry::default() })
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.settings
+    }
+
+    pub fn bus(&self) -> &SharedBus {
+        &self.bus
+    }
+
+    /// The webhook URL registered upstream.
+    pub fn webhook_url(&self) -> String {
+        format!(
+            "{}/webhooks/witty/{}",
+            self.settings.public_url.as_str().trim_end_matches('/'),
+            self.settings.webhook_secret
+        )
+    }
+
+    /// Whether a path secret is ours (compared in constant time).
+    pub fn is_our_secret(&self, candidate: &str) -> bool {
+        let a = candidate.as_bytes();
+        let b = self.settings.webhook_secret.as_bytes();
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// The validation code to answer, and marks the subscription validated.
+    pub fn validation_code(&self, subscription_name: Option<&str>, events: &[GridEvent]) -> Option<String> {
+        let event = events.iter().find(|e| e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))?;
+        let code = event.data.get("validationCode")?.as_str()?.to_string();
+        self.registry.validated(subscription_name, event.topic.as_deref());
+        Some(code)
+    }
+
+    /// The upstream deleted a subscription: watchers of its installation fall back to polling.
+    pub fn subscription_deleted(self: &Arc<Self>, subscription_name: Option<&str>) {
+        self.registry.deleted(self, subscription_name);
+    }
+
+    /// Handles notified events: drops duplicates, orders by event time, invalidates, publishes.
+    pub fn notify(&self, events: Vec<GridEvent>) -> usize {
+        let mut fresh: Vec<StationEvent> = events
+            .into_iter()
+            .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
+            .filter(|e| self.seen.entry(e.id.clone()).or_insert(()).is_fresh())
+            .filter_map(to_station_event)
+            .collect();
+        fresh.sort_by_key(|e| e.event_time);
+        let n = fresh.len();
+        for e in fresh {
+            self.publish(e);
+        }
+        n
+    }
+
+    /// Drops what the event makes stale, then tells the listeners.
+    pub fn publish(&self, event: StationEvent) {
+        let i = event.installation_id;
+        self.cache.invalidate(move |r| {
+            r.installation_id() == Some(i)
+                && matches!(
+                    r,
+                    Resource::Stations { .. }
+                        | Resource::Station { .. }
+                        | Resource::Meters { .. }
+                        | Resource::Meter { .. }
+                        | Resource::LogEntries { .. }
+                        | Resource::LogCounts { .. }
+                        | Resource::MeasureValues { .. }
+                )
+        });
+        tracing::debug!(installation = i, kind = ?event.kind, "station event");
+        self.bus.publish(event);
+    }
+
+    /// Starts watching an installation with the caller's credentials; the guard stops it.
+    pub fn watch(self: &Arc<Self>, caller: &crate::auth::Caller, installation_id: i64) -> WatchGuard {
+        self.registry.watch(self, caller, installation_id)
+    }
+
+    /// Whether the installation's events currently come from polling.
+    pub fn polling(&self, installation_id: i64) -> bool {
+        self.registry.polling(installation_id)
+    }
+}
+
+/// Reads an Event Grid event into a station event; the installation comes from the data or the
+/// subject (`installations/{i}/charging-stations/{cs}`).
+fn to_station_event(e: GridEvent) -> Option<StationEvent> {
+    let mut parts = e.subject.trim_matches('/').split('/');
+    let mut from_subject = (None, None);
+    while let Some(p) = parts.next() {
+        match p {
+            "installations" => from_subject.0 = parts.next().and_then(|i| i.parse::<i64>().ok()),
+            "charging-stations" => from_subject.1 = parts.next().map(str::to_string),
+            _ => {}
+        }
+    }
+    let installation_id = e.data.get("installationId").and_then(|v| v.as_i64()).or(from_subject.0)?;
+    let station = e.data.get("chargingStationId").and_then(|v| v.as_str()).map(str::to_string).or(from_subject.1);
+    let event_time =
+        DateTime::parse_from_rfc3339(&e.event_time).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now());
+    Some(StationEvent {
+        kind: StationEventKind::from_event_type(&e.event_type),
+        raw_type: e.event_type,
+        id: e.id,
+        event_time,
+        installation_id,
+        charging_station_id: station,
+        data: e.data,
+    })
+}

@@ -1,0 +1,107 @@
+//! The polling fallback: while an installation is watched and webhooks cannot be used, its
+//! stations are read at an interval and the same events are synthesised from state changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::Live;
+use crate::events::{StationEvent, StationEventKind};
+use crate::upstream::stations::ChargingStation;
+
+/// What is compared between two reads.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    plugged: bool,
+    charging: bool,
+    charge_mode: Option<String>,
+    error: Option<String>,
+}
+
+fn snapshot(s: &ChargingStation) -> Snapshot {
+    let p = &s.properties;
+    let plug = p.car_plug_status.as_deref().unwrap_or("").to_ascii_lowercase();
+    let speed =
+        p.current_session.as_ref().and_then(|c| c.charging_speed.clone()).unwrap_or_default().to_ascii_lowercase();
+    Snapshot {
+        plugged: !matches!(plug.as_str(), "" | "unplugged" | "none" | "notplugged"),
+        charging: p.current_session.is_some() && !matches!(speed.as_str(), "" | "none" | "stopped" | "paused"),
+        charge_mode: p.charge_mode.clone(),
+        error: p.error.as_ref().and_then(|e| e.code.as_ref()).map(|c| c.as_text()).filter(|c| c != "0"),
+    }
+}
+
+fn changes(before: &Snapshot, after: &Snapshot) -> Vec<StationEventKind> {
+    let mut out = Vec::new();
+    if !before.plugged && after.plugged {
+        out.push(StationEventKind::CablePlugged);
+    }
+    if before.charging != after.charging {
+        out.push(if after.charging { StationEventKind::SessionStarted } else { StationEventKind::SessionEnded });
+    }
+    if before.plugged && !after.plugged {
+        out.push(StationEventKind::CableUnplugged);
+    }
+    if before.charge_mode != after.charge_mode {
+        out.push(StationEventKind::ChargeModeChanged);
+    }
+    if before.error != after.error && after.error.is_some() {
+        out.push(StationEventKind::Error);
+    }
+    out
+}
+
+pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
+    let mut known: HashMap<String, Snapshot> = HashMap::new();
+    let mut first = true;
+    let mut ticks = tokio::time::interval(live.settings.poll_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(caller) = live.registry_caller(installation_id) else { return };
+        let stations = match live.cache.client().charging_stations(caller.token(), installation_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(installation = installation_id, error = %e, "poll failed");
+                continue;
+            }
+        };
+        for s in &stations {
+            let now = snapshot(s);
+            if let Some(before) = known.get(&s.id)
+                && !first
+            {
+                for kind in changes(before, &now) {
+                    live.publish(StationEvent {
+                        id: format!("poll-{}", Uuid::new_v4()),
+                        kind,
+                        raw_type: format!("witty-bff.polled.{kind:?}"),
+                        event_time: Utc::now(),
+                        installation_id,
+                        charging_station_id: Some(s.id.clone()),
+                        data: serde_json::json!({"installationId": installation_id, "chargingStationId": s.id}),
+                    });
+                }
+            }
+            known.insert(s.id.clone(), now);
+        }
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_changes_become_events() {
+        let idle = Snapshot { plugged: false, charging: false, charge_mode: Some("immediate".into()), error: None };
+        let charging = Snapshot { plugged: true, charging: true, ..idle.clone() };
+        assert_eq!(changes(&idle, &charging), vec![StationEventKind::CablePlugged, StationEventKind::SessionStarted]);
+        assert_eq!(changes(&charging, &idle), vec![StationEventKind::SessionEnded, StationEventKind::CableUnplugged]);
+        let deferred = Snapshot { charge_mode: Some("deferred".into()), ..idle.clone() };
+        assert_eq!(changes(&idle, &deferred), vec![StationEventKind::ChargeModeChanged]);
+    }
+}
