@@ -1,0 +1,249 @@
+//! Live subscriptions: upstream webhooks (and the polling fallback) to GraphQL subscriptions over
+//! WebSocket (both protocols) and Server-Sent Events.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::bff::*;
+use crate::helpers::*;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket on /graphql with a subprotocol and sends `connection_init` with the token.
+async fn ws_connect(app: &TestApp, protocol: &str, token: &str) -> Ws {
+    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    ws.send(Message::Text(init.to_string().into())).await.unwrap();
+    ws
+}
+
+/// The next JSON text message that is not a keep-alive.
+async fn ws_next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = timeout(PATIENCE, ws.next()).await.expect("a message in time").expect("open").expect("readable");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "ka" && v["type"] != "ping" {
+                return v;
+            }
+        }
+    }
+}
+
+/// Subscribes on an initialised socket: `subscribe` (graphql-transport-ws) or `start` (legacy).
+async fn ws_subscribe(ws: &mut Ws, legacy: bool, id: &str, query: &str) {
+    let ack = ws_next(ws).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    let kind = if legacy { "start" } else { "subscribe" };
+    ws.send(Message::Text(json!({"id": id, "type": kind, "payload": {"query": query}}).to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next `next`/`data` payload of a subscription.
+async fn ws_data(ws: &mut Ws) -> Value {
+    loop {
+        let v = ws_next(ws).await;
+        match v["type"].as_str() {
+            Some("next") | Some("data") => return v["payload"].clone(),
+            Some("error") | Some("complete") => panic!("subscription ended: {v}"),
+            _ => continue,
+        }
+    }
+}
+
+const EVENTS: &str = r#"subscription { stationEvents(installationId: 33) { id type rawType eventTime installationId chargingStationId } }"#;
+
+/// The webhook registered by the BFF on Alice's installation, once the upstream validated it.
+async fn validated_webhook(app: &TestApp) -> Value {
+    eventually("the BFF's webhook to be registered and validated upstream", || async {
+        let subs = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
+        subs.as_array()?
+            .iter()
+            .find(|s| {
+                s["state"] == "Created" && s["protocolData"].as_str().is_some_and(|d| d.contains("/webhooks/witty/"))
+            })
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_plugged_car_reaches_both_websocket_protocols_and_sse() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut modern, false, "1", EVENTS).await;
+    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
+    ws_subscribe(&mut legacy, true, "1", EVENTS).await;
+    let sse = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": EVENTS}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    assert!(sse.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let hook = validated_webhook(&app).await;
+    assert!(hook["protocolData"].as_str().unwrap().starts_with(&app.base), "{hook}");
+
+    let r = app.sim().plug(ALICE_STATION).await;
+    assert_eq!(r.status, 200);
+    for (name, ws) in [("graphql-transport-ws", &mut modern), ("graphql-ws", &mut legacy)] {
+        let e = ws_data(ws).await;
+        let e = &e["data"]["stationEvents"];
+        assert_eq!(e["type"], "CABLE_PLUGGED", "{name}: {e}");
+        assert_eq!(e["rawType"], "Hager.WittyHome.CablePlugged");
+        assert_eq!(e["installationId"], "33");
+        assert_eq!(e["chargingStationId"], ALICE_STATION);
+        // Alice's station is in immediate mode: charging starts with the plug.
+        let e = ws_data(ws).await;
+        assert_eq!(e["data"]["stationEvents"]["type"], "SESSION_STARTED", "{name}");
+    }
+    let mut sse = sse;
+    let mut text = String::new();
+    let got = timeout(PATIENCE, async {
+        while !text.contains("SESSION_STARTED") {
+            let chunk = sse.chunk().await.expect("readable").expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "SSE got: {text}");
+    assert!(text.contains("event: next") && text.contains("CABLE_PLUGGED"), "{text}");
+}
+
+#[tokio::test]
+async fn charging_station_updated_shows_the_new_state_and_queries_are_fresh() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    // Fill the cache with the station unplugged.
+    let q = format!(
+        r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{ availability carPlugStatus }} }} }}"#
+    );
+    let before = app.graphql("alice", &q, json!({})).await;
+    assert_eq!(data(&before)["installation"]["chargingStation"]["availability"], "AVAILABLE");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let sub = format!(
+        r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id availability carPlugStatus currentSession {{ startDate totalSessionEnergy }} }} }}"#
+    );
+    ws_subscribe(&mut ws, false, "s", &sub).await;
+    validated_webhook(&app).await;
+    app.sim().plug(ALICE_STATION).await;
+    let update = ws_data(&mut ws).await;
+    let s = &update["data"]["chargingStationUpdated"];
+    assert_eq!(s["availability"], "OCCUPIED", "{update}");
+    assert_eq!(s["carPlugStatus"], "m3");
+    assert!(s["currentSession"]["startDate"].is_string());
+    // The query right after the event is not served from the stale entry.
+    let after = app.graphql("alice", &q, json!({})).await;
+    assert_eq!(data(&after)["installation"]["chargingStation"]["availability"], "OCCUPIED");
+}
+
+#[tokio::test]
+async fn a_duplicated_delivery_produces_one_event_and_a_wrong_secret_is_refused() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let hook = validated_webhook(&app).await;
+    let url = hook["protocolData"].as_str().unwrap().to_string();
+    let event = |id: &str, kind: &str| {
+        json!([{
+            "id": id, "eventType": kind, "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
+            "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33, "chargingStationId": ALICE_STATION},
+            "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
+        }])
+    };
+    let post = |url: String, body: Value| {
+        let client = app.client.clone();
+        async move { client.post(url).header("aeg-event-type", "Notification").json(&body).send().await.unwrap() }
+    };
+    // A wrong secret: refused, and nothing is published.
+    let wrong = url.rsplit_once('/').unwrap().0.to_string() + "/not-the-secret";
+    assert_eq!(post(wrong, event("e-wrong", "Hager.WittyHome.LoadShedding")).await.status(), 404);
+    // Malformed bodies and kinds: 400.
+    let r = app.client.post(&url).header("aeg-event-type", "Notification").body("{oops").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app.client.post(&url).header("aeg-event-type", "Gossip").json(&event("x", "y")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // The same event twice, then another: the subscriber sees the first once, then the second.
+    assert_eq!(post(url.clone(), event("e-1", "Hager.WittyHome.Error")).await.status(), 200);
+    assert_eq!(post(url.clone(), event("e-1", "Hager.WittyHome.Error")).await.status(), 200);
+    assert_eq!(post(url.clone(), event("e-2", "Hager.WittyHome.SomethingNew")).await.status(), 200);
+    let first = ws_data(&mut ws).await;
+    assert_eq!(first["data"]["stationEvents"]["id"], "e-1");
+    assert_eq!(first["data"]["stationEvents"]["type"], "ERROR");
+    let second = ws_data(&mut ws).await;
+    assert_eq!(second["data"]["stationEvents"]["id"], "e-2", "the duplicate of e-1 was dropped");
+    assert_eq!(second["data"]["stationEvents"]["type"], "UNKNOWN");
+    assert_eq!(second["data"]["stationEvents"]["rawType"], "Hager.WittyHome.SomethingNew");
+}
+
+#[tokio::test]
+async fn watching_someone_elses_installation_or_with_a_bad_token_is_refused() {
+    let app = spawn_app().await;
+    let bob = app.token_for("bob");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &bob).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    // Refused at once with NOT_FOUND (as a `next` carrying only the error), then completed.
+    let v = ws_next(&mut ws).await;
+    let errors = if v["type"] == "error" { v["payload"].clone() } else { v["payload"]["errors"].clone() };
+    assert_eq!(errors[0]["extensions"]["code"], "NOT_FOUND", "{v}");
+    assert!(v["payload"]["data"].is_null(), "{v}");
+    assert_eq!(ws_next(&mut ws).await["type"], "complete");
+
+    // A bad token: the connection is closed with 4403.
+    let mut ws = ws_connect(&app, "graphql-transport-ws", "not-a-token").await;
+    let closed = timeout(PATIENCE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return Some(u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(4403));
+    // The legacy protocol hears connection_error, then the close.
+    let mut ws = ws_connect(&app, "graphql-ws", "not-a-token").await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(v["type"], "connection_error", "{v}");
+}
+
+#[tokio::test]
+async fn with_webhooks_off_polling_delivers_the_same_event() {
+    let app = spawn_app_with(|c| {
+        c.webhooks = false;
+        c.poll_interval_ms = 100;
+    })
+    .await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    // The poller's first read is the baseline.
+    eventually("the poller's first read", || async {
+        let calls = app.sim().calls().await;
+        (calls["byRoute"]["GET /installations/{i}/charging-stations"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    app.sim().plug(ALICE_STATION).await;
+    let e = ws_data(&mut ws).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "CABLE_PLUGGED", "{e}");
+    assert_eq!(e["data"]["stationEvents"]["chargingStationId"], ALICE_STATION);
+    // No webhook was registered upstream.
+    let subs = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
+    assert_eq!(subs, json!([]));
+}
