@@ -60,11 +60,16 @@ impl App {
         let jwt_secret = config.effective_jwt_secret();
         let verifier = Verifier::new(&JwtSettings {
             secret: jwt_secret.clone(),
+            public_key: config.jwt_public_key.clone(),
+            jwks_url: config.jwt_jwks_url.clone(),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             leeway_secs: config.jwt_leeway_secs,
+            jwks_min_refresh: Duration::from_secs(config.jwt_jwks_min_refresh_secs),
+            ..JwtSettings::default()
         })
         .map_err(anyhow::Error::msg)?;
+        verifier.warm_up().await;
         let cache = SharedCache::new(client, config.ttls(), config.cache_capacity);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -1,6 +1,12 @@
 //! Who is calling: JWT verification with jsonwebtoken, the verified [`Caller`], and dev tokens.
+//!
+//! - `jwt`: the [`Verifier`], its [`JwtSettings`] and the [`AuthError`]s a token is refused with.
+//! - `keys`: one verifying key and the algorithms it allows (secret, PEM file, JWK).
+//! - `jwks`: the identity provider's JWKS, cached and refreshed (rate-limited) on an unknown `kid`.
 
+mod jwks;
 mod jwt;
+mod keys;
 
 pub use jwt::{AuthError, JwtSettings, Verifier, mint_dev_token};
 

@@ -101,7 +101,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
         }
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let identity = Identity(s.verifier.verify_header(authorization));
+    let identity = Identity(s.verifier.verify_header(authorization).await);
     let mut request = request;
     if get && is_mutation(&request) {
         let err = ServerError::new("mutations must be sent with POST, not GET", None);

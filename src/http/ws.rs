@@ -51,6 +51,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         let header = token_of(&payload);
         let caller = verifier
             .verify_header(header.as_deref())
+            .await
             .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
         let mut data = Data::default();
         data.insert(Arc::new(request_loaders(caller.clone(), cache)));

@@ -1,6 +1,9 @@
 //! The one integration-test binary: everything runs over real HTTP on loopback ports.
 
+mod auth_tokens;
 mod bff;
+mod graph_live;
+mod graph_mutations;
 mod graph_read;
 mod helpers;
 mod sim_access;

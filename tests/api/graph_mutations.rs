@@ -1,0 +1,1118 @@
+//! The 18 mutations through GraphQL over HTTP, against the simulator: each one's effect in the
+//! simulator's state and in the next query (no stale cache), every refusal (plugged car, installer,
+//! bad input) before anything reaches the upstream, `wait`, idempotency, tariff merging, and
+//! command timeouts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::bff::*;
+use crate::helpers::*;
+
+// ---- helpers ----
+
+const START_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/start";
+const STOP_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/stop";
+const SET_MODE_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/set-charge-mode";
+const UPDATE_ROUTE: &str = "PUT /installations/{i}/charging-stations/{cs}";
+const SET_TARIFFS_ROUTE: &str = "POST /installations/{i}/grid-meters/{gm}/tariffs";
+
+const STATION: &str = r#"query($i: ID!, $cs: ID!) { installation(id: $i) { chargingStation(id: $cs) {
+    id chargeMode friendlyName ledPower averageEvConsumption tariff3 authorizeTic availability
+    currentSession { chargingSpeed }
+} } }"#;
+
+const SET_MODE: &str = r#"mutation($i: ID!, $cs: ID!, $mode: ChargeMode!, $wait: Boolean!) {
+    setChargeMode(installationId: $i, chargingStationId: $cs, mode: $mode, wait: $wait) {
+        status chargingStation { id chargeMode fetchedAt }
+    }
+}"#;
+
+const SET_MODE_KEYED: &str = r#"mutation($i: ID!, $cs: ID!, $mode: ChargeMode!, $key: String) {
+    setChargeMode(installationId: $i, chargingStationId: $cs, mode: $mode, idempotencyKey: $key) {
+        status chargingStation { id chargeMode fetchedAt }
+    }
+}"#;
+
+const START: &str = r#"mutation($i: ID!, $cs: ID!, $wait: Boolean!) {
+    startCharging(installationId: $i, chargingStationId: $cs, wait: $wait) {
+        status chargingStation { id fetchedAt currentSession { chargingSpeed } }
+    }
+}"#;
+
+const START_KEYED: &str = r#"mutation($i: ID!, $cs: ID!, $key: String) {
+    startCharging(installationId: $i, chargingStationId: $cs, idempotencyKey: $key) {
+        status chargingStation { id fetchedAt currentSession { chargingSpeed } }
+    }
+}"#;
+
+const STOP: &str = r#"mutation($i: ID!, $cs: ID!, $wait: Boolean!) {
+    stopCharging(installationId: $i, chargingStationId: $cs, wait: $wait) {
+        status chargingStation { id fetchedAt currentSession { chargingSpeed } }
+    }
+}"#;
+
+const UPDATE: &str = r#"mutation($i: ID!, $cs: ID!, $input: UpdateChargingStationInput!, $wait: Boolean!) {
+    updateChargingStation(installationId: $i, chargingStationId: $cs, input: $input, wait: $wait) {
+        status chargingStation { id friendlyName ledPower averageEvConsumption tariff3 }
+    }
+}"#;
+
+const CREATE: &str = r#"mutation($input: CreateInstallationInput!) {
+    createInstallation(input: $input) { id name locationName location { latitude longitude } }
+}"#;
+
+const ASSOCIATE: &str = r#"mutation($i: ID!, $input: AssociateChargingStationInput!) {
+    associateChargingStation(installationId: $i, input: $input) { id uuid timezone culture }
+}"#;
+
+const SET_TARIFFS: &str = r#"mutation($i: ID!, $gm: ID!, $tariffs: [TariffPriceInput!]!) {
+    setTariffs(installationId: $i, gridMeterId: $gm, tariffs: $tariffs) {
+        id friendlyName currency currentPrice values { beginDate value }
+    }
+}"#;
+
+const TARIFFS: &str = r#"query($i: ID!, $gm: ID!) { installation(id: $i) { gridMeter(id: $gm) {
+    tariffs { id friendlyName currency currentPrice values { beginDate value } }
+} } }"#;
+
+fn vars_station(i: i64, cs: &str) -> Value {
+    json!({"i": i.to_string(), "cs": cs})
+}
+
+/// The station as `sub` sees it through GraphQL.
+async fn gql_station(app: &TestApp, sub: &str, i: i64, cs: &str) -> Value {
+    let r = app.graphql(sub, STATION, vars_station(i, cs)).await;
+    data(&r)["installation"]["chargingStation"].clone()
+}
+
+/// The station's `properties` in the simulator (REST, as the owner).
+async fn sim_props(app: &TestApp, sub: &str, i: i64, cs: &str) -> Value {
+    app.sim().station(sub, i, cs).await["properties"].clone()
+}
+
+/// `byRoute` of `GET /_sim/calls`.
+async fn calls_by_route(app: &TestApp) -> BTreeMap<String, u64> {
+    serde_json::from_value(app.sim().calls().await["byRoute"].clone()).unwrap()
+}
+
+/// How many times `route` was called.
+async fn count(app: &TestApp, route: &str) -> u64 {
+    calls_by_route(app).await.get(route).copied().unwrap_or(0)
+}
+
+/// The calls that could change something upstream (every method but GET).
+async fn writes(app: &TestApp) -> BTreeMap<String, u64> {
+    calls_by_route(app).await.into_iter().filter(|(k, _)| !k.starts_with("GET ")).collect()
+}
+
+async fn set_command_delay(app: &TestApp, ms: u64) {
+    let r = app.sim().control(Method::PUT, "/_sim/config", Some(json!({"commandDelayMs": ms}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// POSTs a GraphQL request as `sub` with an `Idempotency-Key` header.
+async fn post_with_key(app: &TestApp, sub: &str, key: &str, query: &str, variables: Value) -> Value {
+    let req = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(app.token_for(sub))
+        .header("Idempotency-Key", key)
+        .json(&json!({"query": query, "variables": variables}));
+    let r = send(req).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body
+}
+
+/// Asserts the response failed with exactly one error of `code` whose message contains every one
+/// of `words` (case-insensitive), and that the mutation's field is null.
+fn assert_refused(r: &Value, code: &str, words: &[&str]) {
+    assert_eq!(error_codes(r), vec![code.to_string()], "{r:#}");
+    let message = r["errors"][0]["message"].as_str().unwrap_or_default().to_lowercase();
+    for w in words {
+        assert!(message.contains(&w.to_lowercase()), "the message should name '{w}': {r:#}");
+    }
+    if let Some(d) = r["data"].as_object() {
+        assert!(d.values().all(Value::is_null), "a refused mutation returns nothing: {r:#}");
+    }
+}
+
+fn status(r: &Value, field: &str) -> String {
+    data(r)[field]["status"].as_str().unwrap_or_default().to_string()
+}
+
+// ---- commands: wait, ACCEPTED, APPLIED, TIMED_OUT ----
+
+#[tokio::test]
+async fn set_charge_mode_with_wait_is_applied_and_the_next_query_shows_the_new_mode() {
+    let app = spawn_app().await;
+    set_command_delay(&app, 300).await;
+    // Warm the cache with the old state, for the owner and for the installer.
+    assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE");
+    assert_eq!(gql_station(&app, "ivan", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE");
+    app.sim().reset_calls().await;
+
+    let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": true});
+    let r = app.graphql("alice", SET_MODE, vars).await;
+    assert_eq!(status(&r, "setChargeMode"), "APPLIED", "{r:#}");
+    assert_eq!(data(&r)["setChargeMode"]["chargingStation"]["chargeMode"], "DEFERRED");
+    assert_eq!(data(&r)["setChargeMode"]["chargingStation"]["id"], ALICE_STATION);
+
+    assert_eq!(sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "deferred");
+    assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "DEFERRED");
+    assert_eq!(gql_station(&app, "ivan", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "DEFERRED");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "the command is sent once: {:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn set_charge_mode_times_out_when_the_station_is_slower_than_the_wait_bound() {
+    let app = spawn_app_with(|c| c.command_wait_timeout_ms = 500).await;
+    set_command_delay(&app, 3_000).await;
+    app.sim().reset_calls().await;
+
+    let started = Instant::now();
+    let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED_EXCLUSIVE", "wait": true});
+    let r = app.graphql("alice", SET_MODE, vars).await;
+    let took = started.elapsed();
+    assert_eq!(status(&r, "setChargeMode"), "TIMED_OUT", "{r:#}");
+    assert_eq!(data(&r)["setChargeMode"]["chargingStation"]["chargeMode"], "IMMEDIATE", "the state as last read");
+    assert!(took >= Duration::from_millis(500), "it waited for the bound: {took:?}");
+    assert!(took < Duration::from_millis(2_500), "it did not wait for the station: {took:?}");
+    // Not applied yet, and not sent again while waiting.
+    assert_eq!(sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "immediate");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1);
+}
+
+#[tokio::test]
+async fn set_charge_mode_without_wait_is_accepted_at_once_and_the_change_shows_later() {
+    let app = spawn_app().await;
+    set_command_delay(&app, 1_000).await;
+    assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE");
+
+    let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false});
+    let r = app.graphql("alice", SET_MODE, vars).await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+    // Answered before the station applied it.
+    assert_eq!(sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "immediate");
+
+    eventually("the simulator applies the charge mode", || async {
+        (sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"] == "deferred").then_some(())
+    })
+    .await;
+    // Nothing re-cached the old state since the command: the next query shows the new mode.
+    assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "DEFERRED");
+}
+
+#[tokio::test]
+async fn start_and_stop_with_wait_on_a_plugged_car_are_applied_and_show_in_the_session() {
+    let app = spawn_app().await;
+    // Bob's car is plugged in deferred mode: not charging.
+    let before = gql_station(&app, "bob", BOB_INSTALLATION, BOB_STATION).await;
+    assert_eq!(before["currentSession"]["chargingSpeed"], "none", "{before:#}");
+
+    let r = app.graphql("bob", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
+    assert_eq!(status(&r, "startCharging"), "APPLIED", "{r:#}");
+    assert_eq!(data(&r)["startCharging"]["chargingStation"]["currentSession"]["chargingSpeed"], "optimal");
+    let sim = sim_props(&app, "bob", BOB_INSTALLATION, BOB_STATION).await;
+    assert_eq!(sim["currentSession"]["chargingSpeed"], "optimal");
+    let after = gql_station(&app, "bob", BOB_INSTALLATION, BOB_STATION).await;
+    assert_eq!(after["currentSession"]["chargingSpeed"], "optimal");
+
+    let r = app.graphql("bob", STOP, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
+    assert_eq!(status(&r, "stopCharging"), "APPLIED", "{r:#}");
+    assert_eq!(data(&r)["stopCharging"]["chargingStation"]["currentSession"]["chargingSpeed"], "none");
+    let sim = sim_props(&app, "bob", BOB_INSTALLATION, BOB_STATION).await;
+    assert_eq!(sim["currentSession"]["chargingSpeed"], "none");
+    let after = gql_station(&app, "bob", BOB_INSTALLATION, BOB_STATION).await;
+    assert_eq!(after["currentSession"]["chargingSpeed"], "none");
+    assert_eq!(count(&app, START_ROUTE).await, 1);
+    assert_eq!(count(&app, STOP_ROUTE).await, 1);
+}
+
+#[tokio::test]
+async fn update_charging_station_with_wait_applies_the_settings_and_the_next_query_shows_them() {
+    let app = spawn_app().await;
+    let before = gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    assert_eq!(before["ledPower"], 50);
+    assert_eq!(before["tariff3"], "HC");
+
+    let input = json!({"friendlyName": "Garage nord", "ledPower": 20, "averageEvConsumption": 17.5, "tariff3": "HP"});
+    let r = app.graphql("alice", UPDATE, json!({"i": "33", "cs": ALICE_STATION, "input": input, "wait": true})).await;
+    assert_eq!(status(&r, "updateChargingStation"), "APPLIED", "{r:#}");
+    let s = &data(&r)["updateChargingStation"]["chargingStation"];
+    assert_eq!(s["friendlyName"], "Garage nord");
+    assert_eq!(s["ledPower"], 20);
+    assert_eq!(s["averageEvConsumption"], 17.5);
+    assert_eq!(s["tariff3"], "HP");
+
+    let p = sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    assert_eq!(p["friendlyName"], "Garage nord");
+    assert_eq!(p["ledPower"], 20);
+    assert_eq!(p["averageEvConsumption"], "17.5");
+    assert_eq!(p["tariff3"], "hp");
+
+    let after = gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    assert_eq!(after["friendlyName"], "Garage nord");
+    assert_eq!(after["ledPower"], 20);
+    assert_eq!(after["averageEvConsumption"], 17.5);
+    assert_eq!(after["tariff3"], "HP");
+    assert_eq!(count(&app, UPDATE_ROUTE).await, 1);
+}
+
+#[tokio::test]
+#[ignore = "bff bug: `wait` is `Boolean! = false`, the contract says `Boolean = false`; an omitted nullable variable fails (src/graphql/mutations/stations.rs, `#[graphql(default = false)] wait: bool`)"]
+async fn wait_is_an_optional_nullable_boolean_as_the_contract_says() {
+    let app = spawn_app().await;
+    // DESIGN.md: `wait: Boolean = false`. A nullable variable, left out or null, means no waiting.
+    let q = r#"mutation($cs: ID!, $w: Boolean) {
+        setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED, wait: $w) { status }
+    }"#;
+    let r = app.graphql("alice", q, json!({"cs": ALICE_STATION})).await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+    let q = r#"mutation($cs: ID!) {
+        setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED, wait: null) { status }
+    }"#;
+    let r = app.graphql("alice", q, json!({"cs": ALICE_STATION})).await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+}
+
+// ---- refusals: plugged car, nothing plugged ----
+
+#[tokio::test]
+async fn a_plugged_car_refuses_charge_mode_led_power_and_tariff_slots_with_conflict_before_sending() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+
+    let r =
+        app.graphql("bob", SET_MODE, json!({"i": "42", "cs": BOB_STATION, "mode": "IMMEDIATE", "wait": false})).await;
+    assert_refused(&r, "CONFLICT", &["unplug"]);
+
+    for input in [json!({"ledPower": 30}), json!({"tariff1": "HP"}), json!({"friendlyName": "x", "tariff10": "HC"})] {
+        let vars = json!({"i": "42", "cs": BOB_STATION, "input": input, "wait": false});
+        let r = app.graphql("bob", UPDATE, vars).await;
+        assert_refused(&r, "CONFLICT", &["unplug"]);
+    }
+    assert_eq!(writes(&app).await, BTreeMap::new(), "nothing is sent upstream");
+    assert_eq!(sim_props(&app, "bob", BOB_INSTALLATION, BOB_STATION).await["chargeMode"], "deferred");
+
+    // The name may change with a car plugged.
+    let vars = json!({"i": "42", "cs": BOB_STATION, "input": {"friendlyName": "Borne"}, "wait": true});
+    let r = app.graphql("bob", UPDATE, vars).await;
+    assert_eq!(status(&r, "updateChargingStation"), "APPLIED", "{r:#}");
+    assert_eq!(sim_props(&app, "bob", BOB_INSTALLATION, BOB_STATION).await["friendlyName"], "Borne");
+}
+
+#[tokio::test]
+async fn start_or_stop_with_nothing_plugged_is_a_conflict_before_sending() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    for (q, field) in [(START, "startCharging"), (STOP, "stopCharging")] {
+        let r = app.graphql("alice", q, json!({"i": "33", "cs": ALICE_STATION, "wait": true})).await;
+        assert_refused(&r, "CONFLICT", &["no car is plugged"]);
+        assert!(r["data"][field].is_null());
+    }
+    assert_eq!(writes(&app).await, BTreeMap::new());
+}
+
+// ---- refusals: installers ----
+
+#[tokio::test]
+async fn an_installer_is_forbidden_every_owner_only_mutation_and_nothing_reaches_the_upstream() {
+    let app = spawn_app().await;
+    let device = app.sim().devices().await[0]["uid"].as_str().unwrap().to_string();
+    let cs = ALICE_STATION;
+    let gm = ALICE_METER;
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "setChargeMode",
+            format!(
+                r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{cs}", mode: DEFERRED, wait: true) {{ status }} }}"#
+            ),
+        ),
+        (
+            "startCharging",
+            format!(r#"mutation {{ startCharging(installationId: 33, chargingStationId: "{cs}") {{ status }} }}"#),
+        ),
+        (
+            "stopCharging",
+            format!(r#"mutation {{ stopCharging(installationId: 33, chargingStationId: "{cs}") {{ status }} }}"#),
+        ),
+        (
+            "updateChargingStation",
+            format!(
+                r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{friendlyName: "mine"}}) {{ status }} }}"#
+            ),
+        ),
+        (
+            "associateChargingStation",
+            format!(
+                r#"mutation {{ associateChargingStation(installationId: 33, input: {{uid: "{device}", timezone: ROMANCE_STANDARD_TIME, culture: FR_FR}}) {{ id }} }}"#
+            ),
+        ),
+        (
+            "removeChargingStation",
+            format!(r#"mutation {{ removeChargingStation(installationId: 33, chargingStationId: "{cs}") }}"#),
+        ),
+        (
+            "inviteInstaller",
+            r#"mutation { inviteInstaller(installationId: 33, email: "friend@installer.example.com") { email } }"#
+                .to_string(),
+        ),
+        (
+            "cancelInvitation",
+            r#"mutation { cancelInvitation(installationId: 33, email: "friend@installer.example.com") }"#.to_string(),
+        ),
+        ("disableInstaller", r#"mutation { disableInstaller(installationId: 33, accountId: "ivan") }"#.to_string()),
+        ("enableInstaller", r#"mutation { enableInstaller(installationId: 33, accountId: "ivan") }"#.to_string()),
+        (
+            "removeInstallationUser",
+            r#"mutation { removeInstallationUser(installationId: 33, accountId: "ivan") }"#.to_string(),
+        ),
+        (
+            "authorizeTic",
+            format!(
+                r#"mutation {{ authorizeTic(installationId: 33, gridMeterId: "{gm}", authorize: false) {{ id }} }}"#
+            ),
+        ),
+        (
+            "setTariffs",
+            format!(
+                r#"mutation {{ setTariffs(installationId: 33, gridMeterId: "{gm}", tariffs: [{{id: HC, value: 0.01}}]) {{ id }} }}"#
+            ),
+        ),
+    ];
+    app.sim().reset_calls().await;
+    for (field, q) in &cases {
+        let r = app.graphql("ivan", q, json!({})).await;
+        assert_eq!(error_codes(&r), vec!["FORBIDDEN".to_string()], "{field}: {r:#}");
+        assert!(r["errors"][0]["message"].as_str().unwrap().contains("owner"), "{field}: {r:#}");
+        assert!(r["data"].is_null() || r["data"][field].is_null(), "{field}: {r:#}");
+    }
+    assert_eq!(writes(&app).await, BTreeMap::new(), "nothing but reads reached the simulator");
+    // And nothing changed.
+    let p = sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    assert_eq!(p["chargeMode"], "immediate");
+    assert_eq!(p["friendlyName"], "my garage charging station");
+    let users = app.sim().get("alice", "/installations/33/users").await.body;
+    assert!(users.as_array().unwrap().iter().any(|u| u["accountId"] == "ivan" && u["enabled"] == true), "{users:#}");
+}
+
+// ---- refusals: bad input ----
+
+#[tokio::test]
+async fn bad_inputs_are_refused_naming_the_field_before_anything_is_sent_upstream() {
+    let app = spawn_app().await;
+    let (cs, gm) = (ALICE_STATION, ALICE_METER);
+    let loc = r#"location: {latitude: 44.8, longitude: -0.6}"#;
+    let cases: Vec<(&str, &str, String)> = vec![
+        ("alice", "qrCode", r#"mutation { associateChargingStation(installationId: 33, input: {timezone: ROMANCE_STANDARD_TIME, culture: FR_FR}) { id } }"#.into()),
+        ("alice", "uid", r#"mutation { associateChargingStation(installationId: 33, input: {uid: " ", qrCode: "", timezone: ROMANCE_STANDARD_TIME, culture: FR_FR}) { id } }"#.into()),
+        ("alice", "timezone", r#"mutation { associateChargingStation(installationId: 33, input: {uid: "Fbo5WTTsSeeLQ8YYoLzNwN", timezone: UNKNOWN, culture: FR_FR}) { id } }"#.into()),
+        ("alice", "culture", r#"mutation { associateChargingStation(installationId: 33, input: {uid: "Fbo5WTTsSeeLQ8YYoLzNwN", timezone: ROMANCE_STANDARD_TIME, culture: UNKNOWN}) { id } }"#.into()),
+        ("alice", "email", r#"mutation { inviteInstaller(installationId: 33, email: "not-an-email") { email } }"#.into()),
+        ("alice", "email", r#"mutation { inviteInstaller(installationId: 33, email: "a@b") { email } }"#.into()),
+        ("alice", "culture", r#"mutation { inviteInstaller(installationId: 33, email: "x@installer.example.com", culture: UNKNOWN) { email } }"#.into()),
+        ("alice", "email", r#"mutation { cancelInvitation(installationId: 33, email: "nobody at example.com") }"#.into()),
+        ("alice", "value", format!(r#"mutation {{ setTariffs(installationId: 33, gridMeterId: "{gm}", tariffs: [{{id: HC, value: -0.1}}]) {{ id }} }}"#)),
+        ("alice", "id", format!(r#"mutation {{ setTariffs(installationId: 33, gridMeterId: "{gm}", tariffs: [{{id: UNKNOWN, value: 0.1}}]) {{ id }} }}"#)),
+        ("alice", "tariffs[1].id", format!(r#"mutation {{ setTariffs(installationId: 33, gridMeterId: "{gm}", tariffs: [{{id: HP, value: 0.1}}, {{id: HP, value: 0.2}}]) {{ id }} }}"#)),
+        ("alice", "currency", format!(r#"mutation {{ setTariffs(installationId: 33, gridMeterId: "{gm}", tariffs: [{{id: HC, value: 0.1, currency: "euro"}}]) {{ id }} }}"#)),
+        ("alice", "name", format!(r#"mutation {{ createInstallation(input: {{name: "  ", locationName: "Bordeaux", {loc}}}) {{ id }} }}"#)),
+        ("alice", "locationName", format!(r#"mutation {{ createInstallation(input: {{name: "Maison", locationName: "", {loc}}}) {{ id }} }}"#)),
+        ("alice", "latitude", r#"mutation { createInstallation(input: {name: "Maison", locationName: "Bordeaux", location: {latitude: 91, longitude: 0}}) { id } }"#.into()),
+        ("alice", "longitude", r#"mutation { createInstallation(input: {name: "Maison", locationName: "Bordeaux", location: {latitude: 0, longitude: -181}}) { id } }"#.into()),
+        ("alice", "ledPower", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{ledPower: 101}}) {{ status }} }}"#)),
+        ("alice", "ledPower", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{ledPower: -1}}) {{ status }} }}"#)),
+        ("alice", "friendlyName", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{friendlyName: " "}}) {{ status }} }}"#)),
+        ("alice", "averageEvConsumption", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{averageEvConsumption: 0}}) {{ status }} }}"#)),
+        ("alice", "tariff1", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{tariff1: UNKNOWN}}) {{ status }} }}"#)),
+        ("alice", "input", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{}}) {{ status }} }}"#)),
+        ("alice", "mode", format!(r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{cs}", mode: UNKNOWN) {{ status }} }}"#)),
+        // Not a value of the enum at all: refused by validation, still naming the argument.
+        ("alice", "mode", format!(r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{cs}", mode: FAST) {{ status }} }}"#)),
+        ("alice", "webhookUrl", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "not a url") { id } }"#.into()),
+        ("alice", "webhookUrl", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "ftp://example.com/hook") { id } }"#.into()),
+        ("alice", "webhookUrl", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "/webhooks/witty") { id } }"#.into()),
+    ];
+    app.sim().reset_calls().await;
+    for (sub, field, q) in &cases {
+        let r = app.graphql(sub, q, json!({})).await;
+        assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT".to_string()], "{q}: {r:#}");
+        let message = r["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "the message should name '{field}': {q}: {r:#}");
+    }
+    let calls = app.sim().calls().await;
+    assert_eq!(calls["total"], 0, "refused before anything was sent upstream: {calls:#}");
+}
+
+#[tokio::test]
+async fn tariff_ids_foreign_to_the_subscription_are_refused_listing_the_valid_ones() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let vars = json!({"i": "51", "gm": DIETER_METER, "tariffs": [{"id": "HC", "value": 0.1}]});
+    let r = app.graphql("dieter", SET_TARIFFS, vars).await;
+    assert_refused(&r, "BAD_USER_INPUT", &["HC", "STANDARD"]);
+    let message = r["errors"][0]["message"].as_str().unwrap();
+    for n in 1..=10 {
+        assert!(message.contains(&format!("TARIFF{n}")), "lists TARIFF{n}: {message}");
+    }
+
+    let vars =
+        json!({"i": "33", "gm": ALICE_METER, "tariffs": [{"id": "HC", "value": 0.1}, {"id": "TH", "value": 0.1}]});
+    let r = app.graphql("alice", SET_TARIFFS, vars).await;
+    assert_refused(&r, "BAD_USER_INPUT", &["TH", "HCHP", "valid tariffs: HC, HP"]);
+    assert_eq!(writes(&app).await, BTreeMap::new(), "nothing was sent");
+}
+
+// ---- setTariffs ----
+
+/// The simulator's tariffs of a meter, by id.
+async fn sim_tariffs(app: &TestApp, sub: &str, i: i64, gm: &str) -> BTreeMap<String, Value> {
+    let r = app.sim().get(sub, &format!("{}/tariffs", meter_path(i, gm))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body.as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap().to_string(), t.clone())).collect()
+}
+
+#[tokio::test]
+#[ignore = "bff bug: TariffId exposes TARIFF_1 … TARIFF_10 instead of the contract's TARIFF1 … TARIFF10 (src/graphql/enums.rs, open_enum! TariffId)"]
+async fn tariff_ids_have_the_contract_names() {
+    let app = spawn_app().await;
+    let r = app.graphql("alice", r#"{ __type(name: "TariffId") { enumValues { name } } }"#, json!({})).await;
+    let names: Vec<String> = data(&r)["__type"]["enumValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> =
+        ["TH", "HC", "HP", "HN", "PM", "HCJB", "HPJB", "HCJW", "HPJW", "HCJR", "HPJR"].map(String::from).to_vec();
+    expected.extend((1..=10).map(|n| format!("TARIFF{n}")));
+    expected.push("UNKNOWN".into());
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn set_tariffs_with_one_hchp_price_sends_both_and_keeps_the_other() {
+    let app = spawn_app().await;
+    let before = sim_tariffs(&app, "alice", ALICE_INSTALLATION, ALICE_METER).await;
+    let q = r#"query($gm: ID!) { installation(id: 33) { gridMeter(id: $gm) {
+        tariffs { id currentPrice values { value } } hc: tariff(id: HC) { currentPrice }
+    } } }"#;
+    let warm = app.graphql("alice", q, json!({"gm": ALICE_METER})).await;
+    assert_eq!(data(&warm)["installation"]["gridMeter"]["hc"]["currentPrice"], 0.2068);
+    app.sim().reset_calls().await;
+
+    let vars = json!({"i": "33", "gm": ALICE_METER, "tariffs": [{"id": "HC", "value": 0.1234}]});
+    let r = app.graphql("alice", SET_TARIFFS, vars).await;
+    let saved = data(&r)["setTariffs"].as_array().unwrap().clone();
+    assert_eq!(saved.len(), 2, "{r:#}");
+    assert_eq!(count(&app, SET_TARIFFS_ROUTE).await, 1);
+
+    let after = sim_tariffs(&app, "alice", ALICE_INSTALLATION, ALICE_METER).await;
+    assert_eq!(after["hc"]["values"][0]["value"], 0.1234);
+    assert_eq!(after["hc"]["values"].as_array().unwrap().len(), 2);
+    assert_eq!(after["hp"]["values"], before["hp"]["values"], "HP unchanged");
+    assert_eq!(after["hp"]["friendlyName"], before["hp"]["friendlyName"]);
+
+    let q = app.graphql("alice", q, json!({"gm": ALICE_METER})).await;
+    let meter = &data(&q)["installation"]["gridMeter"];
+    assert_eq!(meter["hc"]["currentPrice"], 0.1234);
+    let hp = meter["tariffs"].as_array().unwrap().iter().find(|t| t["id"] == "HP").unwrap();
+    assert_eq!(hp["currentPrice"], before["hp"]["values"][0]["value"]);
+    let hc = meter["tariffs"].as_array().unwrap().iter().find(|t| t["id"] == "HC").unwrap();
+    assert_eq!(hc["values"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+#[ignore = "bff bug: TariffId exposes TARIFF_1 … TARIFF_10 instead of the contract's TARIFF1 … TARIFF10 (src/graphql/enums.rs, open_enum! TariffId)"]
+async fn set_tariffs_with_three_standard_prices_sends_all_ten_and_keeps_the_seven_others() {
+    let app = spawn_app().await;
+    let before = sim_tariffs(&app, "dieter", DIETER_INSTALLATION, DIETER_METER).await;
+    assert_eq!(before.len(), 10);
+    // Warm the cache.
+    let warm = app.graphql("dieter", TARIFFS, json!({"i": "51", "gm": DIETER_METER})).await;
+    assert_eq!(data(&warm)["installation"]["gridMeter"]["tariffs"].as_array().unwrap().len(), 10);
+    app.sim().reset_calls().await;
+
+    let prices = json!([
+        {"id": "TARIFF1", "value": 0.11},
+        {"id": "TARIFF4", "value": 0.22},
+        {"id": "TARIFF9", "value": 0.33, "friendlyName": "Nuit"},
+    ]);
+    let r = app.graphql("dieter", SET_TARIFFS, json!({"i": "51", "gm": DIETER_METER, "tariffs": prices})).await;
+    let saved = data(&r)["setTariffs"].as_array().unwrap().clone();
+    assert_eq!(saved.len(), 10, "the complete set: {r:#}");
+    assert_eq!(count(&app, SET_TARIFFS_ROUTE).await, 1);
+
+    let changed: BTreeMap<&str, f64> = [("tariff1", 0.11), ("tariff4", 0.22), ("tariff9", 0.33)].into_iter().collect();
+    let after = sim_tariffs(&app, "dieter", DIETER_INSTALLATION, DIETER_METER).await;
+    assert_eq!(after.len(), 10);
+    for (id, old) in &before {
+        let new = &after[id];
+        let old_values = old["values"].as_array().unwrap();
+        let new_values = new["values"].as_array().unwrap();
+        match changed.get(id.as_str()) {
+            Some(price) => {
+                assert_eq!(new_values.len(), old_values.len() + 1, "{id}: {new:#}");
+                assert_eq!(new_values[0]["value"], *price, "{id}: newest first: {new:#}");
+                assert_eq!(&new_values[1..], old_values.as_slice(), "{id}: history kept");
+            }
+            None => {
+                assert_eq!(new_values, old_values, "{id} keeps its prices and history: {old:#} → {new:#}");
+                assert_eq!(new["friendlyName"], old["friendlyName"], "{id}");
+                assert_eq!(new["currency"], old["currency"], "{id}");
+            }
+        }
+    }
+    assert_eq!(after["tariff9"]["friendlyName"], "Nuit");
+    assert_eq!(after["tariff1"]["friendlyName"], before["tariff1"]["friendlyName"]);
+
+    // The next query shows the new prices (not the cached ones), the others as they were.
+    let q = app.graphql("dieter", TARIFFS, json!({"i": "51", "gm": DIETER_METER})).await;
+    let tariffs = data(&q)["installation"]["gridMeter"]["tariffs"].as_array().unwrap().clone();
+    assert_eq!(tariffs.len(), 10);
+    for t in &tariffs {
+        let id = t["id"].as_str().unwrap().to_lowercase();
+        let expected = match changed.get(id.as_str()) {
+            Some(p) => *p,
+            None => before[&id]["values"][0]["value"].as_f64().unwrap(),
+        };
+        assert_eq!(t["currentPrice"].as_f64(), Some(expected), "{id}: {t:#}");
+        let history = before[&id]["values"].as_array().unwrap().len() + usize::from(changed.contains_key(id.as_str()));
+        assert_eq!(t["values"].as_array().unwrap().len(), history, "{id}: {t:#}");
+    }
+    let nuit = tariffs.iter().find(|t| t["id"] == "TARIFF9").unwrap();
+    assert_eq!(nuit["friendlyName"], "Nuit");
+}
+
+// ---- idempotency ----
+
+#[tokio::test]
+async fn the_same_start_sent_twice_with_one_idempotency_key_header_reaches_the_upstream_once() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
+    let first = post_with_key(&app, "bob", "start-7f3a", START, vars.clone()).await;
+    assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
+    let second = post_with_key(&app, "bob", "start-7f3a", START, vars.clone()).await;
+    assert_eq!(second, first, "the first answer again");
+    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+
+    // A new key is a new command.
+    let third = post_with_key(&app, "bob", "start-other", START, vars).await;
+    assert_eq!(status(&third, "startCharging"), "ACCEPTED", "{third:#}");
+    assert_eq!(count(&app, START_ROUTE).await, 2);
+}
+
+#[tokio::test]
+async fn the_same_start_sent_twice_with_one_idempotency_key_argument_reaches_the_upstream_once() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let vars = json!({"i": "42", "cs": BOB_STATION, "key": "mobile-retry-1"});
+    let first = app.graphql("bob", START_KEYED, vars.clone()).await;
+    assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
+    let second = app.graphql("bob", START_KEYED, vars).await;
+    assert_eq!(second, first);
+    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn reusing_an_idempotency_key_with_other_arguments_is_bad_user_input() {
+    let app = spawn_app().await;
+    // Bob's chalet station gets a car too, so that both starts would be valid.
+    assert_eq!(app.sim().plug(BOB_CHALET_STATION).await.status, 200);
+    app.sim().reset_calls().await;
+
+    let first = post_with_key(&app, "bob", "k-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
+    assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
+    let other =
+        post_with_key(&app, "bob", "k-1", START, json!({"i": "43", "cs": BOB_CHALET_STATION, "wait": false})).await;
+    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
+    assert_eq!(count(&app, START_ROUTE).await, 1);
+
+    let vars = |mode: &str| json!({"i": "33", "cs": ALICE_STATION, "mode": mode, "key": "mode-1"});
+    let first = app.graphql("alice", SET_MODE_KEYED, vars("DEFERRED")).await;
+    assert_eq!(status(&first, "setChargeMode"), "ACCEPTED", "{first:#}");
+    let other = app.graphql("alice", SET_MODE_KEYED, vars("DEFERRED_EXCLUSIVE")).await;
+    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_with_one_idempotency_key_reach_the_upstream_once() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
+    let sends = (0..8).map(|_| post_with_key(&app, "bob", "burst-1", START, vars.clone()));
+    let answers = futures::future::join_all(sends).await;
+    assert_eq!(status(&answers[0], "startCharging"), "ACCEPTED", "{:#}", answers[0]);
+    for a in &answers {
+        assert_eq!(a, &answers[0]);
+    }
+    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+#[ignore = "bff bug: command fingerprints leave out `wait` (and the installation id), so another request under the same key gets the first answer (src/graphql/mutations/stations.rs, start/stop/setChargeMode/update fingerprints)"]
+async fn a_key_reused_with_another_wait_is_bad_user_input() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let first = post_with_key(&app, "bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
+    assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
+    // Another request under the same key: refused, not answered with the first (ACCEPTED) result.
+    let other = post_with_key(&app, "bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
+    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
+    assert_eq!(count(&app, START_ROUTE).await, 1);
+}
+
+#[tokio::test]
+async fn different_callers_may_use_the_same_idempotency_key() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let a = post_with_key(
+        &app,
+        "alice",
+        "same",
+        SET_MODE,
+        json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false}),
+    )
+    .await;
+    let d = post_with_key(
+        &app,
+        "dieter",
+        "same",
+        SET_MODE,
+        json!({"i": "51", "cs": DIETER_STATION, "mode": "DEFERRED", "wait": false}),
+    )
+    .await;
+    assert_eq!(status(&a, "setChargeMode"), "ACCEPTED", "{a:#}");
+    assert_eq!(status(&d, "setChargeMode"), "ACCEPTED", "{d:#}");
+    assert_eq!(data(&d)["setChargeMode"]["chargingStation"]["id"], DIETER_STATION);
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+}
+
+#[tokio::test]
+#[ignore = "bff bug: Idempotency::once stores failures too, so a failure before anything was sent is replayed for the whole window (src/graphql/mutations/mod.rs, Idempotency::once get_with)"]
+async fn a_failure_before_the_command_was_sent_does_not_pin_the_idempotency_key() {
+    let app = spawn_app().await;
+    // The station cannot be read: nothing is sent, the client is told to try again later.
+    let f = app
+        .sim()
+        .set_faults(
+            json!({"errorRate": 1.0, "errorStatus": 503, "routes": ["GET /installations/{i}/charging-stations/{cs}"]}),
+        )
+        .await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    app.sim().reset_calls().await;
+    let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
+    let first = post_with_key(&app, "bob", "retry-me", START, vars.clone()).await;
+    assert_refused(&first, "UPSTREAM_UNAVAILABLE", &[]);
+    assert_eq!(count(&app, START_ROUTE).await, 0, "nothing was sent");
+
+    // The client retries with the same key once the service is back: the command goes through.
+    app.sim().clear_faults().await;
+    let retry = post_with_key(&app, "bob", "retry-me", START, vars).await;
+    assert_eq!(status(&retry, "startCharging"), "ACCEPTED", "{retry:#}");
+    assert_eq!(count(&app, START_ROUTE).await, 1);
+}
+
+// ---- upstream failures, transport ----
+
+#[tokio::test]
+async fn a_command_the_upstream_does_not_confirm_in_time_is_unavailable_and_not_retried() {
+    let app = spawn_app_with(|c| c.upstream_timeout_ms = 500).await;
+    let f = app.sim().set_faults(json!({"latencyMs": 3000, "routes": [START_ROUTE]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    app.sim().reset_calls().await;
+
+    let started = Instant::now();
+    let r = app.graphql("bob", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
+    assert!(started.elapsed() < Duration::from_millis(2_500), "gave up at the upstream timeout");
+    assert_refused(&r, "UPSTREAM_UNAVAILABLE", &["may or may not"]);
+    assert_eq!(count(&app, START_ROUTE).await, 1, "never retried: {:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn command_failures_are_reported_with_their_code_and_never_retried() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"errorRate": 1.0, "errorStatus": 503, "routes": [START_ROUTE]}), "UPSTREAM_UNAVAILABLE", ""),
+        (json!({"errorRate": 1.0, "errorStatus": 429, "routes": [START_ROUTE]}), "RATE_LIMITED", ""),
+        (json!({"dropRate": 1.0, "routes": [START_ROUTE]}), "UPSTREAM_UNAVAILABLE", "may or may not"),
+    ];
+    for (faults, code, words) in cases {
+        let f = app.sim().set_faults(faults.clone()).await;
+        assert_eq!(f.status, 200, "{:?}", f.body);
+        app.sim().reset_calls().await;
+        let r = app.graphql("bob", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
+        assert_refused(&r, code, &[words]);
+        assert_eq!(count(&app, START_ROUTE).await, 1, "{faults}: never retried: {:#?}", calls_by_route(&app).await);
+    }
+}
+
+#[tokio::test]
+async fn mutations_sent_with_get_are_refused_with_405() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let q =
+        format!(r#"mutation {{ startCharging(installationId: 42, chargingStationId: "{BOB_STATION}") {{ status }} }}"#);
+    let url =
+        |query: &str| reqwest::Url::parse_with_params(&format!("{}/graphql", app.base), [("query", query)]).unwrap();
+    let r = send(app.client.get(url(&q)).bearer_auth(app.token_for("bob"))).await;
+    assert_eq!(r.status, 405, "{:?}", r.body);
+    assert_eq!(writes(&app).await, BTreeMap::new());
+
+    // A query over GET is fine.
+    let r = send(app.client.get(url("{ installations { id } }")).bearer_auth(app.token_for("bob"))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["data"]["installations"].is_array(), "{:?}", r.body);
+}
+
+// ---- installations and stations ----
+
+fn new_installation(name: &str) -> Value {
+    json!({"input": {"name": name, "locationName": "Nantes", "location": {"latitude": 47.2, "longitude": -1.55}}})
+}
+
+async fn gql_installation_ids(app: &TestApp, sub: &str) -> Vec<String> {
+    let r = app.graphql(sub, "{ installations { id } }", json!({})).await;
+    data(&r)["installations"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+async fn create_installation(app: &TestApp, sub: &str, name: &str) -> String {
+    let r = app.graphql(sub, CREATE, new_installation(name)).await;
+    data(&r)["createInstallation"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn create_installation_shows_upstream_and_in_the_next_query_and_is_idempotent() {
+    let app = spawn_app().await;
+    assert_eq!(gql_installation_ids(&app, "alice").await, vec!["33"]);
+
+    let r = app.graphql("alice", CREATE, new_installation("Maison de Nantes")).await;
+    let created = &data(&r)["createInstallation"];
+    assert_eq!(created["name"], "Maison de Nantes");
+    assert_eq!(created["locationName"], "Nantes");
+    assert_eq!(created["location"], json!({"latitude": 47.2, "longitude": -1.55}));
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let upstream = app.sim().get("alice", "/installations").await.body;
+    let found = upstream.as_array().unwrap().iter().find(|i| i["installationId"].to_string() == id);
+    assert_eq!(found.map(|i| i["name"].clone()), Some(json!("Maison de Nantes")), "{upstream:#}");
+    assert_eq!(gql_installation_ids(&app, "alice").await, vec!["33".to_string(), id.clone()]);
+    let q =
+        app.graphql("alice", "query($i: ID!) { installation(id: $i) { name locationName } }", json!({"i": id})).await;
+    assert_eq!(data(&q)["installation"], json!({"name": "Maison de Nantes", "locationName": "Nantes"}));
+
+    // Sent twice with one key: one installation.
+    app.sim().reset_calls().await;
+    let a = post_with_key(&app, "alice", "create-1", CREATE, new_installation("Chalet")).await;
+    let b = post_with_key(&app, "alice", "create-1", CREATE, new_installation("Chalet")).await;
+    assert_eq!(a, b);
+    assert_eq!(count(&app, "POST /installations").await, 1);
+    assert_eq!(gql_installation_ids(&app, "alice").await.len(), 3);
+}
+
+const INSTALLATION_STATIONS: &str = r#"query($i: ID!) { installation(id: $i) {
+    externalId chargingStations { id uuid } gridMeters { id }
+} }"#;
+
+#[tokio::test]
+async fn associate_and_remove_a_station_show_upstream_and_in_the_next_query() {
+    let app = spawn_app().await;
+    let i = create_installation(&app, "alice", "Atelier").await;
+    let devices = app.sim().devices().await;
+    let uid = devices[0]["uid"].as_str().unwrap().to_string();
+    let station_list = |i: String| {
+        let app = &app;
+        async move { app.sim().get("alice", &format!("/installations/{i}/charging-stations")).await.body }
+    };
+    let warm = app.graphql("alice", INSTALLATION_STATIONS, json!({"i": i})).await;
+    assert_eq!(data(&warm)["installation"]["chargingStations"], json!([]));
+
+    let input = json!({"uid": uid, "timezone": "ROMANCE_STANDARD_TIME", "culture": "FR_FR"});
+    let r = app.graphql("alice", ASSOCIATE, json!({"i": i, "input": input})).await;
+    let station = &data(&r)["associateChargingStation"];
+    assert_eq!(station["uuid"], uid.as_str());
+    assert_eq!(station["timezone"], "ROMANCE_STANDARD_TIME");
+    assert_eq!(station["culture"], "FR_FR");
+    let cs = station["id"].as_str().unwrap().to_string();
+
+    let upstream = station_list(i.clone()).await;
+    assert_eq!(upstream.as_array().unwrap().len(), 1, "{upstream:#}");
+    assert_eq!(upstream[0]["id"], cs.as_str());
+    assert!(!app.sim().devices().await.as_array().unwrap().iter().any(|d| d["uid"] == uid.as_str()));
+    let q = app.graphql("alice", INSTALLATION_STATIONS, json!({"i": i})).await;
+    let inst = &data(&q)["installation"];
+    assert_eq!(inst["chargingStations"], json!([{"id": cs, "uuid": uid}]));
+    assert_eq!(inst["gridMeters"].as_array().unwrap().len(), 1);
+    assert!(inst["externalId"].is_string(), "the installation's externalId follows the station: {inst:#}");
+
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($i: ID!, $cs: ID!) { removeChargingStation(installationId: $i, chargingStationId: $cs) }",
+            json!({"i": i, "cs": cs}),
+        )
+        .await;
+    assert_eq!(data(&r)["removeChargingStation"], true);
+    assert_eq!(station_list(i.clone()).await, json!([]));
+    assert!(app.sim().devices().await.as_array().unwrap().iter().any(|d| d["uid"] == uid.as_str()), "back in the pool");
+    let q = app.graphql("alice", INSTALLATION_STATIONS, json!({"i": i})).await;
+    assert_eq!(data(&q)["installation"]["chargingStations"], json!([]));
+    assert_eq!(data(&q)["installation"]["gridMeters"], json!([]));
+    assert_eq!(data(&q)["installation"]["externalId"], Value::Null);
+
+    // By QR code this time.
+    let qr = devices[1]["qrCode"].as_str().unwrap().to_string();
+    let input = json!({"qrCode": qr, "timezone": "W_EUROPE_STANDARD_TIME", "culture": "DE_DE"});
+    let r = app.graphql("alice", ASSOCIATE, json!({"i": i, "input": input})).await;
+    assert_eq!(data(&r)["associateChargingStation"]["uuid"], devices[1]["uid"]);
+    let cs = data(&r)["associateChargingStation"]["id"].clone();
+    assert_eq!(station_list(i.clone()).await[0]["id"], cs);
+    let q = app.graphql("alice", INSTALLATION_STATIONS, json!({"i": i})).await;
+    assert_eq!(data(&q)["installation"]["chargingStations"][0]["id"], cs);
+}
+
+// ---- sharing ----
+
+const SHARING: &str = r#"query($i: ID!) { installation(id: $i) {
+    users { accountId role enabled } invitations { email installationId }
+} }"#;
+
+async fn gql_sharing(app: &TestApp, sub: &str, i: i64) -> Value {
+    let r = app.graphql(sub, SHARING, json!({"i": i.to_string()})).await;
+    data(&r)["installation"].clone()
+}
+
+fn emails(invitations: &Value) -> Vec<String> {
+    invitations.as_array().unwrap().iter().map(|i| i["email"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn invite_and_cancel_show_upstream_and_in_the_next_query() {
+    let app = spawn_app().await;
+    let email = "newtech@installer.example.com";
+    assert_eq!(emails(&gql_sharing(&app, "alice", 33).await["invitations"]), Vec::<String>::new());
+
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($e: String!) { inviteInstaller(installationId: 33, email: $e, culture: EN_GB) { email installationId } }",
+            json!({"e": "NewTech@Installer.example.com"}),
+        )
+        .await;
+    assert_eq!(data(&r)["inviteInstaller"], json!({"email": email, "installationId": "33"}));
+    let upstream = app.sim().get("alice", "/installations/33/invitations").await.body;
+    assert_eq!(emails(&upstream), vec![email]);
+    assert!(app.sim().mail().await.as_array().unwrap().iter().any(|m| m["to"] == email));
+    assert_eq!(emails(&gql_sharing(&app, "alice", 33).await["invitations"]), vec![email]);
+
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($e: String!) { cancelInvitation(installationId: 33, email: $e) }",
+            json!({"e": email}),
+        )
+        .await;
+    assert_eq!(data(&r)["cancelInvitation"], true);
+    let upstream = app.sim().get("alice", "/installations/33/invitations").await.body;
+    assert_eq!(upstream, json!([]));
+    assert_eq!(emails(&gql_sharing(&app, "alice", 33).await["invitations"]), Vec::<String>::new());
+
+    // Sent twice with one key: one invitation, one answer.
+    app.sim().reset_calls().await;
+    let invite = r#"mutation($e: String!) { inviteInstaller(installationId: 33, email: $e) { email expirationDate } }"#;
+    let a = post_with_key(&app, "alice", "inv-1", invite, json!({"e": email})).await;
+    let b = post_with_key(&app, "alice", "inv-1", invite, json!({"e": email})).await;
+    assert_eq!(data(&a)["inviteInstaller"]["email"], email);
+    assert_eq!(a, b);
+    assert_eq!(count(&app, "POST /installations/{i}/invitations").await, 1);
+}
+
+#[tokio::test]
+async fn accepting_an_invitation_makes_the_installer_a_user_in_the_next_queries() {
+    let app = spawn_app().await;
+    let erin = app.sim().account_id("erin").await;
+    let before = gql_sharing(&app, "bob", BOB_INSTALLATION).await;
+    assert_eq!(emails(&before["invitations"]), vec!["erin@installer.example.com"]);
+    assert!(!before["users"].as_array().unwrap().iter().any(|u| u["accountId"] == erin.as_str()));
+    assert!(!gql_installation_ids(&app, "erin").await.contains(&"42".to_string()));
+
+    let mail = app.sim().mail().await;
+    let code = mail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["to"] == "erin@installer.example.com")
+        .and_then(|m| m["activationCode"].as_str())
+        .unwrap()
+        .to_string();
+    let r =
+        app.graphql("erin", "mutation($c: String!) { acceptInvitation(activationCode: $c) }", json!({"c": code})).await;
+    assert_eq!(data(&r)["acceptInvitation"], true);
+
+    let users = app.sim().get("bob", "/installations/42/users").await.body;
+    assert!(users.as_array().unwrap().iter().any(|u| u["accountId"] == erin.as_str()), "{users:#}");
+    let after = gql_sharing(&app, "bob", BOB_INSTALLATION).await;
+    let listed = after["users"].as_array().unwrap().iter().find(|u| u["accountId"] == erin.as_str()).cloned();
+    assert_eq!(listed, Some(json!({"accountId": erin, "role": "INSTALLER", "enabled": true})), "{after:#}");
+    assert_eq!(emails(&after["invitations"]), Vec::<String>::new());
+    assert!(gql_installation_ids(&app, "erin").await.contains(&"42".to_string()));
+}
+
+const USER_MUTATION: &str = r#"mutation($a: ID!) {
+    disable: disableInstaller(installationId: 33, accountId: $a)
+}"#;
+
+async fn sim_user(app: &TestApp, account: &str) -> Option<Value> {
+    let users = app.sim().get("alice", "/installations/33/users").await.body;
+    users.as_array().unwrap().iter().find(|u| u["accountId"] == account).cloned()
+}
+
+async fn gql_user(app: &TestApp, account: &str) -> Option<Value> {
+    let s = gql_sharing(app, "alice", ALICE_INSTALLATION).await;
+    s["users"].as_array().unwrap().iter().find(|u| u["accountId"] == account).cloned()
+}
+
+#[tokio::test]
+async fn disable_enable_and_remove_an_installer_show_upstream_and_in_the_next_queries() {
+    let app = spawn_app().await;
+    let ivan = app.sim().account_id("ivan").await;
+    assert_eq!(gql_user(&app, &ivan).await.unwrap()["enabled"], true);
+    assert!(gql_installation_ids(&app, "ivan").await.contains(&"33".to_string()));
+
+    let r = app.graphql("alice", USER_MUTATION, json!({"a": ivan})).await;
+    assert_eq!(data(&r)["disable"], true);
+    assert_eq!(sim_user(&app, &ivan).await.unwrap()["enabled"], false);
+    assert_eq!(gql_user(&app, &ivan).await.unwrap()["enabled"], false);
+    assert!(!gql_installation_ids(&app, "ivan").await.contains(&"33".to_string()), "ivan loses access at once");
+
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($a: ID!) { enableInstaller(installationId: 33, accountId: $a) }",
+            json!({"a": ivan}),
+        )
+        .await;
+    assert_eq!(data(&r)["enableInstaller"], true);
+    assert_eq!(sim_user(&app, &ivan).await.unwrap()["enabled"], true);
+    assert_eq!(gql_user(&app, &ivan).await.unwrap()["enabled"], true);
+    assert!(gql_installation_ids(&app, "ivan").await.contains(&"33".to_string()));
+
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($a: ID!) { removeInstallationUser(installationId: 33, accountId: $a) }",
+            json!({"a": ivan}),
+        )
+        .await;
+    assert_eq!(data(&r)["removeInstallationUser"], true);
+    assert_eq!(sim_user(&app, &ivan).await, None);
+    assert_eq!(gql_user(&app, &ivan).await, None);
+    assert!(!gql_installation_ids(&app, "ivan").await.contains(&"33".to_string()));
+}
+
+// ---- TIC consent ----
+
+#[tokio::test]
+async fn authorize_tic_shows_upstream_and_in_the_next_query() {
+    let app = spawn_app().await;
+    let q = format!(
+        r#"{{ installation(id: 33) {{ gridMeter(id: "{ALICE_METER}") {{ authorizeTic generalConsumption {{ consumptionTotalIndex }} }}
+            chargingStation(id: "{ALICE_STATION}") {{ authorizeTic }} }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    assert_eq!(data(&r)["installation"]["gridMeter"]["authorizeTic"], "CONSENT");
+    assert!(data(&r)["installation"]["gridMeter"]["generalConsumption"].is_object());
+
+    let m = r#"mutation($gm: ID!, $a: Boolean!) { authorizeTic(installationId: 33, gridMeterId: $gm, authorize: $a) { id authorizeTic } }"#;
+    for (authorize, wire, enum_value) in [(false, "noConsent", "NO_CONSENT"), (true, "consent", "CONSENT")] {
+        let r = app.graphql("alice", m, json!({"gm": ALICE_METER, "a": authorize})).await;
+        assert_eq!(data(&r)["authorizeTic"], json!({"id": ALICE_METER, "authorizeTic": enum_value}));
+        let upstream = app.sim().get("alice", &meter_path(33, ALICE_METER)).await.body;
+        assert_eq!(upstream["properties"]["authorizeTic"], wire);
+        let q = app.graphql("alice", &q, json!({})).await;
+        assert_eq!(data(&q)["installation"]["gridMeter"]["authorizeTic"], enum_value);
+        assert_eq!(data(&q)["installation"]["chargingStation"]["authorizeTic"], enum_value);
+        // Consumptions are sent only with consent.
+        assert_eq!(data(&q)["installation"]["gridMeter"]["generalConsumption"].is_object(), authorize, "{q:#}");
+    }
+}
+
+// ---- notification subscriptions ----
+
+const SUBSCRIBE: &str = r#"mutation($url: String!, $t: String) {
+    subscribeToNotifications(installationId: 33, webhookUrl: $url, eventType: $t) { id eventType protocolData }
+}"#;
+
+async fn sim_subscription_ids(app: &TestApp) -> Vec<String> {
+    let r = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
+    let mut ids: Vec<String> =
+        r.as_array().unwrap().iter().map(|s| s["eventSubscriptionId"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+async fn gql_subscription_ids(app: &TestApp) -> Vec<String> {
+    let r = app.graphql("alice", "{ installation(id: 33) { eventSubscriptions { id } } }", json!({})).await;
+    let mut ids: Vec<String> = data(&r)["installation"]["eventSubscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn subscribe_and_unsubscribe_show_upstream_and_in_the_next_query() {
+    let app = spawn_app().await;
+    assert_eq!(gql_subscription_ids(&app).await, Vec::<String>::new());
+
+    let url = "http://127.0.0.1:9/hooks/alice";
+    let r = app.graphql("alice", SUBSCRIBE, json!({"url": url, "t": "Hager.WittyHome.ChargeModeChanged"})).await;
+    let first = data(&r)["subscribeToNotifications"].clone();
+    assert_eq!(first["eventType"], "Hager.WittyHome.ChargeModeChanged");
+    assert_eq!(first["protocolData"], url);
+    let first_id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(sim_subscription_ids(&app).await, vec![first_id.clone()]);
+    assert_eq!(gql_subscription_ids(&app).await, vec![first_id.clone()]);
+
+    let r = app.graphql("alice", SUBSCRIBE, json!({"url": url, "t": null})).await;
+    let second_id = data(&r)["subscribeToNotifications"]["id"].as_str().unwrap().to_string();
+    let mut both = vec![first_id.clone(), second_id.clone()];
+    both.sort();
+    assert_eq!(sim_subscription_ids(&app).await, both);
+    assert_eq!(gql_subscription_ids(&app).await, both);
+
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($id: ID!) { unsubscribeFromNotifications(installationId: 33, eventSubscriptionId: $id) }",
+            json!({"id": first_id}),
+        )
+        .await;
+    assert_eq!(data(&r)["unsubscribeFromNotifications"], true);
+    assert_eq!(sim_subscription_ids(&app).await, vec![second_id.clone()]);
+    assert_eq!(gql_subscription_ids(&app).await, vec![second_id]);
+
+    app.graphql("alice", SUBSCRIBE, json!({"url": url, "t": null})).await;
+    assert_eq!(gql_subscription_ids(&app).await.len(), 2);
+    let r = app.graphql("alice", "mutation { unsubscribeAllNotifications(installationId: 33) }", json!({})).await;
+    assert_eq!(data(&r)["unsubscribeAllNotifications"], true);
+    assert_eq!(sim_subscription_ids(&app).await, Vec::<String>::new());
+    assert_eq!(gql_subscription_ids(&app).await, Vec::<String>::new());
+
+    // Sent twice with one key: one subscription.
+    app.sim().reset_calls().await;
+    let a = post_with_key(&app, "alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
+    let b = post_with_key(&app, "alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
+    assert_eq!(a, b);
+    assert_eq!(count(&app, "POST /installations/{i}/event-subscriptions").await, 1);
+    assert_eq!(sim_subscription_ids(&app).await.len(), 1);
+}
