@@ -4,13 +4,11 @@
 //! (p50/p99) and the server's RSS. Loopback only; bounded in count and time.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use witty_bff::auth::mint_dev_token;
@@ -35,7 +33,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let subscribers: usize = std::env::var("FANOUT_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let events: usize = std::env::var("FANOUT_events").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let events: usize = std::env::var("FANOUT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     // Spacing between deliveries of the burst (0: back to back).
     let gap = Duration::from_millis(std::env::var("FANOUT_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -59,41 +57,39 @@ async fn main() {
     assert!(!sim.is_empty(), "witty-bff did not print its simulator address");
     let http = reqwest::Client::new();
     let token = mint_dev_token(DEV_JWT_SECRET, "alice", 3600, None, None);
-    let base = format!("http://127.0.0.1:{port}");
 
-    // Subscribers: each records when it receives each event id.
-    let received: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(subscribers * events)));
+    // Subscribers: each records, on its own, when it receives each event id (a light client:
+    // the bench process shares the 2 cores with the server, so it must not dominate).
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(subscribers);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let (received, ready, token) = (received.clone(), ready_tx.clone(), token.clone());
+        let (ready, token, mut stop) = (ready_tx.clone(), token.clone(), stop_rx.clone());
         let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request().unwrap();
         req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        tokio::spawn(async move {
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+        clients.push(tokio::spawn(async move {
+            let mut seen: Vec<(String, Instant)> = Vec::new();
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return seen };
             let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
             let _ = ws.send(Message::Text(init.to_string().into())).await;
             let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { stationEvents(installationId: 33) { id } }"}});
-            let mut subscribed = false;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
-                let Message::Text(t) = msg else { continue };
-                let v: Value = serde_json::from_str(&t).unwrap_or_default();
-                match v["type"].as_str() {
-                    Some("connection_ack") if !subscribed => {
-                        subscribed = true;
-                        let _ = ws.send(Message::Text(sub.to_string().into())).await;
-                        let _ = ready.send(()).await;
-                    }
-                    Some("next") => {
+            loop {
+                tokio::select! {
+                    msg = ws.next() => {
+                        let Some(Ok(Message::Text(t))) = msg else { if msg.is_none() { break } else { continue } };
                         let at = Instant::now();
-                        if let Some(id) = v["payload"]["data"]["stationEvents"]["id"].as_str() {
-                            received.lock().await.push((id.to_string(), at));
+                        if t.contains("\"connection_ack\"") {
+                            let _ = ws.send(Message::Text(sub.to_string().into())).await;
+                            let _ = ready.send(()).await;
+                        } else if let Some(rest) = t.split("\"stationEvents\":{\"id\":\"").nth(1) {
+                            seen.push((rest.split('"').next().unwrap_or_default().to_string(), at));
                         }
                     }
-                    _ => {}
+                    _ = stop.changed() => break,
                 }
             }
-        });
+            seen
+        }));
     }
     drop(ready_tx);
     let connect_started = Instant::now();
@@ -143,12 +139,14 @@ async fn main() {
         }
     }
     let expected = subscribers * events;
-    let wait_until = Instant::now() + Duration::from_secs(30);
-    while received.lock().await.len() < expected && Instant::now() < wait_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Give the burst time to arrive, then stop the clients and gather what they saw.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let burst_rss = rss_kib(pid);
-    let got = received.lock().await.clone();
+    let _ = stop_tx.send(true);
+    let mut got: Vec<(String, Instant)> = Vec::with_capacity(expected);
+    for c in clients {
+        got.extend(c.await.unwrap_or_default());
+    }
     let mut latencies: Vec<Duration> =
         got.iter().filter_map(|(id, at)| sent_at.get(id).map(|t0| at.saturating_duration_since(*t0))).collect();
     latencies.sort();

@@ -67,8 +67,16 @@ open_enum!(
     TariffId {
         Th => "th", Hc => "hc", Hp => "hp", Hn => "hn", Pm => "pm",
         Hcjb => "hcjb", Hpjb => "hpjb", Hcjw => "hcjw", Hpjw => "hpjw", Hcjr => "hcjr", Hpjr => "hpjr",
-        Tariff1 => "tariff1", Tariff2 => "tariff2", Tariff3 => "tariff3", Tariff4 => "tariff4", Tariff5 => "tariff5",
-        Tariff6 => "tariff6", Tariff7 => "tariff7", Tariff8 => "tariff8", Tariff9 => "tariff9", Tariff10 => "tariff10",
+        #[graphql(name = "TARIFF1")] Tariff1 => "tariff1",
+        #[graphql(name = "TARIFF2")] Tariff2 => "tariff2",
+        #[graphql(name = "TARIFF3")] Tariff3 => "tariff3",
+        #[graphql(name = "TARIFF4")] Tariff4 => "tariff4",
+        #[graphql(name = "TARIFF5")] Tariff5 => "tariff5",
+        #[graphql(name = "TARIFF6")] Tariff6 => "tariff6",
+        #[graphql(name = "TARIFF7")] Tariff7 => "tariff7",
+        #[graphql(name = "TARIFF8")] Tariff8 => "tariff8",
+        #[graphql(name = "TARIFF9")] Tariff9 => "tariff9",
+        #[graphql(name = "TARIFF10")] Tariff10 => "tariff10",
     }
 );
 

@@ -21,6 +21,7 @@ use super::stations::ChargingStation;
 use crate::auth::Caller;
 use crate::cache::{Loaders, Resource, SharedCache};
 use crate::events::{StationEvent as Event, StationEventKind};
+use crate::live::Live;
 use crate::upstream::{installations as wire_installations, stations as wire_stations};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -89,6 +90,10 @@ impl StationEvent {
     }
 }
 
+/// How often a long-lived watch checks again that the caller still has access (memberships
+/// changed through witty-bff are noticed at the next event).
+const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What every watch needs once the resolver has returned.
 struct Watch {
     caller: Caller,
@@ -96,11 +101,22 @@ struct Watch {
     loaders: Option<Arc<Loaders>>,
     installation_id: i64,
     station: Option<String>,
+    live: Arc<Live>,
+    /// When access was last checked, and the membership generation then.
+    checked: std::sync::Mutex<(std::time::Instant, u64)>,
 }
 
 impl Watch {
-    /// Access is checked again at every event: a removed or disabled user stops hearing.
+    /// Whether access must be checked again: memberships changed, or it has been a while.
+    fn recheck_due(&self) -> bool {
+        let (at, generation) = *self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        at.elapsed() > ACCESS_RECHECK || generation != self.live.access_generation()
+    }
+
+    /// A removed or disabled user stops hearing.
     async fn still_visible(&self) -> bool {
+        *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
+            (std::time::Instant::now(), self.live.access_generation());
         match self.cache.get(&self.caller, Resource::Installations).await {
             Ok(loaded) => loaded
                 .get::<Vec<wire_installations::Installation>>()
@@ -124,9 +140,20 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
         return Err(AppError::NotFound(format!("installation {i} not found")));
     }
     let role = role(ctx, i).await?;
-    let cache = services(ctx)?.cache.clone();
+    let svc = services(ctx)?;
     let loaders = ctx.data_opt::<Arc<Loaders>>().cloned();
-    Ok((Watch { caller: me, cache, loaders, installation_id: i, station: station.map(|s| s.0) }, role))
+    let live = svc.live.clone();
+    let checked = std::sync::Mutex::new((std::time::Instant::now(), live.access_generation()));
+    let watch = Watch {
+        caller: me,
+        cache: svc.cache.clone(),
+        loaders,
+        installation_id: i,
+        station: station.map(|s| s.0),
+        live,
+        checked,
+    };
+    Ok((watch, role))
 }
 
 /// The bus, filtered for the watch, ending at token expiry, at lost access, or when too slow.
@@ -143,15 +170,12 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
         loop {
             match rx.recv().await {
                 Ok(e) if watch.wants(&e) => {
-                    if !watch.still_visible().await {
+                    if watch.recheck_due() && !watch.still_visible().await {
                         let err = AppError::Forbidden(format!(
                             "you no longer have access to installation {}",
                             watch.installation_id
                         ));
                         return Some((Err(err), (rx, guard, watch, true)));
-                    }
-                    if let Some(l) = &watch.loaders {
-                        l.clear::<Resource>();
                     }
                     return Some((Ok(e), (rx, guard, watch, false)));
                 }
@@ -203,9 +227,15 @@ impl StationSubscription {
     ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<ChargingStation>>> {
         let (watch, _) = open(ctx, &installation_id, charging_station_id).await?;
         let (cache, caller, i) = (watch.cache.clone(), watch.caller.clone(), watch.installation_id);
+        let loaders = watch.loaders.clone();
         Ok(events(ctx, watch)?
             .filter_map(move |e| {
                 let (cache, caller) = (cache.clone(), caller.clone());
+                // The station's nested fields load through the connection's loader: forget what
+                // it read for the previous event.
+                if let Some(l) = &loaders {
+                    l.clear::<Resource>();
+                }
                 async move {
                     let e = match e {
                         Ok(e) => e,

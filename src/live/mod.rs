@@ -66,13 +66,16 @@ pub struct Live {
     /// Event ids already handled (bounded; deliveries are at least once).
     seen: moka::sync::Cache<String, ()>,
     registry: registry::Registry,
+    /// Bumped whenever witty-bff changes a membership, so live watches check access again.
+    access: std::sync::atomic::AtomicU64,
 }
 
 impl Live {
     pub fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
-        Arc::new(Live { cache, bus, settings, seen, registry: registry::Registry::default() })
+        let registry = registry::Registry::default();
+        Arc::new(Live { cache, bus, settings, seen, registry, access: std::sync::atomic::AtomicU64::new(0) })
     }
 
     pub fn settings(&self) -> &LiveSettings {
@@ -151,6 +154,15 @@ impl Live {
     /// Starts watching an installation with the caller's credentials; the guard stops it.
     pub fn watch(self: &Arc<Self>, caller: &crate::auth::Caller, installation_id: i64) -> WatchGuard {
         self.registry.watch(self, caller, installation_id)
+    }
+
+    /// A membership changed: every watch checks its access at its next event.
+    pub fn access_changed(&self) {
+        self.access.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn access_generation(&self) -> u64 {
+        self.access.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the installation's events currently come from polling.

@@ -62,8 +62,9 @@ impl InstallationMutation {
         let fingerprint = format!("{new:?}");
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, fingerprint, async {
+            .once(ctx, idempotency_key, fingerprint, |sent| async move {
                 let me = caller(ctx)?;
+                sent.mark();
                 let created = svc.cache.client().create_installation(me.token(), &new).await.map_err(command_error)?;
                 let sub = me.sub.clone();
                 svc.cache.invalidate_caller_resource(&sub, |r| matches!(r, Resource::Installations));

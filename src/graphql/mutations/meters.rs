@@ -129,7 +129,7 @@ impl MeterMutation {
         let fingerprint = format!("tariffs {i} {gm} {wanted:?}");
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, fingerprint, async {
+            .once(ctx, idempotency_key, fingerprint, |sent| async move {
                 require_owner(ctx, i, "set tariff prices").await?;
                 let me = caller(ctx)?;
                 let client = svc.cache.client();
@@ -191,6 +191,7 @@ impl MeterMutation {
                     };
                     body.push(item);
                 }
+                sent.mark();
                 let saved = client.set_tariffs(me.token(), i, &gm, &body).await.map_err(command_error)?;
                 invalidate(ctx, i, |r| {
                     matches!(

@@ -69,6 +69,21 @@ pub(crate) fn command_error(e: UpstreamError) -> AppError {
     }
 }
 
+/// Marks the moment a mutation sends its write upstream (from then on its outcome is kept for
+/// its idempotency key, even a failure: the write may have happened).
+#[derive(Clone, Default)]
+pub struct Sent(Arc<std::sync::atomic::AtomicBool>);
+
+impl Sent {
+    pub fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn was_sent(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 struct Stored {
     fingerprint: String,
     outcome: Arc<dyn Any + Send + Sync>,
@@ -86,8 +101,9 @@ impl Idempotency {
     }
 
     /// Runs `mutation` once per key. `fingerprint` describes the request: reusing a key for a
-    /// different request is refused.
-    pub async fn once<T, F>(
+    /// different request is refused. A failure before the mutation marked itself [`Sent`] is not
+    /// kept: nothing happened upstream, so the same key may try again.
+    pub async fn once<T, F, Fut>(
         &self,
         ctx: &Context<'_>,
         explicit: Option<String>,
@@ -96,23 +112,32 @@ impl Idempotency {
     ) -> AppResult<T>
     where
         T: Clone + Send + Sync + 'static,
-        F: Future<Output = AppResult<T>>,
+        F: FnOnce(Sent) -> Fut,
+        Fut: Future<Output = AppResult<T>>,
     {
         let header = ctx.data_opt::<IdempotencyKey>().map(|k| k.0.clone());
-        let Some(key) = explicit.or(header) else { return mutation.await };
+        let sent = Sent::default();
+        let Some(key) = explicit.or(header) else { return mutation(sent).await };
         if key.trim().is_empty() || key.len() > 255 {
             return Err(AppError::bad_input("the idempotency key must be 1 to 255 characters"));
         }
         let who = caller(ctx)?.sub.clone();
         // One header may cover several mutations of a request: scope it by the field's response key.
         let scoped = format!("{}\u{1f}{key}", ctx.item.node.response_key().node);
+        let cache_key = (who, scoped);
+        let marker = sent.clone();
         let stored = self
             .cache
-            .get_with((who, scoped), async {
-                let outcome: AppResult<T> = mutation.await;
+            .get_with(cache_key.clone(), async {
+                let outcome: AppResult<T> = mutation(marker).await;
                 Arc::new(Stored { fingerprint: fingerprint.clone(), outcome: Arc::new(outcome) })
             })
             .await;
+        let failed_unsent =
+            !sent.was_sent() && stored.outcome.downcast_ref::<AppResult<T>>().is_some_and(|r| r.is_err());
+        if failed_unsent && stored.fingerprint == fingerprint {
+            self.cache.invalidate(&cache_key).await;
+        }
         if stored.fingerprint != fingerprint {
             return Err(AppError::bad_input(format!(
                 "the idempotency key '{key}' was first used for a different request; use a new key"

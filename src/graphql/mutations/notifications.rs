@@ -52,9 +52,10 @@ impl NotificationMutation {
         };
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, format!("subscribe {i} {body:?}"), async {
+            .once(ctx, idempotency_key, format!("subscribe {i} {body:?}"), |sent| async move {
                 visible(ctx, i).await?;
                 let me = caller(ctx)?;
+                sent.mark();
                 let sub = svc.cache.client().subscribe(me.token(), i, &body).await.map_err(command_error)?;
                 invalidate(ctx, i, stale)?;
                 Ok(EventSubscription::from(sub))

@@ -44,8 +44,9 @@ fn account(id: &ID) -> AppResult<String> {
 /// A membership changed: nobody keeps a cached view of the installation, and everyone's list of
 /// installations is read again.
 fn membership_changed(ctx: &Context<'_>, i: i64) -> AppResult<()> {
-    let cache = &services(ctx)?.cache;
-    cache.invalidate(move |r| r.installation_id() == Some(i) || matches!(r, Resource::Installations));
+    let svc = services(ctx)?;
+    svc.cache.invalidate(move |r| r.installation_id() == Some(i) || matches!(r, Resource::Installations));
+    svc.live.access_changed();
     Ok(())
 }
 
@@ -74,9 +75,10 @@ impl SharingMutation {
         let body = NewInvitation { email, culture_code };
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, format!("invite {i} {body:?}"), async {
+            .once(ctx, idempotency_key, format!("invite {i} {body:?}"), |sent| async move {
                 require_owner(ctx, i, "invite installers").await?;
                 let me = caller(ctx)?;
+                sent.mark();
                 let inv = svc.cache.client().invite(me.token(), i, &body).await.map_err(command_error)?;
                 super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
                 Ok(Invitation::from(inv))

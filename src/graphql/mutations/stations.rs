@@ -10,7 +10,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{command_error, invalidate, services};
+use super::{Sent, command_error, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::{caller, installation_id as parse_installation_id};
@@ -219,7 +219,14 @@ fn station_stale(r: &Resource) -> bool {
 }
 
 /// Sends a command and, with `wait`, waits until the station shows it.
-async fn run_command(ctx: &Context<'_>, i: i64, cs: String, command: Command, wait: bool) -> AppResult<CommandResult> {
+async fn run_command(
+    ctx: &Context<'_>,
+    i: i64,
+    cs: String,
+    command: Command,
+    wait: bool,
+    sent: Sent,
+) -> AppResult<CommandResult> {
     require_owner(ctx, i, "send commands to a charging station").await?;
     let svc = services(ctx)?;
     let me = caller(ctx)?;
@@ -227,13 +234,14 @@ async fn run_command(ctx: &Context<'_>, i: i64, cs: String, command: Command, wa
     let before = client.charging_station(me.token(), i, &cs).await?;
     command.precheck(&before)?;
     let mut events = svc.bus.subscribe();
-    let sent = match &command {
+    sent.mark();
+    let outcome = match &command {
         Command::ChargeMode(mode) => client.set_charge_mode(me.token(), i, &cs, mode).await,
         Command::Start => client.start_stop(me.token(), i, &cs, true).await,
         Command::Stop => client.start_stop(me.token(), i, &cs, false).await,
         Command::Update(body) => client.update_station(me.token(), i, &cs, body).await,
     };
-    sent.map_err(command_error)?;
+    outcome.map_err(command_error)?;
     invalidate(ctx, i, station_stale)?;
     let view = |s: wire::ChargingStation| Some(ChargingStation::new(i, Arc::new(s), Utc::now()));
     if !wait {
@@ -298,9 +306,10 @@ impl StationMutation {
         let key = idempotency_key;
         services(ctx)?
             .idempotency
-            .once(ctx, key, fingerprint, async {
+            .once(ctx, key, fingerprint, |sent| async move {
                 require_owner(ctx, i, "associate charging stations").await?;
                 let me = caller(ctx)?;
+                sent.mark();
                 let station = services(ctx)?
                     .cache
                     .client()
@@ -337,13 +346,17 @@ impl StationMutation {
         installation_id: ID,
         charging_station_id: ID,
         input: UpdateChargingStationInput,
-        #[graphql(default = false)] wait: bool,
+        #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
         let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
         let command = Command::Update(input.to_upstream()?);
-        let fingerprint = format!("{cs} {}", command.describe());
-        services(ctx)?.idempotency.once(ctx, idempotency_key, fingerprint, run_command(ctx, i, cs, command, wait)).await
+        let wait = wait.unwrap_or(false);
+        let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
+        services(ctx)?
+            .idempotency
+            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, command, wait, sent))
+            .await
     }
 
     /// Sets the charge mode (every socket must be free).
@@ -353,7 +366,7 @@ impl StationMutation {
         installation_id: ID,
         charging_station_id: ID,
         mode: ChargeMode,
-        #[graphql(default = false)] wait: bool,
+        #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
         let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
@@ -361,8 +374,12 @@ impl StationMutation {
             AppError::bad_input("mode cannot be UNKNOWN: use IMMEDIATE, DEFERRED or DEFERRED_EXCLUSIVE")
         })?;
         let command = Command::ChargeMode(code);
-        let fingerprint = format!("{cs} {}", command.describe());
-        services(ctx)?.idempotency.once(ctx, idempotency_key, fingerprint, run_command(ctx, i, cs, command, wait)).await
+        let wait = wait.unwrap_or(false);
+        let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
+        services(ctx)?
+            .idempotency
+            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, command, wait, sent))
+            .await
     }
 
     /// Starts charging the plugged car (outside immediate mode it does not start by itself).
@@ -371,14 +388,15 @@ impl StationMutation {
         ctx: &Context<'_>,
         installation_id: ID,
         charging_station_id: ID,
-        #[graphql(default = false)] wait: bool,
+        #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
         let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
-        let fingerprint = format!("{cs} start");
+        let wait = wait.unwrap_or(false);
+        let fingerprint = format!("{i} {cs} start wait={wait}");
         services(ctx)?
             .idempotency
-            .once(ctx, idempotency_key, fingerprint, run_command(ctx, i, cs, Command::Start, wait))
+            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, Command::Start, wait, sent))
             .await
     }
 
@@ -388,14 +406,15 @@ impl StationMutation {
         ctx: &Context<'_>,
         installation_id: ID,
         charging_station_id: ID,
-        #[graphql(default = false)] wait: bool,
+        #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
         let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
-        let fingerprint = format!("{cs} stop");
+        let wait = wait.unwrap_or(false);
+        let fingerprint = format!("{i} {cs} stop wait={wait}");
         services(ctx)?
             .idempotency
-            .once(ctx, idempotency_key, fingerprint, run_command(ctx, i, cs, Command::Stop, wait))
+            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, Command::Stop, wait, sent))
             .await
     }
 }
