@@ -58,7 +58,9 @@ pub fn router(state: HttpState) -> Router {
                 .layer(DefaultBodyLimit::max(webhooks::MAX_DELIVERY_BYTES))
                 .with_state(state.live.clone()),
         )
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %redacted_path(req.uri().path()))
+        }))
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -137,6 +139,14 @@ fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
     });
     let complete = futures::stream::once(async { Ok(Event::default().event("complete").data("")) });
     Sse::new(results.chain(complete)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// A request path fit for logs: the webhook's secret segment is hidden.
+fn redacted_path(path: &str) -> String {
+    match path.strip_prefix("/webhooks/witty/") {
+        Some(_) => "/webhooks/witty/<secret>".to_string(),
+        None => path.to_string(),
+    }
 }
 
 /// Whether the operation the request would run is a mutation.

@@ -129,7 +129,8 @@ async fn run(
         return;
     }
     if !validated {
-        tracing::warn!(%subscription_id, %url, "webhook validation handshake failed");
+        let host = reqwest::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+        tracing::warn!(%subscription_id, %host, "webhook validation handshake failed");
         set_state(&state, installation_id, &subscription_id, "Failed");
         return;
     }

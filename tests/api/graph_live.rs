@@ -1,79 +1,13 @@
 //! Live subscriptions: upstream webhooks (and the polling fallback) to GraphQL subscriptions over
 //! WebSocket (both protocols) and Server-Sent Events.
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::bff::*;
 use crate::helpers::*;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens a WebSocket on /graphql with a subprotocol and sends `connection_init` with the token.
-async fn ws_connect(app: &TestApp, protocol: &str, token: &str) -> Ws {
-    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
-    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
-    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
-    ws.send(Message::Text(init.to_string().into())).await.unwrap();
-    ws
-}
-
-/// The next JSON text message that is not a keep-alive.
-async fn ws_next(ws: &mut Ws) -> Value {
-    loop {
-        let msg = timeout(PATIENCE, ws.next()).await.expect("a message in time").expect("open").expect("readable");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "ka" && v["type"] != "ping" {
-                return v;
-            }
-        }
-    }
-}
-
-/// Subscribes on an initialised socket: `subscribe` (graphql-transport-ws) or `start` (legacy).
-async fn ws_subscribe(ws: &mut Ws, legacy: bool, id: &str, query: &str) {
-    let ack = ws_next(ws).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    let kind = if legacy { "start" } else { "subscribe" };
-    ws.send(Message::Text(json!({"id": id, "type": kind, "payload": {"query": query}}).to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next `next`/`data` payload of a subscription.
-async fn ws_data(ws: &mut Ws) -> Value {
-    loop {
-        let v = ws_next(ws).await;
-        match v["type"].as_str() {
-            Some("next") | Some("data") => return v["payload"].clone(),
-            Some("error") | Some("complete") => panic!("subscription ended: {v}"),
-            _ => continue,
-        }
-    }
-}
-
-const EVENTS: &str = r#"subscription { stationEvents(installationId: 33) { id type rawType eventTime installationId chargingStationId } }"#;
-
-/// The webhook registered by the BFF on Alice's installation, once the upstream validated it.
-async fn validated_webhook(app: &TestApp) -> Value {
-    eventually("the BFF's webhook to be registered and validated upstream", || async {
-        let subs = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
-        subs.as_array()?
-            .iter()
-            .find(|s| {
-                s["state"] == "Created" && s["protocolData"].as_str().is_some_and(|d| d.contains("/webhooks/witty/"))
-            })
-            .cloned()
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_plugged_car_reaches_both_websocket_protocols_and_sse() {

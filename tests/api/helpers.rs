@@ -32,10 +32,20 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 static TRACING: Once = Once::new();
 
+/// Logs of the servers under test: to the test output with `TEST_LOG=1`, or appended to the file
+/// named by `WITTY_BFF_TEST_LOG_FILE` (CI searches that file for secrets after the suite).
 pub fn init_test_log() {
     TRACING.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            tracing_subscriber::fmt().with_env_filter("debug,hyper=info,reqwest=info").with_test_writer().init();
+        let filter = "trace,hyper=debug,hyper_util=debug,h2=info,tungstenite=debug,tokio_tungstenite=debug";
+        if let Some(path) = std::env::var_os("WITTY_BFF_TEST_LOG_FILE") {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the log file opens");
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        } else if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().init();
         }
     });
 }
