@@ -20,6 +20,9 @@ use crate::simulator::{self, SimConfig, Simulator};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
 use uuid::Uuid;
 
+/// How long requests in flight may take to finish once a shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// A built application, listening but not yet serving.
 pub struct App {
     listener: TcpListener,
@@ -152,6 +155,20 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let _simulator = self.simulator;
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        // Requests in flight get a grace period; long-lived ones (WebSocket, SSE) do not hold the
+        // shutdown up for longer.
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        tokio::select! {
+            served = serve => served,
+            _ = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Ok(()),
+        }
     }
 }

@@ -80,7 +80,7 @@ fn page(dev_token: Option<&str>) -> String {
         fetcher,
         defaultQuery: config.query,
         defaultHeaders: config.headers,
-        defaultVariables: config.variables,
+        variables: config.variables,
         shouldPersistHeaders: true,
         defaultEditorToolsVisibility: true,
       }})

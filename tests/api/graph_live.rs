@@ -181,3 +181,46 @@ async fn with_webhooks_off_polling_delivers_the_same_event() {
     let subs = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
     assert_eq!(subs, json!([]));
 }
+
+/// The BFF's subscriptions on an installation, as the upstream lists them for `sub`.
+async fn bff_hooks(app: &TestApp, sub: &str, i: i64) -> Vec<Value> {
+    let subs = app.sim().get(sub, &format!("/installations/{i}/event-subscriptions")).await.body;
+    subs.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protocolData"].as_str().is_some_and(|d| d.contains("/webhooks/witty/")))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_others_untouched() {
+    let app = spawn_app_with(|c| c.watch_grace_secs = 0).await;
+    // A webhook of Alice's own, not witty-bff's.
+    let r = app
+        .sim()
+        .post(
+            "alice",
+            "/installations/33/event-subscriptions",
+            json!({"protocolCode": "Webhook", "protocolData": "http://127.0.0.1:9/alices-own"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let token = app.token_for("alice");
+    let mut a = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut a, false, "1", EVENTS).await;
+    let mut b = ws_connect(&app, "graphql-ws", &token).await;
+    ws_subscribe(&mut b, true, "1", EVENTS).await;
+    validated_webhook(&app).await;
+    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "one for both watchers");
+    // Both watchers leave: after the grace (0 s here) witty-bff's subscription goes, Alice's stays.
+    drop(a);
+    drop(b);
+    eventually("witty-bff's subscription to be removed", || async {
+        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+    })
+    .await;
+    let all = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(all[0]["protocolData"], "http://127.0.0.1:9/alices-own");
+}

@@ -2,6 +2,7 @@
 
 mod auth_tokens;
 mod bff;
+mod graph_access;
 mod graph_live;
 mod graph_mutations;
 mod graph_read;

@@ -1,0 +1,213 @@
+//! Who sees what: owners, installers and strangers, with the shared cache in between; token
+//! lifetimes and token sources over WebSocket.
+
+use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bff::*;
+use crate::helpers::*;
+
+/// Everything about Alice's installation, costs included.
+fn everything() -> String {
+    format!(
+        r#"{{ installation(id: 33) {{
+            name
+            chargingStation(id: "{ALICE_STATION}") {{
+                friendlyName chargeMode
+                lastSession {{ endDate totalSessionEnergy totalSessionCost }}
+                measure(id: "1") {{ values(operator: SUM, from: "2025-01-01T00:00:00Z", to: "2025-01-02T00:00:00Z", step: DAY) {{ value }} }}
+                log(id: "2") {{ entries(from: "2025-01-01T00:00:00Z", to: "2025-02-01T00:00:00Z") {{ logName value }} }}
+            }}
+            gridMeters {{ id ticType generalConsumption {{ consumptionTotalIndex }} tariffs {{ id currentPrice }} }}
+        }} }}"#
+    )
+}
+
+fn errors_at(r: &Value) -> Vec<(String, String)> {
+    r["errors"]
+        .as_array()
+        .map(|errs| {
+            errs.iter()
+                .map(|e| {
+                    let path: Vec<String> = e["path"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.as_str().map(str::to_string).unwrap_or_else(|| p.to_string()))
+                        .collect();
+                    (path.join("."), e["extensions"]["code"].as_str().unwrap_or_default().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn another_owner_gets_not_found_right_after_the_owner_filled_the_cache() {
+    let app = spawn_app().await;
+    let alice = app.graphql("alice", &everything(), json!({})).await;
+    assert_eq!(data(&alice)["installation"]["name"], "Mon installation Witty-Home");
+    let bob = app.graphql("bob", &everything(), json!({})).await;
+    assert!(bob["data"]["installation"].is_null(), "{bob:#}");
+    assert_eq!(error_codes(&bob), vec!["NOT_FOUND"]);
+    // Nor through the list of installations.
+    let list = app.graphql("bob", "{ installations { id } }", json!({})).await;
+    let ids: Vec<&str> =
+        data(&list)["installations"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["42", "43"]);
+}
+
+#[tokio::test]
+async fn an_installer_sees_general_data_only_even_right_after_the_owner_filled_the_cache() {
+    let app = spawn_app().await;
+    let alice = app.graphql("alice", &everything(), json!({})).await;
+    let a = &data(&alice)["installation"];
+    assert!(a["chargingStation"]["lastSession"]["totalSessionEnergy"].as_f64().unwrap() > 0.0);
+    assert!(a["gridMeters"][0]["tariffs"].as_array().is_some());
+    let session_end = &a["chargingStation"]["log"]["entries"][0]["value"];
+    assert!(session_end.get("energy").is_some(), "the owner sees the session's energy: {session_end}");
+
+    app.sim().reset_calls().await;
+    let ivan = app.graphql("ivan", &everything(), json!({})).await;
+    let i = &ivan["data"]["installation"];
+    // General data arrives...
+    assert_eq!(i["name"], "Mon installation Witty-Home", "{ivan:#}");
+    assert_eq!(i["chargingStation"]["friendlyName"], "my garage charging station");
+    assert_eq!(i["chargingStation"]["chargeMode"], "IMMEDIATE");
+    assert!(i["chargingStation"]["lastSession"]["endDate"].is_string());
+    assert_eq!(i["gridMeters"][0]["ticType"], "HISTORIC_MONO");
+    // ...costs and consumptions do not.
+    let mut refused = errors_at(&ivan);
+    refused.sort();
+    let mut expected: Vec<(String, String)> = [
+        "installation.chargingStation.lastSession.totalSessionEnergy",
+        "installation.chargingStation.lastSession.totalSessionCost",
+        "installation.chargingStation.measure.values",
+        "installation.gridMeters.0.generalConsumption",
+        "installation.gridMeters.0.tariffs",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), "FORBIDDEN".to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(refused, expected, "{ivan:#}");
+    assert!(i["chargingStation"]["lastSession"]["totalSessionEnergy"].is_null());
+    assert!(i["chargingStation"]["measure"]["values"].is_null());
+    let session_end = &i["chargingStation"]["log"]["entries"][0]["value"];
+    assert!(session_end.get("energy").is_none() && session_end.get("cost").is_none(), "{session_end}");
+    assert!(session_end.get("sessionDuration").is_some());
+    // The BFF refused them itself: no tariff or measure-value call went upstream for Ivan.
+    let calls = app.sim().calls().await["byRoute"].clone();
+    assert!(calls.get("GET /installations/{i}/grid-meters/{gm}/tariffs").is_none(), "{calls:#}");
+    assert!(
+        calls.get("POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum").is_none(),
+        "{calls:#}"
+    );
+
+    // Commands too, right after.
+    let q = format!(
+        r#"mutation {{ stopCharging(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ status }} }}"#
+    );
+    let r = app.graphql("ivan", &q, json!({})).await;
+    assert_eq!(error_codes(&r), vec!["FORBIDDEN"]);
+}
+
+#[tokio::test]
+async fn an_installer_disabled_upstream_directly_loses_access_within_the_membership_ttl() {
+    let app = spawn_app_with(|c| c.cache_list_ttl_secs = 1).await;
+    let q = "{ installation(id: 33) { name } }";
+    assert_eq!(data(&app.graphql("ivan", q, json!({})).await)["installation"]["name"], "Mon installation Witty-Home");
+    // The owner disables Ivan without going through witty-bff.
+    let r = app.sim().post("alice", "/installations/33/users/ivan/operators/disable", json!({})).await;
+    assert_eq!(r.status, 204);
+    let started = std::time::Instant::now();
+    eventually("ivan to lose access", || async {
+        let r = app.graphql("ivan", q, json!({})).await;
+        (error_codes(&r) == vec!["NOT_FOUND"]).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "within the 1 s membership TTL (and some slack)");
+}
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_token_expires() {
+    let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
+    // `exp` is in whole seconds: this token expires 2 to 3 s from now.
+    let token = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let started = std::time::Instant::now();
+    let end = ws_next(&mut ws).await;
+    assert_eq!(end["type"], "complete", "{end}");
+    let after = started.elapsed();
+    assert!(after > std::time::Duration::from_millis(1500) && after < std::time::Duration::from_secs(10), "{after:?}");
+}
+
+fn rs256_token(sub: &str) -> String {
+    let key =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/test-only-rsa-a.key.pem")).unwrap();
+    let exp = chrono::Utc::now().timestamp() + 600;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub": sub, "exp": exp}),
+        &EncodingKey::from_rsa_pem(&key).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pem_key_verifies_websocket_connections_too() {
+    let app = spawn_app_with(|c| {
+        c.jwt_secret = None;
+        c.jwt_public_key =
+            Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/test-only-rsa-a.pub.pem").into());
+    })
+    .await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &rs256_token("alice")).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    // An HS256 token is refused on this server: the connection is closed with 4403.
+    let hs = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 600, None, None);
+    let mut bad = ws_connect(&app, "graphql-transport-ws", &hs).await;
+    let code = timeout(PATIENCE, async {
+        while let Some(Ok(m)) = bad.next().await {
+            if let Message::Close(Some(frame)) = m {
+                return Some(u16::from(frame.code));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(4403));
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+#[tokio::test]
+async fn an_installer_hears_events_without_energy_or_cost() {
+    let app = spawn_app().await;
+    // Alice watches first: the upstream subscription is hers, so deliveries carry everything.
+    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    let q = r#"subscription { stationEvents(installationId: 33) { type data } }"#;
+    ws_subscribe(&mut alice, false, "1", q).await;
+    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ivan, false, "1", q).await;
+    validated_webhook(&app).await;
+    app.sim().plug(ALICE_STATION).await;
+    app.sim().unplug(ALICE_STATION).await;
+    async fn unplugged(ws: &mut Ws) -> Value {
+        loop {
+            let e = ws_data(ws).await;
+            if e["data"]["stationEvents"]["type"] == "CABLE_UNPLUGGED" {
+                return e["data"]["stationEvents"]["data"].clone();
+            }
+        }
+    }
+    let for_alice = unplugged(&mut alice).await;
+    assert!(for_alice.get("sessionEnergy").is_some(), "{for_alice}");
+    let for_ivan = unplugged(&mut ivan).await;
+    assert!(for_ivan.get("sessionEnergy").is_none() && for_ivan.get("sessionCost").is_none(), "{for_ivan}");
+    assert_eq!(for_ivan["availability"], "available");
+}
