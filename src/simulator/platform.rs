@@ -222,7 +222,12 @@ fn caller_from(headers: &HeaderMap) -> Result<Caller, SimError> {
 pub async fn require_bearer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match caller_from(req.headers()) {
         Ok(caller) => {
-            let account = state.write().account_for(&caller.sub);
+            // Known accounts need only the read lock; a new one is created under the write lock.
+            let known = state.read().accounts.get(&caller.sub).cloned();
+            let account = match known {
+                Some(a) => a,
+                None => state.write().account_for(&caller.sub),
+            };
             req.extensions_mut().insert(account);
             next.run(req).await
         }
