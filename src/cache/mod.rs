@@ -138,19 +138,6 @@ impl SharedCache {
             self.cache.invalidate_all();
         }
     }
-
-    /// Drops one caller's entries.
-    pub fn invalidate_caller(&self, sub: &str) {
-        let sub: Arc<str> = sub.into();
-        if self.cache.invalidate_entries_if(move |(s, _), _| *s == sub).is_err() {
-            self.cache.invalidate_all();
-        }
-    }
-
-    /// Number of entries (approximate; for metrics).
-    pub fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
-    }
 }
 
 /// The loader of one GraphQL request: one caller, the shared cache below.

@@ -39,6 +39,17 @@ pub async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) 
     }
 }
 
+/// Fields of log values and event data that carry energy or cost.
+const COST_FIELDS: &[&str] =
+    &["energy", "cost", "sessionEnergy", "sessionCost", "totalSessionEnergy", "totalSessionCost"];
+
+/// Removes energy and cost from a log value or event data (what installers are sent).
+pub fn strip_costs(value: &mut serde_json::Value) {
+    if let Some(map) = value.as_object_mut() {
+        map.retain(|k, _| !COST_FIELDS.contains(&k.as_str()));
+    }
+}
+
 /// The guard of fields carrying costs or consumptions.
 pub async fn require_costs(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
     require_owner(ctx, installation_id, "see costs and consumptions").await

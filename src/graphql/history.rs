@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::access::{require_costs, role};
+use super::access::{require_costs, role, strip_costs};
 use super::context::load;
 use super::enums::{AggregationOperator, Step, TariffId, TariffType, UserRole};
 use super::error::{AppError, AppResult};
@@ -29,6 +29,18 @@ fn operator(op: AggregationOperator) -> Operator {
         AggregationOperator::Average => Operator::Average,
         AggregationOperator::MinMax => Operator::MinMax,
     }
+}
+
+/// Every measure of a device, with its metadata.
+pub async fn measures_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<Measure>>> {
+    let (list, _) = load::<Vec<MeasureInfo>>(ctx, Resource::Measures { device: device.clone() }).await?;
+    Ok(Some(list.iter().map(|m| Measure::listed(device.clone(), m.clone())).collect()))
+}
+
+/// Every log of a device, with its metadata.
+pub async fn logs_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<Log>>> {
+    let (list, _) = load::<Vec<LogInfo>>(ctx, Resource::Logs { device: device.clone() }).await?;
+    Ok(Some(list.iter().map(|l| Log::listed(device.clone(), l.clone())).collect()))
 }
 
 /// A measure of a device. Reached by id, its metadata is loaded only if a metadata field is asked
@@ -218,9 +230,6 @@ impl Log {
     }
 }
 
-/// Log values an installer may not see (a session's energy and cost).
-const COST_FIELDS: &[&str] = &["energy", "cost", "totalSessionEnergy", "totalSessionCost"];
-
 /// Log entries; for an installer without a session's energy and cost.
 pub async fn entries(
     ctx: &Context<'_>,
@@ -234,8 +243,8 @@ pub async fn entries(
         .iter()
         .map(|e| {
             let mut value = e.value.clone();
-            if !owner && let Some(map) = value.as_object_mut() {
-                map.retain(|k, _| !COST_FIELDS.contains(&k.as_str()));
+            if !owner {
+                strip_costs(&mut value);
             }
             LogEntry {
                 date: parse_time(Some(&e.date)),

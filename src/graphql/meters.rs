@@ -9,9 +9,9 @@ use super::access::require_costs;
 use super::context::load;
 use super::enums::{GridSubscription, TariffId, TicConsent, TicType, tic_type_of};
 use super::error::AppResult;
-use super::history::{Log, Measure};
+use super::history::{Log, Measure, logs_of, measures_of};
 use crate::cache::Resource;
-use crate::upstream::history::{Device, LogInfo, MeasureInfo};
+use crate::upstream::history::Device;
 use crate::upstream::meters as wire;
 use crate::upstream::quirks::parse_time;
 
@@ -91,15 +91,13 @@ impl GridMeter {
     }
 
     async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
-        let (list, _) = load::<Vec<MeasureInfo>>(ctx, Resource::Measures { device: self.device() }).await?;
-        Ok(Some(list.iter().map(|m| Measure::listed(self.device(), m.clone())).collect()))
+        measures_of(ctx, self.device()).await
     }
     async fn measure(&self, id: ID) -> Measure {
         Measure::by_id(self.device(), id.0)
     }
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
-        let (list, _) = load::<Vec<LogInfo>>(ctx, Resource::Logs { device: self.device() }).await?;
-        Ok(Some(list.iter().map(|l| Log::listed(self.device(), l.clone())).collect()))
+        logs_of(ctx, self.device()).await
     }
     async fn log(&self, id: ID) -> Log {
         Log::by_id(self.device(), id.0)

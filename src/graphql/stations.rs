@@ -7,12 +7,10 @@ use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::access::require_costs;
-use super::context::load;
 use super::enums::*;
 use super::error::AppResult;
-use super::history::{Log, LogEntry, Measure};
-use crate::cache::Resource;
-use crate::upstream::history::{Device, LogInfo, MeasureInfo};
+use super::history::{Log, LogEntry, Measure, logs_of, measures_of};
+use crate::upstream::history::Device;
 use crate::upstream::quirks::{duration_seconds, parse_time};
 use crate::upstream::stations::{self as wire, StationProperties};
 
@@ -262,16 +260,14 @@ impl ChargingStation {
     }
 
     async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
-        let (list, _) = load::<Vec<MeasureInfo>>(ctx, Resource::Measures { device: self.device() }).await?;
-        Ok(Some(list.iter().map(|m| Measure::listed(self.device(), m.clone())).collect()))
+        measures_of(ctx, self.device()).await
     }
     /// One measure by id (`1` is the energy). Its metadata is read only when asked for.
     async fn measure(&self, id: ID) -> Measure {
         Measure::by_id(self.device(), id.0)
     }
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
-        let (list, _) = load::<Vec<LogInfo>>(ctx, Resource::Logs { device: self.device() }).await?;
-        Ok(Some(list.iter().map(|l| Log::listed(self.device(), l.clone())).collect()))
+        logs_of(ctx, self.device()).await
     }
     /// One log by id. Its metadata is read only when asked for.
     async fn log(&self, id: ID) -> Log {

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::access::role;
+use super::access::{role, strip_costs};
 use super::context::{caller, installation_id, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
@@ -52,10 +52,6 @@ impl From<StationEventKind> for StationEventType {
     }
 }
 
-/// Event data an installer may not see.
-const COST_FIELDS: &[&str] =
-    &["energy", "cost", "sessionEnergy", "sessionCost", "totalSessionEnergy", "totalSessionCost"];
-
 /// Something that happened at a station.
 #[derive(async_graphql::SimpleObject, Clone)]
 pub struct StationEvent {
@@ -75,8 +71,8 @@ pub struct StationEvent {
 impl StationEvent {
     fn from_event(e: &Event, owner: bool) -> StationEvent {
         let mut data = e.data.clone();
-        if !owner && let Some(map) = data.as_object_mut() {
-            map.retain(|k, _| !COST_FIELDS.contains(&k.as_str()));
+        if !owner {
+            strip_costs(&mut data);
         }
         StationEvent {
             id: ID(e.id.clone()),

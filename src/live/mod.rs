@@ -78,10 +78,6 @@ impl Live {
         Arc::new(Live { cache, bus, settings, seen, registry, access: std::sync::atomic::AtomicU64::new(0) })
     }
 
-    pub fn settings(&self) -> &LiveSettings {
-        &self.settings
-    }
-
     pub fn bus(&self) -> &SharedBus {
         &self.bus
     }
@@ -163,11 +159,6 @@ impl Live {
 
     pub fn access_generation(&self) -> u64 {
         self.access.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether the installation's events currently come from polling.
-    pub fn polling(&self, installation_id: i64) -> bool {
-        self.registry.polling(installation_id)
     }
 }
 

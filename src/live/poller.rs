@@ -22,12 +22,9 @@ struct Snapshot {
 
 fn snapshot(s: &ChargingStation) -> Snapshot {
     let p = &s.properties;
-    let plug = p.car_plug_status.as_deref().unwrap_or("").to_ascii_lowercase();
-    let speed =
-        p.current_session.as_ref().and_then(|c| c.charging_speed.clone()).unwrap_or_default().to_ascii_lowercase();
     Snapshot {
-        plugged: !matches!(plug.as_str(), "" | "unplugged" | "none" | "notplugged"),
-        charging: p.current_session.is_some() && !matches!(speed.as_str(), "" | "none" | "stopped" | "paused"),
+        plugged: s.is_plugged(),
+        charging: s.is_charging(),
         charge_mode: p.charge_mode.clone(),
         error: p.error.as_ref().and_then(|e| e.code.as_ref()).map(|c| c.as_text()).filter(|c| c != "0"),
     }

@@ -115,10 +115,6 @@ impl Registry {
         });
     }
 
-    pub(super) fn polling(&self, installation_id: i64) -> bool {
-        self.lock().get(&installation_id).is_some_and(|r| r.polling)
-    }
-
     fn caller(&self, installation_id: i64) -> Option<Caller> {
         self.lock().get(&installation_id).map(|r| r.caller.clone())
     }

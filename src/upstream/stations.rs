@@ -68,6 +68,26 @@ pub struct StationProperties {
     pub heartbeat: Option<Heartbeat>,
 }
 
+impl ChargingStation {
+    /// A car is plugged in: the socket is taken, the station is busy, or a session is open.
+    pub fn is_plugged(&self) -> bool {
+        let p = &self.properties;
+        let status = p.car_plug_status.as_deref().unwrap_or("").to_ascii_lowercase();
+        let socket_taken = !matches!(status.as_str(), "" | "unplugged" | "none" | "notplugged");
+        let busy = matches!(p.availability.as_deref(), Some("occupied") | Some("charging"));
+        socket_taken || busy || p.current_session.is_some()
+    }
+
+    /// The plugged car is charging now.
+    pub fn is_charging(&self) -> bool {
+        let p = &self.properties;
+        let speed =
+            p.current_session.as_ref().and_then(|c| c.charging_speed.as_deref()).unwrap_or("").to_ascii_lowercase();
+        p.availability.as_deref() == Some("charging")
+            || (p.current_session.is_some() && !matches!(speed.as_str(), "" | "none" | "stopped" | "paused"))
+    }
+}
+
 impl StationProperties {
     /// `tariff1` … `tariff10`, in order.
     pub fn tariffs(&self) -> [Option<&String>; 10] {

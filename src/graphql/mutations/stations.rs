@@ -133,22 +133,6 @@ enum Command {
     Update(UpdateStation),
 }
 
-fn plugged(s: &wire::ChargingStation) -> bool {
-    let p = &s.properties;
-    let status = p.car_plug_status.as_deref().unwrap_or("").to_ascii_lowercase();
-    let socket_taken = !matches!(status.as_str(), "" | "unplugged" | "none" | "notplugged");
-    let busy = matches!(p.availability.as_deref(), Some("occupied") | Some("charging"));
-    socket_taken || busy || p.current_session.is_some()
-}
-
-fn charging(s: &wire::ChargingStation) -> bool {
-    let p = &s.properties;
-    let speed =
-        p.current_session.as_ref().and_then(|c| c.charging_speed.clone()).unwrap_or_default().to_ascii_lowercase();
-    p.availability.as_deref() == Some("charging")
-        || (p.current_session.is_some() && !matches!(speed.as_str(), "" | "none" | "stopped" | "paused"))
-}
-
 impl Command {
     fn describe(&self) -> String {
         format!("{self:?}")
@@ -163,12 +147,12 @@ impl Command {
             ))
         };
         match self {
-            Command::ChargeMode(_) if plugged(s) => Err(unplug_first("changing the charge mode")),
-            Command::Update(u) if plugged(s) && u.led_power.is_some() => Err(unplug_first("changing ledPower")),
-            Command::Update(u) if plugged(s) && !u.tariffs.is_empty() => {
+            Command::ChargeMode(_) if s.is_plugged() => Err(unplug_first("changing the charge mode")),
+            Command::Update(u) if s.is_plugged() && u.led_power.is_some() => Err(unplug_first("changing ledPower")),
+            Command::Update(u) if s.is_plugged() && !u.tariffs.is_empty() => {
                 Err(unplug_first("changing tariff1 … tariff10"))
             }
-            Command::Start | Command::Stop if !plugged(s) => Err(AppError::Conflict(format!(
+            Command::Start | Command::Stop if !s.is_plugged() => Err(AppError::Conflict(format!(
                 "no car is plugged into charging station {}: there is no session to {}",
                 s.id,
                 if matches!(self, Command::Start) { "start" } else { "stop" }
@@ -182,8 +166,8 @@ impl Command {
         let p = &s.properties;
         match self {
             Command::ChargeMode(mode) => p.charge_mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mode)),
-            Command::Start => charging(s),
-            Command::Stop => !charging(s),
+            Command::Start => s.is_charging(),
+            Command::Stop => !s.is_charging(),
             Command::Update(u) => {
                 u.friendly_name.as_ref().is_none_or(|n| p.friendly_name.as_ref() == Some(n))
                     && u.led_power.is_none_or(|l| p.led_power.is_some_and(|v| (v - l as f64).abs() < 1e-9))
@@ -278,6 +262,24 @@ async fn run_command(
     }
 }
 
+/// Sends a command once per idempotency key (the fingerprint names the station, command and wait).
+async fn command(
+    ctx: &Context<'_>,
+    installation_id: &ID,
+    charging_station_id: &ID,
+    command: Command,
+    wait: Option<bool>,
+    idempotency_key: Option<String>,
+) -> AppResult<CommandResult> {
+    let (i, cs) = station_id(parse_installation_id(installation_id)?, charging_station_id)?;
+    let wait = wait.unwrap_or(false);
+    let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
+    services(ctx)?
+        .idempotency
+        .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, command, wait, sent))
+        .await
+}
+
 #[derive(Default)]
 pub struct StationMutation;
 
@@ -349,14 +351,8 @@ impl StationMutation {
         #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
-        let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
-        let command = Command::Update(input.to_upstream()?);
-        let wait = wait.unwrap_or(false);
-        let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
-        services(ctx)?
-            .idempotency
-            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, command, wait, sent))
-            .await
+        let update = Command::Update(input.to_upstream()?);
+        command(ctx, &installation_id, &charging_station_id, update, wait, idempotency_key).await
     }
 
     /// Sets the charge mode (every socket must be free).
@@ -369,17 +365,10 @@ impl StationMutation {
         #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
-        let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
         let code = mode.to_upstream().ok_or_else(|| {
             AppError::bad_input("mode cannot be UNKNOWN: use IMMEDIATE, DEFERRED or DEFERRED_EXCLUSIVE")
         })?;
-        let command = Command::ChargeMode(code);
-        let wait = wait.unwrap_or(false);
-        let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
-        services(ctx)?
-            .idempotency
-            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, command, wait, sent))
-            .await
+        command(ctx, &installation_id, &charging_station_id, Command::ChargeMode(code), wait, idempotency_key).await
     }
 
     /// Starts charging the plugged car (outside immediate mode it does not start by itself).
@@ -391,13 +380,7 @@ impl StationMutation {
         #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
-        let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
-        let wait = wait.unwrap_or(false);
-        let fingerprint = format!("{i} {cs} start wait={wait}");
-        services(ctx)?
-            .idempotency
-            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, Command::Start, wait, sent))
-            .await
+        command(ctx, &installation_id, &charging_station_id, Command::Start, wait, idempotency_key).await
     }
 
     /// Stops charging the plugged car.
@@ -409,12 +392,6 @@ impl StationMutation {
         #[graphql(default_with = "Some(false)")] wait: Option<bool>,
         idempotency_key: Option<String>,
     ) -> AppResult<CommandResult> {
-        let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
-        let wait = wait.unwrap_or(false);
-        let fingerprint = format!("{i} {cs} stop wait={wait}");
-        services(ctx)?
-            .idempotency
-            .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, Command::Stop, wait, sent))
-            .await
+        command(ctx, &installation_id, &charging_station_id, Command::Stop, wait, idempotency_key).await
     }
 }
