@@ -1,16 +1,16 @@
 //! The fan-out benchmark (`cargo bench --bench fanout`): N WebSocket subscribers (1000 by default,
 //! `FANOUT_SUBSCRIBERS` to change) on one installation of a witty-bff process, then a burst of
 //! webhook deliveries. Reports the delivery ratio, the latency from webhook receipt to client
-//! (p50/p99) and the server's RSS. Loopback only; bounded in count and time.
+//! (p50/p99), the CPU each delivered message cost the server and the bench's clients, and the
+//! server's RSS. `FANOUT_EVENTS` (50) deliveries, `FANOUT_GAP_MS` (20) apart; `FANOUT_PER_EVENT=1`
+//! also prints each delivery's post time and its first and last arrival. Loopback only; bounded
+//! in count and time.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use witty_bff::auth::mint_dev_token;
 use witty_bff::config::DEV_JWT_SECRET;
 
@@ -23,6 +23,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -30,12 +40,110 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A client frame (masked, as RFC 6455 requires of clients; the all-zero key leaves the bytes as
+/// they are).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One subscriber: a minimal graphql-transport-ws client over a raw socket that records when each
+/// event id arrives. It reads whatever is there in one call and parses frames in place, so the
+/// bench process, which shares the 2 cores with the server, costs little next to it.
+async fn subscriber(
+    port: u16,
+    token: String,
+    ready: tokio::sync::mpsc::Sender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(String, Instant)> {
+    let mut seen = Vec::new();
+    let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return seen };
+    let _ = socket.set_nodelay(true);
+    let upgrade = format!(
+        "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    );
+    if socket.write_all(upgrade.as_bytes()).await.is_err() {
+        return seen;
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // The handshake answer, up to its blank line.
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if !matches!(socket.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            return seen;
+        }
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "the WebSocket upgrade is refused");
+    buf.drain(..head_end);
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { stationEvents(installationId: 33) { id } }"}});
+    if socket.write_all(&client_frame(1, init.to_string().as_bytes())).await.is_err() {
+        return seen;
+    }
+    loop {
+        // Every complete frame in the buffer.
+        let at = Instant::now();
+        let mut used = 0;
+        while buf.len() - used >= 2 {
+            let (b0, b1) = (buf[used], buf[used + 1] & 0x7f);
+            let (len, header) = match b1 {
+                126 if buf.len() - used >= 4 => (u16::from_be_bytes([buf[used + 2], buf[used + 3]]) as usize, 4),
+                127 if buf.len() - used >= 10 => {
+                    (u64::from_be_bytes(buf[used + 2..used + 10].try_into().unwrap()) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() - used < header + len {
+                break;
+            }
+            let payload = &buf[used + header..used + header + len];
+            match b0 & 0x0f {
+                1 => {
+                    let text = std::str::from_utf8(payload).unwrap_or_default();
+                    if text.contains("\"connection_ack\"") {
+                        let _ = socket.write_all(&client_frame(1, sub.to_string().as_bytes())).await;
+                        let _ = ready.send(()).await;
+                    } else if let Some(rest) = text.split("\"stationEvents\":{\"id\":\"").nth(1) {
+                        seen.push((rest.split('"').next().unwrap_or_default().to_string(), at));
+                    }
+                }
+                9 => {
+                    let pong = client_frame(10, payload);
+                    let _ = socket.write_all(&pong).await;
+                }
+                8 => return seen,
+                _ => {}
+            }
+            used += header + len;
+        }
+        buf.drain(..used);
+        tokio::select! {
+            read = socket.read_buf(&mut buf) => if !matches!(read, Ok(n) if n > 0) { return seen },
+            _ = stop.changed() => return seen,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let subscribers: usize = std::env::var("FANOUT_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let events: usize = std::env::var("FANOUT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     // Spacing between deliveries of the burst (0: back to back).
-    let gap = Duration::from_millis(std::env::var("FANOUT_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+    let gap = Duration::from_millis(std::env::var("FANOUT_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_witty-bff"))
         .env("WITTY_BFF_LISTEN", format!("127.0.0.1:{port}"))
@@ -64,32 +172,8 @@ async fn main() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut clients = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let (ready, token, mut stop) = (ready_tx.clone(), token.clone(), stop_rx.clone());
-        let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request().unwrap();
-        req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        clients.push(tokio::spawn(async move {
-            let mut seen: Vec<(String, Instant)> = Vec::new();
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return seen };
-            let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
-            let _ = ws.send(Message::Text(init.to_string().into())).await;
-            let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { stationEvents(installationId: 33) { id } }"}});
-            loop {
-                tokio::select! {
-                    msg = ws.next() => {
-                        let Some(Ok(Message::Text(t))) = msg else { if msg.is_none() { break } else { continue } };
-                        let at = Instant::now();
-                        if t.contains("\"connection_ack\"") {
-                            let _ = ws.send(Message::Text(sub.to_string().into())).await;
-                            let _ = ready.send(()).await;
-                        } else if let Some(rest) = t.split("\"stationEvents\":{\"id\":\"").nth(1) {
-                            seen.push((rest.split('"').next().unwrap_or_default().to_string(), at));
-                        }
-                    }
-                    _ = stop.changed() => break,
-                }
-            }
-            seen
-        }));
+        let (ready, token, stop) = (ready_tx.clone(), token.clone(), stop_rx.clone());
+        clients.push(tokio::spawn(subscriber(port, token, ready, stop)));
     }
     drop(ready_tx);
     let connect_started = Instant::now();
@@ -121,6 +205,7 @@ async fn main() {
     let idle_rss = rss_kib(pid);
 
     // The burst: one delivery per event, as fast as the webhook takes them.
+    let (server_cpu0, bench_cpu0) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let mut sent_at = std::collections::HashMap::new();
     for n in 0..events {
         let id = format!("fanout-{n}");
@@ -133,6 +218,9 @@ async fn main() {
         let t0 = Instant::now();
         let r = http.post(&hook).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
         assert!(r.status().is_success());
+        if std::env::var("FANOUT_PER_EVENT").is_ok() {
+            println!("post {n}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        }
         sent_at.insert(id, t0);
         if !gap.is_zero() {
             tokio::time::sleep(gap).await;
@@ -142,6 +230,8 @@ async fn main() {
     // Give the burst time to arrive, then stop the clients and gather what they saw.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let burst_rss = rss_kib(pid);
+    let server_cpu = cpu_time(&pid.to_string()).saturating_sub(server_cpu0);
+    let bench_cpu = cpu_time("self").saturating_sub(bench_cpu0);
     let _ = stop_tx.send(true);
     let mut got: Vec<(String, Instant)> = Vec::with_capacity(expected);
     for c in clients {
@@ -150,9 +240,23 @@ async fn main() {
     let mut latencies: Vec<Duration> =
         got.iter().filter_map(|(id, at)| sent_at.get(id).map(|t0| at.saturating_duration_since(*t0))).collect();
     latencies.sort();
+    if std::env::var("FANOUT_PER_EVENT").is_ok() {
+        let mut per: std::collections::BTreeMap<usize, (Duration, Duration)> = Default::default();
+        for (id, at) in &got {
+            let n: usize = id.trim_start_matches("fanout-").parse().unwrap_or(0);
+            let l = at.saturating_duration_since(sent_at[id]);
+            let e = per.entry(n).or_insert((Duration::MAX, Duration::ZERO));
+            e.0 = e.0.min(l);
+            e.1 = e.1.max(l);
+        }
+        for (n, (lo, hi)) in per {
+            println!("event {n}: first {:.1} ms, last {:.1} ms", lo.as_secs_f64() * 1e3, hi.as_secs_f64() * 1e3);
+        }
+    }
 
     println!(
-        "witty-bff fan-out benchmark: {subscribers} graphql-transport-ws subscribers, {events} webhook deliveries"
+        "witty-bff fan-out benchmark: {subscribers} graphql-transport-ws subscribers, {events} webhook deliveries {} ms apart",
+        gap.as_millis()
     );
     println!("| measure | value |");
     println!("|---|---|");
@@ -165,6 +269,12 @@ async fn main() {
     println!("| latency webhook → client p50 | {:.2} ms |", percentile(&latencies, 0.5).as_secs_f64() * 1e3);
     println!("| latency webhook → client p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
     println!("| latency max | {:.2} ms |", latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    let per_message = |cpu: Duration| cpu.as_secs_f64() * 1e6 / expected.max(1) as f64;
+    println!(
+        "| CPU per delivered message | server {:.1} µs, bench clients {:.1} µs |",
+        per_message(server_cpu),
+        per_message(bench_cpu)
+    );
     println!("| server RSS idle with subscribers | {:.1} MB |", idle_rss as f64 / 1024.0);
     println!("| server RSS after the burst | {:.1} MB |", burst_rss as f64 / 1024.0);
     let _ = child.kill().await;

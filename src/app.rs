@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::{JwtSettings, Verifier, mint_dev_token};
@@ -162,7 +163,12 @@ impl App {
             shutdown.await;
             let _ = stopping_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // No Nagle: a small event frame written while the previous one awaits its (delayed) ACK
+        // would otherwise wait up to 40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(signal);
         tokio::select! {
             served = serve => served,
             _ = async {

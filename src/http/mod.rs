@@ -82,8 +82,9 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
     match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
         Ok(upgrade) => upgrade
             // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's 128 KiB.
+            // Frames are buffered up to 16 KiB until the pump flushes a batch.
             .read_buffer_size(4 * 1024)
-            .write_buffer_size(0)
+            .write_buffer_size(16 * 1024)
             .max_message_size(1024 * 1024)
             .protocols(["graphql-transport-ws", "graphql-ws"])
             .on_upgrade(move |socket| ws::serve(s, socket, protocol)),

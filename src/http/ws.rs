@@ -18,6 +18,8 @@ use crate::graphql::Identity;
 /// Close code when the credentials are refused.
 pub const UNAUTHORIZED_CLOSE: u16 = 4403;
 const AUTH_PREFIX: &str = "unauthorized: ";
+/// At most this many ready messages are written together.
+const WRITE_BATCH: usize = 64;
 
 /// The bearer token of a `connection_init` payload: `Authorization`/`authorization` (with or without
 /// `Bearer`), `token`, or the same under `headers`.
@@ -58,28 +60,36 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         data.insert(Identity(Ok(caller)));
         Ok(data)
     });
-    let mut gql = std::pin::pin!(gql);
+    // Messages that are ready together (a burst of events) go out in one write.
+    let mut gql = std::pin::pin!(gql.ready_chunks(WRITE_BATCH));
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.tick().await;
     let mut refused = false;
-    loop {
+    'pump: loop {
         tokio::select! {
-            out = gql.next() => match out {
-                Some(WsMessage::Text(text)) => {
-                    refused |= legacy && text.contains("\"connection_error\"");
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Some(WsMessage::Close(code, reason)) => {
-                    let code = if reason.starts_with(AUTH_PREFIX) { UNAUTHORIZED_CLOSE } else { code };
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                    break;
-                }
-                None => {
+            out = gql.next() => {
+                let Some(batch) = out else {
                     let frame = refused.then(|| CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() });
                     let _ = sink.send(Message::Close(frame)).await;
+                    break;
+                };
+                for message in batch {
+                    match message {
+                        WsMessage::Text(text) => {
+                            refused |= legacy && text.contains("\"connection_error\"");
+                            if sink.feed(Message::Text(text.into())).await.is_err() {
+                                break 'pump;
+                            }
+                        }
+                        WsMessage::Close(code, reason) => {
+                            let code = if reason.starts_with(AUTH_PREFIX) { UNAUTHORIZED_CLOSE } else { code };
+                            let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                            break 'pump;
+                        }
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             },
