@@ -9,7 +9,9 @@
 //! - [`cache`]: the shared moka cache and the per-request DataLoaders, above [`upstream`].
 //! - [`auth`]: JWT verification and the verified `Caller`.
 //! - [`graphql`]: the schema, split by domain. Never imports axum.
-//! - [`http`]: the only axum module of the BFF: `/graphql`, `/graphiql`, `/healthz`, `/readyz`.
+//! - [`http`]: the only axum module of the BFF: `/graphql`, `/graphiql`, `/webhooks/witty`,
+//!   `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: what the process counts (Prometheus text format).
 //! - [`simulator`]: the embedded Witty-Home cloud, a separate axum app on its own listener. It
 //!   imports nothing else from this crate, so the BFF reaches it only over HTTP, through its own
 //!   wire types, exactly as it would reach the real upstream.
@@ -22,5 +24,6 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod simulator;
 pub mod upstream;

@@ -112,7 +112,9 @@ impl SharedCache {
     /// The resource as `caller` sees it: from the cache, or fetched once for all concurrent askers.
     pub async fn get(&self, caller: &Caller, resource: Resource) -> LoadResult {
         let key = (caller.sub.clone(), resource.clone());
+        let metrics = self.client.metrics();
         let fetch = async {
+            metrics.cache_lookups.with_label_values(&["miss"]).inc();
             let result = resource.fetch(&self.client, caller.token()).await;
             let ttl = match &result {
                 Ok(_) => resource.ttl(&self.ttls, Utc::now()),
@@ -120,7 +122,11 @@ impl SharedCache {
             };
             Entry { result: result.map(|value| Loaded { value, fetched_at: Utc::now() }), ttl }
         };
-        self.cache.get_with(key, fetch).await.result
+        let entry = self.cache.entry(key).or_insert_with(fetch).await;
+        if !entry.is_fresh() {
+            metrics.cache_lookups.with_label_values(&["hit"]).inc();
+        }
+        entry.into_value().result
     }
 
     /// Drops every entry (of every caller) that `stale` says a change made out of date.

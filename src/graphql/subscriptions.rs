@@ -121,9 +121,14 @@ impl Watch {
         }
     }
 
+    /// Events of the installation: those of the watched station, and those of the whole
+    /// installation (no station named, as load shedding can be).
     fn wants(&self, e: &Event) -> bool {
         e.installation_id == self.installation_id
-            && self.station.as_deref().is_none_or(|s| e.charging_station_id.as_deref() == Some(s))
+            && match (self.station.as_deref(), e.charging_station_id.as_deref()) {
+                (Some(watched), Some(of)) => watched == of,
+                _ => true,
+            }
     }
 }
 
@@ -155,8 +160,9 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
 /// The bus, filtered for the watch, ending at token expiry, at lost access, or when too slow.
 fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Result<Arc<Event>, AppError>> + use<>> {
     let live = services(ctx)?.live.clone();
-    let guard = live.watch(&watch.caller, watch.installation_id);
+    // Listening before watching: nothing the watch brings about is missed.
     let rx = live.bus().subscribe();
+    let guard = live.watch(&watch.caller, watch.installation_id);
     let expiry = watch.caller.expires_at;
     let watch = Arc::new(watch);
     let stream = futures::stream::unfold((rx, guard, watch, false), |(mut rx, guard, watch, done)| async move {
@@ -177,6 +183,7 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
                 }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
+                    watch.live.metrics().lagging_subscribers_dropped.inc();
                     let err = AppError::RateLimited {
                         retry_after: None,
                         message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
@@ -223,10 +230,10 @@ impl StationSubscription {
     ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<ChargingStation>>> {
         let (watch, _) = open(ctx, &installation_id, charging_station_id).await?;
         let (cache, caller, i) = (watch.cache.clone(), watch.caller.clone(), watch.installation_id);
-        let loaders = watch.loaders.clone();
+        let (loaders, watched) = (watch.loaders.clone(), watch.station.clone());
         Ok(events(ctx, watch)?
-            .filter_map(move |e| {
-                let (cache, caller) = (cache.clone(), caller.clone());
+            .then(move |e| {
+                let (cache, caller, watched) = (cache.clone(), caller.clone(), watched.clone());
                 // The station's nested fields load through the connection's loader: forget what
                 // it read for the previous event.
                 if let Some(l) = &loaders {
@@ -235,21 +242,47 @@ impl StationSubscription {
                 async move {
                     let e = match e {
                         Ok(e) => e,
-                        Err(err) => return Some(Err(err.into())),
+                        Err(err) => return vec![Err(err.into())],
                     };
-                    let cs = e.charging_station_id.clone()?;
-                    // The intake dropped the stale entry: one upstream read per caller, however many
-                    // of their subscriptions are waiting.
-                    let loaded = cache.get(&caller, Resource::Station { installation_id: i, station_id: cs }).await;
-                    Some(match loaded {
-                        Ok(l) => match l.get::<wire_stations::ChargingStation>() {
-                            Some(s) => Ok(ChargingStation::new(i, s, l.fetched_at)),
-                            None => Err(AppError::internal("a loaded station has an unexpected type").into()),
-                        },
-                        Err(err) => Err(AppError::from(err).into()),
-                    })
+                    // The intake dropped the stale entries: one upstream read per caller, however
+                    // many of their subscriptions are waiting. An event of the whole installation
+                    // (no station named) refreshes the watched station, or all of them.
+                    match e.charging_station_id.clone().or(watched) {
+                        Some(cs) => vec![station_now(&cache, &caller, i, cs).await],
+                        None => stations_now(&cache, &caller, i).await,
+                    }
                 }
             })
+            .flat_map(futures::stream::iter)
             .boxed())
+    }
+}
+
+/// One station's state, as the cache (refilled after the event) has it.
+async fn station_now(
+    cache: &SharedCache,
+    caller: &Caller,
+    i: i64,
+    cs: String,
+) -> async_graphql::Result<ChargingStation> {
+    let loaded =
+        cache.get(caller, Resource::Station { installation_id: i, station_id: cs }).await.map_err(AppError::from)?;
+    match loaded.get::<wire_stations::ChargingStation>() {
+        Some(s) => Ok(ChargingStation::new(i, s, loaded.fetched_at)),
+        None => Err(AppError::internal("a loaded station has an unexpected type").into()),
+    }
+}
+
+/// Every station of the installation, in one read.
+async fn stations_now(cache: &SharedCache, caller: &Caller, i: i64) -> Vec<async_graphql::Result<ChargingStation>> {
+    let loaded = match cache.get(caller, Resource::Stations { installation_id: i }).await {
+        Ok(l) => l,
+        Err(err) => return vec![Err(AppError::from(err).into())],
+    };
+    match loaded.get::<Vec<wire_stations::ChargingStation>>() {
+        Some(list) => {
+            list.iter().map(|s| Ok(ChargingStation::new(i, Arc::new(s.clone()), loaded.fetched_at))).collect()
+        }
+        None => vec![Err(AppError::internal("loaded stations have an unexpected type").into())],
     }
 }

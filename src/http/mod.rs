@@ -51,6 +51,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(
             Router::new()
@@ -203,4 +204,9 @@ async fn ready(State(s): State<HttpState>) -> Response {
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "upstream unreachable"})))
             .into_response(),
     }
+}
+
+/// `GET /metrics`: the process's counters and gauges, Prometheus text format (no caller data).
+async fn metrics(State(s): State<HttpState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.live.metrics().render()).into_response()
 }

@@ -37,6 +37,12 @@ pub async fn receive(
             "aeg-event-type must be SubscriptionValidation, Notification or SubscriptionDeletion",
         );
     };
+    let label = match kind {
+        DeliveryKind::SubscriptionValidation => "SubscriptionValidation",
+        DeliveryKind::Notification => "Notification",
+        DeliveryKind::SubscriptionDeletion => "SubscriptionDeletion",
+    };
+    live.metrics().webhook_deliveries.with_label_values(&[label]).inc();
     let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
     let events: Vec<GridEvent> = match serde_json::from_slice::<Vec<GridEvent>>(&body) {
         Ok(events) => events,

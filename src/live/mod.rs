@@ -78,6 +78,11 @@ impl Live {
         Arc::new(Live { cache, bus, settings, seen, registry, access: std::sync::atomic::AtomicU64::new(0) })
     }
 
+    /// The process's metrics (shared with the upstream client).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.cache.client().metrics()
+    }
+
     pub fn bus(&self) -> &SharedBus {
         &self.bus
     }
@@ -116,7 +121,12 @@ impl Live {
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
-            .filter(|e| self.seen.entry(e.id.clone()).or_insert(()).is_fresh())
+            .filter(|e| {
+                let fresh = self.seen.entry(e.id.clone()).or_insert(()).is_fresh();
+                let outcome = if fresh { "published" } else { "duplicate" };
+                self.metrics().events.with_label_values(&[outcome]).inc();
+                fresh
+            })
             .filter_map(to_station_event)
             .collect();
         fresh.sort_by_key(|e| e.event_time);

@@ -42,6 +42,7 @@ pub struct WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
+        self.live.metrics().live_subscriptions.dec();
         self.live.registry.unwatch(&self.live, self.installation_id);
     }
 }
@@ -75,6 +76,8 @@ impl Registry {
                 );
             }
         }
+        live.metrics().live_subscriptions.inc();
+        count(live, &regs);
         WatchGuard { live: live.clone(), installation_id }
     }
 
@@ -92,7 +95,11 @@ impl Registry {
             let gone = {
                 let mut regs = live.registry.lock();
                 match regs.get(&installation_id) {
-                    Some(r) if r.watchers == 0 && r.generation == generation => regs.remove(&installation_id),
+                    Some(r) if r.watchers == 0 && r.generation == generation => {
+                        let gone = regs.remove(&installation_id);
+                        count(&live, &regs);
+                        gone
+                    }
                     _ => None,
                 }
             };
@@ -163,6 +170,14 @@ fn start_polling(live: &Arc<Live>, installation_id: i64) {
         reg.polling = true;
         reg.tasks.push(tokio::spawn(super::poller::run(live.clone(), installation_id)));
     }
+    count(live, &regs);
+}
+
+/// Updates the gauges of watched and polled installations.
+fn count(live: &Live, regs: &HashMap<i64, Registration>) {
+    let metrics = live.metrics();
+    metrics.watched_installations.set(regs.len() as i64);
+    metrics.polled_installations.set(regs.values().filter(|r| r.polling).count() as i64);
 }
 
 /// Registers (or adopts) the upstream subscription, then waits for its validation; polls when

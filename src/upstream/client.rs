@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::UpstreamError;
+use crate::metrics::Metrics;
 
 /// Where the upstream is and how to talk to it.
 #[derive(Clone)]
@@ -50,6 +51,7 @@ pub struct UpstreamClient {
     base: Arc<Url>,
     api_key: Arc<HeaderValue>,
     read_retries: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl UpstreamClient {
@@ -71,7 +73,13 @@ impl UpstreamClient {
             base: Arc::new(config.base_url),
             api_key: Arc::new(api_key),
             read_retries: config.read_retries,
+            metrics: Metrics::new(),
         })
+    }
+
+    /// The process's metrics: this client's calls, and those of the cache and live events above it.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn base_url(&self) -> &Url {
@@ -147,7 +155,12 @@ impl UpstreamClient {
                 .await
             }
         };
-        let ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let ms = elapsed.as_millis() as u64;
+        self.metrics.upstream_seconds.observe(elapsed.as_secs_f64());
+        let kind_label = if kind == Kind::Read { "read" } else { "command" };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.upstream_calls.with_label_values(&[kind_label, outcome]).inc();
         match &result {
             Ok(_) => tracing::debug!(%method, path = url.path(), ms, "upstream call"),
             Err(e) => tracing::warn!(%method, path = url.path(), ms, error = %e, "upstream call failed"),

@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use witty_bff::app::App;
@@ -20,7 +21,7 @@ pub const JWT_SECRET: &str = "test-jwt-secret-for-witty-bff";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret-3f9a";
 
 pub struct TestApp {
-    pub sim: TestSim,
+    pub sim: Arc<TestSim>,
     pub base: String,
     pub client: reqwest::Client,
     config: Config,
@@ -54,10 +55,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
-    let sim = spawn_sim().await;
+    let sim = Arc::new(spawn_sim().await);
     let mut config = test_config(&sim);
     tune(&mut config);
     let app = App::build(config.clone()).await.expect("the app builds");
+    start_app(sim, app, config)
+}
+
+/// Runs a built app against `sim` until the returned `TestApp` is dropped.
+pub fn start_app(sim: Arc<TestSim>, app: App, config: Config) -> TestApp {
     let base = format!("http://{}", app.addr());
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
@@ -146,8 +152,14 @@ pub async fn ws_connect(app: &TestApp, protocol: &str, token: &str) -> Ws {
 
 /// The next JSON text message that is not a keep-alive.
 pub async fn ws_next(ws: &mut Ws) -> Value {
+    // One deadline for the whole wait: keep-alives must not extend it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let msg = timeout(PATIENCE, ws.next()).await.expect("a message in time").expect("open").expect("readable");
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("readable");
         if let Message::Text(t) = msg {
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["type"] != "ka" && v["type"] != "ping" {
@@ -180,6 +192,23 @@ pub async fn ws_data(ws: &mut Ws) -> Value {
 }
 
 pub const EVENTS: &str = r#"subscription { stationEvents(installationId: 33) { id type rawType eventTime installationId chargingStationId } }"#;
+
+/// One value of the app's `/metrics` (0 when absent), e.g. `witty_bff_live_subscriptions`.
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `n` subscriptions are live (listening for events) on the app.
+pub async fn live_subscriptions(app: &TestApp, n: usize) {
+    eventually(&format!("{n} live subscriptions"), || async {
+        (metric(app, "witty_bff_live_subscriptions").await as usize == n).then_some(())
+    })
+    .await
+}
 
 /// The webhook registered by the BFF on Alice's installation, once the upstream validated it.
 pub async fn validated_webhook(app: &TestApp) -> Value {

@@ -194,6 +194,7 @@ async fn an_installer_hears_events_without_energy_or_cost() {
     ws_subscribe(&mut alice, false, "1", q).await;
     let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
     ws_subscribe(&mut ivan, false, "1", q).await;
+    live_subscriptions(&app, 2).await;
     validated_webhook(&app).await;
     app.sim().plug(ALICE_STATION).await;
     app.sim().unplug(ALICE_STATION).await;

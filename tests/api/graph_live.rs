@@ -5,6 +5,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
+use witty_bff::app::App;
+use witty_bff::config::Config;
 
 use crate::bff::*;
 use crate::helpers::*;
@@ -28,6 +30,7 @@ async fn a_plugged_car_reaches_both_websocket_protocols_and_sse() {
         .unwrap();
     assert_eq!(sse.status(), 200);
     assert!(sse.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    live_subscriptions(&app, 3).await;
     let hook = validated_webhook(&app).await;
     assert!(hook["protocolData"].as_str().unwrap().starts_with(&app.base), "{hook}");
 
@@ -211,6 +214,7 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
     ws_subscribe(&mut a, false, "1", EVENTS).await;
     let mut b = ws_connect(&app, "graphql-ws", &token).await;
     ws_subscribe(&mut b, true, "1", EVENTS).await;
+    live_subscriptions(&app, 2).await;
     validated_webhook(&app).await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "one for both watchers");
     // Both watchers leave: after the grace (0 s here) witty-bff's subscription goes, Alice's stays.
@@ -223,4 +227,162 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
     let all = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert_eq!(all[0]["protocolData"], "http://127.0.0.1:9/alices-own");
+}
+
+#[tokio::test]
+async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one() {
+    let sim = std::sync::Arc::new(spawn_sim().await);
+    // One address for both processes: the webhook URL registered by the first stays right.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = Config { listen: format!("127.0.0.1:{port}").parse().unwrap(), ..test_config(&sim) };
+    let first = start_app(sim.clone(), App::build(config.clone()).await.expect("builds"), config.clone());
+    let token = first.token_for("alice");
+    let mut ws = ws_connect(&first, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let registered = validated_webhook(&first).await;
+    // The first process goes without cleaning up (a crash or a deploy; its grace period is long).
+    drop(first);
+    drop(ws);
+    let second = eventually("the address to be free for the restarted witty-bff", || async {
+        App::build(config.clone()).await.ok()
+    })
+    .await;
+    let second = start_app(sim.clone(), second, config.clone());
+    let mut ws = ws_connect(&second, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    live_subscriptions(&second, 1).await;
+    // The restarted process hears events through the subscription it finds upstream.
+    let r = second
+        .sim()
+        .control(reqwest::Method::POST, &format!("/_sim/stations/{ALICE_STATION}/load-shedding"), None)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let e = ws_data(&mut ws).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "LOAD_SHEDDING", "{e}");
+    let hooks = bff_hooks(&second, "alice", 33).await;
+    assert_eq!(hooks.len(), 1, "adopted, not duplicated: {hooks:?}");
+    assert_eq!(hooks[0]["eventSubscriptionId"], registered["eventSubscriptionId"]);
+}
+
+#[tokio::test]
+async fn many_watchers_of_a_station_cost_one_upstream_read_per_event() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let sub = format!(
+        r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id availability }} }}"#
+    );
+    let mut watchers = Vec::new();
+    for _ in 0..5 {
+        let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+        ws_subscribe(&mut ws, false, "u", &sub).await;
+        watchers.push(ws);
+    }
+    live_subscriptions(&app, 5).await;
+    validated_webhook(&app).await;
+    app.sim().reset_calls().await;
+    let r =
+        app.sim().control(reqwest::Method::POST, &format!("/_sim/stations/{ALICE_STATION}/load-shedding"), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for ws in &mut watchers {
+        let update = ws_data(ws).await;
+        assert_eq!(update["data"]["chargingStationUpdated"]["id"], ALICE_STATION, "{update}");
+    }
+    let calls = app.sim().calls().await;
+    assert_eq!(
+        calls["byRoute"]["GET /installations/{i}/charging-stations/{cs}"], 1,
+        "one read for five watchers: {calls}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_state() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut events = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let one_station = format!(
+        r#"subscription {{ stationEvents(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id type chargingStationId }} }}"#
+    );
+    ws_subscribe(&mut events, false, "e", &one_station).await;
+    let mut updates = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let all_stations = "subscription { chargingStationUpdated(installationId: 33) { id availability } }";
+    ws_subscribe(&mut updates, false, "u", all_stations).await;
+    live_subscriptions(&app, 2).await;
+    let hook = validated_webhook(&app).await;
+    // The station is cached as available.
+    let q = format!(r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{ availability }} }} }}"#);
+    let before = app.graphql("alice", &q, json!({})).await;
+    assert_eq!(data(&before)["installation"]["chargingStation"]["availability"], "AVAILABLE");
+    // Something changed upstream that the next read shows; the event names no station.
+    let r = app
+        .sim()
+        .control(
+            reqwest::Method::PUT,
+            &format!("/_sim/stations/{ALICE_STATION}/properties"),
+            Some(json!({"availability": "UNAVAILABLE"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let body = json!([{
+        "id": "whole-1", "eventType": "Hager.WittyHome.LoadShedding", "subject": "installations/33",
+        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33},
+        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
+    }]);
+    let r = app
+        .client
+        .post(hook["protocolData"].as_str().unwrap())
+        .header("aeg-event-type", "Notification")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = ws_data(&mut events).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "LOAD_SHEDDING", "{e}");
+    assert!(e["data"]["stationEvents"]["chargingStationId"].is_null(), "{e}");
+    let u = ws_data(&mut updates).await;
+    assert_eq!(u["data"]["chargingStationUpdated"]["id"], ALICE_STATION, "{u}");
+    assert_eq!(u["data"]["chargingStationUpdated"]["availability"], "UNAVAILABLE", "{u}");
+    let after = app.graphql("alice", &q, json!({})).await;
+    assert_eq!(data(&after)["installation"]["chargingStation"]["availability"], "UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn metrics_count_live_subscriptions_deliveries_duplicates_and_upstream_calls() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let ws = {
+        let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+        ws_subscribe(&mut ws, false, "1", EVENTS).await;
+        ws
+    };
+    live_subscriptions(&app, 1).await;
+    let hook = validated_webhook(&app).await;
+    assert_eq!(metric(&app, "witty_bff_watched_installations").await, 1.0);
+    assert_eq!(metric(&app, r#"witty_bff_webhook_deliveries_total{kind="SubscriptionValidation"}"#).await, 1.0);
+    let body = json!([{
+        "id": "m-1", "eventType": "Hager.WittyHome.Error", "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
+        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33}, "dataVersion": "1.0", "metadataVersion": "1"
+    }]);
+    for _ in 0..2 {
+        let r = app
+            .client
+            .post(hook["protocolData"].as_str().unwrap())
+            .header("aeg-event-type", "Notification")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    eventually("the duplicate to be counted", || async {
+        (metric(&app, r#"witty_bff_events_total{outcome="duplicate"}"#).await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await, 1.0);
+    assert!(metric(&app, r#"witty_bff_upstream_calls_total{kind="read",outcome="ok"}"#).await >= 1.0);
+    let r = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    // The subscriber leaves: the gauge goes back to zero.
+    drop(ws);
+    live_subscriptions(&app, 0).await;
 }

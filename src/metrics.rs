@@ -1,0 +1,104 @@
+//! What witty-bff counts, served on `GET /metrics` in the Prometheus text format (the `prometheus`
+//! crate). One [`Metrics`] per process (per app in tests): its own registry, no global state.
+
+use std::sync::Arc;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Live GraphQL subscriptions (`stationEvents`, `chargingStationUpdated`) being served.
+    pub live_subscriptions: IntGauge,
+    /// Installations with at least one live subscription.
+    pub watched_installations: IntGauge,
+    /// Watched installations on the polling fallback.
+    pub polled_installations: IntGauge,
+    /// Webhook deliveries accepted, by `aeg-event-type`.
+    pub webhook_deliveries: IntCounterVec,
+    /// Events heard (webhook or poller), by outcome: `published` or `duplicate`.
+    pub events: IntCounterVec,
+    /// Subscribers dropped because they fell too far behind.
+    pub lagging_subscribers_dropped: IntCounter,
+    /// Upstream calls, by kind (`read`, `command`) and outcome (`ok`, `error`).
+    pub upstream_calls: IntCounterVec,
+    /// Upstream call duration, retries included.
+    pub upstream_seconds: Histogram,
+    /// Shared-cache lookups, by outcome: `hit` or `miss` (a miss is one upstream read, however
+    /// many callers waited on it).
+    pub cache_lookups: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new_custom(Some("witty_bff".into()), None).expect("a valid prefix");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("a valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let live_subscriptions = gauge("live_subscriptions", "Live GraphQL subscriptions being served.");
+        let watched_installations =
+            gauge("watched_installations", "Installations with at least one live subscription.");
+        let polled_installations = gauge("polled_installations", "Watched installations on the polling fallback.");
+        let webhook_deliveries =
+            counters("webhook_deliveries_total", "Webhook deliveries accepted, by aeg-event-type.", &["kind"]);
+        let events = counters("events_total", "Station events heard, by outcome.", &["outcome"]);
+        let lagging = IntCounter::new(
+            "lagging_subscribers_dropped_total",
+            "Subscribers dropped because they fell too far behind.",
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(lagging.clone())).expect("registered once");
+        let upstream_calls =
+            counters("upstream_calls_total", "Calls to the Witty-Home API, by kind and outcome.", &["kind", "outcome"]);
+        let upstream_seconds = Histogram::with_opts(
+            HistogramOpts::new("upstream_call_seconds", "Duration of calls to the Witty-Home API, retries included.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(upstream_seconds.clone())).expect("registered once");
+        let cache_lookups = counters("cache_lookups_total", "Shared-cache lookups, by outcome.", &["outcome"]);
+        Arc::new(Metrics {
+            registry,
+            live_subscriptions,
+            watched_installations,
+            polled_installations,
+            webhook_deliveries,
+            events,
+            lagging_subscribers_dropped: lagging,
+            upstream_calls,
+            upstream_seconds,
+            cache_lookups,
+        })
+    }
+
+    /// Every metric, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_metrics_with_labels() {
+        let m = Metrics::new();
+        m.live_subscriptions.inc();
+        m.events.with_label_values(&["duplicate"]).inc();
+        let text = m.render();
+        assert!(text.contains("witty_bff_live_subscriptions 1"), "{text}");
+        assert!(text.contains(r#"witty_bff_events_total{outcome="duplicate"} 1"#), "{text}");
+        assert!(text.contains("# TYPE witty_bff_upstream_call_seconds histogram"), "{text}");
+    }
+}
