@@ -82,7 +82,7 @@ impl App {
             (Some(_), Some(secret)) => Some(mint_dev_token(secret, "alice", 12 * 3600, None, None)),
             _ => None,
         };
-        let bus: SharedBus = Arc::new(LocalBus::new(4096));
+        let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events));
         let public_url = match &config.public_url {
             Some(url) => url.clone(),
             None => format!("http://{addr}").parse().context("public URL")?,

@@ -111,6 +111,11 @@ pub struct Config {
     #[arg(long, env = "WITTY_BFF_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
 
+    /// Events a live subscriber may fall behind by before it is dropped (with an error telling it
+    /// to subscribe again); others are never slowed by it.
+    #[arg(long, env = "WITTY_BFF_LIVE_BUFFER_EVENTS", default_value_t = 4096)]
+    pub live_buffer_events: usize,
+
     /// Timeout of one upstream call, in milliseconds.
     #[arg(long, env = "WITTY_BFF_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,

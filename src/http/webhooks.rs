@@ -57,12 +57,14 @@ pub async fn receive(
             Some(code) => Json(json!({ "validationResponse": code })).into_response(),
             None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
         },
-        DeliveryKind::Notification => {
-            tokio::spawn(async move {
-                live.notify(events);
-            });
-            StatusCode::OK.into_response()
-        }
+        DeliveryKind::Notification => match live.accept(events) {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(_) => {
+                let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many deliveries waiting; deliver again later");
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                r
+            }
+        },
         DeliveryKind::SubscriptionDeletion => {
             live.subscription_deleted(subscription);
             StatusCode::OK.into_response()

@@ -68,14 +68,40 @@ pub struct Live {
     registry: registry::Registry,
     /// Bumped whenever witty-bff changes a membership, so live watches check access again.
     access: std::sync::atomic::AtomicU64,
+    /// Deliveries waiting to be handled, in the order they arrived.
+    intake: tokio::sync::mpsc::Sender<Vec<GridEvent>>,
 }
+
+/// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
+const INTAKE_QUEUE: usize = 1024;
+
+/// The delivery queue is full: the upstream should deliver again later.
+#[derive(Debug)]
+pub struct IntakeFull;
 
 impl Live {
     pub fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         let registry = registry::Registry::default();
-        Arc::new(Live { cache, bus, settings, seen, registry, access: std::sync::atomic::AtomicU64::new(0) })
+        let (intake, mut deliveries) = tokio::sync::mpsc::channel::<Vec<GridEvent>>(INTAKE_QUEUE);
+        let access = std::sync::atomic::AtomicU64::new(0);
+        let live = Arc::new(Live { cache, bus, settings, seen, registry, access, intake });
+        // One task handles deliveries one after the other, so events are published in the order
+        // they arrived. It ends with the service.
+        let weak = Arc::downgrade(&live);
+        tokio::spawn(async move {
+            while let Some(events) = deliveries.recv().await {
+                let Some(live) = weak.upgrade() else { break };
+                live.notify(events);
+            }
+        });
+        live
+    }
+
+    /// Queues a delivery's events for handling after the webhook has answered.
+    pub fn accept(&self, events: Vec<GridEvent>) -> Result<(), IntakeFull> {
+        self.intake.try_send(events).map_err(|_| IntakeFull)
     }
 
     /// The process's metrics (shared with the upstream client).
@@ -117,7 +143,7 @@ impl Live {
     }
 
     /// Handles notified events: drops duplicates, orders by event time, invalidates, publishes.
-    pub fn notify(&self, events: Vec<GridEvent>) -> usize {
+    fn notify(&self, events: Vec<GridEvent>) {
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
@@ -130,11 +156,9 @@ impl Live {
             .filter_map(to_station_event)
             .collect();
         fresh.sort_by_key(|e| e.event_time);
-        let n = fresh.len();
         for e in fresh {
             self.publish(e);
         }
-        n
     }
 
     /// Drops what the event makes stale, then tells the listeners.

@@ -386,3 +386,51 @@ async fn metrics_count_live_subscriptions_deliveries_duplicates_and_upstream_cal
     drop(ws);
     live_subscriptions(&app, 0).await;
 }
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_dropped_with_a_notice_and_slows_nobody() {
+    let app = spawn_app_with(|c| c.live_buffer_events = 16).await;
+    let token = app.token_for("alice");
+    let mut fast = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut fast, false, "f", "subscription { stationEvents(installationId: 33) { id } }").await;
+    // The slow one asks for the events' (large) data, then reads nothing for a while.
+    let mut slow = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut slow, false, "s", "subscription { stationEvents(installationId: 33) { id data } }").await;
+    live_subscriptions(&app, 2).await;
+    let hook = validated_webhook(&app).await;
+    let url = hook["protocolData"].as_str().unwrap().to_string();
+    // 150 events of 64 KiB: far more than the socket buffers and the 16 events the bus keeps.
+    let blob = "x".repeat(64 * 1024);
+    let total = 150;
+    for n in 0..total {
+        let body = json!([{
+            "id": format!("big-{n}"), "eventType": "Hager.WittyHome.Error",
+            "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
+            "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33, "blob": blob},
+            "dataVersion": "1.0", "metadataVersion": "1"
+        }]);
+        let r = app.client.post(&url).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The reading subscriber gets every event, in order, while the other one is stuck.
+    for n in 0..total {
+        let e = ws_data(&mut fast).await;
+        assert_eq!(e["data"]["stationEvents"]["id"], format!("big-{n}"), "{e}");
+    }
+    // The stuck one, reading again, finds what was already on its way, then the notice, then the end.
+    let mut received = 0;
+    let notice = loop {
+        let v = ws_next(&mut slow).await;
+        assert_eq!(v["type"], "next", "{v}");
+        if v["payload"]["errors"].is_array() {
+            break v;
+        }
+        received += 1;
+    };
+    assert!(received < total, "it got {received} events");
+    let error = &notice["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{notice}");
+    assert!(error["message"].as_str().unwrap().contains("subscribe again"), "{notice}");
+    assert_eq!(ws_next(&mut slow).await["type"], "complete");
+    assert_eq!(metric(&app, "witty_bff_lagging_subscribers_dropped_total").await, 1.0);
+}
