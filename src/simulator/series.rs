@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use serde_json::{Value, json};
 
 /// Seconds in one sample slot (the measures' `10m` periodicity).
@@ -189,6 +189,17 @@ impl Step {
             Step::Week => day_start(date - Duration::days(i64::from(date.weekday().num_days_from_monday()))),
             Step::Month => day_start(date.with_day(1).unwrap_or(date)),
             Step::Year => day_start(NaiveDate::from_ymd_opt(date.year(), 1, 1).unwrap_or(date)),
+        }
+    }
+
+    /// Where the bucket starting at `bucket` ends (the next one starts).
+    pub fn next(self, bucket: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Step::Hour => bucket + Duration::hours(1),
+            Step::Day => bucket + Duration::days(1),
+            Step::Week => bucket + Duration::days(7),
+            Step::Month => bucket.checked_add_months(Months::new(1)).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            Step::Year => bucket.checked_add_months(Months::new(12)).unwrap_or(DateTime::<Utc>::MAX_UTC),
         }
     }
 
@@ -517,11 +528,21 @@ pub fn samples(
         }
     }
     let house = matches!(quantity, Quantity::HouseEnergy | Quantity::HouseCost);
+    // Tariffs change on the hour: work each out once per hour, not once per slot.
+    let mut hour_tariff: Option<(i64, TariffId)> = None;
     (0..count)
         .map(|i| {
             let slot = first_slot + i as i64;
             let t = Utc.timestamp_opt(slot * SLOT_SECS, 0).single().unwrap_or(start);
-            let tariff = profile.tariff_at(t);
+            let hour = (slot * SLOT_SECS).div_euclid(3_600);
+            let tariff = match hour_tariff {
+                Some((h, tariff)) if h == hour => tariff,
+                _ => {
+                    let tariff = profile.tariff_at(t);
+                    hour_tariff = Some((hour, tariff));
+                    tariff
+                }
+            };
             let mut energy_wh = wh[i].round();
             if house {
                 energy_wh += house_base_wh(profile.seed, slot);
@@ -577,70 +598,106 @@ struct Acc {
     sum: f64,
     min: f64,
     max: f64,
-    per_tariff: BTreeMap<TariffId, (u64, f64)>,
+    /// Count and sum per tariff (a handful at most).
+    per_tariff: Vec<(TariffId, u64, f64)>,
+}
+
+impl Acc {
+    fn add(&mut self, tariff: TariffId, value: f64) {
+        if self.count == 0 {
+            self.min = value;
+            self.max = value;
+        }
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        match self.per_tariff.iter_mut().find(|(t, _, _)| *t == tariff) {
+            Some((_, count, sum)) => {
+                *count += 1;
+                *sum += value;
+            }
+            None => self.per_tariff.push((tariff, 1, value)),
+        }
+    }
+
+    fn row(&self, profile: &Profile, date: DateTime<Utc>, kind: TariffType, op: Operator) -> Row {
+        let by_tariff = || {
+            profile
+                .subscription
+                .tariff_ids()
+                .iter()
+                .filter(|t| profile.tariff_type(**t) == kind)
+                .map(|t| {
+                    let (count, sum) =
+                        self.per_tariff.iter().find(|(x, _, _)| x == t).map(|(_, c, s)| (*c, *s)).unwrap_or((0, 0.0));
+                    let v = match op {
+                        Operator::Sum => sum,
+                        Operator::Count => count as f64,
+                        Operator::Average if count > 0 => sum / count as f64,
+                        _ => 0.0,
+                    };
+                    (*t, v)
+                })
+                .collect()
+        };
+        let mut row = Row { date, tariff_type: kind, value: None, value_min: None, value_max: None, by_tariff: vec![] };
+        match op {
+            Operator::Sum => {
+                row.value = Some(self.sum);
+                row.by_tariff = by_tariff();
+            }
+            Operator::Count => {
+                row.value = Some(self.count as f64);
+                row.by_tariff = by_tariff();
+            }
+            Operator::Average => {
+                row.value = Some(self.sum / self.count as f64);
+                row.by_tariff = by_tariff();
+            }
+            Operator::MinMax => {
+                row.value_min = Some(self.min);
+                row.value_max = Some(self.max);
+            }
+        }
+        row
+    }
 }
 
 /// Aggregates samples by step bucket and tariff type, in date order (hc before hp in a bucket).
+/// Samples come in time order (as [`samples`] makes them), so one bucket is open at a time.
 pub fn aggregate(profile: &Profile, samples: &[Sample], op: Operator, step: Step) -> Vec<Row> {
-    let mut groups: BTreeMap<(DateTime<Utc>, TariffType), Acc> = BTreeMap::new();
+    let mut rows = Vec::new();
+    // The open bucket, where the next one starts, and its accumulators by tariff type.
+    let mut open: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    let mut accs: Vec<(TariffType, Acc)> = Vec::new();
+    let close = |rows: &mut Vec<Row>, date: DateTime<Utc>, accs: &mut Vec<(TariffType, Acc)>| {
+        accs.sort_by_key(|(kind, _)| *kind);
+        rows.extend(accs.drain(..).map(|(kind, acc)| acc.row(profile, date, kind, op)));
+    };
     for s in samples {
-        let kind = profile.tariff_type(s.tariff);
-        let acc = groups.entry((step.bucket(s.start), kind)).or_default();
-        if acc.count == 0 {
-            acc.min = s.value;
-            acc.max = s.value;
-        }
-        acc.count += 1;
-        acc.sum += s.value;
-        acc.min = acc.min.min(s.value);
-        acc.max = acc.max.max(s.value);
-        let t = acc.per_tariff.entry(s.tariff).or_default();
-        t.0 += 1;
-        t.1 += s.value;
-    }
-    let tariffs = profile.subscription.tariff_ids();
-    groups
-        .into_iter()
-        .map(|((date, kind), acc)| {
-            let by_tariff = || {
-                tariffs
-                    .iter()
-                    .filter(|t| profile.tariff_type(**t) == kind)
-                    .map(|t| {
-                        let (count, sum) = acc.per_tariff.get(t).copied().unwrap_or((0, 0.0));
-                        let v = match op {
-                            Operator::Sum => sum,
-                            Operator::Count => count as f64,
-                            Operator::Average if count > 0 => sum / count as f64,
-                            _ => 0.0,
-                        };
-                        (*t, v)
-                    })
-                    .collect()
-            };
-            let mut row =
-                Row { date, tariff_type: kind, value: None, value_min: None, value_max: None, by_tariff: vec![] };
-            match op {
-                Operator::Sum => {
-                    row.value = Some(acc.sum);
-                    row.by_tariff = by_tariff();
-                }
-                Operator::Count => {
-                    row.value = Some(acc.count as f64);
-                    row.by_tariff = by_tariff();
-                }
-                Operator::Average => {
-                    row.value = Some(acc.sum / acc.count as f64);
-                    row.by_tariff = by_tariff();
-                }
-                Operator::MinMax => {
-                    row.value_min = Some(acc.min);
-                    row.value_max = Some(acc.max);
-                }
+        let inside = open.is_some_and(|(from, next)| s.start >= from && s.start < next);
+        if !inside {
+            if let Some((from, _)) = open {
+                close(&mut rows, from, &mut accs);
             }
-            row
-        })
-        .collect()
+            let from = step.bucket(s.start);
+            open = Some((from, step.next(from)));
+        }
+        let kind = profile.tariff_type(s.tariff);
+        let at = match accs.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                accs.push((kind, Acc::default()));
+                accs.len() - 1
+            }
+        };
+        accs[at].1.add(s.tariff, s.value);
+    }
+    if let Some((from, _)) = open {
+        close(&mut rows, from, &mut accs);
+    }
+    rows
 }
 
 /// One log entry, in the document's shape.
@@ -833,6 +890,56 @@ mod tests {
             power_w: 7_400.0,
             installed_at: t("2020-04-15T13:28:13Z"),
             history_until: t("2026-01-01T00:00:00Z"),
+        }
+    }
+
+    /// The streaming aggregation agrees with grouping every sample in a map, for every step and
+    /// operator, across month and year ends and with tariffs that change within a day.
+    #[test]
+    fn aggregation_agrees_with_a_plain_grouping() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        for sub in [Subscription::Tempo, Subscription::Standard, Subscription::Hchp] {
+            let p = profile(sub);
+            let samples = samples(
+                &p,
+                &[],
+                &PriceBook::new(),
+                Quantity::HouseEnergy,
+                t("2024-11-20T05:00:00Z"),
+                t("2025-02-10T00:00:00Z"),
+                t("2026-01-01T00:00:00Z"),
+            );
+            for step in [Step::Hour, Step::Day, Step::Week, Step::Month, Step::Year] {
+                for op in [Operator::Sum, Operator::Count, Operator::Average, Operator::MinMax] {
+                    let mut groups: BTreeMap<(DateTime<Utc>, TariffType), Vec<&Sample>> = BTreeMap::new();
+                    for s in &samples {
+                        groups.entry((step.bucket(s.start), p.tariff_type(s.tariff))).or_default().push(s);
+                    }
+                    let rows = aggregate(&p, &samples, op, step);
+                    assert_eq!(rows.len(), groups.len(), "{step:?} {op:?}");
+                    for (row, ((date, kind), group)) in rows.iter().zip(&groups) {
+                        assert_eq!((row.date, row.tariff_type), (*date, *kind), "{step:?} {op:?}");
+                        let values: Vec<f64> = group.iter().map(|s| s.value).collect();
+                        let sum: f64 = values.iter().sum();
+                        let expected = match op {
+                            Operator::Sum => (Some(sum), None, None),
+                            Operator::Count => (Some(values.len() as f64), None, None),
+                            Operator::Average => (Some(sum / values.len() as f64), None, None),
+                            Operator::MinMax => (
+                                None,
+                                Some(values.iter().copied().fold(f64::INFINITY, f64::min)),
+                                Some(values.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+                            ),
+                        };
+                        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                            (a, b) => a == b,
+                        };
+                        assert!(close(row.value, expected.0), "{step:?} {op:?} {date}: {row:?}");
+                        assert!(close(row.value_min, expected.1) && close(row.value_max, expected.2), "{row:?}");
+                    }
+                }
+            }
         }
     }
 
