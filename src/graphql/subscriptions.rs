@@ -96,6 +96,8 @@ struct Watch {
     cache: SharedCache,
     loaders: Option<Arc<Loaders>>,
     installation_id: i64,
+    /// The caller owns the installation (rather than installs it).
+    owner: bool,
     station: Option<String>,
     live: Arc<Live>,
     /// When access was last checked, and the membership generation then.
@@ -150,6 +152,7 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
         cache: svc.cache.clone(),
         loaders,
         installation_id: i,
+        owner: role == UserRole::Owner,
         station: station.map(|s| s.0),
         live,
         checked,
@@ -162,7 +165,7 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
     let live = services(ctx)?.live.clone();
     // Listening before watching: nothing the watch brings about is missed.
     let rx = live.bus().subscribe();
-    let guard = live.watch(&watch.caller, watch.installation_id);
+    let guard = live.watch(&watch.caller, watch.owner, watch.installation_id);
     let expiry = watch.caller.expires_at;
     let watch = Arc::new(watch);
     let stream = futures::stream::unfold((rx, guard, watch, false), |(mut rx, guard, watch, done)| async move {

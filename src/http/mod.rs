@@ -87,7 +87,8 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
             .read_buffer_size(4 * 1024)
             .write_buffer_size(16 * 1024)
             .max_message_size(1024 * 1024)
-            .protocols(["graphql-transport-ws", "graphql-ws"])
+            // Answer with the protocol chosen above (axum would pick in its own order otherwise).
+            .protocols([protocol.sec_websocket_protocol()])
             .on_upgrade(move |socket| ws::serve(s, socket, protocol)),
         Err(rejection) => rejection.into_response(),
     }

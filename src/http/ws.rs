@@ -20,6 +20,8 @@ pub const UNAUTHORIZED_CLOSE: u16 = 4403;
 const AUTH_PREFIX: &str = "unauthorized: ";
 /// At most this many ready messages are written together.
 const WRITE_BATCH: usize = 64;
+/// A client that takes no data for this long is disconnected (its subscriptions end).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The bearer token of a `connection_init` payload: `Authorization`/`authorization` (with or without
 /// `Bearer`), `token`, or the same under `headers`.
@@ -78,7 +80,8 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                     match message {
                         WsMessage::Text(text) => {
                             refused |= legacy && text.contains("\"connection_error\"");
-                            if sink.feed(Message::Text(text.into())).await.is_err() {
+                            let fed = tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await;
+                            if !matches!(fed, Ok(Ok(()))) {
                                 break 'pump;
                             }
                         }
@@ -89,14 +92,21 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                         }
                     }
                 }
-                if sink.flush().await.is_err() {
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await, Ok(Ok(()))) {
+                    tracing::debug!("a WebSocket client took no data in time; disconnecting it");
                     break;
                 }
             },
             _ = keepalive.tick() => {
-                let ping = sink.send(Message::Ping(Vec::new().into())).await;
-                let ka = if legacy { sink.send(Message::Text(r#"{"type":"ka"}"#.into())).await } else { Ok(()) };
-                if ping.is_err() || ka.is_err() {
+                let alive = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    sink.feed(Message::Ping(Vec::new().into())).await?;
+                    if legacy {
+                        sink.feed(Message::Text(r#"{"type":"ka"}"#.into())).await?;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                if !matches!(alive, Ok(Ok(()))) {
                     break;
                 }
             }

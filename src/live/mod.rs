@@ -133,7 +133,7 @@ impl Live {
     pub fn validation_code(&self, subscription_name: Option<&str>, events: &[GridEvent]) -> Option<String> {
         let event = events.iter().find(|e| e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))?;
         let code = event.data.get("validationCode")?.as_str()?.to_string();
-        self.registry.validated(subscription_name, event.topic.as_deref());
+        self.registry.validated(self, subscription_name, event.topic.as_deref());
         Some(code)
     }
 
@@ -181,9 +181,10 @@ impl Live {
         self.bus.publish(event);
     }
 
-    /// Starts watching an installation with the caller's credentials; the guard stops it.
-    pub fn watch(self: &Arc<Self>, caller: &crate::auth::Caller, installation_id: i64) -> WatchGuard {
-        self.registry.watch(self, caller, installation_id)
+    /// Starts watching an installation with the caller's credentials (`owner`: the caller owns
+    /// it, rather than installs it); the guard stops it.
+    pub fn watch(self: &Arc<Self>, caller: &crate::auth::Caller, owner: bool, installation_id: i64) -> WatchGuard {
+        self.registry.watch(self, caller, owner, installation_id)
     }
 
     /// A membership changed: every watch checks its access at its next event.

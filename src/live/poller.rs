@@ -61,7 +61,7 @@ pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
         let stations = match live.cache.client().charging_stations(caller.token(), installation_id).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(installation = installation_id, error = %e, "poll failed");
+                tracing::warn!(installation = installation_id, error = %e, "poll failed");
                 continue;
             }
         };
