@@ -7,7 +7,8 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, I
 
 pub struct Metrics {
     registry: Registry,
-    /// Live GraphQL subscriptions (`stationEvents`, `chargingStationUpdated`) being served.
+    /// Live watches: GraphQL subscriptions (`stationEvents`, `chargingStationUpdated`) being
+    /// served, and commands waiting for their outcome.
     pub live_subscriptions: IntGauge,
     /// Installations with at least one live subscription.
     pub watched_installations: IntGauge,
@@ -41,7 +42,8 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("registered once");
             c
         };
-        let live_subscriptions = gauge("live_subscriptions", "Live GraphQL subscriptions being served.");
+        let live_subscriptions =
+            gauge("live_subscriptions", "GraphQL subscriptions being served and commands waiting for their outcome.");
         let watched_installations =
             gauge("watched_installations", "Installations with at least one live subscription.");
         let polled_installations = gauge("polled_installations", "Watched installations on the polling fallback.");

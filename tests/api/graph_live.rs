@@ -434,3 +434,126 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_notice_and_slows_nobo
     assert_eq!(ws_next(&mut slow).await["type"], "complete");
     assert_eq!(metric(&app, "witty_bff_lagging_subscribers_dropped_total").await, 1.0);
 }
+
+#[tokio::test]
+async fn a_command_waiting_for_its_outcome_hears_the_station_event_without_any_subscriber() {
+    let app = spawn_app().await;
+    let r = app.sim().control(reqwest::Method::PUT, "/_sim/config", Some(json!({"commandDelayMs": 300}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let set_mode = r#"mutation($cs: ID!) { setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED, wait: true) { status } }"#;
+    let r = app.graphql("alice", set_mode, json!({"cs": ALICE_STATION})).await;
+    assert_eq!(data(&r)["setChargeMode"]["status"], "APPLIED", "{r}");
+    // The wait registered the webhook, and the station's ChargeModeChanged came through it.
+    validated_webhook(&app).await;
+    eventually("the command's event to arrive by webhook", || async {
+        (metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&app, "witty_bff_polled_installations").await, 0.0);
+}
+
+#[tokio::test]
+async fn when_the_upstream_never_validates_the_webhook_polling_delivers_the_events() {
+    // The upstream cannot reach this address, so the validation never comes.
+    let app = spawn_app_with(|c| {
+        c.public_url = Some("http://127.0.0.1:9".parse().unwrap());
+        c.webhook_validation_timeout_ms = 300;
+        c.poll_interval_ms = 100;
+    })
+    .await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    eventually("the polling fallback to start", || async {
+        (metric(&app, "witty_bff_polled_installations").await == 1.0).then_some(())
+    })
+    .await;
+    // The poller's first read is the baseline.
+    app.sim().reset_calls().await;
+    eventually("a poll", || async {
+        let calls = app.sim().calls().await;
+        (calls["byRoute"]["GET /installations/{i}/charging-stations"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    app.sim().plug(ALICE_STATION).await;
+    let e = ws_data(&mut ws).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "CABLE_PLUGGED", "{e}");
+}
+
+#[tokio::test]
+async fn a_watcher_back_within_the_grace_keeps_the_upstream_subscription() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let first = validated_webhook(&app).await;
+    drop(ws);
+    live_subscriptions(&app, 0).await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    live_subscriptions(&app, 1).await;
+    app.sim().plug(ALICE_STATION).await;
+    assert_eq!(ws_data(&mut ws).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
+    let hooks = bff_hooks(&app, "alice", 33).await;
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["eventSubscriptionId"], first["eventSubscriptionId"], "the same subscription");
+}
+
+#[tokio::test]
+async fn the_owner_holds_the_upstream_subscription_and_its_removal_uses_the_owners_token() {
+    let app = spawn_app_with(|c| c.watch_grace_secs = 0).await;
+    let q = r#"subscription { stationEvents(installationId: 33) { type data } }"#;
+    // The installer watches first; the owner comes next.
+    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ivan, false, "1", q).await;
+    live_subscriptions(&app, 1).await;
+    eventually("the installer's subscription", || async {
+        (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(())
+    })
+    .await;
+    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut alice, false, "1", q).await;
+    live_subscriptions(&app, 2).await;
+    // The owner's replaces the installer's, so deliveries carry everything.
+    validated_webhook(&app).await;
+    eventually("the installer's subscription to be replaced", || async {
+        bff_hooks(&app, "ivan", 33).await.is_empty().then_some(())
+    })
+    .await;
+    app.sim().plug(ALICE_STATION).await;
+    app.sim().unplug(ALICE_STATION).await;
+    let ended = loop {
+        let e = ws_data(&mut alice).await;
+        if e["data"]["stationEvents"]["type"] == "SESSION_ENDED" {
+            break e;
+        }
+    };
+    assert!(ended["data"]["stationEvents"]["data"].to_string().contains("nergy"), "the owner sees energy: {ended}");
+    // The owner leaves first; the installer last. The removal still reaches the owner's subscription.
+    drop(alice);
+    live_subscriptions(&app, 1).await;
+    drop(ivan);
+    eventually("witty-bff's subscription to be removed upstream", || async {
+        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_offering_both_protocols_is_answered_in_the_one_it_preferred() {
+    let app = spawn_app().await;
+    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-ws, graphql-transport-ws".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "graphql-ws");
+    let init =
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", app.token_for("alice"))}});
+    futures::SinkExt::send(&mut ws, Message::Text(init.to_string().into())).await.unwrap();
+    // The legacy protocol: `start`, then `data`.
+    ws_subscribe(&mut ws, true, "1", EVENTS).await;
+    live_subscriptions(&app, 1).await;
+    validated_webhook(&app).await;
+    app.sim().plug(ALICE_STATION).await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(v["type"], "data", "{v}");
+}

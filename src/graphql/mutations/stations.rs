@@ -218,6 +218,9 @@ async fn run_command(
     let before = client.charging_station(me.token(), i, &cs).await?;
     command.precheck(&before)?;
     let mut events = svc.bus.subscribe();
+    // Waiting keeps the installation watched, so the station's event arrives (webhook or poller)
+    // even when no subscription watches it.
+    let _watch = wait.then(|| svc.live.watch(me, true, i));
     sent.mark();
     let outcome = match &command {
         Command::ChargeMode(mode) => client.set_charge_mode(me.token(), i, &cs, mode).await,
