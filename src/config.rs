@@ -107,7 +107,8 @@ pub struct Config {
     #[arg(long, env = "WITTY_BFF_WATCH_GRACE_SECS", default_value_t = 30)]
     pub watch_grace_secs: u64,
 
-    /// Interval of WebSocket keep-alive pings, in seconds.
+    /// Interval of keep-alives, in seconds: WebSocket pings (and `ka` messages on the legacy
+    /// protocol), SSE comments.
     #[arg(long, env = "WITTY_BFF_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
 

@@ -49,6 +49,9 @@ pub struct StationEvent {
     pub installation_id: i64,
     pub charging_station_id: Option<String>,
     pub data: serde_json::Value,
+    /// An event of the same station (or installation) with a later `event_time` was published
+    /// before this one (deliveries can come out of order, retries late).
+    pub late: bool,
 }
 
 /// Where events are published and heard.

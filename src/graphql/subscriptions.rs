@@ -66,6 +66,10 @@ pub struct StationEvent {
     pub charging_station_id: Option<ID>,
     /// The event's data as sent (without energy or cost for installers).
     pub data: Json<serde_json::Value>,
+    /// True when an event of the same station with a later `eventTime` was delivered before this
+    /// one (the upstream may deliver out of order, and retries late). The station's state in
+    /// `chargingStationUpdated` and in queries is read fresh, so it is right either way.
+    pub late: bool,
 }
 
 impl StationEvent {
@@ -82,6 +86,7 @@ impl StationEvent {
             installation_id: ID(e.installation_id.to_string()),
             charging_station_id: e.charging_station_id.clone().map(ID),
             data: Json(data),
+            late: e.late,
         }
     }
 }

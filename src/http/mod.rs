@@ -141,7 +141,8 @@ fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
         Ok::<_, Infallible>(Event::default().event("next").data(serde_json::to_string(&r).unwrap_or_default()))
     });
     let complete = futures::stream::once(async { Ok(Event::default().event("complete").data("")) });
-    Sse::new(results.chain(complete)).keep_alive(KeepAlive::default()).into_response()
+    let keep_alive = KeepAlive::new().interval(s.ws_keepalive.max(Duration::from_secs(1)));
+    Sse::new(results.chain(complete)).keep_alive(keep_alive).into_response()
 }
 
 /// A request path fit for logs: the webhook's secret segment is hidden.

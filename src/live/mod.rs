@@ -65,6 +65,8 @@ pub struct Live {
     settings: LiveSettings,
     /// Event ids already handled (bounded; deliveries are at least once).
     seen: moka::sync::Cache<String, ()>,
+    /// The latest event time published per installation and station (bounded), to mark late ones.
+    latest: moka::sync::Cache<(i64, Option<String>), DateTime<Utc>>,
     registry: registry::Registry,
     /// Bumped whenever witty-bff changes a membership, so live watches check access again.
     access: std::sync::atomic::AtomicU64,
@@ -86,7 +88,9 @@ impl Live {
         let registry = registry::Registry::default();
         let (intake, mut deliveries) = tokio::sync::mpsc::channel::<Vec<GridEvent>>(INTAKE_QUEUE);
         let access = std::sync::atomic::AtomicU64::new(0);
-        let live = Arc::new(Live { cache, bus, settings, seen, registry, access, intake });
+        let latest =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
+        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake });
         // One task handles deliveries one after the other, so events are published in the order
         // they arrived. It ends with the service.
         let weak = Arc::downgrade(&live);
@@ -161,9 +165,14 @@ impl Live {
         }
     }
 
-    /// Drops what the event makes stale, then tells the listeners.
-    pub fn publish(&self, event: StationEvent) {
+    /// Drops what the event makes stale, then tells the listeners (marking the event late when a
+    /// later one of its station was published already).
+    pub fn publish(&self, mut event: StationEvent) {
         let i = event.installation_id;
+        let key = (i, event.charging_station_id.clone());
+        let at = event.event_time;
+        let newest = self.latest.entry(key).and_upsert_with(|seen| seen.map_or(at, |e| (*e.value()).max(at)));
+        event.late = *newest.value() > at;
         self.cache.invalidate(move |r| {
             r.installation_id() == Some(i)
                 && matches!(
@@ -221,5 +230,6 @@ fn to_station_event(e: GridEvent) -> Option<StationEvent> {
         installation_id,
         charging_station_id: station,
         data: e.data,
+        late: false,
     })
 }

@@ -79,6 +79,7 @@ pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
                         installation_id,
                         charging_station_id: Some(s.id.clone()),
                         data: serde_json::json!({"installationId": installation_id, "chargingStationId": s.id}),
+                        late: false,
                     });
                 }
             }

@@ -212,3 +212,28 @@ async fn an_installer_hears_events_without_energy_or_cost() {
     assert!(for_ivan.get("sessionEnergy").is_none() && for_ivan.get("sessionCost").is_none(), "{for_ivan}");
     assert_eq!(for_ivan["availability"], "available");
 }
+
+#[tokio::test]
+async fn an_installer_watching_station_updates_gets_the_state_but_not_energy_or_cost() {
+    let app = spawn_app().await;
+    let q = format!(
+        r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ availability currentSession {{ startDate totalSessionEnergy }} }} }}"#
+    );
+    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ivan, false, "1", &q).await;
+    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut alice, false, "1", &q).await;
+    live_subscriptions(&app, 2).await;
+    validated_webhook(&app).await;
+    app.sim().plug(ALICE_STATION).await;
+    let for_alice = ws_data(&mut alice).await;
+    let s = &for_alice["data"]["chargingStationUpdated"];
+    assert_eq!(s["availability"], "OCCUPIED", "{for_alice}");
+    assert!(s["currentSession"]["totalSessionEnergy"].is_number(), "{for_alice}");
+    let for_ivan = ws_data(&mut ivan).await;
+    let s = &for_ivan["data"]["chargingStationUpdated"];
+    assert_eq!(s["availability"], "OCCUPIED", "{for_ivan}");
+    assert!(s["currentSession"]["startDate"].is_string(), "{for_ivan}");
+    assert!(s["currentSession"]["totalSessionEnergy"].is_null(), "{for_ivan}");
+    assert_eq!(for_ivan["errors"][0]["extensions"]["code"], "FORBIDDEN", "{for_ivan}");
+}

@@ -557,3 +557,86 @@ async fn a_client_offering_both_protocols_is_answered_in_the_one_it_preferred() 
     let v = ws_next(&mut ws).await;
     assert_eq!(v["type"], "data", "{v}");
 }
+
+#[tokio::test]
+async fn deliveries_out_of_order_are_sorted_within_a_delivery_and_marked_late_across_them() {
+    let app = spawn_app().await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    let q = r#"subscription { stationEvents(installationId: 33) { id eventTime late } }"#;
+    ws_subscribe(&mut ws, false, "1", q).await;
+    let hook = validated_webhook(&app).await;
+    let url = hook["protocolData"].as_str().unwrap().to_string();
+    let event = |id: &str, at: &str| {
+        json!({
+            "id": id, "eventType": "Hager.WittyHome.ChargeModeChanged",
+            "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
+            "eventTime": at, "data": {"installationId": 33}, "dataVersion": "1.0", "metadataVersion": "1"
+        })
+    };
+    let post = |body: Value| {
+        let (client, url) = (app.client.clone(), url.clone());
+        async move { client.post(url).header("aeg-event-type", "Notification").json(&body).send().await.unwrap() }
+    };
+    // One delivery with two events in the wrong order, then a retry of an older one.
+    let r = post(json!([event("b", "2026-01-01T10:00:02Z"), event("a", "2026-01-01T10:00:01Z")])).await;
+    assert_eq!(r.status(), 200);
+    let r = post(json!([event("old", "2026-01-01T09:59:00Z")])).await;
+    assert_eq!(r.status(), 200);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let e = ws_data(&mut ws).await;
+        let e = &e["data"]["stationEvents"];
+        got.push((e["id"].as_str().unwrap().to_string(), e["late"].as_bool().unwrap()));
+    }
+    assert_eq!(
+        got,
+        vec![("a".to_string(), false), ("b".to_string(), false), ("old".to_string(), true)],
+        "in event-time order within the delivery; the retried one marked late"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_get_keep_alives_on_both_websocket_protocols_and_sse() {
+    let app = spawn_app_with(|c| c.ws_keepalive_secs = 1).await;
+    let token = app.token_for("alice");
+    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
+    ws_subscribe(&mut legacy, true, "1", EVENTS).await;
+    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut modern, false, "1", EVENTS).await;
+    let mut sse = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": EVENTS}))
+        .send()
+        .await
+        .unwrap();
+    // Nothing happens at the station; each connection still hears from the server.
+    let (mut pinged, mut ka) = (false, false);
+    timeout(PATIENCE, async {
+        while !(pinged && ka) {
+            match legacy.next().await {
+                Some(Ok(Message::Ping(_))) => pinged = true,
+                Some(Ok(Message::Text(t))) if t.contains(r#""type":"ka""#) => ka = true,
+                Some(Ok(_)) => {}
+                other => panic!("the legacy connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a ping and a ka on the legacy protocol");
+    timeout(PATIENCE, async {
+        loop {
+            match modern.next().await {
+                Some(Ok(Message::Ping(_))) => return,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a ping on graphql-transport-ws");
+    let comment = timeout(PATIENCE, sse.chunk()).await.expect("an SSE keep-alive in time").unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&comment).starts_with(':'), "{comment:?}");
+}
