@@ -138,7 +138,7 @@ async fn subscriber(
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let subscribers: usize = std::env::var("FANOUT_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let events: usize = std::env::var("FANOUT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);

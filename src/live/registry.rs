@@ -130,7 +130,9 @@ impl Registry {
         {
             h.caller = caller.clone();
         }
-        let first = reg.watchers.is_empty() && reg.setup.is_none() && reg.poller.is_none();
+        // Nothing delivers events for the installation, and nothing is being set up.
+        let first =
+            reg.subscription_id.is_none() && reg.poller.is_none() && reg.setup.as_ref().is_none_or(|t| t.is_finished());
         // An owner replaces an installer's subscription (whose deliveries lack costs).
         let upgrade = owner
             && reg.holder.as_ref().is_some_and(|h| !h.owner)

@@ -210,6 +210,24 @@ pub async fn live_subscriptions(app: &TestApp, n: usize) {
     .await
 }
 
+/// One Event Grid event about Alice's station (`station: false`: about her whole installation).
+pub fn grid_event(id: &str, kind: &str, at: &str, station: bool, data: Value) -> Value {
+    let subject = if station {
+        format!("installations/33/charging-stations/{ALICE_STATION}")
+    } else {
+        "installations/33".to_string()
+    };
+    json!({
+        "id": id, "eventType": kind, "subject": subject, "eventTime": at, "data": data,
+        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
+    })
+}
+
+/// Posts a `Notification` delivery of `events` to the webhook at `url`; returns the status.
+pub async fn deliver(app: &TestApp, url: &str, events: Value) -> reqwest::StatusCode {
+    app.client.post(url).header("aeg-event-type", "Notification").json(&events).send().await.unwrap().status()
+}
+
 /// The webhook registered by the BFF on Alice's installation, once the upstream validated it.
 pub async fn validated_webhook(app: &TestApp) -> Value {
     eventually("the BFF's webhook to be registered and validated upstream", || async {

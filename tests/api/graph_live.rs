@@ -96,28 +96,21 @@ async fn a_duplicated_delivery_produces_one_event_and_a_wrong_secret_is_refused(
     let hook = validated_webhook(&app).await;
     let url = hook["protocolData"].as_str().unwrap().to_string();
     let event = |id: &str, kind: &str| {
-        json!([{
-            "id": id, "eventType": kind, "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
-            "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33, "chargingStationId": ALICE_STATION},
-            "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
-        }])
-    };
-    let post = |url: String, body: Value| {
-        let client = app.client.clone();
-        async move { client.post(url).header("aeg-event-type", "Notification").json(&body).send().await.unwrap() }
+        let data = json!({"installationId": 33, "chargingStationId": ALICE_STATION});
+        json!([grid_event(id, kind, "2026-01-01T10:00:00Z", true, data)])
     };
     // A wrong secret: refused, and nothing is published.
     let wrong = url.rsplit_once('/').unwrap().0.to_string() + "/not-the-secret";
-    assert_eq!(post(wrong, event("e-wrong", "Hager.WittyHome.LoadShedding")).await.status(), 404);
+    assert_eq!(deliver(&app, &wrong, event("e-wrong", "Hager.WittyHome.LoadShedding")).await, 404);
     // Malformed bodies and kinds: 400.
     let r = app.client.post(&url).header("aeg-event-type", "Notification").body("{oops").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let r = app.client.post(&url).header("aeg-event-type", "Gossip").json(&event("x", "y")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The same event twice, then another: the subscriber sees the first once, then the second.
-    assert_eq!(post(url.clone(), event("e-1", "Hager.WittyHome.Error")).await.status(), 200);
-    assert_eq!(post(url.clone(), event("e-1", "Hager.WittyHome.Error")).await.status(), 200);
-    assert_eq!(post(url.clone(), event("e-2", "Hager.WittyHome.SomethingNew")).await.status(), 200);
+    assert_eq!(deliver(&app, &url, event("e-1", "Hager.WittyHome.Error")).await, 200);
+    assert_eq!(deliver(&app, &url, event("e-1", "Hager.WittyHome.Error")).await, 200);
+    assert_eq!(deliver(&app, &url, event("e-2", "Hager.WittyHome.SomethingNew")).await, 200);
     let first = ws_data(&mut ws).await;
     assert_eq!(first["data"]["stationEvents"]["id"], "e-1");
     assert_eq!(first["data"]["stationEvents"]["type"], "ERROR");
@@ -322,20 +315,14 @@ async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let body = json!([{
-        "id": "whole-1", "eventType": "Hager.WittyHome.LoadShedding", "subject": "installations/33",
-        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33},
-        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
-    }]);
-    let r = app
-        .client
-        .post(hook["protocolData"].as_str().unwrap())
-        .header("aeg-event-type", "Notification")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let whole = grid_event(
+        "whole-1",
+        "Hager.WittyHome.LoadShedding",
+        "2026-01-01T10:00:00Z",
+        false,
+        json!({"installationId": 33}),
+    );
+    assert_eq!(deliver(&app, hook["protocolData"].as_str().unwrap(), json!([whole])).await, 200);
     let e = ws_data(&mut events).await;
     assert_eq!(e["data"]["stationEvents"]["type"], "LOAD_SHEDDING", "{e}");
     assert!(e["data"]["stationEvents"]["chargingStationId"].is_null(), "{e}");
@@ -359,20 +346,9 @@ async fn metrics_count_live_subscriptions_deliveries_duplicates_and_upstream_cal
     let hook = validated_webhook(&app).await;
     assert_eq!(metric(&app, "witty_bff_watched_installations").await, 1.0);
     assert_eq!(metric(&app, r#"witty_bff_webhook_deliveries_total{kind="SubscriptionValidation"}"#).await, 1.0);
-    let body = json!([{
-        "id": "m-1", "eventType": "Hager.WittyHome.Error", "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
-        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33}, "dataVersion": "1.0", "metadataVersion": "1"
-    }]);
+    let event = grid_event("m-1", "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, json!({"installationId": 33}));
     for _ in 0..2 {
-        let r = app
-            .client
-            .post(hook["protocolData"].as_str().unwrap())
-            .header("aeg-event-type", "Notification")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(deliver(&app, hook["protocolData"].as_str().unwrap(), json!([event])).await, 200);
     }
     eventually("the duplicate to be counted", || async {
         (metric(&app, r#"witty_bff_events_total{outcome="duplicate"}"#).await == 1.0).then_some(())
@@ -403,14 +379,9 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_notice_and_slows_nobo
     let blob = "x".repeat(64 * 1024);
     let total = 150;
     for n in 0..total {
-        let body = json!([{
-            "id": format!("big-{n}"), "eventType": "Hager.WittyHome.Error",
-            "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
-            "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 33, "blob": blob},
-            "dataVersion": "1.0", "metadataVersion": "1"
-        }]);
-        let r = app.client.post(&url).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
-        assert_eq!(r.status(), 200);
+        let data = json!({"installationId": 33, "blob": blob});
+        let event = grid_event(&format!("big-{n}"), "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
+        assert_eq!(deliver(&app, &url, json!([event])).await, 200);
     }
     // The reading subscriber gets every event, in order, while the other one is stuck.
     for n in 0..total {
@@ -567,21 +538,12 @@ async fn deliveries_out_of_order_are_sorted_within_a_delivery_and_marked_late_ac
     let hook = validated_webhook(&app).await;
     let url = hook["protocolData"].as_str().unwrap().to_string();
     let event = |id: &str, at: &str| {
-        json!({
-            "id": id, "eventType": "Hager.WittyHome.ChargeModeChanged",
-            "subject": format!("installations/33/charging-stations/{ALICE_STATION}"),
-            "eventTime": at, "data": {"installationId": 33}, "dataVersion": "1.0", "metadataVersion": "1"
-        })
-    };
-    let post = |body: Value| {
-        let (client, url) = (app.client.clone(), url.clone());
-        async move { client.post(url).header("aeg-event-type", "Notification").json(&body).send().await.unwrap() }
+        grid_event(id, "Hager.WittyHome.ChargeModeChanged", at, true, json!({"installationId": 33}))
     };
     // One delivery with two events in the wrong order, then a retry of an older one.
-    let r = post(json!([event("b", "2026-01-01T10:00:02Z"), event("a", "2026-01-01T10:00:01Z")])).await;
-    assert_eq!(r.status(), 200);
-    let r = post(json!([event("old", "2026-01-01T09:59:00Z")])).await;
-    assert_eq!(r.status(), 200);
+    let both = json!([event("b", "2026-01-01T10:00:02Z"), event("a", "2026-01-01T10:00:01Z")]);
+    assert_eq!(deliver(&app, &url, both).await, 200);
+    assert_eq!(deliver(&app, &url, json!([event("old", "2026-01-01T09:59:00Z")])).await, 200);
     let mut got = Vec::new();
     for _ in 0..3 {
         let e = ws_data(&mut ws).await;
