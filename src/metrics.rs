@@ -16,7 +16,8 @@ pub struct Metrics {
     pub polled_installations: IntGauge,
     /// Webhook deliveries accepted, by `aeg-event-type`.
     pub webhook_deliveries: IntCounterVec,
-    /// Events heard (webhook or poller), by outcome: `published` or `duplicate`.
+    /// Webhook events, by outcome: `published`, `duplicate`, or `replaced_subscription` (from a
+    /// subscription of ours being replaced).
     pub events: IntCounterVec,
     /// Subscribers dropped because they fell too far behind.
     pub lagging_subscribers_dropped: IntCounter,
@@ -49,7 +50,7 @@ impl Metrics {
         let polled_installations = gauge("polled_installations", "Watched installations on the polling fallback.");
         let webhook_deliveries =
             counters("webhook_deliveries_total", "Webhook deliveries accepted, by aeg-event-type.", &["kind"]);
-        let events = counters("events_total", "Station events heard, by outcome.", &["outcome"]);
+        let events = counters("events_total", "Webhook events, by outcome.", &["outcome"]);
         let lagging = IntCounter::new(
             "lagging_subscribers_dropped_total",
             "Subscribers dropped because they fell too far behind.",

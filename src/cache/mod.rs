@@ -79,18 +79,22 @@ struct Entry {
     ttl: Duration,
     /// The invalidation epoch when the fetch started.
     started: u64,
+    /// Checked once against the invalidations made during its fetch; later ones reach it
+    /// through moka.
+    verified: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Stale = Arc<dyn Fn(&Key) -> bool + Send + Sync>;
 
-/// How many recent invalidations are remembered; an entry whose fetch started before the oldest
-/// one remembered is fetched again rather than trusted.
+/// How many recent invalidations are remembered; an entry not yet checked whose fetch started
+/// before the oldest one remembered is fetched again rather than trusted.
 const RECENT_INVALIDATIONS: usize = 1024;
 
 /// The invalidations made recently, numbered. moka applies an invalidation only to entries stored
 /// before it was made; an answer whose fetch was under way at that moment (a read begun just before
 /// an event) is stored afterwards and would be served stale. Each entry remembers the epoch at
-/// which its fetch started, and a read checks it against the invalidations made since.
+/// which its fetch started, and its first read checks it against the invalidations made since
+/// (after that, moka's own predicates cover it).
 #[derive(Default)]
 struct Invalidations {
     epoch: AtomicU64,
@@ -172,13 +176,18 @@ impl SharedCache {
                 Ok(_) => resource.ttl(&self.ttls, Utc::now()),
                 Err(_) => self.ttls.negative,
             };
-            Entry { result: result.map(|value| Loaded { value, fetched_at: Utc::now() }), ttl, started }
+            let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
+            Entry { result, ttl, started, verified: Arc::default() }
         };
         let mut entry = self.cache.entry(key.clone()).or_insert_with(fetch()).await;
-        if self.invalidations.made_since(&key, entry.value().started) {
-            // Fetched while something made it stale (by us or by whoever we waited on): again.
-            self.cache.invalidate(&key).await;
-            entry = self.cache.entry(key).or_insert_with(fetch()).await;
+        if !entry.value().verified.load(Ordering::Acquire) {
+            if self.invalidations.made_since(&key, entry.value().started) {
+                // Fetched while something made it stale (by us or by whoever we waited on): again.
+                self.cache.invalidate(&key).await;
+                entry = self.cache.entry(key).or_insert_with(fetch()).await;
+            } else {
+                entry.value().verified.store(true, Ordering::Release);
+            }
         }
         if !entry.is_fresh() {
             metrics.cache_lookups.with_label_values(&["hit"]).inc();

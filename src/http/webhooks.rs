@@ -57,7 +57,7 @@ pub async fn receive(
             Some(code) => Json(json!({ "validationResponse": code })).into_response(),
             None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
         },
-        DeliveryKind::Notification => match live.accept(events) {
+        DeliveryKind::Notification => match live.accept(subscription, events) {
             Ok(()) => StatusCode::OK.into_response(),
             Err(_) => {
                 let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many deliveries waiting; deliver again later");

@@ -6,14 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::Data;
 use async_graphql::http::{WebSocket as GqlWebSocket, WebSocketProtocols, WsMessage};
+use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 
 use super::HttpState;
-use crate::cache::request_loaders;
+use futures::stream::BoxStream;
+
+use crate::cache::{SharedCache, request_loaders};
 use crate::graphql::Identity;
+use crate::graphql::WittySchema;
 
 /// Close code when the credentials are refused.
 pub const UNAUTHORIZED_CLOSE: u16 = 4403;
@@ -41,6 +44,41 @@ fn token_of(payload: &serde_json::Value) -> Option<String> {
     from(payload).or_else(|| payload.get("headers").and_then(from))
 }
 
+/// Runs each operation of a connection with loaders of its own, as an HTTP request has: what one
+/// operation read (a membership, a station) is not what the next one sees.
+#[derive(Clone)]
+struct PerOperation {
+    schema: WittySchema,
+    cache: SharedCache,
+}
+
+impl PerOperation {
+    fn with_loaders(&self, request: async_graphql::Request, session: Option<&Data>) -> async_graphql::Request {
+        match session
+            .and_then(|d| d.get(&std::any::TypeId::of::<Identity>()))
+            .and_then(|i| i.downcast_ref::<Identity>())
+        {
+            Some(Identity(Ok(caller))) => request.data(Arc::new(request_loaders(caller.clone(), self.cache.clone()))),
+            _ => request,
+        }
+    }
+}
+
+impl Executor for PerOperation {
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        self.schema.execute(request).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, async_graphql::Response> {
+        let request = self.with_loaders(request, session_data.as_deref());
+        self.schema.execute_stream_with_session_data(request, session_data.unwrap_or_default())
+    }
+}
+
 pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProtocols) {
     let (mut sink, stream) = socket.split();
     let input = stream.take_while(|m| futures::future::ready(m.is_ok())).filter_map(|m| {
@@ -50,15 +88,15 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
             _ => None,
         })
     });
-    let (verifier, cache) = (state.verifier.clone(), state.cache.clone());
-    let gql = GqlWebSocket::new(state.schema.clone(), input, protocol).on_connection_init(move |payload| async move {
+    let verifier = state.verifier.clone();
+    let executor = PerOperation { schema: state.schema.clone(), cache: state.cache.clone() };
+    let gql = GqlWebSocket::new(executor, input, protocol).on_connection_init(move |payload| async move {
         let header = token_of(&payload);
         let caller = verifier
             .verify_header(header.as_deref())
             .await
             .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
         let mut data = Data::default();
-        data.insert(Arc::new(request_loaders(caller.clone(), cache)));
         data.insert(Identity(Ok(caller)));
         Ok(data)
     });

@@ -70,8 +70,8 @@ pub struct Live {
     registry: registry::Registry,
     /// Bumped whenever witty-bff changes a membership, so live watches check access again.
     access: std::sync::atomic::AtomicU64,
-    /// Deliveries waiting to be handled, in the order they arrived.
-    intake: tokio::sync::mpsc::Sender<Vec<GridEvent>>,
+    /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
+    intake: tokio::sync::mpsc::Sender<(Option<String>, Vec<GridEvent>)>,
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -86,7 +86,7 @@ impl Live {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         let registry = registry::Registry::default();
-        let (intake, mut deliveries) = tokio::sync::mpsc::channel::<Vec<GridEvent>>(INTAKE_QUEUE);
+        let (intake, mut deliveries) = tokio::sync::mpsc::channel(INTAKE_QUEUE);
         let access = std::sync::atomic::AtomicU64::new(0);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
@@ -95,17 +95,18 @@ impl Live {
         // they arrived. It ends with the service.
         let weak = Arc::downgrade(&live);
         tokio::spawn(async move {
-            while let Some(events) = deliveries.recv().await {
+            while let Some((subscription, events)) = deliveries.recv().await {
                 let Some(live) = weak.upgrade() else { break };
-                live.notify(events);
+                live.notify(subscription.as_deref(), events);
             }
         });
         live
     }
 
-    /// Queues a delivery's events for handling after the webhook has answered.
-    pub fn accept(&self, events: Vec<GridEvent>) -> Result<(), IntakeFull> {
-        self.intake.try_send(events).map_err(|_| IntakeFull)
+    /// Queues a delivery's events (from the upstream subscription named, if it says) for handling
+    /// after the webhook has answered.
+    pub fn accept(&self, subscription: Option<&str>, events: Vec<GridEvent>) -> Result<(), IntakeFull> {
+        self.intake.try_send((subscription.map(str::to_string), events)).map_err(|_| IntakeFull)
     }
 
     /// The process's metrics (shared with the upstream client).
@@ -147,17 +148,32 @@ impl Live {
     }
 
     /// Handles notified events: drops duplicates, orders by event time, invalidates, publishes.
-    fn notify(&self, events: Vec<GridEvent>) {
+    /// A delivery from a subscription of ours that is no longer the installation's (one being
+    /// replaced, or left behind) is dropped: its copies may lack what the current one carries.
+    fn notify(&self, subscription: Option<&str>, events: Vec<GridEvent>) {
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
+            .filter_map(to_station_event)
+            .filter(|e| {
+                let current = self.registry.subscription_of(e.installation_id);
+                let foreign =
+                    subscription.zip(current).is_some_and(|(from, current)| !from.eq_ignore_ascii_case(&current));
+                if foreign {
+                    tracing::debug!(
+                        installation = e.installation_id,
+                        "dropped a delivery from a replaced subscription"
+                    );
+                    self.metrics().events.with_label_values(&["replaced_subscription"]).inc();
+                }
+                !foreign
+            })
             .filter(|e| {
                 let fresh = self.seen.entry(e.id.clone()).or_insert(()).is_fresh();
                 let outcome = if fresh { "published" } else { "duplicate" };
                 self.metrics().events.with_label_values(&[outcome]).inc();
                 fresh
             })
-            .filter_map(to_station_event)
             .collect();
         fresh.sort_by_key(|e| e.event_time);
         for e in fresh {

@@ -37,13 +37,18 @@ impl Watcher {
 }
 
 struct Registration {
+    /// Tells this registration from a later one of the same installation.
+    id: u64,
     /// The active watchers, by watch number.
     watchers: HashMap<u64, Watcher>,
     /// Whose upstream subscription it is (the freshest token seen for that user).
     holder: Option<Watcher>,
+    /// The last watcher to leave: the poller keeps reading with it through the grace period.
+    last: Option<Watcher>,
     subscription_id: Option<String>,
     validated: watch::Sender<bool>,
-    setup: Option<JoinHandle<()>>,
+    /// A setup task runs (it clears this under the lock when it is done).
+    setting_up: bool,
     poller: Option<JoinHandle<()>>,
     /// Bumped at every watch, so a pending removal knows it is stale.
     generation: u64,
@@ -53,13 +58,16 @@ struct Registration {
 }
 
 impl Registration {
-    /// The credentials for upstream calls: an owner's if one watches, the longest-lived first.
+    /// The credentials for upstream calls: an owner's if one watches, the longest-lived first;
+    /// in the grace period, the holder's or the last watcher's.
     fn credentials(&self) -> Option<Watcher> {
-        self.watchers
-            .values()
-            .filter(|w| w.usable())
-            .max_by_key(|w| (w.owner, w.caller.expires_at.map_or(i64::MAX, |at| at.timestamp())))
-            .cloned()
+        let watching = self.watchers.values().filter(|w| w.usable()).max_by_key(|w| (w.owner, expiry(&w.caller)));
+        watching.or_else(|| [&self.holder, &self.last].into_iter().flatten().find(|w| w.usable())).cloned()
+    }
+
+    /// A poller runs (one that ended for want of credentials does not count).
+    fn polling(&self) -> bool {
+        self.poller.as_ref().is_some_and(|p| !p.is_finished())
     }
 
     fn stop_polling(&mut self) {
@@ -67,13 +75,28 @@ impl Registration {
             p.abort();
         }
     }
+
+    /// The webhook is registered and validated: events arrive through it.
+    fn webhook_works(&self) -> bool {
+        self.subscription_id.is_some() && *self.validated.borrow()
+    }
+}
+
+/// When a token stops working (never: `i64::MAX`).
+fn expiry(c: &Caller) -> i64 {
+    c.expires_at.map_or(i64::MAX, |at| at.timestamp())
+}
+
+/// The registration of `installation_id` if it is still the one numbered `id`.
+fn current(regs: &mut HashMap<i64, Registration>, installation_id: i64, id: u64) -> Option<&mut Registration> {
+    regs.get_mut(&installation_id).filter(|r| r.id == id)
 }
 
 pub(super) struct Registry {
     inner: Mutex<HashMap<i64, Registration>>,
     /// Validations that arrived before their subscription's id was known (by lower-case name).
     early_validations: moka::sync::Cache<String, ()>,
-    next_watch: AtomicU64,
+    next_id: AtomicU64,
 }
 
 impl Default for Registry {
@@ -84,7 +107,7 @@ impl Default for Registry {
                 .max_capacity(1_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
-            next_watch: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
         }
     }
 }
@@ -109,15 +132,16 @@ impl Registry {
     }
 
     pub(super) fn watch(&self, live: &Arc<Live>, caller: &Caller, owner: bool, installation_id: i64) -> WatchGuard {
-        let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
-        let watcher = Watcher { caller: caller.clone(), owner };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut regs = self.lock();
         let reg = regs.entry(installation_id).or_insert_with(|| Registration {
+            id,
             watchers: HashMap::new(),
             holder: None,
+            last: None,
             subscription_id: None,
             validated: watch::channel(false).0,
-            setup: None,
+            setting_up: false,
             poller: None,
             generation: 0,
             removing: false,
@@ -126,20 +150,18 @@ impl Registry {
         // A fresher token of the holder serves the removal later.
         if let Some(h) = &mut reg.holder
             && h.caller.sub == caller.sub
-            && caller.expires_at > h.caller.expires_at
+            && expiry(caller) > expiry(&h.caller)
         {
             h.caller = caller.clone();
         }
-        // Nothing delivers events for the installation, and nothing is being set up.
-        let first =
-            reg.subscription_id.is_none() && reg.poller.is_none() && reg.setup.as_ref().is_none_or(|t| t.is_finished());
-        // An owner replaces an installer's subscription (whose deliveries lack costs).
-        let upgrade = owner
-            && reg.holder.as_ref().is_some_and(|h| !h.owner)
-            && reg.setup.as_ref().is_none_or(|t| t.is_finished());
-        reg.watchers.insert(id, watcher);
-        if (first || upgrade) && !reg.removing {
-            reg.setup = Some(tokio::spawn(setup(live.clone(), installation_id)));
+        reg.watchers.insert(id, Watcher { caller: caller.clone(), owner });
+        // Nothing delivers the installation's events; or an owner comes to an installer's
+        // subscription (whose deliveries lack costs).
+        let silent = reg.subscription_id.is_none() && !reg.polling();
+        let upgrade = owner && reg.holder.as_ref().is_some_and(|h| !h.owner);
+        if (silent || upgrade) && !reg.removing && !reg.setting_up {
+            reg.setting_up = true;
+            tokio::spawn(setup(live.clone(), installation_id, reg.id));
         }
         live.metrics().live_subscriptions.inc();
         count(live, &regs);
@@ -149,32 +171,38 @@ impl Registry {
     fn unwatch(&self, live: &Arc<Live>, installation_id: i64, id: u64) {
         let mut regs = self.lock();
         let Some(reg) = regs.get_mut(&installation_id) else { return };
-        reg.watchers.remove(&id);
+        let left = reg.watchers.remove(&id);
         if !reg.watchers.is_empty() {
             return;
         }
-        let generation = reg.generation;
-        tokio::spawn(remove_after_grace(live.clone(), installation_id, generation));
+        reg.last = left;
+        tokio::spawn(remove_after_grace(live.clone(), installation_id, reg.id, reg.generation));
     }
 
     fn credentials(&self, installation_id: i64) -> Option<Caller> {
         self.lock().get(&installation_id).and_then(Registration::credentials).map(|w| w.caller)
     }
 
-    /// A validation handshake was answered for this subscription (or installation topic).
+    /// The upstream subscription events of the installation should come from, if known.
+    pub(super) fn subscription_of(&self, installation_id: i64) -> Option<String> {
+        self.lock().get(&installation_id).and_then(|r| r.subscription_id.clone())
+    }
+
+    /// A validation handshake was answered for this subscription (or, for a delivery without a
+    /// subscription name, the installation of its topic).
     pub(super) fn validated(&self, live: &Live, subscription_name: Option<&str>, topic: Option<&str>) {
         let mut regs = self.lock();
-        let by_name = subscription_name.and_then(|n| {
-            regs.iter()
+        let target = match subscription_name {
+            Some(n) => regs
+                .iter()
                 .find(|(_, r)| r.subscription_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(n)))
-                .map(|(i, _)| *i)
-        });
-        let by_topic = || topic?.rsplit('/').next()?.parse::<i64>().ok().filter(|i| regs.contains_key(i));
-        match by_name.or_else(by_topic) {
-            Some(i) => {
-                let Some(reg) = regs.get_mut(&i) else { return };
+                .map(|(i, _)| *i),
+            None => topic.and_then(|t| t.rsplit('/').next()?.parse::<i64>().ok()).filter(|i| regs.contains_key(i)),
+        };
+        match target.and_then(|i| regs.get_mut(&i).map(|r| (i, r))) {
+            Some((i, reg)) => {
                 reg.validated.send_replace(true);
-                if reg.poller.is_some() {
+                if reg.polling() {
                     tracing::info!(installation = i, "the webhook is validated after all; polling stopped");
                     reg.stop_polling();
                     count(live, &regs);
@@ -197,6 +225,7 @@ impl Registry {
                 .map(|(i, r)| {
                     r.subscription_id = None;
                     r.holder = None;
+                    r.validated.send_replace(false);
                     *i
                 })
         };
@@ -211,126 +240,139 @@ impl Registry {
 fn count(live: &Live, regs: &HashMap<i64, Registration>) {
     let metrics = live.metrics();
     metrics.watched_installations.set(regs.len() as i64);
-    metrics.polled_installations.set(regs.values().filter(|r| r.poller.is_some()).count() as i64);
+    metrics.polled_installations.set(regs.values().filter(|r| r.polling()).count() as i64);
 }
 
 fn start_polling(live: &Arc<Live>, installation_id: i64) {
     let mut regs = live.registry.lock();
     if let Some(reg) = regs.get_mut(&installation_id)
-        && reg.poller.is_none()
+        && !reg.polling()
+        && !reg.removing
     {
         reg.poller = Some(tokio::spawn(super::poller::run(live.clone(), installation_id)));
     }
     count(live, &regs);
 }
 
+/// Removes an upstream subscription (a 404 means it is gone already).
+async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str) {
+    match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
+        Ok(()) | Err(UpstreamError::NotFound { .. }) => {
+            tracing::info!(installation = installation_id, why, "upstream event subscription removed")
+        }
+        Err(e) => tracing::warn!(
+            installation = installation_id,
+            why,
+            error = %e,
+            "could not remove an upstream event subscription; a later watch adopts it again"
+        ),
+    }
+}
+
 /// After the grace period, if nobody came back: stops the poller and removes the upstream
-/// subscription with its holder's token. A watcher arriving during the removal has it set up again.
-async fn remove_after_grace(live: Arc<Live>, installation_id: i64, generation: u64) {
+/// subscription with its holder's token. A setup still running drops what it registers (it sees
+/// `removing`); a watcher arriving during the removal has the installation set up again.
+async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, generation: u64) {
     tokio::time::sleep(live.settings.grace).await;
     let (subscription, holder) = {
         let mut regs = live.registry.lock();
-        let Some(reg) = regs.get_mut(&installation_id) else { return };
+        let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
         if !reg.watchers.is_empty() || reg.generation != generation || reg.removing {
             return;
         }
         reg.removing = true;
         reg.stop_polling();
-        if let Some(t) = reg.setup.take() {
-            t.abort();
-        }
         reg.validated.send_replace(false);
         (reg.subscription_id.take(), reg.holder.take())
     };
     if let (Some(id), Some(holder)) = (subscription, holder) {
-        let client = live.cache.client();
-        match client.unsubscribe(holder.caller.token(), installation_id, &id).await {
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => {
-                tracing::info!(installation = installation_id, "upstream event subscription removed")
-            }
-            Err(e) => tracing::warn!(
-                installation = installation_id,
-                error = %e,
-                "could not remove the upstream event subscription; the next watch adopts it again"
-            ),
-        }
+        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches").await;
     }
     let mut regs = live.registry.lock();
-    let Some(reg) = regs.get_mut(&installation_id) else { return };
+    let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
     reg.removing = false;
     if reg.watchers.is_empty() {
         regs.remove(&installation_id);
-    } else {
-        reg.setup = Some(tokio::spawn(setup(live.clone(), installation_id)));
+    } else if !reg.setting_up {
+        reg.setting_up = true;
+        tokio::spawn(setup(live.clone(), installation_id, reg_id));
     }
     count(&live, &regs);
 }
 
-/// Registers (or adopts) the upstream subscription with the best credentials at hand, replaces
-/// one held by somebody else (an installer's, when an owner now watches), then waits for the
-/// validation; polls when webhooks are off, registration fails or validation does not come in time.
-async fn setup(live: Arc<Live>, installation_id: i64) {
-    if !live.settings.webhooks {
-        start_polling(&live, installation_id);
-        return;
-    }
+/// Registers (or adopts) the upstream subscription with the best credentials at hand, and again
+/// when an owner came while an installer's was being made; polls when webhooks are off. Clears
+/// `setting_up` when done.
+async fn setup(live: Arc<Live>, installation_id: i64, reg_id: u64) {
     loop {
-        let Some(holder) = register(&live, installation_id).await else { return };
-        // An owner who came while an installer's subscription was being made: theirs instead.
-        let owner_waits = {
-            let regs = live.registry.lock();
-            regs.get(&installation_id).and_then(Registration::credentials).is_some_and(|w| w.owner && !holder.owner)
+        let holder = if live.settings.webhooks {
+            register(&live, installation_id, reg_id).await
+        } else {
+            start_polling(&live, installation_id);
+            None
         };
+        let mut regs = live.registry.lock();
+        let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
+        let owner_waits =
+            holder.is_some_and(|h| !h.owner) && reg.credentials().is_some_and(|w| w.owner) && !reg.removing;
         if !owner_waits {
+            reg.setting_up = false;
             return;
         }
     }
 }
 
-/// One registration round of [`setup`]; returns who now holds the subscription.
-async fn register(live: &Arc<Live>, installation_id: i64) -> Option<Watcher> {
-    let watcher = live.registry.lock().get(&installation_id).and_then(Registration::credentials)?;
+/// One registration: ensures our subscription with the best credentials, replaces one held by
+/// somebody else, waits for the validation (polling if it does not come in time). Returns who now
+/// holds the subscription.
+async fn register(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> Option<Watcher> {
+    let watcher = current(&mut live.registry.lock(), installation_id, reg_id)?.credentials()?;
     let (id, already_valid) = match ensure_subscription(live, &watcher.caller, installation_id).await {
         Ok(found) => found,
         Err(e) => {
-            tracing::warn!(installation = installation_id, error = %e, "cannot register the webhook; polling instead");
-            start_polling(live, installation_id);
+            let works = current(&mut live.registry.lock(), installation_id, reg_id).is_some_and(|r| r.webhook_works());
+            if !works {
+                tracing::warn!(installation = installation_id, error = %e, "cannot register the webhook; polling instead");
+                start_polling(live, installation_id);
+            }
             return None;
         }
     };
-    let (replaced, mut validated) = {
+    let recorded = {
         let mut regs = live.registry.lock();
-        let reg = regs.get_mut(&installation_id)?;
-        let previous = match (&reg.holder, &reg.subscription_id) {
-            (Some(h), Some(old)) if h.caller.sub != watcher.caller.sub => Some((old.clone(), h.clone())),
-            _ => None,
-        };
-        if previous.is_some() {
-            reg.validated.send_replace(false);
+        match current(&mut regs, installation_id, reg_id).filter(|r| !r.removing) {
+            None => None,
+            Some(reg) => {
+                let previous = match (&reg.holder, &reg.subscription_id) {
+                    (Some(h), Some(old)) if h.caller.sub != watcher.caller.sub => Some((old.clone(), h.clone())),
+                    _ => None,
+                };
+                if previous.is_some() {
+                    reg.validated.send_replace(false);
+                }
+                reg.subscription_id = Some(id.clone());
+                reg.holder = Some(watcher.clone());
+                // Checked under the registry's lock, as `validated` records early ones under it.
+                if already_valid || live.registry.early_validations.remove(&id.to_ascii_lowercase()).is_some() {
+                    reg.validated.send_replace(true);
+                    reg.stop_polling();
+                }
+                let validated = reg.validated.subscribe();
+                count(live, &regs);
+                Some((previous, validated))
+            }
         }
-        reg.subscription_id = Some(id.clone());
-        reg.holder = Some(watcher.clone());
-        // Checked under the registry's lock, as `validated` records early ones under it.
-        if already_valid || live.registry.early_validations.remove(&id.to_ascii_lowercase()).is_some() {
-            reg.validated.send_replace(true);
-            reg.stop_polling();
+    };
+    let Some((replaced, mut validated)) = recorded else {
+        // Nobody watches any more (or a removal is under way): not ours to keep, unless a newer
+        // registration of the installation adopted it meanwhile.
+        if live.registry.subscription_of(installation_id).is_none_or(|now| !now.eq_ignore_ascii_case(&id)) {
+            unsubscribe(live, installation_id, &watcher.caller, &id, "registered after the last watcher left").await;
         }
-        let validated = reg.validated.subscribe();
-        count(live, &regs);
-        (previous, validated)
+        return None;
     };
     if let Some((old, holder)) = replaced {
-        match live.cache.client().unsubscribe(holder.caller.token(), installation_id, &old).await {
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => {
-                tracing::info!(
-                    installation = installation_id,
-                    "replaced the upstream event subscription with an owner's"
-                )
-            }
-            Err(e) => {
-                tracing::warn!(installation = installation_id, error = %e, "could not remove the replaced upstream event subscription")
-            }
-        }
+        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's").await;
     }
     let ok = tokio::time::timeout(live.settings.validation_timeout, validated.wait_for(|v| *v)).await;
     if !matches!(ok, Ok(Ok(_))) {

@@ -211,7 +211,8 @@ async fn deliver(
                 false
             }
             Err(e) => {
-                tracing::debug!(error = %e, attempt, "webhook delivery failed");
+                // Without the URL: its path carries the subscriber's secret.
+                tracing::debug!(error = %e.without_url(), attempt, "webhook delivery failed");
                 false
             }
         };

@@ -1,7 +1,7 @@
 //! Live subscriptions: upstream webhooks (and the polling fallback) to GraphQL subscriptions over
 //! WebSocket (both protocols) and Server-Sent Events.
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -601,4 +601,61 @@ async fn idle_connections_get_keep_alives_on_both_websocket_protocols_and_sse() 
     .expect("a ping on graphql-transport-ws");
     let comment = timeout(PATIENCE, sse.chunk()).await.expect("an SSE keep-alive in time").unwrap().unwrap();
     assert!(String::from_utf8_lossy(&comment).starts_with(':'), "{comment:?}");
+}
+
+#[tokio::test]
+async fn a_watcher_back_within_the_grace_of_a_polled_installation_hears_events() {
+    let app = spawn_app_with(|c| {
+        c.webhooks = false;
+        c.poll_interval_ms = 100;
+    })
+    .await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    live_subscriptions(&app, 1).await;
+    drop(ws);
+    live_subscriptions(&app, 0).await;
+    // Nobody watches, but within the grace the poller goes on reading.
+    app.sim().reset_calls().await;
+    let polls = || async {
+        app.sim().calls().await["byRoute"]["GET /installations/{i}/charging-stations"].as_u64().unwrap_or(0)
+    };
+    eventually("the poller to go on through the grace", || async { (polls().await >= 2).then_some(()) }).await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    live_subscriptions(&app, 1).await;
+    // A poll after the return is the baseline the plug is compared with.
+    let seen = polls().await;
+    eventually("a poll after the return", || async { (polls().await > seen).then_some(()) }).await;
+    app.sim().plug(ALICE_STATION).await;
+    let e = ws_data(&mut ws).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "CABLE_PLUGGED", "{e}");
+}
+
+#[tokio::test]
+async fn a_removed_member_resubscribing_on_the_same_connection_is_refused() {
+    let app = spawn_app().await;
+    // Ivan (installer on 33) watches; Alice then removes him through witty-bff.
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    live_subscriptions(&app, 1).await;
+    let r = app
+        .graphql("alice", r#"mutation { removeInstallationUser(installationId: 33, accountId: "ivan") }"#, json!({}))
+        .await;
+    assert_eq!(data(&r)["removeInstallationUser"], true);
+    // A new subscription on the same connection reads the membership again, and is refused.
+    ws.send(Message::Text(json!({"id": "1", "type": "complete"}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(json!({"id": "2", "type": "subscribe", "payload": {"query": EVENTS}}).to_string().into()))
+        .await
+        .unwrap();
+    let refused = loop {
+        let v = ws_next(&mut ws).await;
+        if v["id"] == "2" {
+            break v;
+        }
+    };
+    let errors =
+        if refused["type"] == "error" { refused["payload"].clone() } else { refused["payload"]["errors"].clone() };
+    assert_eq!(errors[0]["extensions"]["code"], "NOT_FOUND", "{refused}");
 }
