@@ -2,9 +2,9 @@
 //! `FANOUT_SUBSCRIBERS` to change) on one installation of a witty-bff process, then a burst of
 //! webhook deliveries. Reports the delivery ratio, the latency from webhook receipt to client
 //! (p50/p99), the CPU each delivered message cost the server and the bench's clients, and the
-//! server's RSS. `FANOUT_EVENTS` (50) deliveries, `FANOUT_GAP_MS` (20) apart; `FANOUT_PER_EVENT=1`
-//! also prints each delivery's post time and its first and last arrival. Loopback only; bounded
-//! in count and time.
+//! server's RSS. Two bursts of `FANOUT_EVENTS` (50) deliveries: `FANOUT_GAP_MS` (20) apart, then
+//! back to back. `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and last
+//! arrival. Loopback only; bounded in count and time.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -142,7 +142,7 @@ async fn subscriber(
 async fn main() {
     let subscribers: usize = std::env::var("FANOUT_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let events: usize = std::env::var("FANOUT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    // Spacing between deliveries of the burst (0: back to back).
+    // Spacing between deliveries of the paced burst.
     let gap = Duration::from_millis(std::env::var("FANOUT_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_witty-bff"))
@@ -204,78 +204,87 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = rss_kib(pid);
 
-    // The burst: one delivery per event, as fast as the webhook takes them.
-    let (server_cpu0, bench_cpu0) = (cpu_time(&pid.to_string()), cpu_time("self"));
-    let mut sent_at = std::collections::HashMap::new();
-    for n in 0..events {
-        let id = format!("fanout-{n}");
-        let body = json!([{
-            "id": id, "eventType": "Hager.WittyHome.LoadShedding",
-            "subject": "installations/33/charging-stations/60e0d33e-cd45-4382-9e4d-c64002c3f5a7",
-            "eventTime": chrono::Utc::now().to_rfc3339(), "data": {"installationId": 33},
-            "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
-        }]);
-        let t0 = Instant::now();
-        let r = http.post(&hook).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
-        assert!(r.status().is_success());
-        if std::env::var("FANOUT_PER_EVENT").is_ok() {
-            println!("post {n}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    // Two bursts: deliveries `gap` apart, then back to back (as fast as the webhook takes them).
+    let per_event = std::env::var("FANOUT_PER_EVENT").is_ok();
+    let mut phases = Vec::new();
+    for (name, spacing) in [("paced", gap), ("back to back", Duration::ZERO)] {
+        let (server_cpu0, bench_cpu0) = (cpu_time(&pid.to_string()), cpu_time("self"));
+        let mut sent_at = std::collections::HashMap::new();
+        for n in 0..events {
+            let id = format!("{}-{n}", phases.len());
+            let body = json!([{
+                "id": id, "eventType": "Hager.WittyHome.LoadShedding",
+                "subject": "installations/33/charging-stations/60e0d33e-cd45-4382-9e4d-c64002c3f5a7",
+                "eventTime": chrono::Utc::now().to_rfc3339(), "data": {"installationId": 33},
+                "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
+            }]);
+            let t0 = Instant::now();
+            let r = http.post(&hook).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
+            assert!(r.status().is_success());
+            if per_event {
+                println!("{name}: post {n}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+            }
+            sent_at.insert(id, t0);
+            if !spacing.is_zero() {
+                tokio::time::sleep(spacing).await;
+            }
         }
-        sent_at.insert(id, t0);
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
+        // Time for the burst to arrive before the next one.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let server_cpu = cpu_time(&pid.to_string()).saturating_sub(server_cpu0);
+        let bench_cpu = cpu_time("self").saturating_sub(bench_cpu0);
+        phases.push((name, spacing, sent_at, server_cpu, bench_cpu));
     }
-    let expected = subscribers * events;
-    // Give the burst time to arrive, then stop the clients and gather what they saw.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let burst_rss = rss_kib(pid);
-    let server_cpu = cpu_time(&pid.to_string()).saturating_sub(server_cpu0);
-    let bench_cpu = cpu_time("self").saturating_sub(bench_cpu0);
     let _ = stop_tx.send(true);
-    let mut got: Vec<(String, Instant)> = Vec::with_capacity(expected);
+    let mut got: Vec<(String, Instant)> = Vec::new();
     for c in clients {
         got.extend(c.await.unwrap_or_default());
     }
-    let mut latencies: Vec<Duration> =
-        got.iter().filter_map(|(id, at)| sent_at.get(id).map(|t0| at.saturating_duration_since(*t0))).collect();
-    latencies.sort();
-    if std::env::var("FANOUT_PER_EVENT").is_ok() {
-        let mut per: std::collections::BTreeMap<usize, (Duration, Duration)> = Default::default();
-        for (id, at) in &got {
-            let n: usize = id.trim_start_matches("fanout-").parse().unwrap_or(0);
-            let l = at.saturating_duration_since(sent_at[id]);
-            let e = per.entry(n).or_insert((Duration::MAX, Duration::ZERO));
-            e.0 = e.0.min(l);
-            e.1 = e.1.max(l);
-        }
-        for (n, (lo, hi)) in per {
-            println!("event {n}: first {:.1} ms, last {:.1} ms", lo.as_secs_f64() * 1e3, hi.as_secs_f64() * 1e3);
-        }
-    }
 
     println!(
-        "witty-bff fan-out benchmark: {subscribers} graphql-transport-ws subscribers, {events} webhook deliveries {} ms apart",
-        gap.as_millis()
+        "witty-bff fan-out benchmark: {subscribers} graphql-transport-ws subscribers (connected and subscribed in \
+         {:.2} s), bursts of {events} webhook deliveries",
+        connect_time.as_secs_f64()
     );
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| subscribers connected and subscribed | {subscribers} in {:.2} s |", connect_time.as_secs_f64());
+    println!("| burst | delivered | p50 | p99 | max | CPU per message (server, bench clients) |");
+    println!("|---|---|---|---|---|---|");
+    let expected = subscribers * events;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (name, spacing, sent_at, server_cpu, bench_cpu) in &phases {
+        let mine: Vec<&(String, Instant)> = got.iter().filter(|(id, _)| sent_at.contains_key(id)).collect();
+        let mut latencies: Vec<Duration> =
+            mine.iter().map(|(id, at)| at.saturating_duration_since(sent_at[id])).collect();
+        latencies.sort();
+        let per_message = |cpu: &Duration| cpu.as_secs_f64() * 1e6 / expected.max(1) as f64;
+        println!(
+            "| {name} ({} ms apart) | {} of {expected} ({:.2} %) | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs, {:.1} µs |",
+            spacing.as_millis(),
+            mine.len(),
+            mine.len() as f64 * 100.0 / expected as f64,
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default()),
+            per_message(server_cpu),
+            per_message(bench_cpu),
+        );
+        if per_event {
+            let mut per: std::collections::BTreeMap<String, (Duration, Duration)> = Default::default();
+            for (id, at) in &mine {
+                let l = at.saturating_duration_since(sent_at[id]);
+                let e = per.entry(id.clone()).or_insert((Duration::MAX, Duration::ZERO));
+                e.0 = e.0.min(l);
+                e.1 = e.1.max(l);
+            }
+            for (id, (lo, hi)) in per {
+                println!("  event {id}: first {:.1} ms, last {:.1} ms", ms(lo), ms(hi));
+            }
+        }
+    }
     println!(
-        "| events delivered | {} of {expected} ({:.2} %) |",
-        got.len(),
-        got.len() as f64 * 100.0 / expected as f64
+        "server RSS: {:.1} MB idle with the subscribers, {:.1} MB after the bursts",
+        idle_rss as f64 / 1024.0,
+        burst_rss as f64 / 1024.0
     );
-    println!("| latency webhook → client p50 | {:.2} ms |", percentile(&latencies, 0.5).as_secs_f64() * 1e3);
-    println!("| latency webhook → client p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
-    println!("| latency max | {:.2} ms |", latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
-    let per_message = |cpu: Duration| cpu.as_secs_f64() * 1e6 / expected.max(1) as f64;
-    println!(
-        "| CPU per delivered message | server {:.1} µs, bench clients {:.1} µs |",
-        per_message(server_cpu),
-        per_message(bench_cpu)
-    );
-    println!("| server RSS idle with subscribers | {:.1} MB |", idle_rss as f64 / 1024.0);
-    println!("| server RSS after the burst | {:.1} MB |", burst_rss as f64 / 1024.0);
     let _ = child.kill().await;
 }
