@@ -71,7 +71,7 @@ pub struct Live {
     /// Bumped whenever witty-bff changes a membership, so live watches check access again.
     access: std::sync::atomic::AtomicU64,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
-    intake: tokio::sync::mpsc::Sender<(Option<String>, Vec<GridEvent>)>,
+    intake: std::sync::mpsc::SyncSender<(Option<String>, Vec<GridEvent>)>,
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -86,20 +86,25 @@ impl Live {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         let registry = registry::Registry::default();
-        let (intake, mut deliveries) = tokio::sync::mpsc::channel(INTAKE_QUEUE);
+        let (intake, deliveries) = std::sync::mpsc::sync_channel(INTAKE_QUEUE);
         let access = std::sync::atomic::AtomicU64::new(0);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake });
-        // One task handles deliveries one after the other, so events are published in the order
-        // they arrived. It ends with the service.
+        // One thread handles deliveries one after the other, so events are published in the order
+        // they arrived. A thread of its own (handling is short and never waits on I/O): it runs
+        // as soon as a delivery comes, not after every task the runtime has queued, which under a
+        // fan-out is every subscriber's. It ends with the service.
         let weak = Arc::downgrade(&live);
-        tokio::spawn(async move {
-            while let Some((subscription, events)) = deliveries.recv().await {
+        let started = std::thread::Builder::new().name("witty-bff-intake".into()).spawn(move || {
+            while let Ok((subscription, events)) = deliveries.recv() {
                 let Some(live) = weak.upgrade() else { break };
                 live.notify(subscription.as_deref(), events);
             }
         });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the webhook intake thread; deliveries will be refused");
+        }
         live
     }
 
