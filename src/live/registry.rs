@@ -176,7 +176,10 @@ impl Registry {
             return;
         }
         reg.last = left;
-        tokio::spawn(remove_after_grace(live.clone(), installation_id, reg.id, reg.generation));
+        // Outside a runtime (a watch dropped while the process shuts down) nothing is left to do.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(remove_after_grace(live.clone(), installation_id, reg.id, reg.generation));
+        }
     }
 
     fn credentials(&self, installation_id: i64) -> Option<Caller> {

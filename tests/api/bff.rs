@@ -179,6 +179,22 @@ pub async fn ws_subscribe(ws: &mut Ws, legacy: bool, id: &str, query: &str) {
         .unwrap();
 }
 
+/// A graphql-transport-ws connection subscribed to [`EVENTS`] with `token`.
+pub async fn watch_events(app: &TestApp, token: &str) -> Ws {
+    let mut ws = ws_connect(app, "graphql-transport-ws", token).await;
+    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    ws
+}
+
+/// An app with webhooks off that polls watched stations every 100 ms.
+pub async fn spawn_polling_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.webhooks = false;
+        c.poll_interval_ms = 100;
+    })
+    .await
+}
+
 /// The next `next`/`data` payload of a subscription.
 pub async fn ws_data(ws: &mut Ws) -> Value {
     loop {

@@ -137,8 +137,7 @@ async fn a_subscription_ends_when_its_token_expires() {
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     // `exp` is in whole seconds: this token expires 2 to 3 s from now.
     let token = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &token).await;
     let started = std::time::Instant::now();
     let end = ws_next(&mut ws).await;
     assert_eq!(end["type"], "complete", "{end}");
@@ -166,8 +165,7 @@ async fn a_pem_key_verifies_websocket_connections_too() {
             Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/test-only-rsa-a.pub.pem").into());
     })
     .await;
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &rs256_token("alice")).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &rs256_token("alice")).await;
     // An HS256 token is refused on this server: the connection is closed with 4403.
     let hs = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 600, None, None);
     let mut bad = ws_connect(&app, "graphql-transport-ws", &hs).await;

@@ -15,8 +15,7 @@ use crate::helpers::*;
 async fn a_plugged_car_reaches_both_websocket_protocols_and_sse() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut modern, false, "1", EVENTS).await;
+    let mut modern = watch_events(&app, &token).await;
     let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
     ws_subscribe(&mut legacy, true, "1", EVENTS).await;
     let sse = app
@@ -91,8 +90,7 @@ async fn charging_station_updated_shows_the_new_state_and_queries_are_fresh() {
 async fn a_duplicated_delivery_produces_one_event_and_a_wrong_secret_is_refused() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &token).await;
     let hook = validated_webhook(&app).await;
     let url = hook["protocolData"].as_str().unwrap().to_string();
     let event = |id: &str, kind: &str| {
@@ -124,8 +122,7 @@ async fn a_duplicated_delivery_produces_one_event_and_a_wrong_secret_is_refused(
 async fn watching_someone_elses_installation_or_with_a_bad_token_is_refused() {
     let app = spawn_app().await;
     let bob = app.token_for("bob");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &bob).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &bob).await;
     // Refused at once with NOT_FOUND (as a `next` carrying only the error), then completed.
     let v = ws_next(&mut ws).await;
     let errors = if v["type"] == "error" { v["payload"].clone() } else { v["payload"]["errors"].clone() };
@@ -155,14 +152,9 @@ async fn watching_someone_elses_installation_or_with_a_bad_token_is_refused() {
 
 #[tokio::test]
 async fn with_webhooks_off_polling_delivers_the_same_event() {
-    let app = spawn_app_with(|c| {
-        c.webhooks = false;
-        c.poll_interval_ms = 100;
-    })
-    .await;
+    let app = spawn_polling_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &token).await;
     // The poller's first read is the baseline.
     eventually("the poller's first read", || async {
         let calls = app.sim().calls().await;
@@ -203,8 +195,7 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
         .await;
     assert_eq!(r.status, 201);
     let token = app.token_for("alice");
-    let mut a = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut a, false, "1", EVENTS).await;
+    let a = watch_events(&app, &token).await;
     let mut b = ws_connect(&app, "graphql-ws", &token).await;
     ws_subscribe(&mut b, true, "1", EVENTS).await;
     live_subscriptions(&app, 2).await;
@@ -230,8 +221,7 @@ async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one(
     let config = Config { listen: format!("127.0.0.1:{port}").parse().unwrap(), ..test_config(&sim) };
     let first = start_app(sim.clone(), App::build(config.clone()).await.expect("builds"), config.clone());
     let token = first.token_for("alice");
-    let mut ws = ws_connect(&first, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let ws = watch_events(&first, &token).await;
     let registered = validated_webhook(&first).await;
     // The first process goes without cleaning up (a crash or a deploy; its grace period is long).
     drop(first);
@@ -241,8 +231,7 @@ async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one(
     })
     .await;
     let second = start_app(sim.clone(), second, config.clone());
-    let mut ws = ws_connect(&second, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&second, &token).await;
     live_subscriptions(&second, 1).await;
     // The restarted process hears events through the subscription it finds upstream.
     let r = second
@@ -337,11 +326,7 @@ async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_
 async fn metrics_count_live_subscriptions_deliveries_duplicates_and_upstream_calls() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let ws = {
-        let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-        ws_subscribe(&mut ws, false, "1", EVENTS).await;
-        ws
-    };
+    let ws = watch_events(&app, &token).await;
     live_subscriptions(&app, 1).await;
     let hook = validated_webhook(&app).await;
     assert_eq!(metric(&app, "witty_bff_watched_installations").await, 1.0);
@@ -432,8 +417,7 @@ async fn when_the_upstream_never_validates_the_webhook_polling_delivers_the_even
         c.poll_interval_ms = 100;
     })
     .await;
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &app.token_for("alice")).await;
     eventually("the polling fallback to start", || async {
         (metric(&app, "witty_bff_polled_installations").await == 1.0).then_some(())
     })
@@ -454,13 +438,11 @@ async fn when_the_upstream_never_validates_the_webhook_polling_delivers_the_even
 async fn a_watcher_back_within_the_grace_keeps_the_upstream_subscription() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let ws = watch_events(&app, &token).await;
     let first = validated_webhook(&app).await;
     drop(ws);
     live_subscriptions(&app, 0).await;
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &token).await;
     live_subscriptions(&app, 1).await;
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut ws).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
@@ -563,8 +545,7 @@ async fn idle_connections_get_keep_alives_on_both_websocket_protocols_and_sse() 
     let token = app.token_for("alice");
     let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
     ws_subscribe(&mut legacy, true, "1", EVENTS).await;
-    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut modern, false, "1", EVENTS).await;
+    let mut modern = watch_events(&app, &token).await;
     let mut sse = app
         .client
         .post(format!("{}/graphql", app.base))
@@ -605,14 +586,9 @@ async fn idle_connections_get_keep_alives_on_both_websocket_protocols_and_sse() 
 
 #[tokio::test]
 async fn a_watcher_back_within_the_grace_of_a_polled_installation_hears_events() {
-    let app = spawn_app_with(|c| {
-        c.webhooks = false;
-        c.poll_interval_ms = 100;
-    })
-    .await;
+    let app = spawn_polling_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let ws = watch_events(&app, &token).await;
     live_subscriptions(&app, 1).await;
     drop(ws);
     live_subscriptions(&app, 0).await;
@@ -622,8 +598,7 @@ async fn a_watcher_back_within_the_grace_of_a_polled_installation_hears_events()
         app.sim().calls().await["byRoute"]["GET /installations/{i}/charging-stations"].as_u64().unwrap_or(0)
     };
     eventually("the poller to go on through the grace", || async { (polls().await >= 2).then_some(()) }).await;
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &token).await;
     live_subscriptions(&app, 1).await;
     // A poll after the return is the baseline the plug is compared with.
     let seen = polls().await;
@@ -637,8 +612,7 @@ async fn a_watcher_back_within_the_grace_of_a_polled_installation_hears_events()
 async fn a_removed_member_resubscribing_on_the_same_connection_is_refused() {
     let app = spawn_app().await;
     // Ivan (installer on 33) watches; Alice then removes him through witty-bff.
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ws, false, "1", EVENTS).await;
+    let mut ws = watch_events(&app, &app.token_for("ivan")).await;
     live_subscriptions(&app, 1).await;
     let r = app
         .graphql("alice", r#"mutation { removeInstallationUser(installationId: 33, accountId: "ivan") }"#, json!({}))
