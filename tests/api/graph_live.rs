@@ -360,9 +360,9 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_notice_and_slows_nobo
     live_subscriptions(&app, 2).await;
     let hook = validated_webhook(&app).await;
     let url = hook["protocolData"].as_str().unwrap().to_string();
-    // 150 events of 64 KiB: far more than the socket buffers and the 16 events the bus keeps.
+    // 300 events of 64 KiB (19 MiB): far more than the socket buffers and the 16 events the bus keeps.
     let blob = "x".repeat(64 * 1024);
-    let total = 150;
+    let total = 300;
     for n in 0..total {
         let data = json!({"installationId": 33, "blob": blob});
         let event = grid_event(&format!("big-{n}"), "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
