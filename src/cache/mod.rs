@@ -179,7 +179,7 @@ impl SharedCache {
             let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
             Entry { result, ttl, started, verified: Arc::default() }
         };
-        let mut entry = self.cache.entry(key.clone()).or_insert_with(fetch()).await;
+        let mut entry = self.cache.entry_by_ref(&key).or_insert_with(fetch()).await;
         if !entry.value().verified.load(Ordering::Acquire) {
             if self.invalidations.made_since(&key, entry.value().started) {
                 // Fetched while something made it stale (by us or by whoever we waited on): again.

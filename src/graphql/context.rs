@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::{AppError, AppResult};
 use crate::auth::{AuthError, Caller};
-use crate::cache::{Loaders, Resource};
+use crate::cache::{Loaded, Loaders, Resource};
 
 /// The outcome of checking the request's credentials, put in the request data by the transport.
 #[derive(Clone, Debug)]
@@ -32,8 +32,12 @@ pub async fn load<T: Any + Send + Sync>(ctx: &Context<'_>, resource: Resource) -
         Ok(None) => return Err(AppError::internal("the loader returned nothing")),
         Err(never) => match never {},
     };
-    let value = loaded.get::<T>().ok_or_else(|| AppError::internal("a loaded resource has an unexpected type"))?;
-    Ok((value, loaded.fetched_at))
+    Ok((typed(&loaded)?, loaded.fetched_at))
+}
+
+/// A loaded resource as the type its fetch produced.
+pub fn typed<T: Any + Send + Sync>(loaded: &Loaded) -> AppResult<Arc<T>> {
+    loaded.get::<T>().ok_or_else(|| AppError::internal("a loaded resource has an unexpected type"))
 }
 
 /// An installation id from a GraphQL `ID`.

@@ -13,7 +13,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::{role, strip_costs};
-use super::context::{caller, installation_id, load};
+use super::context::{caller, installation_id, load, typed};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
 use super::mutations::services;
@@ -275,22 +275,14 @@ async fn station_now(
 ) -> async_graphql::Result<ChargingStation> {
     let loaded =
         cache.get(caller, Resource::Station { installation_id: i, station_id: cs }).await.map_err(AppError::from)?;
-    match loaded.get::<wire_stations::ChargingStation>() {
-        Some(s) => Ok(ChargingStation::new(i, s, loaded.fetched_at)),
-        None => Err(AppError::internal("a loaded station has an unexpected type").into()),
-    }
+    Ok(ChargingStation::new(i, typed(&loaded)?, loaded.fetched_at))
 }
 
 /// Every station of the installation, in one read.
 async fn stations_now(cache: &SharedCache, caller: &Caller, i: i64) -> Vec<async_graphql::Result<ChargingStation>> {
-    let loaded = match cache.get(caller, Resource::Stations { installation_id: i }).await {
-        Ok(l) => l,
-        Err(err) => return vec![Err(AppError::from(err).into())],
-    };
-    match loaded.get::<Vec<wire_stations::ChargingStation>>() {
-        Some(list) => {
-            list.iter().map(|s| Ok(ChargingStation::new(i, Arc::new(s.clone()), loaded.fetched_at))).collect()
-        }
-        None => vec![Err(AppError::internal("loaded stations have an unexpected type").into())],
+    let loaded = cache.get(caller, Resource::Stations { installation_id: i }).await.map_err(AppError::from);
+    match loaded.and_then(|l| Ok((typed::<Vec<wire_stations::ChargingStation>>(&l)?, l.fetched_at))) {
+        Ok((list, at)) => list.iter().map(|s| Ok(ChargingStation::new(i, Arc::new(s.clone()), at))).collect(),
+        Err(err) => vec![Err(err.into())],
     }
 }

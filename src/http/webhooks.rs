@@ -37,12 +37,7 @@ pub async fn receive(
             "aeg-event-type must be SubscriptionValidation, Notification or SubscriptionDeletion",
         );
     };
-    let label = match kind {
-        DeliveryKind::SubscriptionValidation => "SubscriptionValidation",
-        DeliveryKind::Notification => "Notification",
-        DeliveryKind::SubscriptionDeletion => "SubscriptionDeletion",
-    };
-    live.metrics().webhook_deliveries.with_label_values(&[label]).inc();
+    live.metrics().webhook_deliveries.with_label_values(&[kind.name()]).inc();
     let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
     let events: Vec<GridEvent> = match serde_json::from_slice::<Vec<GridEvent>>(&body) {
         Ok(events) => events,

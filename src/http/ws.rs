@@ -9,14 +9,12 @@ use std::time::Duration;
 use async_graphql::http::{WebSocket as GqlWebSocket, WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 
 use super::HttpState;
-use futures::stream::BoxStream;
-
 use crate::cache::{SharedCache, request_loaders};
-use crate::graphql::Identity;
-use crate::graphql::WittySchema;
+use crate::graphql::{Identity, WittySchema};
 
 /// Close code when the credentials are refused.
 pub const UNAUTHORIZED_CLOSE: u16 = 4403;

@@ -46,13 +46,21 @@ pub enum DeliveryKind {
 }
 
 impl DeliveryKind {
-    pub fn from_header(value: Option<&str>) -> Option<DeliveryKind> {
-        match value?.trim() {
-            v if v.eq_ignore_ascii_case("SubscriptionValidation") => Some(DeliveryKind::SubscriptionValidation),
-            v if v.eq_ignore_ascii_case("Notification") => Some(DeliveryKind::Notification),
-            v if v.eq_ignore_ascii_case("SubscriptionDeletion") => Some(DeliveryKind::SubscriptionDeletion),
-            _ => None,
+    const ALL: [DeliveryKind; 3] =
+        [DeliveryKind::SubscriptionValidation, DeliveryKind::Notification, DeliveryKind::SubscriptionDeletion];
+
+    /// The `aeg-event-type` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryKind::SubscriptionValidation => "SubscriptionValidation",
+            DeliveryKind::Notification => "Notification",
+            DeliveryKind::SubscriptionDeletion => "SubscriptionDeletion",
         }
+    }
+
+    pub fn from_header(value: Option<&str>) -> Option<DeliveryKind> {
+        let value = value?.trim();
+        DeliveryKind::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(value))
     }
 }
 
@@ -161,9 +169,9 @@ impl Live {
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
             .filter_map(to_station_event)
             .filter(|e| {
-                let current = self.registry.subscription_of(e.installation_id);
-                let foreign =
-                    subscription.zip(current).is_some_and(|(from, current)| !from.eq_ignore_ascii_case(&current));
+                let foreign = subscription.is_some_and(|from| {
+                    self.registry.subscription_of(e.installation_id).is_some_and(|now| !now.eq_ignore_ascii_case(from))
+                });
                 if foreign {
                     tracing::debug!(
                         installation = e.installation_id,
