@@ -14,6 +14,7 @@ use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
 use crate::config::Config;
 use crate::events::{LocalBus, SharedBus};
+use crate::graphql::fanout::Fanout;
 use crate::graphql::{CommandSettings, Idempotency, Services, build_schema};
 use crate::http::{HttpState, router};
 use crate::live::{Live, LiveSettings};
@@ -23,6 +24,8 @@ use uuid::Uuid;
 
 /// How long requests in flight may take to finish once a shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Events the bus holds for executions that have not read them yet.
+const BUS_EVENTS: usize = 4096;
 
 /// A built application, listening but not yet serving.
 pub struct App {
@@ -82,7 +85,8 @@ impl App {
             (Some(_), Some(secret)) => Some(mint_dev_token(secret, "alice", 12 * 3600, None, None)),
             _ => None,
         };
-        let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events));
+        // The bus feeds one execution per distinct subscription: roomy, so only a subscriber falls behind.
+        let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events.max(BUS_EVENTS)));
         let public_url = match &config.public_url {
             Some(url) => url.clone(),
             None => format!("http://{addr}").parse().context("public URL")?,
@@ -119,6 +123,7 @@ impl App {
             verifier: Arc::new(verifier),
             cache,
             dev_token,
+            fanout: Fanout::new(config.live_buffer_events, live.metrics().clone()),
             live,
             ws_keepalive: Duration::from_secs(config.ws_keepalive_secs),
         };

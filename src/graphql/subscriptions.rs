@@ -16,6 +16,7 @@ use super::access::{role, strip_costs};
 use super::context::{caller, installation_id, load, typed};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
+use super::fanout::Arming;
 use super::mutations::services;
 use super::stations::ChargingStation;
 use crate::auth::Caller;
@@ -170,7 +171,16 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
     let live = services(ctx)?.live.clone();
     // Listening before watching: nothing the watch brings about is missed.
     let rx = live.bus().subscribe();
-    let guard = live.watch(&watch.caller, watch.owner, watch.installation_id);
+    let take_watch = || live.watch(&watch.caller, watch.owner, watch.installation_id);
+    // A shared subscriber's watch is its own, kept by its place at the hub; this execution may
+    // go on for others.
+    let guard = match ctx.data_opt::<Arc<Arming>>() {
+        Some(arming) => {
+            arming.arm(take_watch);
+            None
+        }
+        None => Some(take_watch()),
+    };
     let expiry = watch.caller.expires_at;
     let watch = Arc::new(watch);
     let stream = futures::stream::unfold((rx, guard, watch, false), |(mut rx, guard, watch, done)| async move {

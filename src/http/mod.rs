@@ -29,6 +29,7 @@ pub use graphiql::EXAMPLE_QUERY;
 
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
+use crate::graphql::fanout::Fanout;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
 
@@ -41,6 +42,8 @@ pub struct HttpState {
     /// Pre-filled in GraphiQL when running on the embedded simulator.
     pub dev_token: Option<String>,
     pub live: Arc<Live>,
+    /// Shared execution of identical WebSocket subscriptions.
+    pub fanout: Arc<Fanout>,
     pub ws_keepalive: Duration,
 }
 

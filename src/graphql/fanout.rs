@@ -1,0 +1,369 @@
+//! Shared execution of identical subscriptions. Subscribers that send the same operation with the
+//! same variables under the same token would each get the same answer to every event, so one
+//! execution (a hub) answers for all of them: it runs the operation once per event, renders the
+//! payload to JSON once, and hands the text to every subscriber's transport, which only frames it.
+//! With 1000 subscribers that is one execution per event instead of 1000, and no per-subscriber
+//! work in async-graphql at all.
+//!
+//! Only the same token shares: a hub never serves a caller anything that caller's own execution
+//! would not have produced. Every subscriber is still checked on its own when it subscribes (the
+//! resolver runs for each, with the caller's loaders, and must pass its access checks before it
+//! joins), holds its own watch of the installation, and is dropped on its own when it falls
+//! behind.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use async_graphql::{Data, Response};
+use futures::stream::BoxStream;
+use futures::task::AtomicWaker;
+use futures::{Stream, StreamExt};
+use tokio::sync::{broadcast, oneshot};
+
+use super::WittySchema;
+use super::error::AppError;
+use crate::live::WatchGuard;
+use crate::metrics::Metrics;
+
+/// What makes two subscriptions answer the same: the caller's token and the whole operation.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct HubKey {
+    token: Arc<str>,
+    query: String,
+    variables: String,
+    operation: Option<String>,
+}
+
+#[derive(Clone)]
+enum Frame {
+    /// One event's answer, as the JSON of a GraphQL response.
+    Next(Arc<str>),
+    /// The operation ended (token expiry, lost access): subscribers complete.
+    End,
+}
+
+/// All hubs of a process.
+pub struct Fanout {
+    hubs: Mutex<HashMap<HubKey, Weak<Hub>>>,
+    /// How many answers a subscriber may fall behind before it is dropped.
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// One shared execution, alive while any subscriber holds it.
+struct Hub {
+    tx: broadcast::Sender<Frame>,
+    ended: Arc<AtomicBool>,
+    key: HubKey,
+    fanout: Weak<Fanout>,
+    /// Dropped with the last subscriber: the execution stops.
+    _stop: oneshot::Sender<()>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(fanout) = self.fanout.upgrade() {
+            let mut hubs = fanout.hubs.lock().unwrap_or_else(|e| e.into_inner());
+            if hubs.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+                hubs.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A subscriber's place at a hub, taken by the resolver once the caller's checks have passed.
+struct Ticket {
+    hub: Arc<Hub>,
+    rx: broadcast::Receiver<Frame>,
+    /// Set for the subscriber that created the hub: its own execution becomes the hub's.
+    feed: Option<oneshot::Receiver<()>>,
+    guard: WatchGuard,
+}
+
+/// Put in the data of a subscription a transport can share; the resolver arms it (see
+/// `subscriptions::events`) when the subscriber is about to wait for events.
+pub struct Arming {
+    fanout: Arc<Fanout>,
+    key: HubKey,
+    ticket: Mutex<Option<Ticket>>,
+}
+
+impl Arming {
+    /// Joins (or opens) the hub, then takes the watch: a subscriber counted as live already
+    /// hears every event that follows.
+    pub fn arm(&self, watch: impl FnOnce() -> WatchGuard) {
+        let (hub, rx, feed) = self.fanout.attach(&self.key);
+        let guard = watch();
+        *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ticket { hub, rx, feed, guard });
+    }
+
+    fn take(&self) -> Option<Ticket> {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// What a transport writes for a shared subscriber: the operation id it answers, and the payload.
+pub struct LaneItem {
+    pub id: Arc<str>,
+    pub payload: Arc<str>,
+}
+
+/// A subscriber's feed from its hub, handed to the transport, which writes each item as that
+/// operation's next message. It ends when the operation completes; its end, or a notice when the
+/// subscriber fell behind, then comes through the operation's own stream, after every item.
+pub type Lane = BoxStream<'static, LaneItem>;
+
+/// Where a connection takes the lanes of its operations.
+pub trait LaneSink: Send + Sync {
+    fn add(&self, lane: Lane);
+}
+
+/// What an operation's own stream and its lane share.
+#[derive(Default)]
+struct LaneState {
+    /// The operation's stream was dropped (the client completed it, or left).
+    removed: AtomicBool,
+    /// Wakes the lane when `removed` is set.
+    lane_waker: AtomicWaker,
+    /// The lane ended, with the notice to send first if any.
+    ended: Mutex<Option<Option<Response>>>,
+    waker: AtomicWaker,
+}
+
+impl LaneState {
+    fn finish(&self, notice: Option<Response>) {
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(notice);
+        self.waker.wake();
+    }
+}
+
+impl Fanout {
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Arc<Fanout> {
+        Arc::new(Fanout { hubs: Mutex::default(), capacity: capacity.max(16), metrics })
+    }
+
+    fn attach(self: &Arc<Self>, key: &HubKey) -> (Arc<Hub>, broadcast::Receiver<Frame>, Option<oneshot::Receiver<()>>) {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        // An ended hub found here is let go only once the lock is released (its drop takes it).
+        let ended = match hubs.get(key).and_then(Weak::upgrade) {
+            Some(hub) => {
+                let rx = hub.tx.subscribe();
+                if !hub.ended.load(Ordering::SeqCst) {
+                    return (hub, rx, None);
+                }
+                Some(hub)
+            }
+            None => None,
+        };
+        let (tx, rx) = broadcast::channel(self.capacity);
+        let (stop, feed) = oneshot::channel();
+        let hub = Arc::new(Hub {
+            tx,
+            ended: Arc::default(),
+            key: key.clone(),
+            fanout: Arc::downgrade(self),
+            _stop: stop,
+        });
+        hubs.insert(key.clone(), Arc::downgrade(&hub));
+        drop(hubs);
+        drop(ended);
+        (hub, rx, Some(feed))
+    }
+
+    /// Runs a subscription for operation `id` of a connection. Until the resolver arms, this is the
+    /// subscriber's own execution (errors such as a refused access come through it as always);
+    /// once armed, answers go through a lane given to `sink`, and the returned stream carries only
+    /// the end.
+    pub fn execute_stream(
+        self: &Arc<Self>,
+        schema: &WittySchema,
+        request: async_graphql::Request,
+        session: Arc<Data>,
+        token: &str,
+        id: &str,
+        sink: Arc<dyn LaneSink>,
+    ) -> BoxStream<'static, Response> {
+        let key = HubKey {
+            token: token.into(),
+            query: request.query.clone(),
+            variables: serde_json::to_string(&request.variables).unwrap_or_default(),
+            operation: request.operation_name.clone(),
+        };
+        let arming = Arc::new(Arming { fanout: self.clone(), key, ticket: Mutex::default() });
+        let own = schema.execute_stream_with_session_data(request.data(arming.clone()), session);
+        Box::pin(Shared {
+            phase: Phase::Own { own, arming, sink, id: id.into(), metrics: self.metrics.clone() },
+        })
+    }
+}
+
+/// The stream an operation gives its transport.
+struct Shared {
+    phase: Phase,
+}
+
+enum Phase {
+    /// Its own execution, until the resolver arms.
+    Own { own: BoxStream<'static, Response>, arming: Arc<Arming>, sink: Arc<dyn LaneSink>, id: Arc<str>, metrics: Arc<Metrics> },
+    /// Never armed: its own execution throughout (a query, or an error at subscribe time).
+    Alone(BoxStream<'static, Response>),
+    /// Served by a hub through its lane.
+    Lane(Arc<LaneState>),
+    Done,
+}
+
+impl Shared {
+    /// Hands the subscriber to its hub; the hub's creator gives it its own execution (with an
+    /// answer it already produced, if any).
+    fn join(&mut self, ticket: Ticket, first: Option<Option<Response>>) {
+        let Phase::Own { own, sink, id, metrics, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        let Ticket { hub, rx, feed, guard } = ticket;
+        if let Some(stop) = feed {
+            tokio::spawn(run_hub(own, first, hub.tx.clone(), hub.ended.clone(), stop));
+        }
+        let state = Arc::new(LaneState::default());
+        sink.add(lane(LaneCore { id, rx, state: state.clone(), metrics, _hub: hub, _guard: guard }));
+        self.phase = Phase::Lane(state);
+    }
+}
+
+impl Stream for Shared {
+    type Item = Response;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Response>> {
+        let this = &mut *self;
+        loop {
+            let armed = match &mut this.phase {
+                Phase::Own { own, arming, .. } => {
+                    let polled = own.poll_next_unpin(cx);
+                    match (polled, arming.take()) {
+                        (polled, Some(ticket)) => (ticket, polled),
+                        (polled, None) => {
+                            if matches!(polled, Poll::Ready(Some(_))) {
+                                if let Phase::Own { own, .. } = std::mem::replace(&mut this.phase, Phase::Done) {
+                                    this.phase = Phase::Alone(own);
+                                }
+                            }
+                            return polled;
+                        }
+                    }
+                }
+                Phase::Alone(own) => return own.poll_next_unpin(cx),
+                Phase::Lane(state) => {
+                    state.waker.register(cx.waker());
+                    let ended = state.ended.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    return match ended {
+                        Some(notice) => {
+                            this.phase = Phase::Done;
+                            Poll::Ready(notice)
+                        }
+                        None => Poll::Pending,
+                    };
+                }
+                Phase::Done => return Poll::Ready(None),
+            };
+            let (ticket, polled) = armed;
+            let first = match polled {
+                Poll::Ready(first) => Some(first),
+                Poll::Pending => None,
+            };
+            this.join(ticket, first);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Phase::Lane(state) = &self.phase {
+            state.removed.store(true, Ordering::SeqCst);
+            state.lane_waker.wake();
+        }
+    }
+}
+
+/// A hub's execution: each answer rendered once and sent to every subscriber.
+async fn run_hub(
+    mut own: BoxStream<'static, Response>,
+    first: Option<Option<Response>>,
+    tx: broadcast::Sender<Frame>,
+    ended: Arc<AtomicBool>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let render = |r: &Response| -> Arc<str> { serde_json::to_string(r).unwrap_or_default().into() };
+    let mut next = first;
+    loop {
+        match next.take() {
+            Some(Some(r)) => {
+                let _ = tx.send(Frame::Next(render(&r)));
+            }
+            Some(None) => break,
+            None => {}
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            r = own.next() => next = Some(r),
+        }
+    }
+    ended.store(true, Ordering::SeqCst);
+    let _ = tx.send(Frame::End);
+}
+
+struct LaneCore {
+    id: Arc<str>,
+    rx: broadcast::Receiver<Frame>,
+    state: Arc<LaneState>,
+    metrics: Arc<Metrics>,
+    _hub: Arc<Hub>,
+    _guard: WatchGuard,
+}
+
+fn lane(core: LaneCore) -> Lane {
+    futures::stream::unfold(core, |mut core| async move {
+        let state = core.state.clone();
+        loop {
+            // Ends as soon as the operation's stream is dropped, event or not.
+            let received = {
+                let recv = core.rx.recv();
+                tokio::pin!(recv);
+                std::future::poll_fn(|cx| {
+                    state.lane_waker.register(cx.waker());
+                    if state.removed.load(Ordering::SeqCst) {
+                        return Poll::Ready(None);
+                    }
+                    recv.as_mut().poll(cx).map(Some)
+                })
+                .await?
+            };
+            match received {
+                Ok(Frame::Next(payload)) => return Some((LaneItem { id: core.id.clone(), payload }, core)),
+                Ok(Frame::End) | Err(broadcast::error::RecvError::Closed) => {
+                    state.finish(None);
+                    return None;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    core.metrics.lagging_subscribers_dropped.inc();
+                    state.finish(Some(lagged(n)));
+                    return None;
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// The notice a subscriber gets when it fell too far behind.
+fn lagged(n: u64) -> Response {
+    let err = AppError::RateLimited {
+        retry_after: None,
+        message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
+    };
+    let mut err = async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
+    err.locations.clear();
+    Response::from_errors(vec![err])
+}
