@@ -2,13 +2,15 @@
 //! `FANOUT_SUBSCRIBERS` to change) on one installation of a witty-bff process, then a burst of
 //! webhook deliveries. Reports the delivery ratio, the latency from webhook receipt to client
 //! (p50/p99), the CPU each delivered message cost the server and the bench's clients, and the
-//! server's RSS. Two bursts of `FANOUT_EVENTS` (50) deliveries: `FANOUT_GAP_MS` (20) apart, then
-//! back to back. `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and last
-//! arrival. Loopback only; bounded in count and time.
+//! server's RSS. `FANOUT_ROUNDS` (5) rounds of two bursts of `FANOUT_EVENTS` (50) deliveries:
+//! `FANOUT_GAP_MS` (20) apart, then back to back; the figures pool the rounds, and each round's p99
+//! shows the spread. `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and
+//! last arrival. Loopback only; bounded in count and time.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use memchr::memmem;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use witty_bff::auth::mint_dev_token;
@@ -59,14 +61,8 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// One subscriber: a minimal graphql-transport-ws client over a raw socket that records when each
 /// event id arrives. It reads whatever is there in one call and parses frames in place, so the
 /// bench process, which shares the 2 cores with the server, costs little next to it.
-async fn subscriber(
-    port: u16,
-    token: String,
-    ready: tokio::sync::mpsc::Sender<()>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<(String, Instant)> {
-    let mut seen = Vec::new();
-    let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return seen };
+async fn subscriber(port: u16, token: String, ready: tokio::sync::mpsc::Sender<()>, seen: Arrivals) {
+    let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return };
     let _ = socket.set_nodelay(true);
     let upgrade = format!(
         "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -74,7 +70,7 @@ async fn subscriber(
          Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
     );
     if socket.write_all(upgrade.as_bytes()).await.is_err() {
-        return seen;
+        return;
     }
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     // The handshake answer, up to its blank line.
@@ -83,7 +79,7 @@ async fn subscriber(
             break at + 4;
         }
         if !matches!(socket.read_buf(&mut buf).await, Ok(n) if n > 0) {
-            return seen;
+            return;
         }
     };
     assert!(buf.starts_with(b"HTTP/1.1 101"), "the WebSocket upgrade is refused");
@@ -91,8 +87,9 @@ async fn subscriber(
     let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
     let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { stationEvents(installationId: 33) { id } }"}});
     if socket.write_all(&client_frame(1, init.to_string().as_bytes())).await.is_err() {
-        return seen;
+        return;
     }
+    let mut acked = false;
     loop {
         // Every complete frame in the buffer.
         let at = Instant::now();
@@ -113,29 +110,46 @@ async fn subscriber(
             let payload = &buf[used + header..used + header + len];
             match b0 & 0x0f {
                 1 => {
-                    let text = std::str::from_utf8(payload).unwrap_or_default();
-                    if text.contains("\"connection_ack\"") {
+                    if !acked && memmem::find(payload, b"\"connection_ack\"").is_some() {
+                        acked = true;
                         let _ = socket.write_all(&client_frame(1, sub.to_string().as_bytes())).await;
                         let _ = ready.send(()).await;
-                    } else if let Some(rest) = text.split("\"stationEvents\":{\"id\":\"").nth(1) {
-                        seen.push((rest.split('"').next().unwrap_or_default().to_string(), at));
+                    } else if let Some(at_id) = EVENT_ID.find(payload)
+                        && let Some(key) = event_key(&payload[at_id + EVENT_ID.needle().len()..])
+                    {
+                        seen.lock().unwrap().push((key, at));
                     }
                 }
                 9 => {
                     let pong = client_frame(10, payload);
                     let _ = socket.write_all(&pong).await;
                 }
-                8 => return seen,
+                8 => return,
                 _ => {}
             }
             used += header + len;
         }
         buf.drain(..used);
-        tokio::select! {
-            read = socket.read_buf(&mut buf) => if !matches!(read, Ok(n) if n > 0) { return seen },
-            _ = stop.changed() => return seen,
+        if !matches!(socket.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            return;
         }
     }
+}
+
+/// Where each subscriber records when each event reached it (by `event_key`).
+type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<(u32, Instant)>>>;
+
+/// What precedes an event's id in a subscriber's message.
+static EVENT_ID: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\"stationEvents\":{\"id\":\""));
+
+/// Event ids are `{phase}-{n}`; their key is `phase * KEY_PHASE + n`.
+const KEY_PHASE: u32 = 1_000_000;
+
+fn event_key(id: &[u8]) -> Option<u32> {
+    let end = memchr::memchr(b'"', id)?;
+    let (phase, n) = std::str::from_utf8(&id[..end]).ok()?.split_once('-')?;
+    Some(phase.parse::<u32>().ok()? * KEY_PHASE + n.parse::<u32>().ok()?)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -144,6 +158,7 @@ async fn main() {
     let events: usize = std::env::var("FANOUT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     // Spacing between deliveries of the paced burst.
     let gap = Duration::from_millis(std::env::var("FANOUT_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20));
+    let rounds: usize = std::env::var("FANOUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_witty-bff"))
         .env("WITTY_BFF_LISTEN", format!("127.0.0.1:{port}"))
@@ -169,11 +184,11 @@ async fn main() {
     // Subscribers: each records, on its own, when it receives each event id (a light client:
     // the bench process shares the 2 cores with the server, so it must not dominate).
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(subscribers);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let arrivals: Vec<Arrivals> = (0..subscribers).map(|_| Arrivals::default()).collect();
     let mut clients = Vec::with_capacity(subscribers);
-    for _ in 0..subscribers {
-        let (ready, token, stop) = (ready_tx.clone(), token.clone(), stop_rx.clone());
-        clients.push(tokio::spawn(subscriber(port, token, ready, stop)));
+    for seen in &arrivals {
+        let (ready, token) = (ready_tx.clone(), token.clone());
+        clients.push(tokio::spawn(subscriber(port, token, ready, seen.clone())));
     }
     drop(ready_tx);
     let connect_started = Instant::now();
@@ -204,82 +219,105 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = rss_kib(pid);
 
-    // Two bursts: deliveries `gap` apart, then back to back (as fast as the webhook takes them).
+    // Rounds of two bursts: deliveries `gap` apart, then back to back (as fast as the webhook
+    // takes them). Each burst is measured until every subscriber has every event (or 5 s).
     let per_event = std::env::var("FANOUT_PER_EVENT").is_ok();
+    let arrived = || arrivals.iter().map(|a| a.lock().unwrap().len()).sum::<usize>();
+    let expected = subscribers * events;
+    let kinds = [("paced", gap), ("back to back", Duration::ZERO)];
     let mut phases = Vec::new();
-    for (name, spacing) in [("paced", gap), ("back to back", Duration::ZERO)] {
-        let (server_cpu0, bench_cpu0) = (cpu_time(&pid.to_string()), cpu_time("self"));
-        let mut sent_at = std::collections::HashMap::new();
-        for n in 0..events {
-            let id = format!("{}-{n}", phases.len());
-            let body = json!([{
-                "id": id, "eventType": "Hager.WittyHome.LoadShedding",
-                "subject": "installations/33/charging-stations/60e0d33e-cd45-4382-9e4d-c64002c3f5a7",
-                "eventTime": chrono::Utc::now().to_rfc3339(), "data": {"installationId": 33},
-                "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
-            }]);
-            let t0 = Instant::now();
-            let r = http.post(&hook).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
-            assert!(r.status().is_success());
-            if per_event {
-                println!("{name}: post {n}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    for _ in 0..rounds {
+        for (kind, (name, spacing)) in kinds.iter().enumerate() {
+            let phase = phases.len() as u32;
+            let before = arrived();
+            let (server_cpu0, bench_cpu0) = (cpu_time(&pid.to_string()), cpu_time("self"));
+            let mut sent_at = std::collections::HashMap::new();
+            for n in 0..events {
+                let id = format!("{phase}-{n}");
+                let body = json!([{
+                    "id": id, "eventType": "Hager.WittyHome.LoadShedding",
+                    "subject": "installations/33/charging-stations/60e0d33e-cd45-4382-9e4d-c64002c3f5a7",
+                    "eventTime": chrono::Utc::now().to_rfc3339(), "data": {"installationId": 33},
+                    "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/33"
+                }]);
+                let t0 = Instant::now();
+                let r = http.post(&hook).header("aeg-event-type", "Notification").json(&body).send().await.unwrap();
+                assert!(r.status().is_success());
+                if per_event {
+                    println!("{name}: post {n}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+                }
+                sent_at.insert(phase * KEY_PHASE + n as u32, t0);
+                if !spacing.is_zero() {
+                    tokio::time::sleep(*spacing).await;
+                }
             }
-            sent_at.insert(id, t0);
-            if !spacing.is_zero() {
-                tokio::time::sleep(spacing).await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while arrived() < before + expected && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let server_cpu = cpu_time(&pid.to_string()).saturating_sub(server_cpu0);
+            let bench_cpu = cpu_time("self").saturating_sub(bench_cpu0);
+            phases.push((kind, sent_at, server_cpu, bench_cpu));
+            // Quiet between bursts.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // Time for the burst to arrive before the next one.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let server_cpu = cpu_time(&pid.to_string()).saturating_sub(server_cpu0);
-        let bench_cpu = cpu_time("self").saturating_sub(bench_cpu0);
-        phases.push((name, spacing, sent_at, server_cpu, bench_cpu));
     }
     let burst_rss = rss_kib(pid);
-    let _ = stop_tx.send(true);
-    let mut got: Vec<(String, Instant)> = Vec::new();
-    for c in clients {
-        got.extend(c.await.unwrap_or_default());
+    for c in &clients {
+        c.abort();
     }
+    let got: Vec<(u32, Instant)> = arrivals.iter().flat_map(|a| a.lock().unwrap().clone()).collect();
 
     println!(
         "witty-bff fan-out benchmark: {subscribers} graphql-transport-ws subscribers (connected and subscribed in \
-         {:.2} s), bursts of {events} webhook deliveries",
+         {:.2} s), {rounds} rounds of two bursts of {events} webhook deliveries",
         connect_time.as_secs_f64()
     );
-    println!("| burst | delivered | p50 | p99 | max | CPU per message (server, bench clients) |");
-    println!("|---|---|---|---|---|---|");
-    let expected = subscribers * events;
+    println!("| burst | delivered | p50 | p99 | max | p99 of each round | CPU per message (server, bench clients) |");
+    println!("|---|---|---|---|---|---|---|");
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for (name, spacing, sent_at, server_cpu, bench_cpu) in &phases {
-        let mine: Vec<&(String, Instant)> = got.iter().filter(|(id, _)| sent_at.contains_key(id)).collect();
-        let mut latencies: Vec<Duration> =
-            mine.iter().map(|(id, at)| at.saturating_duration_since(sent_at[id])).collect();
-        latencies.sort();
-        let per_message = |cpu: &Duration| cpu.as_secs_f64() * 1e6 / expected.max(1) as f64;
+    for (kind, (name, spacing)) in kinds.iter().enumerate() {
+        let (mut all, mut round_p99, mut delivered) = (Vec::new(), Vec::new(), 0);
+        let (mut server_cpu, mut bench_cpu) = (Duration::ZERO, Duration::ZERO);
+        for (_, sent_at, server, bench) in phases.iter().filter(|p| p.0 == kind) {
+            let mine: Vec<&(u32, Instant)> = got.iter().filter(|(id, _)| sent_at.contains_key(id)).collect();
+            let mut latencies: Vec<Duration> =
+                mine.iter().map(|(id, at)| at.saturating_duration_since(sent_at[id])).collect();
+            latencies.sort();
+            round_p99.push(ms(percentile(&latencies, 0.99)));
+            delivered += mine.len();
+            all.extend(latencies);
+            server_cpu += *server;
+            bench_cpu += *bench;
+            if per_event {
+                let mut per: std::collections::BTreeMap<u32, (Duration, Duration)> = Default::default();
+                for (id, at) in &mine {
+                    let l = at.saturating_duration_since(sent_at[id]);
+                    let e = per.entry(*id).or_insert((Duration::MAX, Duration::ZERO));
+                    e.0 = e.0.min(l);
+                    e.1 = e.1.max(l);
+                }
+                for (id, (lo, hi)) in per {
+                    let (phase, n) = (id / KEY_PHASE, id % KEY_PHASE);
+                    println!("  event {phase}-{n}: first {:.1} ms, last {:.1} ms", ms(lo), ms(hi));
+                }
+            }
+        }
+        all.sort();
+        let sent = expected * rounds;
+        let per_message = |cpu: Duration| cpu.as_secs_f64() * 1e6 / sent.max(1) as f64;
+        let rounds_text: Vec<String> = round_p99.iter().map(|p| format!("{p:.1}")).collect();
         println!(
-            "| {name} ({} ms apart) | {} of {expected} ({:.2} %) | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs, {:.1} µs |",
+            "| {name} ({} ms apart) | {delivered} of {sent} ({:.2} %) | {:.2} ms | {:.2} ms | {:.2} ms | {} ms | {:.1} µs, {:.1} µs |",
             spacing.as_millis(),
-            mine.len(),
-            mine.len() as f64 * 100.0 / expected as f64,
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99)),
-            ms(latencies.last().copied().unwrap_or_default()),
+            delivered as f64 * 100.0 / sent as f64,
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 0.99)),
+            ms(all.last().copied().unwrap_or_default()),
+            rounds_text.join(", "),
             per_message(server_cpu),
             per_message(bench_cpu),
         );
-        if per_event {
-            let mut per: std::collections::BTreeMap<String, (Duration, Duration)> = Default::default();
-            for (id, at) in &mine {
-                let l = at.saturating_duration_since(sent_at[id]);
-                let e = per.entry(id.clone()).or_insert((Duration::MAX, Duration::ZERO));
-                e.0 = e.0.min(l);
-                e.1 = e.1.max(l);
-            }
-            for (id, (lo, hi)) in per {
-                println!("  event {id}: first {:.1} ms, last {:.1} ms", ms(lo), ms(hi));
-            }
-        }
     }
     println!(
         "server RSS: {:.1} MB idle with the subscribers, {:.1} MB after the bursts",

@@ -106,16 +106,24 @@ impl Arming {
     }
 }
 
-/// What a transport writes for a shared subscriber: the operation id it answers, and the payload.
-pub struct LaneItem {
-    pub id: Arc<str>,
-    pub payload: Arc<str>,
+/// A subscriber's feed from its hub, handed to the transport, which writes each answer as the
+/// operation's next message (`id_json` names it). It ends when the operation completes; its end,
+/// or a notice when the subscriber fell behind, then comes through the operation's own stream,
+/// after every answer.
+pub struct Lane {
+    /// The operation id as a JSON string.
+    pub id_json: Arc<str>,
+    state: Arc<LaneState>,
+    metrics: Arc<Metrics>,
+    rx: Option<broadcast::Receiver<Frame>>,
+    /// Waiting for the next answer (the receiver comes back with it).
+    waiting: Option<Pin<Box<dyn Future<Output = Received> + Send>>>,
+    ended: bool,
+    _hub: Arc<Hub>,
+    _guard: WatchGuard,
 }
 
-/// A subscriber's feed from its hub, handed to the transport, which writes each item as that
-/// operation's next message. It ends when the operation completes; its end, or a notice when the
-/// subscriber fell behind, then comes through the operation's own stream, after every item.
-pub type Lane = BoxStream<'static, LaneItem>;
+type Received = (Result<Frame, broadcast::error::RecvError>, broadcast::Receiver<Frame>);
 
 /// Where a connection takes the lanes of its operations.
 pub trait LaneSink: Send + Sync {
@@ -161,13 +169,8 @@ impl Fanout {
         };
         let (tx, rx) = broadcast::channel(self.capacity);
         let (stop, feed) = oneshot::channel();
-        let hub = Arc::new(Hub {
-            tx,
-            ended: Arc::default(),
-            key: key.clone(),
-            fanout: Arc::downgrade(self),
-            _stop: stop,
-        });
+        let hub =
+            Arc::new(Hub { tx, ended: Arc::default(), key: key.clone(), fanout: Arc::downgrade(self), _stop: stop });
         hubs.insert(key.clone(), Arc::downgrade(&hub));
         drop(hubs);
         drop(ended);
@@ -195,9 +198,8 @@ impl Fanout {
         };
         let arming = Arc::new(Arming { fanout: self.clone(), key, ticket: Mutex::default() });
         let own = schema.execute_stream_with_session_data(request.data(arming.clone()), session);
-        Box::pin(Shared {
-            phase: Phase::Own { own, arming, sink, id: id.into(), metrics: self.metrics.clone() },
-        })
+        let id_json = serde_json::to_string(id).unwrap_or_default();
+        Box::pin(Shared { phase: Phase::Own { own, arming, sink, id: id_json.into(), metrics: self.metrics.clone() } })
     }
 }
 
@@ -208,7 +210,13 @@ struct Shared {
 
 enum Phase {
     /// Its own execution, until the resolver arms.
-    Own { own: BoxStream<'static, Response>, arming: Arc<Arming>, sink: Arc<dyn LaneSink>, id: Arc<str>, metrics: Arc<Metrics> },
+    Own {
+        own: BoxStream<'static, Response>,
+        arming: Arc<Arming>,
+        sink: Arc<dyn LaneSink>,
+        id: Arc<str>,
+        metrics: Arc<Metrics>,
+    },
     /// Never armed: its own execution throughout (a query, or an error at subscribe time).
     Alone(BoxStream<'static, Response>),
     /// Served by a hub through its lane.
@@ -228,7 +236,16 @@ impl Shared {
             tokio::spawn(run_hub(own, first, hub.tx.clone(), hub.ended.clone(), stop));
         }
         let state = Arc::new(LaneState::default());
-        sink.add(lane(LaneCore { id, rx, state: state.clone(), metrics, _hub: hub, _guard: guard }));
+        sink.add(Lane {
+            id_json: id,
+            state: state.clone(),
+            metrics,
+            rx: Some(rx),
+            waiting: None,
+            ended: false,
+            _hub: hub,
+            _guard: guard,
+        });
         self.phase = Phase::Lane(state);
     }
 }
@@ -245,10 +262,10 @@ impl Stream for Shared {
                     match (polled, arming.take()) {
                         (polled, Some(ticket)) => (ticket, polled),
                         (polled, None) => {
-                            if matches!(polled, Poll::Ready(Some(_))) {
-                                if let Phase::Own { own, .. } = std::mem::replace(&mut this.phase, Phase::Done) {
-                                    this.phase = Phase::Alone(own);
-                                }
+                            if matches!(polled, Poll::Ready(Some(_)))
+                                && let Phase::Own { own, .. } = std::mem::replace(&mut this.phase, Phase::Done)
+                            {
+                                this.phase = Phase::Alone(own);
                             }
                             return polled;
                         }
@@ -314,47 +331,68 @@ async fn run_hub(
     let _ = tx.send(Frame::End);
 }
 
-struct LaneCore {
-    id: Arc<str>,
-    rx: broadcast::Receiver<Frame>,
-    state: Arc<LaneState>,
-    metrics: Arc<Metrics>,
-    _hub: Arc<Hub>,
-    _guard: WatchGuard,
-}
-
-fn lane(core: LaneCore) -> Lane {
-    futures::stream::unfold(core, |mut core| async move {
-        let state = core.state.clone();
-        loop {
-            // Ends as soon as the operation's stream is dropped, event or not.
-            let received = {
-                let recv = core.rx.recv();
-                tokio::pin!(recv);
-                std::future::poll_fn(|cx| {
-                    state.lane_waker.register(cx.waker());
-                    if state.removed.load(Ordering::SeqCst) {
-                        return Poll::Ready(None);
+impl Lane {
+    /// Adds the answers that are ready (up to `max` in `out`), and says whether the lane is still
+    /// open. Pending when nothing came and it is open: the task is woken for the next answer, and
+    /// when the operation's stream is dropped.
+    pub fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<Arc<str>>, max: usize) -> Poll<bool> {
+        if self.ended {
+            return Poll::Ready(false);
+        }
+        self.state.lane_waker.register(cx.waker());
+        if self.state.removed.load(Ordering::SeqCst) {
+            return self.end(None);
+        }
+        let before = out.len();
+        while out.len() < max {
+            let received = match (&mut self.waiting, &mut self.rx) {
+                (Some(waiting), _) => match waiting.as_mut().poll(cx) {
+                    Poll::Ready((received, rx)) => {
+                        self.waiting = None;
+                        self.rx = Some(rx);
+                        received
                     }
-                    recv.as_mut().poll(cx).map(Some)
-                })
-                .await?
+                    Poll::Pending => break,
+                },
+                (None, Some(rx)) => match rx.try_recv() {
+                    Ok(frame) => Ok(frame),
+                    Err(broadcast::error::TryRecvError::Empty) => {
+                        let Some(mut rx) = self.rx.take() else { break };
+                        self.waiting = Some(Box::pin(async move { (rx.recv().await, rx) }));
+                        continue;
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                    Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+                },
+                (None, None) => break,
             };
             match received {
-                Ok(Frame::Next(payload)) => return Some((LaneItem { id: core.id.clone(), payload }, core)),
-                Ok(Frame::End) | Err(broadcast::error::RecvError::Closed) => {
-                    state.finish(None);
-                    return None;
-                }
+                Ok(Frame::Next(payload)) => out.push(payload),
+                Ok(Frame::End) | Err(broadcast::error::RecvError::Closed) => return self.end(None),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    core.metrics.lagging_subscribers_dropped.inc();
-                    state.finish(Some(lagged(n)));
-                    return None;
+                    self.metrics.lagging_subscribers_dropped.inc();
+                    return self.end(Some(lagged(n)));
                 }
             }
         }
-    })
-    .boxed()
+        if out.len() > before { Poll::Ready(true) } else { Poll::Pending }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The answers already taken are written first; the end (and its notice) follow through the
+    /// operation's own stream.
+    fn end(&mut self, notice: Option<Response>) -> Poll<bool> {
+        self.ended = true;
+        self.waiting = None;
+        self.rx = None;
+        if !self.state.removed.load(Ordering::SeqCst) {
+            self.state.finish(notice);
+        }
+        Poll::Ready(false)
+    }
 }
 
 /// The notice a subscriber gets when it fell too far behind.

@@ -3,20 +3,22 @@
 //! closes the connection with 4403 (graphql-transport-ws; the legacy protocol gets a
 //! `connection_error` first). Keep-alive: WebSocket pings, and `ka` messages on the legacy protocol.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_graphql::http::{WebSocket as GqlWebSocket, WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::BoxStream;
-use futures::{FutureExt, SinkExt, StreamExt};
-use futures::channel::mpsc;
+use futures::task::AtomicWaker;
+use futures::{SinkExt, StreamExt};
 
 use super::HttpState;
-use crate::cache::{SharedCache, request_loaders};
 use crate::auth::Caller;
-use crate::graphql::fanout::{Fanout, Lane, LaneItem, LaneSink};
+use crate::cache::{SharedCache, request_loaders};
+use crate::graphql::fanout::{Fanout, Lane, LaneSink};
 use crate::graphql::{Identity, WittySchema};
 
 /// Close code when the credentials are refused.
@@ -90,7 +92,9 @@ impl Executor for PerOperation {
         let id = self.subscribing.lock().unwrap_or_else(|e| e.into_inner()).take();
         match (id, session_data) {
             (Some(id), Some(session)) => match Self::caller(Some(&session)).map(|c| c.token().to_string()) {
-                Some(token) => self.fanout.execute_stream(&self.schema, request, session, &token, &id, self.lanes.clone()),
+                Some(token) => {
+                    self.fanout.execute_stream(&self.schema, request, session, &token, &id, self.lanes.clone())
+                }
                 None => self.schema.execute_stream_with_session_data(request, session),
             },
             (_, session) => self.schema.execute_stream_with_session_data(request, session.unwrap_or_default()),
@@ -98,13 +102,32 @@ impl Executor for PerOperation {
     }
 }
 
-/// Hands the lanes of a connection's shared subscriptions to its loop.
-struct Lanes(mpsc::UnboundedSender<Lane>);
+/// The lanes of a connection's shared subscriptions, handed to its loop (they are added while
+/// the loop polls the protocol, so the check is a flag, not a channel).
+#[derive(Default)]
+struct Lanes {
+    new: Mutex<Vec<Lane>>,
+    added: AtomicBool,
+    waker: AtomicWaker,
+}
 
 impl LaneSink for Lanes {
     fn add(&self, lane: Lane) {
-        // The loop is gone only when the connection is: nobody to answer.
-        let _ = self.0.unbounded_send(lane);
+        self.new.lock().unwrap_or_else(|e| e.into_inner()).push(lane);
+        self.added.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+impl Lanes {
+    fn poll_new(&self, cx: &mut std::task::Context<'_>) -> Poll<Vec<Lane>> {
+        if !self.added.swap(false, Ordering::AcqRel) {
+            self.waker.register(cx.waker());
+            if !self.added.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(std::mem::take(&mut *self.new.lock().unwrap_or_else(|e| e.into_inner())))
     }
 }
 
@@ -121,10 +144,42 @@ fn subscribe_id(message: &[u8]) -> Option<String> {
 }
 
 /// A shared answer, framed as the operation's next message.
-fn lane_frame(item: &LaneItem, legacy: bool) -> String {
-    let kind = if legacy { "data" } else { "next" };
-    let id = serde_json::to_string(&*item.id).unwrap_or_default();
-    format!(r#"{{"type":"{kind}","id":{id},"payload":{}}}"#, item.payload)
+fn lane_frame(id_json: &str, payload: &str, legacy: bool) -> Message {
+    let kind = if legacy { r#"{"type":"data","id":"# } else { r#"{"type":"next","id":"# };
+    let mut text = String::with_capacity(kind.len() + id_json.len() + payload.len() + 12);
+    text.push_str(kind);
+    text.push_str(id_json);
+    text.push_str(r#","payload":"#);
+    text.push_str(payload);
+    text.push('}');
+    Message::Text(text.into())
+}
+
+/// The connection's shared subscriptions.
+#[derive(Default)]
+struct OpenLanes {
+    lanes: Vec<Lane>,
+    /// Where the next poll starts, so no lane is always last.
+    next: usize,
+}
+
+impl OpenLanes {
+    /// The frames of the answers ready, up to `WRITE_BATCH`.
+    fn poll_frames(&mut self, cx: &mut std::task::Context<'_>, legacy: bool) -> Poll<Vec<Message>> {
+        let (mut frames, mut answers) = (Vec::new(), Vec::new());
+        let count = self.lanes.len();
+        for k in 0..count {
+            let lane = &mut self.lanes[(self.next + k) % count];
+            let _ = lane.poll_answers(cx, &mut answers, WRITE_BATCH - frames.len());
+            frames.extend(answers.drain(..).map(|payload| lane_frame(&lane.id_json, &payload, legacy)));
+            if frames.len() >= WRITE_BATCH {
+                break;
+            }
+        }
+        self.next = self.next.wrapping_add(1);
+        self.lanes.retain(|l| !l.is_ended());
+        if frames.is_empty() { Poll::Pending } else { Poll::Ready(frames) }
+    }
 }
 
 pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProtocols) {
@@ -145,8 +200,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         futures::future::ready(bytes)
     });
     let verifier = state.verifier.clone();
-    let (lanes, mut new_lanes) = mpsc::unbounded();
-    let lanes = Arc::new(Lanes(lanes));
+    let lanes = Arc::new(Lanes::default());
     let executor = PerOperation {
         schema: state.schema.clone(),
         cache: state.cache.clone(),
@@ -164,7 +218,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         data.insert(Identity(Ok(caller)));
         Ok(data)
     });
-    let mut shared = futures::stream::SelectAll::<Lane>::new();
+    let mut shared = OpenLanes::default();
     // Messages that are ready together (a burst of events) go out in one write.
     let mut gql = std::pin::pin!(gql.ready_chunks(WRITE_BATCH));
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
@@ -175,31 +229,34 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     // still get a turn after every few batches of them.
     let mut streak = 0;
     loop {
-        let step = match (streak >= FAIR_TURN).then(|| gql.next().now_or_never()).flatten() {
-            Some(out) => Step::Protocol(out),
+        let fair_turn = match streak >= FAIR_TURN {
+            true => match futures::poll!(gql.next()) {
+                Poll::Ready(out) => Some(Step::Protocol(out)),
+                Poll::Pending => None,
+            },
+            false => None,
+        };
+        let step = match fair_turn {
+            Some(step) => step,
             None => tokio::select! {
                 biased;
-                Some(lane) = new_lanes.next() => Step::NewLane(lane),
-                Some(item) = shared.next(), if !shared.is_empty() => Step::Shared(item),
+                new = std::future::poll_fn(|cx| lanes.poll_new(cx)) => Step::NewLanes(new),
+                frames = std::future::poll_fn(|cx| shared.poll_frames(cx, legacy)) => Step::Shared(frames),
                 out = gql.next() => Step::Protocol(out),
                 _ = keepalive.tick() => Step::KeepAlive,
             },
         };
         streak = if matches!(step, Step::Shared(_)) { streak + 1 } else { 0 };
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let write = async {
             match step {
-                Step::NewLane(lane) => {
-                    shared.push(lane);
+                Step::NewLanes(new) => {
+                    shared.lanes.extend(new);
                     return Ok(true);
                 }
-                Step::Shared(item) => {
-                    // This answer and the others already there, in one write.
-                    sink.feed(Message::Text(lane_frame(&item, legacy).into())).await?;
-                    for _ in 1..WRITE_BATCH {
-                        match shared.next().now_or_never() {
-                            Some(Some(item)) => sink.feed(Message::Text(lane_frame(&item, legacy).into())).await?,
-                            _ => break,
-                        }
+                Step::Shared(frames) => {
+                    // Every answer there is, in one write.
+                    for frame in frames {
+                        sink.feed(frame).await?;
                     }
                 }
                 Step::Protocol(None) => {
@@ -230,8 +287,13 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                 }
             }
             sink.flush().await.map(|()| true)
-        })
-        .await;
+        };
+        // Most writes complete at once; only one that waits on the client is timed.
+        let mut write = std::pin::pin!(write);
+        let written = match futures::poll!(write.as_mut()) {
+            Poll::Ready(done) => Ok(done),
+            Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await,
+        };
         match written {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) | Ok(Err(_)) => break,
@@ -245,9 +307,8 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
 
 /// What a connection's loop does next.
 enum Step {
-    NewLane(Lane),
-    Shared(LaneItem),
+    NewLanes(Vec<Lane>),
+    Shared(Vec<Message>),
     Protocol(Option<Vec<WsMessage>>),
     KeepAlive,
 }
-

@@ -1,0 +1,428 @@
+//! Shared execution of identical WebSocket subscriptions: subscribers with the same token, query,
+//! variables and operation name are answered by one execution, each under its own operation id
+//! and in its own protocol's framing; each joins, leaves and is checked on its own; nothing is
+//! shared across tokens, callers or variables.
+
+use futures::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bff::*;
+use crate::helpers::*;
+
+/// The operation most tests share: events of Alice's installation, named by their id.
+const IDS: &str = r#"subscription { stationEvents(installationId: 33) { id type chargingStationId } }"#;
+
+/// Another station of installation 33 than Alice's, named in an event's data (the BFF publishes
+/// the event as delivered; the simulator has no such station).
+const OTHER_STATION: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
+
+/// Where the upstream delivers to the app under test (what it registers upstream).
+fn webhook_url(app: &TestApp) -> String {
+    format!("{}/webhooks/witty/{WEBHOOK_SECRET}", app.base)
+}
+
+/// Waits for the `connection_ack` of a freshly initialised socket.
+async fn acked(ws: &mut Ws) {
+    let ack = ws_next(ws).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+}
+
+/// An initialised (acknowledged) connection for `token`.
+async fn connection(app: &TestApp, legacy: bool, token: &str) -> Ws {
+    let protocol = if legacy { "graphql-ws" } else { "graphql-transport-ws" };
+    let mut ws = ws_connect(app, protocol, token).await;
+    acked(&mut ws).await;
+    ws
+}
+
+/// Sends `subscribe` (`start` on the legacy protocol) for operation `id` on an acknowledged socket.
+async fn subscribe(ws: &mut Ws, legacy: bool, id: &str, query: &str, variables: Value) {
+    let kind = if legacy { "start" } else { "subscribe" };
+    let msg = json!({"id": id, "type": kind, "payload": {"query": query, "variables": variables}});
+    ws.send(Message::Text(msg.to_string().into())).await.unwrap();
+}
+
+/// Ends operation `id` from the client: `complete`, or `stop` on the legacy protocol.
+async fn unsubscribe(ws: &mut Ws, legacy: bool, id: &str) {
+    let kind = if legacy { "stop" } else { "complete" };
+    ws.send(Message::Text(json!({"id": id, "type": kind}).to_string().into())).await.unwrap();
+}
+
+/// The next message of a connection, asserted to be an event answer of operation `id` in the
+/// protocol's framing and without errors; returns the `stationEvents` object.
+async fn event_for(ws: &mut Ws, legacy: bool, id: &str) -> Value {
+    let v = ws_next(ws).await;
+    let kind = if legacy { "data" } else { "next" };
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some(kind), Some(id)), "{v}");
+    assert!(v["payload"].get("errors").is_none_or(|e| e.is_null()), "{v}");
+    v["payload"]["data"]["stationEvents"].clone()
+}
+
+/// The id of the event answered in the next message of a connection, for operation `id`.
+async fn event_id_for(ws: &mut Ws, legacy: bool, id: &str) -> String {
+    event_for(ws, legacy, id).await["id"].as_str().expect("an event id").to_string()
+}
+
+/// Asserts the next message of a connection is the server's `complete` of operation `id`.
+async fn completed(ws: &mut Ws, id: &str) {
+    let v = ws_next(ws).await;
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("complete"), Some(id)), "{v}");
+}
+
+/// An event of Alice's installation with `data` (which names the station, if any), delivered
+/// through the app's webhook.
+async fn deliver_event(app: &TestApp, id: &str, data: Value) {
+    let event = grid_event(id, "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
+    assert_eq!(deliver(app, &webhook_url(app), json!([event])).await, 200);
+}
+
+/// An event of Alice's station.
+async fn deliver_station_event(app: &TestApp, id: &str) {
+    deliver_event(app, id, json!({"installationId": 33, "chargingStationId": ALICE_STATION})).await;
+}
+
+#[tokio::test]
+async fn two_connections_with_one_token_and_one_subscription_each_hear_every_event_under_their_own_id() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut x = connection(&app, false, &token).await;
+    subscribe(&mut x, false, "a", IDS, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    let mut y = connection(&app, false, &token).await;
+    subscribe(&mut y, false, "b", IDS, json!({})).await;
+    live_subscriptions(&app, 2).await;
+    for n in 1..=3 {
+        deliver_station_event(&app, &format!("e-{n}")).await;
+    }
+    for (ws, id) in [(&mut x, "a"), (&mut y, "b")] {
+        for n in 1..=3 {
+            let e = event_for(ws, false, id).await;
+            assert_eq!(e["id"], format!("e-{n}"), "{id}: {e}");
+            assert_eq!(e["type"], "ERROR", "{id}: {e}");
+            assert_eq!(e["chargingStationId"], ALICE_STATION, "{id}: {e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_and_a_modern_connection_sharing_a_subscription_each_get_their_protocols_framing() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut modern = connection(&app, false, &token).await;
+    subscribe(&mut modern, false, "a", IDS, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    let mut legacy = connection(&app, true, &token).await;
+    subscribe(&mut legacy, true, "b", IDS, json!({})).await;
+    live_subscriptions(&app, 2).await;
+    deliver_station_event(&app, "e-1").await;
+    deliver_station_event(&app, "e-2").await;
+    // `next` on graphql-transport-ws, `data` on graphql-ws; each under its own id.
+    for n in 1..=2 {
+        assert_eq!(event_id_for(&mut modern, false, "a").await, format!("e-{n}"));
+        assert_eq!(event_id_for(&mut legacy, true, "b").await, format!("e-{n}"));
+    }
+    // The other way round too: the legacy subscriber first, a modern one joining it.
+    let mut legacy_first = connection(&app, true, &token).await;
+    let q = r#"subscription { stationEvents(installationId: 33) { id } }"#;
+    subscribe(&mut legacy_first, true, "c", q, json!({})).await;
+    live_subscriptions(&app, 3).await;
+    let mut modern_second = connection(&app, false, &token).await;
+    subscribe(&mut modern_second, false, "d", q, json!({})).await;
+    live_subscriptions(&app, 4).await;
+    deliver_station_event(&app, "e-3").await;
+    assert_eq!(event_id_for(&mut legacy_first, true, "c").await, "e-3");
+    assert_eq!(event_id_for(&mut modern_second, false, "d").await, "e-3");
+    assert_eq!(event_id_for(&mut modern, false, "a").await, "e-3");
+    assert_eq!(event_id_for(&mut legacy, true, "b").await, "e-3");
+}
+
+/// Two subscriptions of one connection to the same operation, under ids `a` and `b`.
+async fn one_connection_two_ids(legacy: bool) {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut ws = connection(&app, legacy, &token).await;
+    subscribe(&mut ws, legacy, "a", IDS, json!({})).await;
+    subscribe(&mut ws, legacy, "b", IDS, json!({})).await;
+    live_subscriptions(&app, 2).await;
+    deliver_station_event(&app, "e-1").await;
+    deliver_station_event(&app, "e-2").await;
+    // The two operations' answers may interleave; each operation's come in order.
+    let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for _ in 0..4 {
+        let v = ws_next(&mut ws).await;
+        let kind = if legacy { "data" } else { "next" };
+        assert_eq!(v["type"], kind, "{v}");
+        let id = v["id"].as_str().expect("an operation id").to_string();
+        got.entry(id).or_default().push(v["payload"]["data"]["stationEvents"]["id"].as_str().unwrap().to_string());
+    }
+    let both = vec!["e-1".to_string(), "e-2".to_string()];
+    let expected: std::collections::BTreeMap<String, Vec<String>> =
+        [("a".to_string(), both.clone()), ("b".to_string(), both)].into();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn two_subscriptions_of_one_connection_to_the_same_operation_each_hear_every_event() {
+    one_connection_two_ids(false).await;
+}
+
+#[tokio::test]
+async fn two_legacy_subscriptions_of_one_connection_to_the_same_operation_each_hear_every_event() {
+    one_connection_two_ids(true).await;
+}
+
+/// `a` and `probe` on connection X, `b` on connection Y, all one operation of one token; `a`
+/// leaves, the others go on; then everybody leaves.
+async fn one_subscriber_leaves_the_others_go_on(legacy: bool) {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut x = connection(&app, legacy, &token).await;
+    subscribe(&mut x, legacy, "a", IDS, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    let mut y = connection(&app, legacy, &token).await;
+    subscribe(&mut y, legacy, "b", IDS, json!({})).await;
+    subscribe(&mut x, legacy, "probe", IDS, json!({})).await;
+    live_subscriptions(&app, 3).await;
+    deliver_station_event(&app, "e-1").await;
+    let kind = if legacy { "data" } else { "next" };
+    let mut on_x = Vec::new();
+    for _ in 0..2 {
+        let v = ws_next(&mut x).await;
+        assert_eq!(v["type"], kind, "{v}");
+        on_x.push((v["id"].to_string(), v["payload"]["data"]["stationEvents"]["id"].to_string()));
+    }
+    on_x.sort();
+    let expected = [(r#""a""#, r#""e-1""#), (r#""probe""#, r#""e-1""#)].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(on_x, expected, "both operations of X hear the first event");
+    assert_eq!(event_id_for(&mut y, legacy, "b").await, "e-1");
+
+    // `a` leaves: the server completes it, and its watch goes.
+    unsubscribe(&mut x, legacy, "a").await;
+    completed(&mut x, "a").await;
+    live_subscriptions(&app, 2).await;
+
+    // The sharing subscribers hear later events; `a` hears nothing more: X's next messages are
+    // the probe's, event after event.
+    for n in 2..=3 {
+        deliver_station_event(&app, &format!("e-{n}")).await;
+        assert_eq!(event_id_for(&mut y, legacy, "b").await, format!("e-{n}"));
+        assert_eq!(event_id_for(&mut x, legacy, "probe").await, format!("e-{n}"), "nothing more for `a`");
+    }
+
+    // Everybody leaves, the connections staying open: nothing is live any more.
+    unsubscribe(&mut y, legacy, "b").await;
+    completed(&mut y, "b").await;
+    unsubscribe(&mut x, legacy, "probe").await;
+    completed(&mut x, "probe").await;
+    live_subscriptions(&app, 0).await;
+    // Subscribing again to the same operation works, with a fresh execution.
+    subscribe(&mut y, legacy, "b2", IDS, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    deliver_station_event(&app, "e-4").await;
+    assert_eq!(event_id_for(&mut y, legacy, "b2").await, "e-4");
+}
+
+#[tokio::test]
+async fn a_subscriber_completing_leaves_the_others_sharing_its_operation_hearing_events() {
+    one_subscriber_leaves_the_others_go_on(false).await;
+}
+
+#[tokio::test]
+async fn a_legacy_subscriber_stopping_leaves_the_others_sharing_its_operation_hearing_events() {
+    one_subscriber_leaves_the_others_go_on(true).await;
+}
+
+/// Alice (owner) and Ivan (installer) watch with the same query, `installer_first` deciding who
+/// subscribes first: the event's energy and cost reach Alice only.
+async fn owner_and_installer_do_not_share(installer_first: bool) {
+    let app = spawn_app().await;
+    let q = "subscription { stationEvents(installationId: 33) { id data } }";
+    let (alice, ivan) = (app.token_for("alice"), app.token_for("ivan"));
+    let order =
+        if installer_first { [("ivan", &ivan), ("alice", &alice)] } else { [("alice", &alice), ("ivan", &ivan)] };
+    let mut sockets = Vec::new();
+    for (n, (who, token)) in order.into_iter().enumerate() {
+        let mut ws = connection(&app, false, token).await;
+        // The same operation id too: only the token differs.
+        subscribe(&mut ws, false, "1", q, json!({})).await;
+        live_subscriptions(&app, n + 1).await;
+        sockets.push((who, ws));
+    }
+    let data = json!({
+        "installationId": 33, "chargingStationId": ALICE_STATION, "availability": "available",
+        "sessionDuration": 3600, "sessionEnergy": 12.5, "sessionCost": 3.25, "energy": 7.5, "cost": 1.5
+    });
+    deliver_event(&app, "costly-1", data).await;
+    for (who, ws) in &mut sockets {
+        let e = event_for(ws, false, "1").await;
+        assert_eq!(e["id"], "costly-1", "{who}: {e}");
+        let d = &e["data"];
+        assert_eq!(d["availability"], "available", "{who}: {e}");
+        assert_eq!(d["sessionDuration"], 3600, "{who}: {e}");
+        for field in ["sessionEnergy", "sessionCost", "energy", "cost"] {
+            if *who == "alice" {
+                assert!(d.get(field).is_some(), "the owner sees {field}: {e}");
+            } else {
+                assert!(d.get(field).is_none(), "the installer does not see {field}: {e}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_owner_joining_an_installers_identical_subscription_still_sees_costs() {
+    owner_and_installer_do_not_share(true).await;
+}
+
+#[tokio::test]
+async fn an_installer_joining_an_owners_identical_subscription_sees_no_costs() {
+    owner_and_installer_do_not_share(false).await;
+}
+
+#[tokio::test]
+async fn subscriptions_differing_only_in_their_variables_do_not_share() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let q = r#"subscription Watch($cs: ID) { stationEvents(installationId: 33, chargingStationId: $cs) { id chargingStationId } }"#;
+    // The whole installation first, then the same query filtered to Alice's station.
+    let mut whole = connection(&app, false, &token).await;
+    subscribe(&mut whole, false, "all", q, json!({"cs": null})).await;
+    live_subscriptions(&app, 1).await;
+    let mut one = connection(&app, false, &token).await;
+    subscribe(&mut one, false, "one", q, json!({"cs": ALICE_STATION})).await;
+    live_subscriptions(&app, 2).await;
+    // An event of another station reaches the whole-installation subscriber only...
+    deliver_event(&app, "other-1", json!({"installationId": 33, "chargingStationId": OTHER_STATION})).await;
+    let e = event_for(&mut whole, false, "all").await;
+    assert_eq!((e["id"].as_str(), e["chargingStationId"].as_str()), (Some("other-1"), Some(OTHER_STATION)), "{e}");
+    // ...so the filtered subscriber's next message is the event of its own station.
+    deliver_station_event(&app, "mine-1").await;
+    let e = event_for(&mut one, false, "one").await;
+    assert_eq!((e["id"].as_str(), e["chargingStationId"].as_str()), (Some("mine-1"), Some(ALICE_STATION)), "{e}");
+    assert_eq!(event_id_for(&mut whole, false, "all").await, "mine-1");
+}
+
+#[tokio::test]
+async fn joining_a_shared_subscription_works_and_is_refused_once_the_caller_lost_access() {
+    let app = spawn_app().await;
+    let q = "subscription { stationEvents(installationId: 33) { id } }";
+    let ivan = app.token_for("ivan");
+    // Ivan (installer on 33) watches on one connection; a second one joins the same operation.
+    let mut first = connection(&app, false, &ivan).await;
+    subscribe(&mut first, false, "a", q, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    let mut second = connection(&app, false, &ivan).await;
+    subscribe(&mut second, false, "b", q, json!({})).await;
+    live_subscriptions(&app, 2).await;
+    deliver_station_event(&app, "e-1").await;
+    assert_eq!(event_id_for(&mut first, false, "a").await, "e-1");
+    assert_eq!(event_id_for(&mut second, false, "b").await, "e-1", "the join works");
+
+    // Alice removes Ivan through witty-bff, while his shared subscription is still running.
+    let r = app
+        .graphql("alice", r#"mutation { removeInstallationUser(installationId: 33, accountId: "ivan") }"#, json!({}))
+        .await;
+    assert_eq!(data(&r)["removeInstallationUser"], true);
+    // A third subscriber with the same token and operation is checked on its own, and refused.
+    let mut third = connection(&app, false, &ivan).await;
+    subscribe(&mut third, false, "c", q, json!({})).await;
+    let refused = ws_next(&mut third).await;
+    assert_eq!(refused["id"], "c", "{refused}");
+    let errors =
+        if refused["type"] == "error" { refused["payload"].clone() } else { refused["payload"]["errors"].clone() };
+    assert_eq!(errors[0]["extensions"]["code"], "NOT_FOUND", "{refused}");
+    assert!(refused["payload"]["data"].is_null(), "{refused}");
+    if refused["type"] == "next" {
+        completed(&mut third, "c").await;
+    }
+    assert_eq!(metric(&app, "witty_bff_live_subscriptions").await, 2.0, "the refused one never watched");
+
+    // The running ones end at the next event, each with the refusal.
+    deliver_station_event(&app, "e-2").await;
+    for (ws, id) in [(&mut first, "a"), (&mut second, "b")] {
+        let v = ws_next(ws).await;
+        assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("next"), Some(id)), "{v}");
+        assert_eq!(v["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
+        completed(ws, id).await;
+    }
+    live_subscriptions(&app, 0).await;
+}
+
+#[tokio::test]
+async fn two_tokens_of_one_user_never_share_an_execution() {
+    let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
+    let long = app.token_for("alice");
+    // `exp` is in whole seconds: this one expires 3 to 4 s from now.
+    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
+    assert_ne!(long, short);
+    let q1 = "subscription { stationEvents(installationId: 33) { id } }";
+    let q2 = "subscription { stationEvents(installationId: 33) { id type } }";
+    let mut l = connection(&app, false, &long).await;
+    let mut s = connection(&app, false, &short).await;
+    // q1: the long-lived token first; q2: the short-lived one first.
+    subscribe(&mut l, false, "l1", q1, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    subscribe(&mut s, false, "s1", q1, json!({})).await;
+    subscribe(&mut s, false, "s2", q2, json!({})).await;
+    live_subscriptions(&app, 3).await;
+    subscribe(&mut l, false, "l2", q2, json!({})).await;
+    live_subscriptions(&app, 4).await;
+    // The short-lived token's subscriptions end at its expiry, both of them...
+    let mut ended = vec![ws_next(&mut s).await, ws_next(&mut s).await];
+    ended.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_string());
+    for (v, id) in ended.iter().zip(["s1", "s2"]) {
+        assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("complete"), Some(id)), "{ended:?}");
+    }
+    live_subscriptions(&app, 2).await;
+    // ...and the long-lived token's go on, whoever subscribed first.
+    deliver_station_event(&app, "after-expiry").await;
+    let mut got = vec![ws_next(&mut l).await, ws_next(&mut l).await];
+    got.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_string());
+    for (v, id) in got.iter().zip(["l1", "l2"]) {
+        assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("next"), Some(id)), "{got:?}");
+        assert_eq!(v["payload"]["data"]["stationEvents"]["id"], "after-expiry", "{got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_sharing_subscriber_that_stops_reading_is_dropped_alone() {
+    let app = spawn_app_with(|c| c.live_buffer_events = 16).await;
+    let token = app.token_for("alice");
+    let q = "subscription { stationEvents(installationId: 33) { id data } }";
+    // The one that will stop reading opens the shared execution; the other joins it.
+    let mut slow = connection(&app, false, &token).await;
+    subscribe(&mut slow, false, "s", q, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    let mut fast = connection(&app, false, &token).await;
+    subscribe(&mut fast, false, "f", q, json!({})).await;
+    live_subscriptions(&app, 2).await;
+    // 300 events of 64 KiB (19 MiB): far more than the socket buffers and the 16 answers a
+    // subscriber may be behind. The reading subscriber takes each one as it comes.
+    let blob = "x".repeat(64 * 1024);
+    let total = 300;
+    for n in 0..total {
+        deliver_event(&app, &format!("big-{n}"), json!({"installationId": 33, "blob": blob})).await;
+        assert_eq!(event_id_for(&mut fast, false, "f").await, format!("big-{n}"));
+    }
+    // The stuck one, reading again, finds what was already on its way, then the notice, then the end.
+    let mut received = 0;
+    let notice = loop {
+        let v = ws_next(&mut slow).await;
+        assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("next"), Some("s")), "{v}");
+        if v["payload"]["errors"].is_array() {
+            break v;
+        }
+        received += 1;
+    };
+    assert!(received < total, "it got {received} events");
+    let error = &notice["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{notice}");
+    assert!(error["message"].as_str().unwrap().contains("subscribe again"), "{notice}");
+    completed(&mut slow, "s").await;
+    assert_eq!(metric(&app, "witty_bff_lagging_subscribers_dropped_total").await, 1.0);
+    live_subscriptions(&app, 1).await;
+    // The execution it opened goes on for the other one.
+    deliver_station_event(&app, "after-drop").await;
+    assert_eq!(event_id_for(&mut fast, false, "f").await, "after-drop");
+}
