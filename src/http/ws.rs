@@ -131,6 +131,50 @@ impl Lanes {
     }
 }
 
+/// A stream polled only after it asked to be (its waker was called): the protocol handler is not
+/// run again each time the connection writes shared answers.
+struct Gated<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+struct Gate {
+    woken: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl futures::task::ArcWake for Gate {
+    fn wake_by_ref(gate: &Arc<Self>) {
+        gate.woken.store(true, Ordering::Release);
+        gate.waker.wake();
+    }
+}
+
+impl<S> Gated<S> {
+    fn new(inner: S) -> Gated<S> {
+        Gated { inner, gate: Arc::new(Gate { woken: AtomicBool::new(true), waker: AtomicWaker::new() }) }
+    }
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<S::Item>> {
+        self.gate.waker.register(cx.waker());
+        if !self.gate.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let gate = self.gate.clone();
+        let waker = futures::task::waker_ref(&gate);
+        let polled = self.inner.poll_next_unpin(&mut std::task::Context::from_waker(&waker));
+        if polled.is_ready() {
+            // There may be more: look again next time.
+            self.gate.woken.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
 /// The id of a `subscribe` (graphql-transport-ws) or `start` (legacy) message.
 fn subscribe_id(message: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -220,7 +264,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     });
     let mut shared = OpenLanes::default();
     // Messages that are ready together (a burst of events) go out in one write.
-    let mut gql = std::pin::pin!(gql.ready_chunks(WRITE_BATCH));
+    let mut gql = Gated::new(Box::pin(gql.ready_chunks(WRITE_BATCH)));
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.tick().await;
