@@ -4,7 +4,8 @@
 //! (p50/p99), the CPU each delivered message cost the server and the bench's clients, and the
 //! server's RSS. `FANOUT_ROUNDS` (5) rounds of two bursts of `FANOUT_EVENTS` (50) deliveries:
 //! `FANOUT_GAP_MS` (20) apart, then back to back; the figures pool the rounds, and each round's p99
-//! shows the spread. `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and
+//! shows the spread. `FANOUT_DISTINCT_TOKENS=1` gives every subscriber a token of its own (nothing
+//! shared). `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and
 //! last arrival. Loopback only; bounded in count and time.
 
 use std::process::Stdio;
@@ -186,8 +187,15 @@ async fn main() {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(subscribers);
     let arrivals: Vec<Arrivals> = (0..subscribers).map(|_| Arrivals::default()).collect();
     let mut clients = Vec::with_capacity(subscribers);
-    for seen in &arrivals {
-        let (ready, token) = (ready_tx.clone(), token.clone());
+    // `FANOUT_DISTINCT_TOKENS=1`: every subscriber its own token (a token per session), so no two
+    // share an execution: the worst case for memory and CPU.
+    let distinct = std::env::var("FANOUT_DISTINCT_TOKENS").is_ok();
+    for (n, seen) in arrivals.iter().enumerate() {
+        let token = match distinct {
+            true => mint_dev_token(DEV_JWT_SECRET, "alice", 3600 + n as i64, None, None),
+            false => token.clone(),
+        };
+        let ready = ready_tx.clone();
         clients.push(tokio::spawn(subscriber(port, token, ready, seen.clone())));
     }
     drop(ready_tx);

@@ -36,6 +36,8 @@ struct HubKey {
     query: String,
     variables: String,
     operation: Option<String>,
+    /// The resolver's decision for this caller (costs or not), as of when they subscribed.
+    owner: bool,
 }
 
 #[derive(Clone)]
@@ -89,20 +91,44 @@ struct Ticket {
 pub struct Arming {
     fanout: Arc<Fanout>,
     key: HubKey,
-    ticket: Mutex<Option<Ticket>>,
+    ticket: Mutex<Armed>,
+}
+
+/// Where an `Arming` stands: a subscriber takes one place, once, before its stream moves on.
+#[derive(Default)]
+enum Armed {
+    #[default]
+    Open,
+    Ticket(Ticket),
+    Closed,
 }
 
 impl Arming {
-    /// Joins (or opens) the hub, then takes the watch: a subscriber counted as live already
-    /// hears every event that follows.
-    pub fn arm(&self, watch: impl FnOnce() -> WatchGuard) {
-        let (hub, rx, feed) = self.fanout.attach(&self.key);
+    /// Joins (or opens) the hub for what the resolver decided (`owner`: whether the caller gets
+    /// costs), then takes the watch: a subscriber counted as live already hears every event that
+    /// follows. Only once, and only before the subscriber's stream moved on; otherwise the watch
+    /// is handed back for the execution to keep, as an unshared one does.
+    pub fn arm(&self, owner: bool, watch: impl FnOnce() -> WatchGuard) -> Option<WatchGuard> {
+        let mut armed = self.ticket.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*armed, Armed::Open) {
+            return Some(watch());
+        }
+        let (hub, rx, feed) = self.fanout.attach(&HubKey { owner, ..self.key.clone() });
         let guard = watch();
-        *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ticket { hub, rx, feed, guard });
+        *armed = Armed::Ticket(Ticket { hub, rx, feed, guard });
+        None
     }
 
-    fn take(&self) -> Option<Ticket> {
-        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The ticket, if the resolver armed; either way no later arming takes a place.
+    fn close(&self) -> Option<Ticket> {
+        match std::mem::replace(&mut *self.ticket.lock().unwrap_or_else(|e| e.into_inner()), Armed::Closed) {
+            Armed::Ticket(ticket) => Some(ticket),
+            _ => None,
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        matches!(*self.ticket.lock().unwrap_or_else(|e| e.into_inner()), Armed::Ticket(_))
     }
 }
 
@@ -190,11 +216,15 @@ impl Fanout {
         id: &str,
         sink: Arc<dyn LaneSink>,
     ) -> BoxStream<'static, Response> {
+        if !single_subscription_field(&request) {
+            return schema.execute_stream_with_session_data(request, session);
+        }
         let key = HubKey {
             token: token.into(),
             query: request.query.clone(),
             variables: serde_json::to_string(&request.variables).unwrap_or_default(),
             operation: request.operation_name.clone(),
+            owner: false,
         };
         let arming = Arc::new(Arming { fanout: self.clone(), key, ticket: Mutex::default() });
         let own = schema.execute_stream_with_session_data(request.data(arming.clone()), session);
@@ -259,9 +289,14 @@ impl Stream for Shared {
             let armed = match &mut this.phase {
                 Phase::Own { own, arming, .. } => {
                     let polled = own.poll_next_unpin(cx);
-                    match (polled, arming.take()) {
+                    let moved_on = matches!(polled, Poll::Ready(_));
+                    if !moved_on && !arming.is_armed() {
+                        return Poll::Pending;
+                    }
+                    match (polled, arming.close()) {
                         (polled, Some(ticket)) => (ticket, polled),
                         (polled, None) => {
+                            // Never armed (an error at subscribe time): its own execution on.
                             if matches!(polled, Poll::Ready(Some(_)))
                                 && let Phase::Own { own, .. } = std::mem::replace(&mut this.phase, Phase::Done)
                             {
@@ -312,14 +347,19 @@ async fn run_hub(
     ended: Arc<AtomicBool>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let render = |r: &Response| -> Arc<str> { serde_json::to_string(r).unwrap_or_default().into() };
+    // However it stops (its end, nobody left, or a panic in a resolver), subscribers complete
+    // and nobody joins it any more.
+    let _end = EndOnDrop { tx: tx.clone(), ended };
     let mut next = first;
     loop {
         match next.take() {
-            Some(Some(r)) => {
-                let _ = tx.send(Frame::Next(render(&r)));
-            }
-            Some(None) => break,
+            Some(Some(r)) => match serde_json::to_string(&r) {
+                Ok(json) => {
+                    let _ = tx.send(Frame::Next(json.into()));
+                }
+                Err(e) => tracing::warn!(error = %e, "a subscription answer could not be rendered; skipped"),
+            },
+            Some(None) => return,
             None => {}
         }
         tokio::select! {
@@ -327,8 +367,34 @@ async fn run_hub(
             r = own.next() => next = Some(r),
         }
     }
-    ended.store(true, Ordering::SeqCst);
-    let _ = tx.send(Frame::End);
+}
+
+struct EndOnDrop {
+    tx: broadcast::Sender<Frame>,
+    ended: Arc<AtomicBool>,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Frame::End);
+    }
+}
+
+/// Whether the request runs a subscription with a single root field (as the GraphQL spec
+/// requires of subscriptions): only such an operation is shared.
+fn single_subscription_field(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let operation = match (&doc.operations, &request.operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|op| {
+        let items = &op.node.selection_set.node.items;
+        op.node.ty == OperationType::Subscription && items.len() == 1 && matches!(items[0].node, Selection::Field(_))
+    })
 }
 
 impl Lane {

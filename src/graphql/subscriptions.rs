@@ -175,10 +175,7 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
     // A shared subscriber's watch is its own, kept by its place at the hub; this execution may
     // go on for others.
     let guard = match ctx.data_opt::<Arc<Arming>>() {
-        Some(arming) => {
-            arming.arm(take_watch);
-            None
-        }
+        Some(arming) => arming.arm(watch.owner, take_watch),
         None => Some(take_watch()),
     };
     let expiry = watch.caller.expires_at;

@@ -102,8 +102,8 @@ impl Executor for PerOperation {
     }
 }
 
-/// The lanes of a connection's shared subscriptions, handed to its loop (they are added while
-/// the loop polls the protocol, so the check is a flag, not a channel).
+/// The lanes of a connection's shared subscriptions, handed to its loop. Polled at every turn of
+/// the loop, so a flag checked first keeps that cheap.
 #[derive(Default)]
 struct Lanes {
     new: Mutex<Vec<Lane>>,
@@ -267,10 +267,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     let mut gql = Gated::new(Box::pin(gql.ready_chunks(WRITE_BATCH)));
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
     let mut refused = false;
-    // Shared answers come first (they are most of the traffic); the protocol's own messages
-    // still get a turn after every few batches of them.
+    // Shared answers come before the protocol's messages (they are most of the traffic); those
+    // still get a turn after every few batches.
     let mut streak = 0;
     loop {
         let fair_turn = match streak >= FAIR_TURN {
@@ -284,10 +285,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
             Some(step) => step,
             None => tokio::select! {
                 biased;
+                // Rare, so first: a busy connection still sends its keep-alives.
+                _ = keepalive.tick() => Step::KeepAlive,
                 new = std::future::poll_fn(|cx| lanes.poll_new(cx)) => Step::NewLanes(new),
                 frames = std::future::poll_fn(|cx| shared.poll_frames(cx, legacy)) => Step::Shared(frames),
                 out = gql.next() => Step::Protocol(out),
-                _ = keepalive.tick() => Step::KeepAlive,
             },
         };
         streak = if matches!(step, Step::Shared(_)) { streak + 1 } else { 0 };
