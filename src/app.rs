@@ -24,8 +24,6 @@ use uuid::Uuid;
 
 /// How long requests in flight may take to finish once a shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Events the bus holds for executions that have not read them yet.
-const BUS_EVENTS: usize = 4096;
 
 /// A built application, listening but not yet serving.
 pub struct App {
@@ -85,8 +83,7 @@ impl App {
             (Some(_), Some(secret)) => Some(mint_dev_token(secret, "alice", 12 * 3600, None, None)),
             _ => None,
         };
-        // The bus feeds one execution per distinct subscription: roomy, so only a subscriber falls behind.
-        let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events.max(BUS_EVENTS)));
+        let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events));
         let public_url = match &config.public_url {
             Some(url) => url.clone(),
             None => format!("http://{addr}").parse().context("public URL")?,

@@ -113,9 +113,9 @@ pub struct Config {
     pub ws_keepalive_secs: u64,
 
     /// Events a live subscriber may fall behind by before it is dropped (with an error telling it
-    /// to subscribe again); others are never slowed by it. Each distinct WebSocket subscription
-    /// (token, operation, variables) keeps a buffer of this many answers, about 48 bytes each.
-    #[arg(long, env = "WITTY_BFF_LIVE_BUFFER_EVENTS", default_value_t = 128)]
+    /// to subscribe again); others are never slowed by it. The event bus keeps this many events,
+    /// and so does each execution shared by several WebSocket subscribers (about 48 bytes each).
+    #[arg(long, env = "WITTY_BFF_LIVE_BUFFER_EVENTS", default_value_t = 1024)]
     pub live_buffer_events: usize,
 
     /// Timeout of one upstream call, in milliseconds.

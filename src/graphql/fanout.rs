@@ -56,14 +56,42 @@ pub struct Fanout {
     metrics: Arc<Metrics>,
 }
 
-/// One shared execution, alive while any subscriber holds it.
+/// One shared execution, alive while any subscriber holds it. A lone subscriber runs it on its
+/// own connection, as an unshared one would; when a second one joins, it moves to a task of its
+/// own that answers them all.
 struct Hub {
-    tx: broadcast::Sender<Frame>,
-    ended: Arc<AtomicBool>,
+    state: Arc<Mutex<HubState>>,
+    /// Wakes the subscriber running it on its connection when someone joins.
+    runner: AtomicWaker,
+    capacity: usize,
     key: HubKey,
     fanout: Weak<Fanout>,
     /// Dropped with the last subscriber: the execution stops.
     _stop: oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// Made when a second subscriber joins: from then on the execution runs on a task of its own.
+    tx: Option<broadcast::Sender<Frame>>,
+    /// It ended: nobody joins it any more.
+    ended: bool,
+}
+
+impl Hub {
+    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether someone joined the subscriber running it (then the answer is the channel to send
+    /// to). If not and `ending`, it ends, so nobody joins it after this.
+    fn joined(&self, ending: bool) -> Option<broadcast::Sender<Frame>> {
+        let mut state = self.state();
+        if state.tx.is_none() && ending {
+            state.ended = true;
+        }
+        state.tx.clone()
+    }
 }
 
 impl Drop for Hub {
@@ -80,10 +108,15 @@ impl Drop for Hub {
 /// A subscriber's place at a hub, taken by the resolver once the caller's checks have passed.
 struct Ticket {
     hub: Arc<Hub>,
-    rx: broadcast::Receiver<Frame>,
-    /// Set for the subscriber that created the hub: its own execution becomes the hub's.
-    feed: Option<oneshot::Receiver<()>>,
+    place: Place,
     guard: WatchGuard,
+}
+
+enum Place {
+    /// It opened the hub: its own execution is the hub's.
+    Runs(oneshot::Receiver<()>),
+    /// It joined one.
+    Joined(broadcast::Receiver<Frame>),
 }
 
 /// Put in the data of a subscription a transport can share; the resolver arms it (see
@@ -113,9 +146,9 @@ impl Arming {
         if !matches!(*armed, Armed::Open) {
             return Some(watch());
         }
-        let (hub, rx, feed) = self.fanout.attach(&HubKey { owner, ..self.key.clone() });
+        let (hub, place) = self.fanout.attach(&HubKey { owner, ..self.key.clone() });
         let guard = watch();
-        *armed = Armed::Ticket(Ticket { hub, rx, feed, guard });
+        *armed = Armed::Ticket(Ticket { hub, place, guard });
         None
     }
 
@@ -180,27 +213,37 @@ impl Fanout {
         Arc::new(Fanout { hubs: Mutex::default(), capacity: capacity.max(16), metrics })
     }
 
-    fn attach(self: &Arc<Self>, key: &HubKey) -> (Arc<Hub>, broadcast::Receiver<Frame>, Option<oneshot::Receiver<()>>) {
+    fn attach(self: &Arc<Self>, key: &HubKey) -> (Arc<Hub>, Place) {
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         // An ended hub found here is let go only once the lock is released (its drop takes it).
         let ended = match hubs.get(key).and_then(Weak::upgrade) {
             Some(hub) => {
-                let rx = hub.tx.subscribe();
-                if !hub.ended.load(Ordering::SeqCst) {
-                    return (hub, rx, None);
+                let mut state = hub.state();
+                if !state.ended {
+                    let rx = state.tx.get_or_insert_with(|| broadcast::channel(hub.capacity).0).subscribe();
+                    drop(state);
+                    // The one running it on its connection hands it over.
+                    hub.runner.wake();
+                    return (hub, Place::Joined(rx));
                 }
+                drop(state);
                 Some(hub)
             }
             None => None,
         };
-        let (tx, rx) = broadcast::channel(self.capacity);
         let (stop, feed) = oneshot::channel();
-        let hub =
-            Arc::new(Hub { tx, ended: Arc::default(), key: key.clone(), fanout: Arc::downgrade(self), _stop: stop });
+        let hub = Arc::new(Hub {
+            state: Arc::default(),
+            runner: AtomicWaker::new(),
+            capacity: self.capacity,
+            key: key.clone(),
+            fanout: Arc::downgrade(self),
+            _stop: stop,
+        });
         hubs.insert(key.clone(), Arc::downgrade(&hub));
         drop(hubs);
         drop(ended);
-        (hub, rx, Some(feed))
+        (hub, Place::Runs(feed))
     }
 
     /// Runs a subscription for operation `id` of a connection. Until the resolver arms, this is the
@@ -249,6 +292,8 @@ enum Phase {
     },
     /// Never armed: its own execution throughout (a query, or an error at subscribe time).
     Alone(BoxStream<'static, Response>),
+    /// Opened a hub nobody else joined: its execution runs here, answers as an unshared one's.
+    Runs(Box<Runner>),
     /// Served by a hub through its lane.
     Lane(Arc<LaneState>),
     Done,
@@ -261,23 +306,75 @@ impl Shared {
         let Phase::Own { own, sink, id, metrics, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        let Ticket { hub, rx, feed, guard } = ticket;
-        if let Some(stop) = feed {
-            tokio::spawn(run_hub(own, first, hub.tx.clone(), hub.ended.clone(), stop));
-        }
-        let state = Arc::new(LaneState::default());
-        sink.add(Lane {
-            id_json: id,
-            state: state.clone(),
-            metrics,
-            rx: Some(rx),
-            waiting: None,
-            ended: false,
-            _hub: hub,
-            _guard: guard,
-        });
-        self.phase = Phase::Lane(state);
+        let Ticket { hub, place, guard } = ticket;
+        self.phase = match place {
+            Place::Runs(stop) => {
+                Phase::Runs(Box::new(Runner { own, pending: first, hub, stop, guard, sink, id, metrics }))
+            }
+            Place::Joined(rx) => Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics })),
+        };
     }
+}
+
+/// A subscriber running its hub's execution on its connection.
+struct Runner {
+    own: BoxStream<'static, Response>,
+    /// An answer its execution gave while it armed.
+    pending: Option<Option<Response>>,
+    hub: Arc<Hub>,
+    stop: oneshot::Receiver<()>,
+    guard: WatchGuard,
+    sink: Arc<dyn LaneSink>,
+    id: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Runner {
+    /// Someone joined: the execution moves to a task of its own (with the answer in hand, if
+    /// any), and this subscriber reads it through a lane like the others.
+    fn hand_over(self: Box<Self>, tx: broadcast::Sender<Frame>, first: Option<Option<Response>>) -> Phase {
+        let Runner { own, hub, stop, guard, sink, id, metrics, .. } = *self;
+        let rx = tx.subscribe();
+        tokio::spawn(run_hub(own, first, tx, hub.state.clone(), stop));
+        Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics }))
+    }
+
+    /// Let go (the client completed or left): anyone who joined keeps the execution.
+    fn let_go(self: Box<Self>) {
+        let Some(tx) = self.hub.joined(true) else { return };
+        let Runner { own, hub, stop, .. } = *self;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(run_hub(own, None, tx, hub.state.clone(), stop))),
+            // Shutting down: the others end too.
+            Err(_) => drop(EndOnDrop { tx, state: hub.state.clone() }),
+        }
+    }
+}
+
+struct LaneParts {
+    hub: Arc<Hub>,
+    rx: broadcast::Receiver<Frame>,
+    guard: WatchGuard,
+    sink: Arc<dyn LaneSink>,
+    id: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+/// Gives the transport the subscriber's lane; returns what its own stream watches.
+fn lane(parts: LaneParts) -> Arc<LaneState> {
+    let LaneParts { hub, rx, guard, sink, id, metrics } = parts;
+    let state = Arc::new(LaneState::default());
+    sink.add(Lane {
+        id_json: id,
+        state: state.clone(),
+        metrics,
+        rx: Some(rx),
+        waiting: None,
+        ended: false,
+        _hub: hub,
+        _guard: guard,
+    });
+    state
 }
 
 impl Stream for Shared {
@@ -307,6 +404,29 @@ impl Stream for Shared {
                     }
                 }
                 Phase::Alone(own) => return own.poll_next_unpin(cx),
+                Phase::Runs(runner) => {
+                    runner.hub.runner.register(cx.waker());
+                    let polled = match runner.pending.take() {
+                        Some(answer) => Poll::Ready(answer),
+                        None => runner.own.poll_next_unpin(cx),
+                    };
+                    // Checked after polling too: an event that came after someone joined is theirs as well.
+                    let ending = matches!(polled, Poll::Ready(None));
+                    match runner.hub.joined(ending) {
+                        Some(tx) => {
+                            let first = match polled {
+                                Poll::Ready(answer) => Some(answer),
+                                Poll::Pending => None,
+                            };
+                            let Phase::Runs(runner) = std::mem::replace(&mut this.phase, Phase::Done) else {
+                                unreachable!()
+                            };
+                            this.phase = runner.hand_over(tx, first);
+                            continue;
+                        }
+                        None => return polled,
+                    }
+                }
                 Phase::Lane(state) => {
                     state.waker.register(cx.waker());
                     let ended = state.ended.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -332,9 +452,13 @@ impl Stream for Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Phase::Lane(state) = &self.phase {
-            state.removed.store(true, Ordering::SeqCst);
-            state.lane_waker.wake();
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Lane(state) => {
+                state.removed.store(true, Ordering::SeqCst);
+                state.lane_waker.wake();
+            }
+            Phase::Runs(runner) => runner.let_go(),
+            _ => {}
         }
     }
 }
@@ -344,12 +468,12 @@ async fn run_hub(
     mut own: BoxStream<'static, Response>,
     first: Option<Option<Response>>,
     tx: broadcast::Sender<Frame>,
-    ended: Arc<AtomicBool>,
+    state: Arc<Mutex<HubState>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     // However it stops (its end, nobody left, or a panic in a resolver), subscribers complete
     // and nobody joins it any more.
-    let _end = EndOnDrop { tx: tx.clone(), ended };
+    let _end = EndOnDrop { tx: tx.clone(), state };
     let mut next = first;
     loop {
         match next.take() {
@@ -371,12 +495,12 @@ async fn run_hub(
 
 struct EndOnDrop {
     tx: broadcast::Sender<Frame>,
-    ended: Arc<AtomicBool>,
+    state: Arc<Mutex<HubState>>,
 }
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
-        self.ended.store(true, Ordering::SeqCst);
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
         let _ = self.tx.send(Frame::End);
     }
 }

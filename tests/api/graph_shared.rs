@@ -462,3 +462,36 @@ async fn a_subscription_with_two_root_fields_is_served_on_its_own_and_leaves_not
     deliver_station_event(&app, "e-2").await;
     assert_eq!(event_id_for(&mut z, false, "z").await, "e-2");
 }
+
+#[tokio::test]
+async fn the_subscriber_that_opened_a_shared_execution_may_leave_at_once_and_the_others_keep_it() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    for round in 0..3 {
+        let mut opener = connection(&app, false, &token).await;
+        subscribe(&mut opener, false, "a", IDS, json!({})).await;
+        live_subscriptions(&app, 1).await;
+        let mut joiner = connection(&app, false, &token).await;
+        subscribe(&mut joiner, false, "b", IDS, json!({})).await;
+        live_subscriptions(&app, 2).await;
+        // The opener leaves before any event: by `complete` or by closing its connection.
+        if round % 2 == 0 {
+            unsubscribe(&mut opener, false, "a").await;
+            completed(&mut opener, "a").await;
+        } else {
+            drop(opener);
+        }
+        live_subscriptions(&app, 1).await;
+        deliver_station_event(&app, &format!("e-{round}-1")).await;
+        assert_eq!(event_id_for(&mut joiner, false, "b").await, format!("e-{round}-1"));
+        // A newcomer joins what the opener left behind; both hear the next event.
+        let mut newcomer = connection(&app, false, &token).await;
+        subscribe(&mut newcomer, false, "c", IDS, json!({})).await;
+        live_subscriptions(&app, 2).await;
+        deliver_station_event(&app, &format!("e-{round}-2")).await;
+        assert_eq!(event_id_for(&mut joiner, false, "b").await, format!("e-{round}-2"));
+        assert_eq!(event_id_for(&mut newcomer, false, "c").await, format!("e-{round}-2"));
+        drop((joiner, newcomer));
+        live_subscriptions(&app, 0).await;
+    }
+}
