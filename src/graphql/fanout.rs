@@ -61,7 +61,10 @@ pub struct Fanout {
 /// own that answers them all.
 struct Hub {
     state: Arc<Mutex<HubState>>,
-    /// Wakes the subscriber running it on its connection when someone joins.
+    /// The execution while its opener runs it on its own connection. Whoever takes it out (the
+    /// opener when it sees someone joined or when it leaves, or a joiner) starts its task.
+    execution: Mutex<Option<Execution>>,
+    /// Wakes the opener when a joiner took the execution: it then reads through a lane.
     runner: AtomicWaker,
     capacity: usize,
     key: HubKey,
@@ -70,10 +73,20 @@ struct Hub {
     _stop: oneshot::Sender<()>,
 }
 
+/// An execution not yet on a task of its own.
+struct Execution {
+    own: BoxStream<'static, Response>,
+    /// An answer it gave that nobody was sent yet.
+    first: Option<Option<Response>>,
+    stop: oneshot::Receiver<()>,
+}
+
 #[derive(Default)]
 struct HubState {
     /// Made when a second subscriber joins: from then on the execution runs on a task of its own.
     tx: Option<broadcast::Sender<Frame>>,
+    /// The opener's receiver, subscribed with the channel (before anything is sent).
+    opener_rx: Option<broadcast::Receiver<Frame>>,
     /// It ended: nobody joins it any more.
     ended: bool,
 }
@@ -83,14 +96,32 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether someone joined the subscriber running it (then the answer is the channel to send
-    /// to). If not and `ending`, it ends, so nobody joins it after this.
+    fn execution(&self) -> std::sync::MutexGuard<'_, Option<Execution>> {
+        self.execution.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The channel, if someone joined. If nobody did and `ending`, it ends: nobody joins after.
     fn joined(&self, ending: bool) -> Option<broadcast::Sender<Frame>> {
         let mut state = self.state();
         if state.tx.is_none() && ending {
             state.ended = true;
         }
         state.tx.clone()
+    }
+
+    /// Starts the execution's task, if it is still to be started and someone joined.
+    fn start(&self, execution: Execution, tx: broadcast::Sender<Frame>) {
+        let Execution { own, first, stop } = execution;
+        let end = EndOnDrop { tx: tx.clone(), state: self.state.clone() };
+        // Panicking (a resolver panicked on the opener's connection): the others end, without it.
+        if std::thread::panicking() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(run_hub(own, first, tx, end, stop))),
+            // Shutting down: the others end too.
+            Err(_) => drop(end),
+        }
     }
 }
 
@@ -220,10 +251,22 @@ impl Fanout {
             Some(hub) => {
                 let mut state = hub.state();
                 if !state.ended {
-                    let rx = state.tx.get_or_insert_with(|| broadcast::channel(hub.capacity).0).subscribe();
+                    if state.tx.is_none() {
+                        let tx = broadcast::channel(hub.capacity).0;
+                        state.opener_rx = Some(tx.subscribe());
+                        state.tx = Some(tx);
+                    }
+                    let tx = state.tx.clone().expect("made above");
+                    let rx = tx.subscribe();
                     drop(state);
-                    // The one running it on its connection hands it over.
-                    hub.runner.wake();
+                    drop(hubs);
+                    // Still on its opener's connection: it goes to a task of its own now, so this
+                    // subscriber never waits on that connection.
+                    let execution = hub.execution().take();
+                    if let Some(execution) = execution {
+                        hub.start(execution, tx);
+                        hub.runner.wake();
+                    }
                     return (hub, Place::Joined(rx));
                 }
                 drop(state);
@@ -234,6 +277,7 @@ impl Fanout {
         let (stop, feed) = oneshot::channel();
         let hub = Arc::new(Hub {
             state: Arc::default(),
+            execution: Mutex::default(),
             runner: AtomicWaker::new(),
             capacity: self.capacity,
             key: key.clone(),
@@ -293,7 +337,7 @@ enum Phase {
     /// Never armed: its own execution throughout (a query, or an error at subscribe time).
     Alone(BoxStream<'static, Response>),
     /// Opened a hub nobody else joined: its execution runs here, answers as an unshared one's.
-    Runs(Box<Runner>),
+    Runs(Runner),
     /// Served by a hub through its lane.
     Lane(Arc<LaneState>),
     Done,
@@ -309,7 +353,21 @@ impl Shared {
         let Ticket { hub, place, guard } = ticket;
         self.phase = match place {
             Place::Runs(stop) => {
-                Phase::Runs(Box::new(Runner { own, pending: first, hub, stop, guard, sink, id, metrics }))
+                let execution = Execution { own, first, stop };
+                // Someone may have joined already; otherwise the execution runs here for now.
+                let mut slot = hub.execution();
+                match hub.joined(false) {
+                    Some(tx) => {
+                        drop(slot);
+                        hub.start(execution, tx);
+                        Runner { hub, guard, sink, id, metrics }.into_lane()
+                    }
+                    None => {
+                        *slot = Some(execution);
+                        drop(slot);
+                        Phase::Runs(Runner { hub, guard, sink, id, metrics })
+                    }
+                }
             }
             Place::Joined(rx) => Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics })),
         };
@@ -318,11 +376,7 @@ impl Shared {
 
 /// A subscriber running its hub's execution on its connection.
 struct Runner {
-    own: BoxStream<'static, Response>,
-    /// An answer its execution gave while it armed.
-    pending: Option<Option<Response>>,
     hub: Arc<Hub>,
-    stop: oneshot::Receiver<()>,
     guard: WatchGuard,
     sink: Arc<dyn LaneSink>,
     id: Arc<str>,
@@ -330,23 +384,48 @@ struct Runner {
 }
 
 impl Runner {
-    /// Someone joined: the execution moves to a task of its own (with the answer in hand, if
-    /// any), and this subscriber reads it through a lane like the others.
-    fn hand_over(self: Box<Self>, tx: broadcast::Sender<Frame>, first: Option<Option<Response>>) -> Phase {
-        let Runner { own, hub, stop, guard, sink, id, metrics, .. } = *self;
-        let rx = tx.subscribe();
-        tokio::spawn(run_hub(own, first, tx, hub.state.clone(), stop));
-        Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics }))
+    /// Runs the execution if it is still here. `None`: it went to a task of its own (someone
+    /// joined), and this subscriber now reads through a lane like the others.
+    fn poll_execution(&mut self, cx: &mut Context<'_>) -> Option<Poll<Option<Response>>> {
+        self.hub.runner.register(cx.waker());
+        let mut slot = self.hub.execution();
+        let execution = slot.as_mut()?;
+        let polled = match execution.first.take() {
+            Some(answer) => Poll::Ready(answer),
+            None => execution.own.poll_next_unpin(cx),
+        };
+        // Checked after polling: an answer to an event that came after someone joined is
+        // theirs too, so it goes through the execution's task.
+        let ending = matches!(polled, Poll::Ready(None));
+        match self.hub.joined(ending) {
+            None => Some(polled),
+            Some(tx) => {
+                let mut execution = slot.take()?;
+                drop(slot);
+                if let Poll::Ready(answer) = polled {
+                    execution.first = Some(answer);
+                }
+                self.hub.start(execution, tx);
+                None
+            }
+        }
+    }
+
+    /// Its lane, once the execution went to a task of its own.
+    fn into_lane(self) -> Phase {
+        let Runner { hub, guard, sink, id, metrics } = self;
+        let rx = hub.state().opener_rx.take();
+        match rx {
+            Some(rx) => Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics })),
+            None => Phase::Done,
+        }
     }
 
     /// Let go (the client completed or left): anyone who joined keeps the execution.
-    fn let_go(self: Box<Self>) {
-        let Some(tx) = self.hub.joined(true) else { return };
-        let Runner { own, hub, stop, .. } = *self;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(run_hub(own, None, tx, hub.state.clone(), stop))),
-            // Shutting down: the others end too.
-            Err(_) => drop(EndOnDrop { tx, state: hub.state.clone() }),
+    fn let_go(self) {
+        let execution = self.hub.execution().take();
+        if let (Some(execution), Some(tx)) = (execution, self.hub.joined(true)) {
+            self.hub.start(execution, tx);
         }
     }
 }
@@ -404,29 +483,16 @@ impl Stream for Shared {
                     }
                 }
                 Phase::Alone(own) => return own.poll_next_unpin(cx),
-                Phase::Runs(runner) => {
-                    runner.hub.runner.register(cx.waker());
-                    let polled = match runner.pending.take() {
-                        Some(answer) => Poll::Ready(answer),
-                        None => runner.own.poll_next_unpin(cx),
-                    };
-                    // Checked after polling too: an event that came after someone joined is theirs as well.
-                    let ending = matches!(polled, Poll::Ready(None));
-                    match runner.hub.joined(ending) {
-                        Some(tx) => {
-                            let first = match polled {
-                                Poll::Ready(answer) => Some(answer),
-                                Poll::Pending => None,
-                            };
-                            let Phase::Runs(runner) = std::mem::replace(&mut this.phase, Phase::Done) else {
-                                unreachable!()
-                            };
-                            this.phase = runner.hand_over(tx, first);
-                            continue;
-                        }
-                        None => return polled,
+                Phase::Runs(runner) => match runner.poll_execution(cx) {
+                    Some(polled) => return polled,
+                    None => {
+                        let Phase::Runs(runner) = std::mem::replace(&mut this.phase, Phase::Done) else {
+                            unreachable!()
+                        };
+                        this.phase = runner.into_lane();
+                        continue;
                     }
-                }
+                },
                 Phase::Lane(state) => {
                     state.waker.register(cx.waker());
                     let ended = state.ended.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -468,12 +534,11 @@ async fn run_hub(
     mut own: BoxStream<'static, Response>,
     first: Option<Option<Response>>,
     tx: broadcast::Sender<Frame>,
-    state: Arc<Mutex<HubState>>,
+    // However it stops (its end, nobody left, a panic in a resolver, or dropped unstarted),
+    // subscribers complete and nobody joins it any more.
+    _end: EndOnDrop,
     mut stop: oneshot::Receiver<()>,
 ) {
-    // However it stops (its end, nobody left, or a panic in a resolver), subscribers complete
-    // and nobody joins it any more.
-    let _end = EndOnDrop { tx: tx.clone(), state };
     let mut next = first;
     loop {
         match next.take() {
