@@ -3,10 +3,11 @@
 //! execution (a hub) answers for all of them: it runs the operation once per event, renders the
 //! payload to JSON once, and hands the text to every subscriber's transport, which only frames it.
 //! With 1000 subscribers that is one execution per event instead of 1000, and no per-subscriber
-//! work in async-graphql at all.
+//! work in async-graphql at all. A lone subscriber runs the execution on its own connection, as an
+//! unshared one would; a task of its own takes it over when a second subscriber joins.
 //!
-//! Only the same token shares: a hub never serves a caller anything that caller's own execution
-//! would not have produced. Every subscriber is still checked on its own when it subscribes (the
+//! Only the same token (and the same owner/installer decision) shares: a hub never serves a caller
+//! anything that caller's own execution would not have produced. Every subscriber is still checked on its own when it subscribes (the
 //! resolver runs for each, with the caller's loaders, and must pass its access checks before it
 //! joins), holds its own watch of the installation, and is dropped on its own when it falls
 //! behind.
