@@ -338,7 +338,7 @@ enum Phase {
     /// Never armed: its own execution throughout (a query, or an error at subscribe time).
     Alone(BoxStream<'static, Response>),
     /// Opened a hub nobody else joined: its execution runs here, answers as an unshared one's.
-    Runs(Runner),
+    Runs(Subscriber),
     /// Served by a hub through its lane.
     Lane(Arc<LaneState>),
     Done,
@@ -352,31 +352,21 @@ impl Shared {
             return;
         };
         let Ticket { hub, place, guard } = ticket;
+        let subscriber = Subscriber { hub, guard, sink, id, metrics };
         self.phase = match place {
+            // Runs here until someone joins (a joiner that came already is seen at the first poll).
             Place::Runs(stop) => {
-                let execution = Execution { own, first, stop };
-                // Someone may have joined already; otherwise the execution runs here for now.
-                let mut slot = hub.execution();
-                match hub.joined(false) {
-                    Some(tx) => {
-                        drop(slot);
-                        hub.start(execution, tx);
-                        Runner { hub, guard, sink, id, metrics }.into_lane()
-                    }
-                    None => {
-                        *slot = Some(execution);
-                        drop(slot);
-                        Phase::Runs(Runner { hub, guard, sink, id, metrics })
-                    }
-                }
+                *subscriber.hub.execution() = Some(Execution { own, first, stop });
+                Phase::Runs(subscriber)
             }
-            Place::Joined(rx) => Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics })),
+            Place::Joined(rx) => Phase::Lane(subscriber.into_lane(rx)),
         };
     }
 }
 
-/// A subscriber running its hub's execution on its connection.
-struct Runner {
+/// A subscriber at a hub: running its execution on its connection (`Phase::Runs`), or on its
+/// way to a lane.
+struct Subscriber {
     hub: Arc<Hub>,
     guard: WatchGuard,
     sink: Arc<dyn LaneSink>,
@@ -384,7 +374,7 @@ struct Runner {
     metrics: Arc<Metrics>,
 }
 
-impl Runner {
+impl Subscriber {
     /// Runs the execution if it is still here. `None`: it went to a task of its own (someone
     /// joined), and this subscriber now reads through a lane like the others.
     fn poll_execution(&mut self, cx: &mut Context<'_>) -> Option<Poll<Option<Response>>> {
@@ -412,49 +402,30 @@ impl Runner {
         }
     }
 
-    /// Its lane, once the execution went to a task of its own.
-    fn into_lane(self) -> Phase {
-        let Runner { hub, guard, sink, id, metrics } = self;
-        let rx = hub.state().opener_rx.take();
-        match rx {
-            Some(rx) => Phase::Lane(lane(LaneParts { hub, rx, guard, sink, id, metrics })),
-            None => Phase::Done,
-        }
-    }
-
-    /// Let go (the client completed or left): anyone who joined keeps the execution.
+    /// Let go while running it (the client completed or left): anyone who joined keeps it.
     fn let_go(self) {
         let execution = self.hub.execution().take();
         if let (Some(execution), Some(tx)) = (execution, self.hub.joined(true)) {
             self.hub.start(execution, tx);
         }
     }
-}
 
-struct LaneParts {
-    hub: Arc<Hub>,
-    rx: broadcast::Receiver<Frame>,
-    guard: WatchGuard,
-    sink: Arc<dyn LaneSink>,
-    id: Arc<str>,
-    metrics: Arc<Metrics>,
-}
-
-/// Gives the transport the subscriber's lane; returns what its own stream watches.
-fn lane(parts: LaneParts) -> Arc<LaneState> {
-    let LaneParts { hub, rx, guard, sink, id, metrics } = parts;
-    let state = Arc::new(LaneState::default());
-    sink.add(Lane {
-        id_json: id,
-        state: state.clone(),
-        metrics,
-        rx: Some(rx),
-        waiting: None,
-        ended: false,
-        _hub: hub,
-        _guard: guard,
-    });
-    state
+    /// Gives the transport the subscriber's lane; returns what its own stream watches.
+    fn into_lane(self, rx: broadcast::Receiver<Frame>) -> Arc<LaneState> {
+        let Subscriber { hub, guard, sink, id, metrics } = self;
+        let state = Arc::new(LaneState::default());
+        sink.add(Lane {
+            id_json: id,
+            state: state.clone(),
+            metrics,
+            rx: Some(rx),
+            waiting: None,
+            ended: false,
+            _hub: hub,
+            _guard: guard,
+        });
+        state
+    }
 }
 
 impl Stream for Shared {
@@ -484,13 +455,18 @@ impl Stream for Shared {
                     }
                 }
                 Phase::Alone(own) => return own.poll_next_unpin(cx),
-                Phase::Runs(runner) => match runner.poll_execution(cx) {
+                Phase::Runs(subscriber) => match subscriber.poll_execution(cx) {
                     Some(polled) => return polled,
                     None => {
-                        let Phase::Runs(runner) = std::mem::replace(&mut this.phase, Phase::Done) else {
+                        let Phase::Runs(subscriber) = std::mem::replace(&mut this.phase, Phase::Done) else {
                             unreachable!()
                         };
-                        this.phase = runner.into_lane();
+                        // Its receiver was subscribed with the channel, before anything was sent.
+                        let rx = subscriber.hub.state().opener_rx.take();
+                        this.phase = match rx {
+                            Some(rx) => Phase::Lane(subscriber.into_lane(rx)),
+                            None => Phase::Done,
+                        };
                         continue;
                     }
                 },
@@ -524,7 +500,7 @@ impl Drop for Shared {
                 state.removed.store(true, Ordering::SeqCst);
                 state.lane_waker.wake();
             }
-            Phase::Runs(runner) => runner.let_go(),
+            Phase::Runs(subscriber) => subscriber.let_go(),
             _ => {}
         }
     }
@@ -574,14 +550,9 @@ impl Drop for EndOnDrop {
 /// Whether the request runs a subscription with a single root field (as the GraphQL spec
 /// requires of subscriptions): only such an operation is shared.
 fn single_subscription_field(request: &async_graphql::Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+    use async_graphql::parser::types::{OperationType, Selection};
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return false };
-    let operation = match (&doc.operations, &request.operation_name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_some_and(|op| {
+    super::operation(&doc, request.operation_name.as_deref()).is_some_and(|op| {
         let items = &op.node.selection_set.node.items;
         op.node.ty == OperationType::Subscription && items.len() == 1 && matches!(items[0].node, Selection::Field(_))
     })

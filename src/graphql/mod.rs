@@ -15,7 +15,8 @@ pub mod mutations;
 pub mod stations;
 pub mod subscriptions;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition};
+use async_graphql::{MergedObject, MergedSubscription, Positioned, Schema, SchemaBuilder};
 
 pub use context::Identity;
 pub use error::{AppError, AppResult};
@@ -30,6 +31,15 @@ pub struct Query(installations::InstallationQuery);
 pub struct Subscription(subscriptions::StationSubscription);
 
 pub type WittySchema = Schema<Query, Mutation, Subscription>;
+
+/// The operation a document runs: its only one, or the one `name`d (none when several and no name).
+pub fn operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a Positioned<OperationDefinition>> {
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
 
 /// Limits that keep one query from costing the upstream too much.
 pub const MAX_DEPTH: usize = 16;

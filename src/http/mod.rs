@@ -161,12 +161,10 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return false };
     let is = |t: OperationType| t == OperationType::Mutation;
-    match &doc.operations {
-        DocumentOperations::Single(op) => is(op.node.ty),
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
-            Some(name) => ops.get(name.as_str()).is_some_and(|op| is(op.node.ty)),
-            None => ops.values().any(|op| is(op.node.ty)),
-        },
+    match (&doc.operations, &request.operation_name) {
+        // Several and none named: refused anyway, but never run by GET.
+        (DocumentOperations::Multiple(ops), None) => ops.values().any(|op| is(op.node.ty)),
+        _ => crate::graphql::operation(&doc, request.operation_name.as_deref()).is_some_and(|op| is(op.node.ty)),
     }
 }
 

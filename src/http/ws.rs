@@ -90,14 +90,12 @@ impl Executor for PerOperation {
     ) -> BoxStream<'static, async_graphql::Response> {
         let request = self.with_loaders(request, session_data.as_deref());
         let id = self.subscribing.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match (id, session_data) {
-            (Some(id), Some(session)) => match Self::caller(Some(&session)).map(|c| c.token().to_string()) {
-                Some(token) => {
-                    self.fanout.execute_stream(&self.schema, request, session, &token, &id, self.lanes.clone())
-                }
-                None => self.schema.execute_stream_with_session_data(request, session),
-            },
-            (_, session) => self.schema.execute_stream_with_session_data(request, session.unwrap_or_default()),
+        let token = Self::caller(session_data.as_deref()).map(|c| c.token().to_string());
+        match (id, token, session_data) {
+            (Some(id), Some(token), Some(session)) => {
+                self.fanout.execute_stream(&self.schema, request, session, &token, &id, self.lanes.clone())
+            }
+            (_, _, session) => self.schema.execute_stream_with_session_data(request, session.unwrap_or_default()),
         }
     }
 }

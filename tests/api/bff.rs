@@ -207,6 +207,28 @@ pub async fn ws_data(ws: &mut Ws) -> Value {
     }
 }
 
+/// A subscriber that fell behind, reading again: what was already on its way (each a `next`, of
+/// operation `id` when given), then the RATE_LIMITED notice telling it to subscribe again.
+/// Returns how many events came before the notice.
+pub async fn ws_until_lag_notice(ws: &mut Ws, id: Option<&str>) -> usize {
+    let mut received = 0;
+    let notice = loop {
+        let v = ws_next(ws).await;
+        assert_eq!(v["type"], "next", "{v}");
+        if let Some(id) = id {
+            assert_eq!(v["id"], id, "{v}");
+        }
+        if v["payload"]["errors"].is_array() {
+            break v;
+        }
+        received += 1;
+    };
+    let error = &notice["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{notice}");
+    assert!(error["message"].as_str().unwrap().contains("subscribe again"), "{notice}");
+    received
+}
+
 pub const EVENTS: &str = r#"subscription { stationEvents(installationId: 33) { id type rawType eventTime installationId chargingStationId } }"#;
 
 /// One value of the app's `/metrics` (0 when absent), e.g. `witty_bff_live_subscriptions`.
