@@ -14,6 +14,9 @@ pub struct Metrics {
     pub watched_installations: IntGauge,
     /// Watched installations on the polling fallback.
     pub polled_installations: IntGauge,
+    /// Upstream event subscriptions of ours that could not be removed yet (their holder's token
+    /// had expired): each goes with its holder's next token.
+    pub unremoved_upstream_subscriptions: IntGauge,
     /// Webhook deliveries accepted, by `aeg-event-type`.
     pub webhook_deliveries: IntCounterVec,
     /// Webhook events, by outcome: `published`, `duplicate`, or `replaced_subscription` (from a
@@ -48,6 +51,10 @@ impl Metrics {
         let watched_installations =
             gauge("watched_installations", "Installations with at least one live subscription.");
         let polled_installations = gauge("polled_installations", "Watched installations on the polling fallback.");
+        let unremoved_upstream_subscriptions = gauge(
+            "unremoved_upstream_subscriptions",
+            "Upstream event subscriptions of ours not removed yet, waiting for their holder's next token.",
+        );
         let webhook_deliveries =
             counters("webhook_deliveries_total", "Webhook deliveries accepted, by aeg-event-type.", &["kind"]);
         let events = counters("events_total", "Webhook events, by outcome.", &["outcome"]);
@@ -71,6 +78,7 @@ impl Metrics {
             live_subscriptions,
             watched_installations,
             polled_installations,
+            unremoved_upstream_subscriptions,
             webhook_deliveries,
             events,
             lagging_subscribers_dropped: lagging,

@@ -114,6 +114,9 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let identity = Identity(s.verifier.verify_header(authorization).await);
+    if let Ok(caller) = &identity.0 {
+        s.live.token_seen(caller);
+    }
     let mut request = request;
     if get && is_mutation(&request) {
         let err = ServerError::new("mutations must be sent with POST, not GET", None);

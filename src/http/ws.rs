@@ -242,6 +242,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         futures::future::ready(bytes)
     });
     let verifier = state.verifier.clone();
+    let live = state.live.clone();
     let lanes = Arc::new(Lanes::default());
     let executor = PerOperation {
         schema: state.schema.clone(),
@@ -256,6 +257,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
             .verify_header(header.as_deref())
             .await
             .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
+        live.token_seen(&caller);
         let mut data = Data::default();
         data.insert(Identity(Ok(caller)));
         Ok(data)

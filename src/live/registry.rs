@@ -7,10 +7,12 @@
 //! Upstream event subscriptions belong to the user who created them, and deliveries to an
 //! installer's carry no energy or cost. So the subscription is made with an owner's token when an
 //! owner watches (an installer's is replaced when an owner comes), the upstream calls use a token
-//! that has not expired, and the removal uses the token of the subscription's holder.
+//! that has not expired, and the removal uses the token of the subscription's holder. When that
+//! token has expired meanwhile (a subscription ended by its token's expiry, say), the removal
+//! waits for the next token of that user witty-bff sees, on any request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,8 +34,13 @@ struct Watcher {
 
 impl Watcher {
     fn usable(&self) -> bool {
-        self.caller.expires_at.is_none_or(|at| at > Utc::now())
+        usable(&self.caller)
     }
+}
+
+/// The token has not expired.
+fn usable(caller: &Caller) -> bool {
+    caller.expires_at.is_none_or(|at| at > Utc::now())
 }
 
 struct Registration {
@@ -58,6 +65,21 @@ struct Registration {
 }
 
 impl Registration {
+    fn new(id: u64) -> Registration {
+        Registration {
+            id,
+            watchers: HashMap::new(),
+            holder: None,
+            last: None,
+            subscription_id: None,
+            validated: watch::channel(false).0,
+            setting_up: false,
+            poller: None,
+            generation: 0,
+            removing: false,
+        }
+    }
+
     /// The credentials for upstream calls: an owner's if one watches, the longest-lived first;
     /// in the grace period, the holder's or the last watcher's.
     fn credentials(&self) -> Option<Watcher> {
@@ -97,6 +119,11 @@ pub(super) struct Registry {
     /// Validations that arrived before their subscription's id was known (by lower-case name).
     early_validations: moka::sync::Cache<String, ()>,
     next_id: AtomicU64,
+    /// Upstream subscriptions of ours whose removal failed, by their holder's user id
+    /// (installation, subscription): removed with that user's next token.
+    orphans: Mutex<HashMap<String, Vec<(i64, String)>>>,
+    /// Whether `orphans` has any, checked on every request.
+    any_orphans: AtomicBool,
 }
 
 impl Default for Registry {
@@ -108,6 +135,8 @@ impl Default for Registry {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             next_id: AtomicU64::new(0),
+            orphans: Mutex::default(),
+            any_orphans: AtomicBool::new(false),
         }
     }
 }
@@ -134,18 +163,7 @@ impl Registry {
     pub(super) fn watch(&self, live: &Arc<Live>, caller: &Caller, owner: bool, installation_id: i64) -> WatchGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut regs = self.lock();
-        let reg = regs.entry(installation_id).or_insert_with(|| Registration {
-            id,
-            watchers: HashMap::new(),
-            holder: None,
-            last: None,
-            subscription_id: None,
-            validated: watch::channel(false).0,
-            setting_up: false,
-            poller: None,
-            generation: 0,
-            removing: false,
-        });
+        let reg = regs.entry(installation_id).or_insert_with(|| Registration::new(id));
         reg.generation += 1;
         // A fresher token of the holder serves the removal later.
         if let Some(h) = &mut reg.holder
@@ -179,6 +197,37 @@ impl Registry {
         // Outside a runtime (a watch dropped while the process shuts down) nothing is left to do.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(remove_after_grace(live.clone(), installation_id, reg.id, reg.generation));
+        }
+    }
+
+    fn orphan(&self, live: &Live, user: &str, installation_id: i64, subscription_id: &str) {
+        let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = orphans.entry(user.to_string()).or_default();
+        if !mine.iter().any(|(i, id)| *i == installation_id && id == subscription_id) {
+            mine.push((installation_id, subscription_id.to_string()));
+            live.metrics().unremoved_upstream_subscriptions.inc();
+        }
+        self.any_orphans.store(true, Ordering::Release);
+    }
+
+    /// A request came with `caller`'s token: the subscriptions of theirs we failed to remove are
+    /// removed with it.
+    pub(super) fn token_seen(&self, live: &Arc<Live>, caller: &Caller) {
+        if !self.any_orphans.load(Ordering::Acquire) || !usable(caller) {
+            return;
+        }
+        let theirs = {
+            let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
+            let theirs = orphans.remove(&*caller.sub);
+            self.any_orphans.store(!orphans.is_empty(), Ordering::Release);
+            let taken = theirs.as_ref().map_or(0, Vec::len);
+            live.metrics().unremoved_upstream_subscriptions.sub(taken as i64);
+            theirs
+        };
+        for (installation_id, subscription_id) in theirs.into_iter().flatten() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(remove_orphan(live.clone(), installation_id, subscription_id, caller.clone()));
+            }
         }
     }
 
@@ -257,19 +306,52 @@ fn start_polling(live: &Arc<Live>, installation_id: i64) {
     count(live, &regs);
 }
 
-/// Removes an upstream subscription (a 404 means it is gone already).
+/// Removes an upstream subscription (a 404 means it is gone already). One that cannot be removed
+/// now (its holder's token expired, or the upstream failed) is removed with the holder's next token.
 async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str) {
-    match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
-        Ok(()) | Err(UpstreamError::NotFound { .. }) => {
-            tracing::info!(installation = installation_id, why, "upstream event subscription removed")
+    let expired = !usable(holder);
+    let removed = match expired {
+        true => Err("the holder's token has expired".to_string()),
+        false => match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
+            Ok(()) | Err(UpstreamError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match removed {
+        Ok(()) => tracing::info!(installation = installation_id, why, "upstream event subscription removed"),
+        Err(error) => {
+            tracing::warn!(
+                installation = installation_id,
+                why,
+                error,
+                "could not remove an upstream event subscription; it goes with its holder's next token"
+            );
+            live.registry.orphan(live, &holder.sub, installation_id, id);
         }
-        Err(e) => tracing::warn!(
-            installation = installation_id,
-            why,
-            error = %e,
-            "could not remove an upstream event subscription; a later watch adopts it again"
-        ),
     }
+}
+
+/// Removes a subscription we failed to remove before, with a fresh token of its holder. The
+/// installation is marked as being removed meanwhile, as after a grace period; if somebody
+/// watches it already, its registration adopts or replaces the subscription instead.
+async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: String, holder: Caller) {
+    let reg_id = live.registry.next_id.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut regs = live.registry.lock();
+        if let Some(reg) = regs.get(&installation_id) {
+            if reg.subscription_id.as_deref().is_none_or(|id| !id.eq_ignore_ascii_case(&subscription_id)) {
+                // Not adopted (yet): try again with a later token.
+                drop(regs);
+                live.registry.orphan(&live, &holder.sub, installation_id, &subscription_id);
+            }
+            return;
+        }
+        let mut reg = Registration::new(reg_id);
+        reg.removing = true;
+        regs.insert(installation_id, reg);
+    }
+    unsubscribe(&live, installation_id, &holder, &subscription_id, "removed with its holder's fresh token").await;
+    removed(&live, installation_id, reg_id);
 }
 
 /// After the grace period, if nobody came back: stops the poller and removes the upstream
@@ -291,6 +373,12 @@ async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, 
     if let (Some(id), Some(holder)) = (subscription, holder) {
         unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches").await;
     }
+    removed(&live, installation_id, reg_id);
+}
+
+/// A removal is done: the registration goes, or is set up again for the watchers who came
+/// meanwhile.
+fn removed(live: &Arc<Live>, installation_id: i64, reg_id: u64) {
     let mut regs = live.registry.lock();
     let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
     reg.removing = false;
@@ -300,7 +388,7 @@ async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, 
         reg.setting_up = true;
         tokio::spawn(setup(live.clone(), installation_id, reg_id));
     }
-    count(&live, &regs);
+    count(live, &regs);
 }
 
 /// Registers (or adopts) the upstream subscription with the best credentials at hand, and again
@@ -414,6 +502,12 @@ async fn ensure_subscription(live: &Live, caller: &Caller, i: i64) -> Result<(St
 }
 
 impl Live {
+    /// A request came with this caller's (verified) token: subscriptions of theirs that could not
+    /// be removed before are removed with it.
+    pub fn token_seen(self: &Arc<Self>, caller: &Caller) {
+        self.registry.token_seen(self, caller);
+    }
+
     /// Credentials for reading an installation on the watchers' behalf (the poller's).
     pub(super) fn registry_caller(&self, installation_id: i64) -> Option<Caller> {
         self.registry.credentials(installation_id)

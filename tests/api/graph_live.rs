@@ -214,6 +214,43 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
 }
 
 #[tokio::test]
+async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_next_token() {
+    let app = spawn_app_with(|c| {
+        c.jwt_leeway_secs = 0;
+        // Longer than the second `exp` may be off by: the removal comes after the expiry.
+        c.watch_grace_secs = 2;
+    })
+    .await;
+    // `exp` is in whole seconds: this token expires 2 to 3 s from now.
+    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
+    let mut ws = watch_events(&app, &short).await;
+    validated_webhook(&app).await;
+    // The token expires: the subscription ends, and after the grace its removal cannot be made
+    // (only Alice may remove her subscription upstream, and her token has expired).
+    let end = ws_next(&mut ws).await;
+    assert_eq!(end["type"], "complete", "{end}");
+    eventually("the removal to wait for a fresh token", || async {
+        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
+    // Alice comes back with a fresh token, for a plain query: it serves the removal.
+    let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    eventually("witty-bff's subscription to be removed", || async {
+        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(metric(&app, "witty_bff_unremoved_upstream_subscriptions").await, 0.0);
+    // A later watch by Alice registers afresh, and events flow.
+    let mut again = watch_events(&app, &app.token_for("alice")).await;
+    validated_webhook(&app).await;
+    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
+    app.sim().plug(ALICE_STATION).await;
+    assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
+}
+
+#[tokio::test]
 async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one() {
     let sim = std::sync::Arc::new(spawn_sim().await);
     // One address for both processes: the webhook URL registered by the first stays right.
