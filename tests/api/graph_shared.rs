@@ -484,3 +484,40 @@ async fn the_subscriber_that_opened_a_shared_execution_may_leave_at_once_and_the
         live_subscriptions(&app, 0).await;
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_joining_while_the_opener_is_stuck_writing_hears_events_at_once() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let q = "subscription { stationEvents(installationId: 33) { id data } }";
+    // The opener runs the execution on its own connection, and stops reading.
+    let mut stuck = connection(&app, false, &token).await;
+    subscribe(&mut stuck, false, "s", q, json!({})).await;
+    live_subscriptions(&app, 1).await;
+    // 80 events of 64 KiB (5 MiB): more than the socket buffers can hold (4 MiB at most for the
+    // server's send buffer, 128 KiB for a receiver that never read), so the opener's connection
+    // is left waiting to write, its execution with it.
+    let blob = "x".repeat(64 * 1024);
+    for n in 0..80 {
+        deliver_event(&app, &format!("big-{n}"), json!({"installationId": 33, "blob": blob})).await;
+    }
+    // A second subscriber joins: it takes the execution to a task of its own instead of waiting
+    // for the stuck connection to hand it over. What the execution had not answered yet comes
+    // first, then the event delivered after it joined.
+    let mut joiner = connection(&app, false, &token).await;
+    subscribe(&mut joiner, false, "j", q, json!({})).await;
+    live_subscriptions(&app, 2).await;
+    deliver_station_event(&app, "after-join").await;
+    loop {
+        let id = event_id_for(&mut joiner, false, "j").await;
+        if id == "after-join" {
+            break;
+        }
+        assert!(id.starts_with("big-"), "{id}");
+    }
+    // The opener, reading again, gets every event in order, up to the one after the join.
+    for n in 0..80 {
+        assert_eq!(event_id_for(&mut stuck, false, "s").await, format!("big-{n}"));
+    }
+    assert_eq!(event_id_for(&mut stuck, false, "s").await, "after-join");
+}
