@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
@@ -37,6 +37,25 @@ impl Watcher {
         usable(&self.caller)
     }
 }
+
+/// An upstream subscription of ours to remove with its holder's next token.
+struct Orphan {
+    installation_id: i64,
+    subscription_id: String,
+    /// Removals tried with a fresh token that failed.
+    attempts: u32,
+    /// Not tried again before this (a backoff after each failed try).
+    not_before: Instant,
+    since: Instant,
+}
+
+/// Failed tries with a fresh token before an orphan is given up (logged).
+const ORPHAN_ATTEMPTS: u32 = 8;
+/// The first wait after a failed try; doubled at each, up to `ORPHAN_MAX_BACKOFF`.
+const ORPHAN_BACKOFF: Duration = Duration::from_secs(30);
+const ORPHAN_MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// An orphan whose holder did not come back in this long is given up (logged).
+const ORPHAN_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The token has not expired.
 fn usable(caller: &Caller) -> bool {
@@ -119,9 +138,9 @@ pub(super) struct Registry {
     /// Validations that arrived before their subscription's id was known (by lower-case name).
     early_validations: moka::sync::Cache<String, ()>,
     next_id: AtomicU64,
-    /// Upstream subscriptions of ours whose removal failed, by their holder's user id
-    /// (installation, subscription): removed with that user's next token.
-    orphans: Mutex<HashMap<String, Vec<(i64, String)>>>,
+    /// Upstream subscriptions of ours whose removal failed, by their holder's user id: removed
+    /// with that user's next token.
+    orphans: Mutex<HashMap<String, Vec<Orphan>>>,
     /// Whether `orphans` has any, checked on every request.
     any_orphans: AtomicBool,
 }
@@ -200,33 +219,63 @@ impl Registry {
         }
     }
 
-    fn orphan(&self, live: &Live, user: &str, installation_id: i64, subscription_id: &str) {
+    /// Keeps a removal for the holder's next token (after a backoff once a fresh token failed too),
+    /// or gives it up after `ORPHAN_ATTEMPTS`. Orphans older than `ORPHAN_MAX_AGE` are given up.
+    fn orphan(&self, live: &Live, user: &str, mut orphan: Orphan) {
         let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = orphans.entry(user.to_string()).or_default();
-        if !mine.iter().any(|(i, id)| *i == installation_id && id == subscription_id) {
-            mine.push((installation_id, subscription_id.to_string()));
-            live.metrics().unremoved_upstream_subscriptions.inc();
+        let now = Instant::now();
+        for (holder, theirs) in orphans.iter_mut() {
+            theirs.retain(|o| {
+                let keep = now.duration_since(o.since) < ORPHAN_MAX_AGE;
+                if !keep {
+                    give_up(o, holder, "its holder did not come back");
+                }
+                keep
+            });
         }
-        self.any_orphans.store(true, Ordering::Release);
+        if orphan.attempts >= ORPHAN_ATTEMPTS {
+            give_up(&orphan, user, "every try failed");
+        } else {
+            let backoff = match orphan.attempts {
+                0 => Duration::ZERO,
+                n => ORPHAN_BACKOFF.saturating_mul(1 << (n - 1).min(16)).min(ORPHAN_MAX_BACKOFF),
+            };
+            orphan.not_before = now + backoff;
+            let theirs = orphans.entry(user.to_string()).or_default();
+            match theirs.iter_mut().find(|o| o.subscription_id == orphan.subscription_id) {
+                Some(known) => *known = orphan,
+                None => theirs.push(orphan),
+            }
+        }
+        orphans.retain(|_, theirs| !theirs.is_empty());
+        self.orphans_changed(live, &orphans);
     }
 
-    /// A request came with `caller`'s token: the subscriptions of theirs we failed to remove are
-    /// removed with it.
+    fn orphans_changed(&self, live: &Live, orphans: &HashMap<String, Vec<Orphan>>) {
+        self.any_orphans.store(!orphans.is_empty(), Ordering::Release);
+        let count = orphans.values().map(Vec::len).sum::<usize>();
+        live.metrics().unremoved_upstream_subscriptions.set(count as i64);
+    }
+
+    /// A request came with `caller`'s token: the subscriptions of theirs we failed to remove (and
+    /// whose backoff is over) are removed with it.
     pub(super) fn token_seen(&self, live: &Arc<Live>, caller: &Caller) {
         if !self.any_orphans.load(Ordering::Acquire) || !usable(caller) {
             return;
         }
-        let theirs = {
+        let due = {
             let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
-            let theirs = orphans.remove(&*caller.sub);
-            self.any_orphans.store(!orphans.is_empty(), Ordering::Release);
-            let taken = theirs.as_ref().map_or(0, Vec::len);
-            live.metrics().unremoved_upstream_subscriptions.sub(taken as i64);
-            theirs
+            let Some(theirs) = orphans.get_mut(&*caller.sub) else { return };
+            let now = Instant::now();
+            let (due, later) = std::mem::take(theirs).into_iter().partition(|o| o.not_before <= now);
+            *theirs = later;
+            orphans.retain(|_, theirs| !theirs.is_empty());
+            self.orphans_changed(live, &orphans);
+            due
         };
-        for (installation_id, subscription_id) in theirs.into_iter().flatten() {
+        for orphan in due {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(remove_orphan(live.clone(), installation_id, subscription_id, caller.clone()));
+                runtime.spawn(remove_orphan(live.clone(), orphan, caller.clone()));
             }
         }
     }
@@ -306,43 +355,75 @@ fn start_polling(live: &Arc<Live>, installation_id: i64) {
     count(live, &regs);
 }
 
-/// Removes an upstream subscription (a 404 means it is gone already). One that cannot be removed
-/// now (its holder's token expired, or the upstream failed) is removed with the holder's next token.
-async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str) {
-    let expired = !usable(holder);
-    let removed = match expired {
-        true => Err("the holder's token has expired".to_string()),
-        false => match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        },
-    };
-    match removed {
-        Ok(()) => tracing::info!(installation = installation_id, why, "upstream event subscription removed"),
-        Err(error) => {
-            tracing::warn!(
-                installation = installation_id,
-                why,
-                error,
-                "could not remove an upstream event subscription; it goes with its holder's next token"
-            );
-            live.registry.orphan(live, &holder.sub, installation_id, id);
-        }
-    }
+/// An orphan given up: what is left upstream is logged.
+fn give_up(orphan: &Orphan, holder: &str, why: &str) {
+    tracing::warn!(
+        installation = orphan.installation_id,
+        subscription = orphan.subscription_id,
+        holder,
+        why,
+        "gave up removing an upstream event subscription of ours; remove it upstream by hand"
+    );
 }
 
-/// Removes a subscription we failed to remove before, with a fresh token of its holder. The
-/// installation is marked as being removed meanwhile, as after a grace period; if somebody
-/// watches it already, its registration adopts or replaces the subscription instead.
-async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: String, holder: Caller) {
+/// Removes an upstream subscription (a 404 means it is gone already). One that cannot be removed
+/// now (its holder's token expired, or the upstream failed for now) is removed with the holder's
+/// next token; `attempts` counts the tries with a fresh token that failed before this one.
+async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str, attempts: u32) {
+    let removed = match usable(holder) {
+        false => Err(("the holder's token has expired".to_string(), false)),
+        true => match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
+            Ok(()) | Err(UpstreamError::NotFound { .. }) => Ok(()),
+            // Refused for good (the holder lost access, say): trying again changes nothing.
+            Err(e @ (UpstreamError::Forbidden { .. } | UpstreamError::Rejected { .. })) => Err((e.to_string(), true)),
+            Err(e) => Err((e.to_string(), false)),
+        },
+    };
+    let (error, refused) = match removed {
+        Ok(()) => return tracing::info!(installation = installation_id, why, "upstream event subscription removed"),
+        Err(failed) => failed,
+    };
+    let tried = attempts + u32::from(usable(holder));
+    let orphan = Orphan {
+        installation_id,
+        subscription_id: id.to_string(),
+        attempts: tried,
+        not_before: Instant::now(),
+        since: Instant::now(),
+    };
+    if refused {
+        tracing::warn!(
+            installation = installation_id,
+            why,
+            error,
+            "the upstream refused to remove an event subscription"
+        );
+        return give_up(&orphan, &holder.sub, "the upstream refused");
+    }
+    tracing::warn!(
+        installation = installation_id,
+        why,
+        error,
+        "could not remove an upstream event subscription; it goes with its holder's next token"
+    );
+    live.registry.orphan(live, &holder.sub, orphan);
+}
+
+/// Removes a subscription we failed to remove before, with a fresh token of its holder. It waits
+/// a grace period first: the holder coming back (a fresh token, then a subscribe) adopts it, which
+/// keeps events flowing. The installation is marked as being removed meanwhile, as after a grace
+/// period; if somebody watches it, its registration adopts or replaces the subscription instead.
+async fn remove_orphan(live: Arc<Live>, orphan: Orphan, holder: Caller) {
+    tokio::time::sleep(live.settings.grace).await;
+    let installation_id = orphan.installation_id;
     let reg_id = live.registry.next_id.fetch_add(1, Ordering::Relaxed);
     {
         let mut regs = live.registry.lock();
         if let Some(reg) = regs.get(&installation_id) {
-            if reg.subscription_id.as_deref().is_none_or(|id| !id.eq_ignore_ascii_case(&subscription_id)) {
-                // Not adopted (yet): try again with a later token.
+            if reg.subscription_id.as_deref().is_none_or(|id| !id.eq_ignore_ascii_case(&orphan.subscription_id)) {
+                // Not adopted: try again with a later token (not counted as a failed try).
                 drop(regs);
-                live.registry.orphan(&live, &holder.sub, installation_id, &subscription_id);
+                live.registry.orphan(&live, &holder.sub, orphan);
             }
             return;
         }
@@ -350,7 +431,8 @@ async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: S
         reg.removing = true;
         regs.insert(installation_id, reg);
     }
-    unsubscribe(&live, installation_id, &holder, &subscription_id, "removed with its holder's fresh token").await;
+    let why = "removed with its holder's fresh token";
+    unsubscribe(&live, installation_id, &holder, &orphan.subscription_id, why, orphan.attempts).await;
     removed(&live, installation_id, reg_id);
 }
 
@@ -371,7 +453,7 @@ async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, 
         (reg.subscription_id.take(), reg.holder.take())
     };
     if let (Some(id), Some(holder)) = (subscription, holder) {
-        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches").await;
+        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches", 0).await;
     }
     removed(&live, installation_id, reg_id);
 }
@@ -458,12 +540,13 @@ async fn register(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> Option
         // Nobody watches any more (or a removal is under way): not ours to keep, unless a newer
         // registration of the installation adopted it meanwhile.
         if live.registry.subscription_of(installation_id).is_none_or(|now| !now.eq_ignore_ascii_case(&id)) {
-            unsubscribe(live, installation_id, &watcher.caller, &id, "registered after the last watcher left").await;
+            let why = "registered after the last watcher left";
+            unsubscribe(live, installation_id, &watcher.caller, &id, why, 0).await;
         }
         return None;
     };
     if let Some((old, holder)) = replaced {
-        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's").await;
+        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's", 0).await;
     }
     let ok = tokio::time::timeout(live.settings.validation_timeout, validated.wait_for(|v| *v)).await;
     if !matches!(ok, Ok(Ok(_))) {
@@ -493,7 +576,7 @@ async fn ensure_subscription(live: &Live, caller: &Caller, i: i64) -> Result<(St
             tracing::info!(installation = i, "adopted the existing upstream event subscription");
             return Ok((s.event_subscription_id, valid));
         }
-        let _ = client.unsubscribe(caller.token(), i, &s.event_subscription_id).await;
+        unsubscribe(live, i, caller, &s.event_subscription_id, "ours, with an older webhook URL", 0).await;
     }
     let new = NewEventSubscription { protocol_code: "Webhook".into(), protocol_data: url, event_type: None };
     let created = client.subscribe(caller.token(), i, &new).await?;

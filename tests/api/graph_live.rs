@@ -213,8 +213,10 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
     assert_eq!(all[0]["protocolData"], "http://127.0.0.1:9/alices-own");
 }
 
-#[tokio::test]
-async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_next_token() {
+/// An app whose only watcher, Alice, left when her token expired: after the grace, the removal of
+/// witty-bff's upstream subscription cannot be made (only Alice may remove hers upstream, and her
+/// token has expired), so it waits for her next token. Returns the app and that subscription.
+async fn left_with_an_expired_token() -> (TestApp, Value) {
     let app = spawn_app_with(|c| {
         c.jwt_leeway_secs = 0;
         // Longer than the second `exp` may be off by: the removal comes after the expiry.
@@ -224,9 +226,7 @@ async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_nex
     // `exp` is in whole seconds: this token expires 2 to 3 s from now.
     let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
     let mut ws = watch_events(&app, &short).await;
-    validated_webhook(&app).await;
-    // The token expires: the subscription ends, and after the grace its removal cannot be made
-    // (only Alice may remove her subscription upstream, and her token has expired).
+    let hook = validated_webhook(&app).await;
     let end = ws_next(&mut ws).await;
     assert_eq!(end["type"], "complete", "{end}");
     eventually("the removal to wait for a fresh token", || async {
@@ -234,6 +234,12 @@ async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_nex
     })
     .await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
+    (app, hook)
+}
+
+#[tokio::test]
+async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_next_token() {
+    let (app, _) = left_with_an_expired_token().await;
     // Alice comes back with a fresh token, for a plain query: it serves the removal.
     let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
     assert!(r["errors"].is_null(), "{r}");
@@ -248,6 +254,27 @@ async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_nex
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
+}
+
+#[tokio::test]
+async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_left_behind() {
+    let (app, left) = left_with_an_expired_token().await;
+    // Alice subscribes again with a fresh token: the subscription left behind is adopted (it is
+    // validated already, so events flow at once), not removed and made anew.
+    let mut again = watch_events(&app, &app.token_for("alice")).await;
+    live_subscriptions(&app, 1).await;
+    app.sim().plug(ALICE_STATION).await;
+    assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
+    eventually("the removal to be dropped", || async {
+        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 0.0).then_some(())
+    })
+    .await;
+    let hooks = bff_hooks(&app, "alice", 33).await;
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["eventSubscriptionId"], left["eventSubscriptionId"], "the same one");
+    // And it goes on delivering (a session may have started in between).
+    app.sim().unplug(ALICE_STATION).await;
+    while ws_data(&mut again).await["data"]["stationEvents"]["type"] != "CABLE_UNPLUGGED" {}
 }
 
 #[tokio::test]
