@@ -17,6 +17,9 @@ pub struct Metrics {
     /// Upstream event subscriptions of ours that could not be removed yet (their holder's token
     /// had expired): each goes with its holder's next token.
     pub unremoved_upstream_subscriptions: IntGauge,
+    /// Upstream event subscriptions of ours given up (refused, or every try failed): left
+    /// upstream, to remove by hand (the log names each).
+    pub abandoned_upstream_subscriptions: IntCounter,
     /// Webhook deliveries accepted, by `aeg-event-type`.
     pub webhook_deliveries: IntCounterVec,
     /// Webhook events, by outcome: `published`, `duplicate`, or `replaced_subscription` (from a
@@ -55,6 +58,12 @@ impl Metrics {
             "unremoved_upstream_subscriptions",
             "Upstream event subscriptions of ours not removed yet, waiting for their holder's next token.",
         );
+        let abandoned_upstream_subscriptions = IntCounter::new(
+            "abandoned_upstream_subscriptions_total",
+            "Upstream event subscriptions of ours given up, left upstream to remove by hand (see the log).",
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(abandoned_upstream_subscriptions.clone())).expect("registered once");
         let webhook_deliveries =
             counters("webhook_deliveries_total", "Webhook deliveries accepted, by aeg-event-type.", &["kind"]);
         let events = counters("events_total", "Webhook events, by outcome.", &["outcome"]);
@@ -79,6 +88,7 @@ impl Metrics {
             watched_installations,
             polled_installations,
             unremoved_upstream_subscriptions,
+            abandoned_upstream_subscriptions,
             webhook_deliveries,
             events,
             lagging_subscribers_dropped: lagging,

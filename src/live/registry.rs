@@ -228,13 +228,13 @@ impl Registry {
             theirs.retain(|o| {
                 let keep = now.duration_since(o.since) < ORPHAN_MAX_AGE;
                 if !keep {
-                    give_up(o, holder, "its holder did not come back");
+                    give_up(live, o, holder, "its holder did not come back");
                 }
                 keep
             });
         }
         if orphan.attempts >= ORPHAN_ATTEMPTS {
-            give_up(&orphan, user, "every try failed");
+            give_up(live, &orphan, user, "every try failed");
         } else {
             let backoff = match orphan.attempts {
                 0 => Duration::ZERO,
@@ -243,7 +243,10 @@ impl Registry {
             orphan.not_before = now + backoff;
             let theirs = orphans.entry(user.to_string()).or_default();
             match theirs.iter_mut().find(|o| o.subscription_id == orphan.subscription_id) {
-                Some(known) => *known = orphan,
+                Some(known) => {
+                    orphan.since = orphan.since.min(known.since);
+                    *known = orphan;
+                }
                 None => theirs.push(orphan),
             }
         }
@@ -356,7 +359,8 @@ fn start_polling(live: &Arc<Live>, installation_id: i64) {
 }
 
 /// An orphan given up: what is left upstream is logged.
-fn give_up(orphan: &Orphan, holder: &str, why: &str) {
+fn give_up(live: &Live, orphan: &Orphan, holder: &str, why: &str) {
+    live.metrics().abandoned_upstream_subscriptions.inc();
     tracing::warn!(
         installation = orphan.installation_id,
         subscription = orphan.subscription_id,
@@ -368,8 +372,15 @@ fn give_up(orphan: &Orphan, holder: &str, why: &str) {
 
 /// Removes an upstream subscription (a 404 means it is gone already). One that cannot be removed
 /// now (its holder's token expired, or the upstream failed for now) is removed with the holder's
-/// next token; `attempts` counts the tries with a fresh token that failed before this one.
-async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str, attempts: u32) {
+/// next token; `earlier` is the orphan this removal retries, if it does.
+async fn unsubscribe(
+    live: &Live,
+    installation_id: i64,
+    holder: &Caller,
+    id: &str,
+    why: &str,
+    earlier: Option<&Orphan>,
+) {
     let removed = match usable(holder) {
         false => Err(("the holder's token has expired".to_string(), false)),
         true => match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
@@ -383,13 +394,13 @@ async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &st
         Ok(()) => return tracing::info!(installation = installation_id, why, "upstream event subscription removed"),
         Err(failed) => failed,
     };
-    let tried = attempts + u32::from(usable(holder));
     let orphan = Orphan {
         installation_id,
         subscription_id: id.to_string(),
-        attempts: tried,
+        // A try with an expired token is not one.
+        attempts: earlier.map_or(0, |o| o.attempts) + u32::from(usable(holder)),
         not_before: Instant::now(),
-        since: Instant::now(),
+        since: earlier.map_or_else(Instant::now, |o| o.since),
     };
     if refused {
         tracing::warn!(
@@ -398,7 +409,7 @@ async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &st
             error,
             "the upstream refused to remove an event subscription"
         );
-        return give_up(&orphan, &holder.sub, "the upstream refused");
+        return give_up(live, &orphan, &holder.sub, "the upstream refused");
     }
     tracing::warn!(
         installation = installation_id,
@@ -432,7 +443,7 @@ async fn remove_orphan(live: Arc<Live>, orphan: Orphan, holder: Caller) {
         regs.insert(installation_id, reg);
     }
     let why = "removed with its holder's fresh token";
-    unsubscribe(&live, installation_id, &holder, &orphan.subscription_id, why, orphan.attempts).await;
+    unsubscribe(&live, installation_id, &holder, &orphan.subscription_id, why, Some(&orphan)).await;
     removed(&live, installation_id, reg_id);
 }
 
@@ -453,7 +464,7 @@ async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, 
         (reg.subscription_id.take(), reg.holder.take())
     };
     if let (Some(id), Some(holder)) = (subscription, holder) {
-        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches", 0).await;
+        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches", None).await;
     }
     removed(&live, installation_id, reg_id);
 }
@@ -541,12 +552,12 @@ async fn register(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> Option
         // registration of the installation adopted it meanwhile.
         if live.registry.subscription_of(installation_id).is_none_or(|now| !now.eq_ignore_ascii_case(&id)) {
             let why = "registered after the last watcher left";
-            unsubscribe(live, installation_id, &watcher.caller, &id, why, 0).await;
+            unsubscribe(live, installation_id, &watcher.caller, &id, why, None).await;
         }
         return None;
     };
     if let Some((old, holder)) = replaced {
-        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's", 0).await;
+        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's", None).await;
     }
     let ok = tokio::time::timeout(live.settings.validation_timeout, validated.wait_for(|v| *v)).await;
     if !matches!(ok, Ok(Ok(_))) {
@@ -576,7 +587,7 @@ async fn ensure_subscription(live: &Live, caller: &Caller, i: i64) -> Result<(St
             tracing::info!(installation = i, "adopted the existing upstream event subscription");
             return Ok((s.event_subscription_id, valid));
         }
-        unsubscribe(live, i, caller, &s.event_subscription_id, "ours, with an older webhook URL", 0).await;
+        unsubscribe(live, i, caller, &s.event_subscription_id, "ours, with an older webhook URL", None).await;
     }
     let new = NewEventSubscription { protocol_code: "Webhook".into(), protocol_data: url, event_type: None };
     let created = client.subscribe(caller.token(), i, &new).await?;

@@ -278,6 +278,28 @@ async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_le
 }
 
 #[tokio::test]
+async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_every_request() {
+    let app = spawn_app_with(|c| c.watch_grace_secs = 1).await;
+    // Ivan (installer on 33) is the only watcher, so the subscription is his.
+    let ivan = watch_events(&app, &app.token_for("ivan")).await;
+    eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
+    // Alice disables him, then he leaves: after the grace, the upstream refuses his removal (403).
+    let r = app
+        .graphql("alice", r#"mutation { disableInstaller(installationId: 33, accountId: "ivan") }"#, json!({}))
+        .await;
+    assert_eq!(data(&r)["disableInstaller"], true, "{r}");
+    drop(ivan);
+    eventually("the removal to be given up", || async {
+        (metric(&app, "witty_bff_abandoned_upstream_subscriptions_total").await == 1.0).then_some(())
+    })
+    .await;
+    // One try, and nothing kept to try again with his next requests.
+    let calls = app.sim().calls().await;
+    assert_eq!(calls["byRoute"]["DELETE /installations/{i}/event-subscriptions/{id}"], 1, "{calls}");
+    assert_eq!(metric(&app, "witty_bff_unremoved_upstream_subscriptions").await, 0.0);
+}
+
+#[tokio::test]
 async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one() {
     let sim = std::sync::Arc::new(spawn_sim().await);
     // One address for both processes: the webhook URL registered by the first stays right.
