@@ -5,6 +5,7 @@
 //!
 //! Knows nothing of axum or GraphQL: `http` hands it deliveries, `graphql` asks it to watch.
 
+mod orphans;
 mod poller;
 mod registry;
 

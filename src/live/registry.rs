@@ -9,10 +9,10 @@
 //! owner watches (an installer's is replaced when an owner comes), the upstream calls use a token
 //! that has not expired, and the removal uses the token of the subscription's holder. When that
 //! token has expired meanwhile (a subscription ended by its token's expiry, say), the removal
-//! waits for the next token of that user witty-bff sees, on any request.
+//! waits for the next token of that user witty-bff sees, on any request (`orphans` keeps the book).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Live;
+use super::orphans::{self, Orphans, Outcome};
 use crate::auth::Caller;
 use crate::upstream::UpstreamError;
 use crate::upstream::notifications::NewEventSubscription;
@@ -37,25 +38,6 @@ impl Watcher {
         usable(&self.caller)
     }
 }
-
-/// An upstream subscription of ours to remove with its holder's next token.
-struct Orphan {
-    installation_id: i64,
-    subscription_id: String,
-    /// Removals tried with a fresh token that failed.
-    attempts: u32,
-    /// Not tried again before this (a backoff after each failed try).
-    not_before: Instant,
-    since: Instant,
-}
-
-/// Failed tries with a fresh token before an orphan is given up (logged).
-const ORPHAN_ATTEMPTS: u32 = 8;
-/// The first wait after a failed try; doubled at each, up to `ORPHAN_MAX_BACKOFF`.
-const ORPHAN_BACKOFF: Duration = Duration::from_secs(30);
-const ORPHAN_MAX_BACKOFF: Duration = Duration::from_secs(3600);
-/// An orphan whose holder did not come back in this long is given up (logged).
-const ORPHAN_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The token has not expired.
 fn usable(caller: &Caller) -> bool {
@@ -138,11 +120,8 @@ pub(super) struct Registry {
     /// Validations that arrived before their subscription's id was known (by lower-case name).
     early_validations: moka::sync::Cache<String, ()>,
     next_id: AtomicU64,
-    /// Upstream subscriptions of ours whose removal failed, by their holder's user id: removed
-    /// with that user's next token.
-    orphans: Mutex<HashMap<String, Vec<Orphan>>>,
-    /// Whether `orphans` has any, checked on every request.
-    any_orphans: AtomicBool,
+    /// Upstream subscriptions of ours whose removal failed: removed with the holder's next token.
+    orphans: Orphans,
 }
 
 impl Default for Registry {
@@ -154,8 +133,7 @@ impl Default for Registry {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             next_id: AtomicU64::new(0),
-            orphans: Mutex::default(),
-            any_orphans: AtomicBool::new(false),
+            orphans: Orphans::default(),
         }
     }
 }
@@ -219,66 +197,15 @@ impl Registry {
         }
     }
 
-    /// Keeps a removal for the holder's next token (after a backoff once a fresh token failed too),
-    /// or gives it up after `ORPHAN_ATTEMPTS`. Orphans older than `ORPHAN_MAX_AGE` are given up.
-    fn orphan(&self, live: &Live, user: &str, mut orphan: Orphan) {
-        let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        for (holder, theirs) in orphans.iter_mut() {
-            theirs.retain(|o| {
-                let keep = now.duration_since(o.since) < ORPHAN_MAX_AGE;
-                if !keep {
-                    give_up(live, o, holder, "its holder did not come back");
-                }
-                keep
-            });
-        }
-        if orphan.attempts >= ORPHAN_ATTEMPTS {
-            give_up(live, &orphan, user, "every try failed");
-        } else {
-            let backoff = match orphan.attempts {
-                0 => Duration::ZERO,
-                n => ORPHAN_BACKOFF.saturating_mul(1 << (n - 1).min(16)).min(ORPHAN_MAX_BACKOFF),
-            };
-            orphan.not_before = now + backoff;
-            let theirs = orphans.entry(user.to_string()).or_default();
-            match theirs.iter_mut().find(|o| o.subscription_id == orphan.subscription_id) {
-                Some(known) => {
-                    orphan.since = orphan.since.min(known.since);
-                    *known = orphan;
-                }
-                None => theirs.push(orphan),
-            }
-        }
-        orphans.retain(|_, theirs| !theirs.is_empty());
-        self.orphans_changed(live, &orphans);
-    }
-
-    fn orphans_changed(&self, live: &Live, orphans: &HashMap<String, Vec<Orphan>>) {
-        self.any_orphans.store(!orphans.is_empty(), Ordering::Release);
-        let count = orphans.values().map(Vec::len).sum::<usize>();
-        live.metrics().unremoved_upstream_subscriptions.set(count as i64);
-    }
-
-    /// A request came with `caller`'s token: the subscriptions of theirs we failed to remove (and
-    /// whose backoff is over) are removed with it.
+    /// A request came with `caller`'s token: the subscriptions of theirs we failed to remove
+    /// (and whose backoff is over) are removed with it.
     pub(super) fn token_seen(&self, live: &Arc<Live>, caller: &Caller) {
-        if !self.any_orphans.load(Ordering::Acquire) || !usable(caller) {
+        if !usable(caller) {
             return;
         }
-        let due = {
-            let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(theirs) = orphans.get_mut(&*caller.sub) else { return };
-            let now = Instant::now();
-            let (due, later) = std::mem::take(theirs).into_iter().partition(|o| o.not_before <= now);
-            *theirs = later;
-            orphans.retain(|_, theirs| !theirs.is_empty());
-            self.orphans_changed(live, &orphans);
-            due
-        };
-        for orphan in due {
+        for (installation_id, subscription_id) in self.orphans.take_due(live.metrics(), &caller.sub, Instant::now()) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(remove_orphan(live.clone(), orphan, caller.clone()));
+                runtime.spawn(remove_orphan(live.clone(), installation_id, subscription_id, caller.clone()));
             }
         }
     }
@@ -358,93 +285,101 @@ fn start_polling(live: &Arc<Live>, installation_id: i64) {
     count(live, &regs);
 }
 
-/// An orphan given up: what is left upstream is logged.
-fn give_up(live: &Live, orphan: &Orphan, holder: &str, why: &str) {
-    live.metrics().abandoned_upstream_subscriptions.inc();
-    tracing::warn!(
-        installation = orphan.installation_id,
-        subscription = orphan.subscription_id,
-        holder,
-        why,
-        "gave up removing an upstream event subscription of ours; remove it upstream by hand"
-    );
+/// How a removal went.
+enum Removal {
+    Done,
+    /// Refused for good (the holder lost access, say): trying again changes nothing.
+    Refused(String),
+    Failed(String),
+    /// Not tried: the holder's token has expired.
+    Expired,
 }
 
-/// Removes an upstream subscription (a 404 means it is gone already). One that cannot be removed
-/// now (its holder's token expired, or the upstream failed for now) is removed with the holder's
-/// next token; `earlier` is the orphan this removal retries, if it does.
-async fn unsubscribe(
-    live: &Live,
-    installation_id: i64,
-    holder: &Caller,
-    id: &str,
-    why: &str,
-    earlier: Option<&Orphan>,
-) {
-    let removed = match usable(holder) {
-        false => Err(("the holder's token has expired".to_string(), false)),
-        true => match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
-            Ok(()) | Err(UpstreamError::NotFound { .. }) => Ok(()),
-            // Refused for good (the holder lost access, say): trying again changes nothing.
-            Err(e @ (UpstreamError::Forbidden { .. } | UpstreamError::Rejected { .. })) => Err((e.to_string(), true)),
-            Err(e) => Err((e.to_string(), false)),
-        },
-    };
-    let (error, refused) = match removed {
-        Ok(()) => return tracing::info!(installation = installation_id, why, "upstream event subscription removed"),
-        Err(failed) => failed,
-    };
-    let orphan = Orphan {
-        installation_id,
-        subscription_id: id.to_string(),
-        // A try with an expired token is not one.
-        attempts: earlier.map_or(0, |o| o.attempts) + u32::from(usable(holder)),
-        not_before: Instant::now(),
-        since: earlier.map_or_else(Instant::now, |o| o.since),
-    };
-    if refused {
-        tracing::warn!(
-            installation = installation_id,
-            why,
-            error,
-            "the upstream refused to remove an event subscription"
-        );
-        return give_up(live, &orphan, &holder.sub, "the upstream refused");
+/// Removes an upstream subscription with its holder's token (a 404 means it is gone already).
+async fn try_unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str) -> Removal {
+    if !usable(holder) {
+        return Removal::Expired;
     }
-    tracing::warn!(
-        installation = installation_id,
-        why,
-        error,
-        "could not remove an upstream event subscription; it goes with its holder's next token"
-    );
-    live.registry.orphan(live, &holder.sub, orphan);
+    let removal = match live.cache.client().unsubscribe(holder.token(), installation_id, id).await {
+        Ok(()) | Err(UpstreamError::NotFound { .. }) => Removal::Done,
+        Err(e @ (UpstreamError::Forbidden { .. } | UpstreamError::Rejected { .. })) => Removal::Refused(e.to_string()),
+        Err(e) => Removal::Failed(e.to_string()),
+    };
+    match &removal {
+        Removal::Done => tracing::info!(installation = installation_id, why, "upstream event subscription removed"),
+        Removal::Refused(error) | Removal::Failed(error) => {
+            tracing::warn!(
+                installation = installation_id,
+                why,
+                error,
+                "could not remove an upstream event subscription"
+            )
+        }
+        Removal::Expired => {}
+    }
+    removal
+}
+
+/// Removes an upstream subscription; one that cannot be removed now (its holder's token has
+/// expired, or the upstream failed) is removed with the holder's next token.
+async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &str, why: &str) {
+    match try_unsubscribe(live, installation_id, holder, id, why).await {
+        Removal::Done => {}
+        Removal::Refused(_) => {
+            orphans::give_up(live.metrics(), &holder.sub, installation_id, id, "the upstream refused")
+        }
+        Removal::Failed(_) | Removal::Expired => {
+            tracing::info!(
+                installation = installation_id,
+                why,
+                "an upstream event subscription goes with its holder's next token"
+            );
+            live.registry.orphans.record(live.metrics(), &holder.sub, installation_id, id, Instant::now());
+        }
+    }
 }
 
 /// Removes a subscription we failed to remove before, with a fresh token of its holder. It waits
-/// a grace period first: the holder coming back (a fresh token, then a subscribe) adopts it, which
-/// keeps events flowing. The installation is marked as being removed meanwhile, as after a grace
-/// period; if somebody watches it, its registration adopts or replaces the subscription instead.
-async fn remove_orphan(live: Arc<Live>, orphan: Orphan, holder: Caller) {
+/// a grace period first, so the holder coming back (a fresh token, then a subscribe) adopts it and
+/// events flow at once. Where nobody watches, the installation is marked as being removed
+/// meanwhile, as after a grace period.
+async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: String, holder: Caller) {
     tokio::time::sleep(live.settings.grace).await;
-    let installation_id = orphan.installation_id;
     let reg_id = live.registry.next_id.fetch_add(1, Ordering::Relaxed);
-    {
+    let ours = |id: &str| id.eq_ignore_ascii_case(&subscription_id);
+    let removing = {
         let mut regs = live.registry.lock();
-        if let Some(reg) = regs.get(&installation_id) {
-            if reg.subscription_id.as_deref().is_none_or(|id| !id.eq_ignore_ascii_case(&orphan.subscription_id)) {
-                // Not adopted: try again with a later token (not counted as a failed try).
-                drop(regs);
-                live.registry.orphan(&live, &holder.sub, orphan);
+        match regs.get(&installation_id) {
+            // Adopted again: it is in use.
+            Some(reg) if reg.subscription_id.as_deref().is_some_and(ours) => Some(Outcome::Settled),
+            // Watched through another subscription (an owner's replaced this installer's, say):
+            // nothing adopts this one, it goes now.
+            Some(reg) if reg.subscription_id.is_some() && !reg.setting_up && !reg.removing => None,
+            // Being set up (it may adopt this one) or removed: looked at again later.
+            Some(_) => Some(Outcome::NotYet { wait: live.settings.grace }),
+            None => {
+                let mut reg = Registration::new(reg_id);
+                reg.removing = true;
+                regs.insert(installation_id, reg);
+                None
             }
-            return;
         }
-        let mut reg = Registration::new(reg_id);
-        reg.removing = true;
-        regs.insert(installation_id, reg);
-    }
-    let why = "removed with its holder's fresh token";
-    unsubscribe(&live, installation_id, &holder, &orphan.subscription_id, why, Some(&orphan)).await;
-    removed(&live, installation_id, reg_id);
+    };
+    let outcome = match removing {
+        Some(outcome) => outcome,
+        None => {
+            let why = "removed with its holder's fresh token";
+            let outcome = match try_unsubscribe(&live, installation_id, &holder, &subscription_id, why).await {
+                Removal::Done => Outcome::Settled,
+                Removal::Refused(_) => Outcome::Refused,
+                Removal::Failed(_) => Outcome::Failed,
+                Removal::Expired => Outcome::NotYet { wait: Duration::ZERO },
+            };
+            removed(&live, installation_id, reg_id);
+            outcome
+        }
+    };
+    live.registry.orphans.settle(live.metrics(), &holder.sub, &subscription_id, outcome, Instant::now());
 }
 
 /// After the grace period, if nobody came back: stops the poller and removes the upstream
@@ -464,7 +399,7 @@ async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, 
         (reg.subscription_id.take(), reg.holder.take())
     };
     if let (Some(id), Some(holder)) = (subscription, holder) {
-        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches", None).await;
+        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches").await;
     }
     removed(&live, installation_id, reg_id);
 }
@@ -552,12 +487,12 @@ async fn register(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> Option
         // registration of the installation adopted it meanwhile.
         if live.registry.subscription_of(installation_id).is_none_or(|now| !now.eq_ignore_ascii_case(&id)) {
             let why = "registered after the last watcher left";
-            unsubscribe(live, installation_id, &watcher.caller, &id, why, None).await;
+            unsubscribe(live, installation_id, &watcher.caller, &id, why).await;
         }
         return None;
     };
     if let Some((old, holder)) = replaced {
-        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's", None).await;
+        unsubscribe(live, installation_id, &holder.caller, &old, "replaced by an owner's").await;
     }
     let ok = tokio::time::timeout(live.settings.validation_timeout, validated.wait_for(|v| *v)).await;
     if !matches!(ok, Ok(Ok(_))) {
@@ -587,7 +522,7 @@ async fn ensure_subscription(live: &Live, caller: &Caller, i: i64) -> Result<(St
             tracing::info!(installation = i, "adopted the existing upstream event subscription");
             return Ok((s.event_subscription_id, valid));
         }
-        unsubscribe(live, i, caller, &s.event_subscription_id, "ours, with an older webhook URL", None).await;
+        unsubscribe(live, i, caller, &s.event_subscription_id, "ours, with an older webhook URL").await;
     }
     let new = NewEventSubscription { protocol_code: "Webhook".into(), protocol_data: url, event_type: None };
     let created = client.subscribe(caller.token(), i, &new).await?;

@@ -265,10 +265,13 @@ async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_le
     live_subscriptions(&app, 1).await;
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
-    eventually("the removal to be dropped", || async {
+    // A grace after her token came, the removal looks again, finds it adopted, and keeps it.
+    eventually("the removal to be settled", || async {
         (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 0.0).then_some(())
     })
     .await;
+    let calls = app.sim().calls().await;
+    assert!(calls["byRoute"]["DELETE /installations/{i}/event-subscriptions/{id}"].is_null(), "{calls}");
     let hooks = bff_hooks(&app, "alice", 33).await;
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(hooks[0]["eventSubscriptionId"], left["eventSubscriptionId"], "the same one");
@@ -297,6 +300,41 @@ async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_ever
     let calls = app.sim().calls().await;
     assert_eq!(calls["byRoute"]["DELETE /installations/{i}/event-subscriptions/{id}"], 1, "{calls}");
     assert_eq!(metric(&app, "witty_bff_unremoved_upstream_subscriptions").await, 0.0);
+}
+
+#[tokio::test]
+async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_while_the_owner_watches() {
+    let app = spawn_app_with(|c| {
+        c.jwt_leeway_secs = 0;
+        c.watch_grace_secs = 2;
+    })
+    .await;
+    // Ivan (installer) watches first, with a token that expires 2 to 3 s from now.
+    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "ivan", 3, None, None);
+    let mut ivan = watch_events(&app, &short).await;
+    eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
+    assert_eq!(ws_next(&mut ivan).await["type"], "complete");
+    // Alice (owner) comes within the grace: hers replaces his, whose removal waits for his next token.
+    let mut alice = watch_events(&app, &app.token_for("alice")).await;
+    validated_webhook(&app).await;
+    eventually("the removal to wait for Ivan's next token", || async {
+        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(bff_hooks(&app, "ivan", 33).await.len(), 1, "still there");
+    // Ivan's next request removes it, while Alice's goes on serving her.
+    app.graphql("ivan", "{ installations { id } }", json!({})).await;
+    eventually("Ivan's subscription to be removed", || async {
+        bff_hooks(&app, "ivan", 33).await.is_empty().then_some(())
+    })
+    .await;
+    eventually("the removal to be settled", || async {
+        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
+    app.sim().plug(ALICE_STATION).await;
+    assert_eq!(ws_data(&mut alice).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
 }
 
 #[tokio::test]

@@ -1,0 +1,225 @@
+//! Upstream event subscriptions of ours that could not be removed yet, by their holder (only the
+//! user who created one may remove it upstream). Mostly their holder's token had expired when the
+//! removal came; the registry tries again with that user's next token. This keeps the book and
+//! the policy: one entry per subscription, one try at a time, a backoff after each failed try, and
+//! a subscription given up (logged, counted) once refused for good, after `MAX_TRIES` failed tries,
+//! or when its holder did not come back within `MAX_AGE`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+
+/// Failed tries with a fresh token before a subscription is given up.
+pub const MAX_TRIES: u32 = 8;
+/// The wait after the first failed try, doubled after each one.
+const BACKOFF: Duration = Duration::from_secs(30);
+/// A subscription whose holder sent no token in this long is given up.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+struct Orphan {
+    installation_id: i64,
+    subscription_id: String,
+    /// Tries with a fresh token that failed.
+    tries: u32,
+    /// Not tried before this.
+    not_before: Instant,
+    /// When its removal first failed.
+    since: Instant,
+    /// A try is under way (taken by `take_due`, not yet `settle`d).
+    trying: bool,
+}
+
+/// How a try went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Removed, found gone, or adopted by a registration again: nothing left to do.
+    Settled,
+    /// The upstream refused for good (the holder lost access, say): given up.
+    Refused,
+    /// Failed (the upstream failed, or the token expired meanwhile): tried again later.
+    Failed,
+    /// Not tried (the installation is being set up or removed): looked at again after `wait`.
+    NotYet { wait: Duration },
+}
+
+#[derive(Default)]
+pub struct Orphans {
+    by_holder: Mutex<HashMap<String, Vec<Orphan>>>,
+    /// Whether there are any (looked at on every request, without the lock).
+    any: AtomicBool,
+}
+
+/// A subscription given up: left upstream, named in the log for an operator to remove by hand.
+pub fn give_up(metrics: &Metrics, holder: &str, installation_id: i64, subscription_id: &str, why: &str) {
+    metrics.abandoned_upstream_subscriptions.inc();
+    tracing::warn!(
+        installation = installation_id,
+        subscription = subscription_id,
+        holder,
+        why,
+        "gave up removing an upstream event subscription of ours; remove it upstream by hand"
+    );
+}
+
+impl Orphans {
+    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Orphan>>> {
+        self.by_holder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A removal failed (not a retry): kept for the holder's next token. A subscription already
+    /// kept stays as it is.
+    pub fn record(&self, metrics: &Metrics, holder: &str, installation_id: i64, subscription_id: &str, now: Instant) {
+        let mut book = self.book();
+        let theirs = book.entry(holder.to_string()).or_default();
+        if !theirs.iter().any(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)) {
+            theirs.push(Orphan {
+                installation_id,
+                subscription_id: subscription_id.to_string(),
+                tries: 0,
+                not_before: now,
+                since: now,
+                trying: false,
+            });
+        }
+        self.changed(metrics, &mut book, now);
+    }
+
+    /// The holder's subscriptions due for a try now, as (installation, subscription): each is
+    /// marked as being tried until `settle` says how it went.
+    pub fn take_due(&self, metrics: &Metrics, holder: &str, now: Instant) -> Vec<(i64, String)> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut book = self.book();
+        let due = book
+            .get_mut(holder)
+            .into_iter()
+            .flatten()
+            .filter(|o| !o.trying && o.not_before <= now)
+            .map(|o| {
+                o.trying = true;
+                (o.installation_id, o.subscription_id.clone())
+            })
+            .collect();
+        self.changed(metrics, &mut book, now);
+        due
+    }
+
+    /// How a try of `take_due` went.
+    pub fn settle(&self, metrics: &Metrics, holder: &str, subscription_id: &str, outcome: Outcome, now: Instant) {
+        let mut book = self.book();
+        let Some(theirs) = book.get_mut(holder) else { return };
+        let Some(at) = theirs.iter().position(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)) else {
+            return;
+        };
+        let orphan = &mut theirs[at];
+        orphan.trying = false;
+        let given_up = match outcome {
+            Outcome::Settled => Some(None),
+            Outcome::Refused => Some(Some("the upstream refused")),
+            Outcome::Failed => {
+                orphan.tries += 1;
+                orphan.not_before = now + BACKOFF.saturating_mul(1 << (orphan.tries - 1).min(16));
+                (orphan.tries >= MAX_TRIES).then_some(Some("every try failed"))
+            }
+            Outcome::NotYet { wait } => {
+                orphan.not_before = now + wait;
+                None
+            }
+        };
+        if let Some(why) = given_up {
+            let orphan = theirs.remove(at);
+            if let Some(why) = why {
+                give_up(metrics, holder, orphan.installation_id, &orphan.subscription_id, why);
+            }
+        }
+        self.changed(metrics, &mut book, now);
+    }
+
+    /// After any change: gives up those whose holder did not come back in time, drops empty
+    /// holders, and updates the flag and the gauge.
+    fn changed(&self, metrics: &Metrics, book: &mut HashMap<String, Vec<Orphan>>, now: Instant) {
+        for (holder, theirs) in book.iter_mut() {
+            theirs.retain(|o| {
+                let keep = o.trying || now.saturating_duration_since(o.since) < MAX_AGE;
+                if !keep {
+                    give_up(metrics, holder, o.installation_id, &o.subscription_id, "its holder did not come back");
+                }
+                keep
+            });
+        }
+        book.retain(|_, theirs| !theirs.is_empty());
+        self.any.store(!book.is_empty(), Ordering::Release);
+        metrics.unremoved_upstream_subscriptions.set(book.values().map(Vec::len).sum::<usize>() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(m: &Metrics) -> i64 {
+        m.unremoved_upstream_subscriptions.get()
+    }
+
+    #[test]
+    fn one_entry_per_subscription_and_one_try_at_a_time() {
+        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        o.record(&m, "alice", 33, "S1", t0);
+        o.record(&m, "alice", 33, "s1", t0);
+        assert_eq!(gauge(&m), 1);
+        assert!(o.take_due(&m, "bob", t0).is_empty());
+        assert_eq!(o.take_due(&m, "alice", t0), vec![(33, "S1".to_string())]);
+        // Being tried: not handed out again, still counted, not aged out.
+        assert!(o.take_due(&m, "alice", t0).is_empty());
+        assert_eq!(gauge(&m), 1);
+        o.settle(&m, "alice", "S1", Outcome::Settled, t0);
+        assert_eq!(gauge(&m), 0);
+        assert_eq!(m.abandoned_upstream_subscriptions.get(), 0);
+    }
+
+    #[test]
+    fn failed_tries_back_off_doubling_then_are_given_up() {
+        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        o.record(&m, "alice", 33, "S1", t0);
+        let mut now = t0;
+        for n in 1..=MAX_TRIES {
+            assert_eq!(o.take_due(&m, "alice", now).len(), 1, "try {n}");
+            o.settle(&m, "alice", "S1", Outcome::Failed, now);
+            if n < MAX_TRIES {
+                let wait = BACKOFF * (1 << (n - 1));
+                assert!(o.take_due(&m, "alice", now + wait - Duration::from_secs(1)).is_empty(), "try {n}");
+                now += wait;
+            }
+        }
+        assert_eq!(gauge(&m), 0);
+        assert_eq!(m.abandoned_upstream_subscriptions.get(), 1);
+    }
+
+    #[test]
+    fn refused_is_given_up_and_not_yet_waits_without_counting_a_try() {
+        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        o.record(&m, "alice", 33, "S1", t0);
+        o.record(&m, "alice", 34, "S2", t0);
+        o.take_due(&m, "alice", t0);
+        o.settle(&m, "alice", "S1", Outcome::Refused, t0);
+        let wait = Duration::from_secs(2);
+        o.settle(&m, "alice", "S2", Outcome::NotYet { wait }, t0);
+        assert_eq!((gauge(&m), m.abandoned_upstream_subscriptions.get()), (1, 1));
+        assert!(o.take_due(&m, "alice", t0 + wait / 2).is_empty());
+        assert_eq!(o.take_due(&m, "alice", t0 + wait), vec![(34, "S2".to_string())]);
+    }
+
+    #[test]
+    fn a_holder_who_does_not_come_back_is_given_up_after_the_max_age() {
+        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        o.record(&m, "alice", 33, "S1", t0);
+        // Any later change looks at every holder's.
+        o.record(&m, "bob", 34, "S2", t0 + MAX_AGE);
+        assert_eq!((gauge(&m), m.abandoned_upstream_subscriptions.get()), (1, 1));
+        assert!(o.take_due(&m, "alice", t0 + MAX_AGE).is_empty());
+    }
+}
