@@ -44,6 +44,11 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("registered once");
             g
         };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("a valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
         let counters = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
             registry.register(Box::new(c.clone())).expect("registered once");
@@ -58,21 +63,15 @@ impl Metrics {
             "unremoved_upstream_subscriptions",
             "Upstream event subscriptions of ours not removed yet, waiting for their holder's next token.",
         );
-        let abandoned_upstream_subscriptions = IntCounter::new(
+        let abandoned_upstream_subscriptions = counter(
             "abandoned_upstream_subscriptions_total",
             "Upstream event subscriptions of ours given up, left upstream to remove by hand (see the log).",
-        )
-        .expect("a valid metric");
-        registry.register(Box::new(abandoned_upstream_subscriptions.clone())).expect("registered once");
+        );
         let webhook_deliveries =
             counters("webhook_deliveries_total", "Webhook deliveries accepted, by aeg-event-type.", &["kind"]);
         let events = counters("events_total", "Webhook events, by outcome.", &["outcome"]);
-        let lagging = IntCounter::new(
-            "lagging_subscribers_dropped_total",
-            "Subscribers dropped because they fell too far behind.",
-        )
-        .expect("a valid metric");
-        registry.register(Box::new(lagging.clone())).expect("registered once");
+        let lagging =
+            counter("lagging_subscribers_dropped_total", "Subscribers dropped because they fell too far behind.");
         let upstream_calls =
             counters("upstream_calls_total", "Calls to the Witty-Home API, by kind and outcome.", &["kind", "outcome"]);
         let upstream_seconds = Histogram::with_opts(

@@ -18,6 +18,8 @@ pub const MAX_TRIES: u32 = 8;
 const BACKOFF: Duration = Duration::from_secs(30);
 /// A subscription whose holder sent no token in this long is given up.
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// On the request path, the whole book is looked over for `MAX_AGE` at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 struct Orphan {
     installation_id: i64,
@@ -46,8 +48,15 @@ pub enum Outcome {
 }
 
 #[derive(Default)]
+struct Book {
+    by_holder: HashMap<String, Vec<Orphan>>,
+    /// When the whole book was last looked over for `MAX_AGE`.
+    swept: Option<Instant>,
+}
+
+#[derive(Default)]
 pub struct Orphans {
-    by_holder: Mutex<HashMap<String, Vec<Orphan>>>,
+    book: Mutex<Book>,
     /// Whether there are any (looked at on every request, without the lock).
     any: AtomicBool,
 }
@@ -65,15 +74,15 @@ pub fn give_up(metrics: &Metrics, holder: &str, installation_id: i64, subscripti
 }
 
 impl Orphans {
-    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Orphan>>> {
-        self.by_holder.lock().unwrap_or_else(|e| e.into_inner())
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A removal failed (not a retry): kept for the holder's next token. A subscription already
     /// kept stays as it is.
     pub fn record(&self, metrics: &Metrics, holder: &str, installation_id: i64, subscription_id: &str, now: Instant) {
         let mut book = self.book();
-        let theirs = book.entry(holder.to_string()).or_default();
+        let theirs = book.by_holder.entry(holder.to_string()).or_default();
         if !theirs.iter().any(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)) {
             theirs.push(Orphan {
                 installation_id,
@@ -88,13 +97,15 @@ impl Orphans {
     }
 
     /// The holder's subscriptions due for a try now, as (installation, subscription): each is
-    /// marked as being tried until `settle` says how it went.
+    /// marked as being tried until `settle` says how it went. Called on every request: the book
+    /// is looked over for `MAX_AGE` only once in a while here.
     pub fn take_due(&self, metrics: &Metrics, holder: &str, now: Instant) -> Vec<(i64, String)> {
         if !self.any.load(Ordering::Acquire) {
             return Vec::new();
         }
         let mut book = self.book();
         let due = book
+            .by_holder
             .get_mut(holder)
             .into_iter()
             .flatten()
@@ -104,35 +115,39 @@ impl Orphans {
                 (o.installation_id, o.subscription_id.clone())
             })
             .collect();
-        self.changed(metrics, &mut book, now);
+        if book.swept.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY) {
+            self.changed(metrics, &mut book, now);
+        }
         due
     }
 
     /// How a try of `take_due` went.
     pub fn settle(&self, metrics: &Metrics, holder: &str, subscription_id: &str, outcome: Outcome, now: Instant) {
         let mut book = self.book();
-        let Some(theirs) = book.get_mut(holder) else { return };
+        let Some(theirs) = book.by_holder.get_mut(holder) else { return };
         let Some(at) = theirs.iter().position(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)) else {
             return;
         };
         let orphan = &mut theirs[at];
         orphan.trying = false;
-        let given_up = match outcome {
-            Outcome::Settled => Some(None),
-            Outcome::Refused => Some(Some("the upstream refused")),
+        // Whether it leaves the book, and why it is given up if it is.
+        let (done, given_up) = match outcome {
+            Outcome::Settled => (true, None),
+            Outcome::Refused => (true, Some("the upstream refused")),
             Outcome::Failed => {
                 orphan.tries += 1;
                 orphan.not_before = now + BACKOFF.saturating_mul(1 << (orphan.tries - 1).min(16));
-                (orphan.tries >= MAX_TRIES).then_some(Some("every try failed"))
+                let out = orphan.tries >= MAX_TRIES;
+                (out, out.then_some("every try failed"))
             }
             Outcome::NotYet { wait } => {
                 orphan.not_before = now + wait;
-                None
+                (false, None)
             }
         };
-        if let Some(why) = given_up {
+        if done {
             let orphan = theirs.remove(at);
-            if let Some(why) = why {
+            if let Some(why) = given_up {
                 give_up(metrics, holder, orphan.installation_id, &orphan.subscription_id, why);
             }
         }
@@ -141,7 +156,9 @@ impl Orphans {
 
     /// After any change: gives up those whose holder did not come back in time, drops empty
     /// holders, and updates the flag and the gauge.
-    fn changed(&self, metrics: &Metrics, book: &mut HashMap<String, Vec<Orphan>>, now: Instant) {
+    fn changed(&self, metrics: &Metrics, book: &mut Book, now: Instant) {
+        book.swept = Some(now);
+        let book = &mut book.by_holder;
         for (holder, theirs) in book.iter_mut() {
             theirs.retain(|o| {
                 let keep = o.trying || now.saturating_duration_since(o.since) < MAX_AGE;

@@ -345,8 +345,9 @@ async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &st
 /// meanwhile, as after a grace period.
 async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: String, holder: Caller) {
     tokio::time::sleep(live.settings.grace).await;
-    let reg_id = live.registry.next_id.fetch_add(1, Ordering::Relaxed);
     let ours = |id: &str| id.eq_ignore_ascii_case(&subscription_id);
+    // Where nobody watches, the registration marking the removal.
+    let mut marked = None;
     let removing = {
         let mut regs = live.registry.lock();
         match regs.get(&installation_id) {
@@ -358,8 +359,9 @@ async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: S
             // Being set up (it may adopt this one) or removed: looked at again later.
             Some(_) => Some(Outcome::NotYet { wait: live.settings.grace }),
             None => {
-                let mut reg = Registration::new(reg_id);
+                let mut reg = Registration::new(live.registry.next_id.fetch_add(1, Ordering::Relaxed));
                 reg.removing = true;
+                marked = Some(reg.id);
                 regs.insert(installation_id, reg);
                 None
             }
@@ -375,7 +377,9 @@ async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: S
                 Removal::Failed(_) => Outcome::Failed,
                 Removal::Expired => Outcome::NotYet { wait: Duration::ZERO },
             };
-            removed(&live, installation_id, reg_id);
+            if let Some(reg_id) = marked {
+                removed(&live, installation_id, reg_id);
+            }
             outcome
         }
     };

@@ -213,26 +213,35 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
     assert_eq!(all[0]["protocolData"], "http://127.0.0.1:9/alices-own");
 }
 
+/// An app that honours token expiry to the second, and `sub` watching installation 33 on it with
+/// a token that expires 2 to 3 s from now (`exp` is in whole seconds).
+async fn watching_with_a_short_token(sub: &str) -> (TestApp, Ws) {
+    let app = spawn_app_with(|c| {
+        c.jwt_leeway_secs = 0;
+        // Longer than the second `exp` may be off by: a removal after the grace comes after the expiry.
+        c.watch_grace_secs = 2;
+    })
+    .await;
+    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, sub, 3, None, None);
+    let ws = watch_events(&app, &short).await;
+    (app, ws)
+}
+
+/// Waits until `n` upstream subscriptions of ours wait to be removed (none is being tried).
+async fn unremoved(app: &TestApp, n: f64, what: &str) {
+    eventually(what, || async { (metric(app, "witty_bff_unremoved_upstream_subscriptions").await == n).then_some(()) })
+        .await;
+}
+
 /// An app whose only watcher, Alice, left when her token expired: after the grace, the removal of
 /// witty-bff's upstream subscription cannot be made (only Alice may remove hers upstream, and her
 /// token has expired), so it waits for her next token. Returns the app and that subscription.
 async fn left_with_an_expired_token() -> (TestApp, Value) {
-    let app = spawn_app_with(|c| {
-        c.jwt_leeway_secs = 0;
-        // Longer than the second `exp` may be off by: the removal comes after the expiry.
-        c.watch_grace_secs = 2;
-    })
-    .await;
-    // `exp` is in whole seconds: this token expires 2 to 3 s from now.
-    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
-    let mut ws = watch_events(&app, &short).await;
+    let (app, mut ws) = watching_with_a_short_token("alice").await;
     let hook = validated_webhook(&app).await;
     let end = ws_next(&mut ws).await;
     assert_eq!(end["type"], "complete", "{end}");
-    eventually("the removal to wait for a fresh token", || async {
-        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 1.0).then_some(())
-    })
-    .await;
+    unremoved(&app, 1.0, "the removal to wait for a fresh token").await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
     (app, hook)
 }
@@ -266,10 +275,7 @@ async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_le
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
     // A grace after her token came, the removal looks again, finds it adopted, and keeps it.
-    eventually("the removal to be settled", || async {
-        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 0.0).then_some(())
-    })
-    .await;
+    unremoved(&app, 0.0, "the removal to be settled").await;
     let calls = app.sim().calls().await;
     assert!(calls["byRoute"]["DELETE /installations/{i}/event-subscriptions/{id}"].is_null(), "{calls}");
     let hooks = bff_hooks(&app, "alice", 33).await;
@@ -304,23 +310,14 @@ async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_ever
 
 #[tokio::test]
 async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_while_the_owner_watches() {
-    let app = spawn_app_with(|c| {
-        c.jwt_leeway_secs = 0;
-        c.watch_grace_secs = 2;
-    })
-    .await;
     // Ivan (installer) watches first, with a token that expires 2 to 3 s from now.
-    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "ivan", 3, None, None);
-    let mut ivan = watch_events(&app, &short).await;
+    let (app, mut ivan) = watching_with_a_short_token("ivan").await;
     eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
     assert_eq!(ws_next(&mut ivan).await["type"], "complete");
     // Alice (owner) comes within the grace: hers replaces his, whose removal waits for his next token.
     let mut alice = watch_events(&app, &app.token_for("alice")).await;
     validated_webhook(&app).await;
-    eventually("the removal to wait for Ivan's next token", || async {
-        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 1.0).then_some(())
-    })
-    .await;
+    unremoved(&app, 1.0, "the removal to wait for Ivan's next token").await;
     assert_eq!(bff_hooks(&app, "ivan", 33).await.len(), 1, "still there");
     // Ivan's next request removes it, while Alice's goes on serving her.
     app.graphql("ivan", "{ installations { id } }", json!({})).await;
@@ -328,10 +325,7 @@ async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_whi
         bff_hooks(&app, "ivan", 33).await.is_empty().then_some(())
     })
     .await;
-    eventually("the removal to be settled", || async {
-        (metric(&app, "witty_bff_unremoved_upstream_subscriptions").await == 0.0).then_some(())
-    })
-    .await;
+    unremoved(&app, 0.0, "the removal to be settled").await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut alice).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
