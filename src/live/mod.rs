@@ -94,7 +94,8 @@ impl Live {
     pub fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
-        let registry = registry::Registry::default();
+        // A failed removal is tried again on the scale of the grace period (a second at least).
+        let registry = registry::Registry::new(settings.grace.max(Duration::from_secs(1)));
         let (intake, deliveries) = std::sync::mpsc::sync_channel(INTAKE_QUEUE);
         let access = std::sync::atomic::AtomicU64::new(0);
         let latest =

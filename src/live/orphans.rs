@@ -1,6 +1,7 @@
 //! Upstream event subscriptions of ours that could not be removed yet, by their holder (only the
 //! user who created one may remove it upstream). Mostly their holder's token had expired when the
-//! removal came; the registry tries again with that user's next token. This keeps the book and
+//! removal came; the registry tries again with that user's next token, and goes on trying with it
+//! while it lasts. This keeps the book and
 //! the policy: one entry per subscription, one try at a time, a backoff after each failed try, and
 //! a subscription given up (logged, counted) once refused for good, after `MAX_TRIES` failed tries,
 //! or when its holder did not come back within `MAX_AGE`.
@@ -14,8 +15,8 @@ use crate::metrics::Metrics;
 
 /// Failed tries with a fresh token before a subscription is given up.
 pub const MAX_TRIES: u32 = 8;
-/// The wait after the first failed try, doubled after each one.
-const BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait after the first failed try (doubled after each one).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A subscription whose holder sent no token in this long is given up.
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// On the request path, the whole book is looked over for `MAX_AGE` at most this often.
@@ -54,11 +55,12 @@ struct Book {
     swept: Option<Instant>,
 }
 
-#[derive(Default)]
 pub struct Orphans {
     book: Mutex<Book>,
     /// Whether there are any (looked at on every request, without the lock).
     any: AtomicBool,
+    /// The wait after the first failed try, doubled after each one.
+    backoff: Duration,
 }
 
 /// A subscription given up: left upstream, named in the log for an operator to remove by hand.
@@ -74,6 +76,11 @@ pub fn give_up(metrics: &Metrics, holder: &str, installation_id: i64, subscripti
 }
 
 impl Orphans {
+    /// A book whose first wait after a failed try is `backoff` (at most `MAX_BACKOFF`).
+    pub fn new(backoff: Duration) -> Orphans {
+        Orphans { book: Mutex::default(), any: AtomicBool::new(false), backoff: backoff.min(MAX_BACKOFF) }
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -121,13 +128,18 @@ impl Orphans {
         due
     }
 
-    /// How a try of `take_due` went.
-    pub fn settle(&self, metrics: &Metrics, holder: &str, subscription_id: &str, outcome: Outcome, now: Instant) {
+    /// How a try of `take_due` (or `resume`) went. `Some`: it stays, and is due at that time.
+    pub fn settle(
+        &self,
+        metrics: &Metrics,
+        holder: &str,
+        subscription_id: &str,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<Instant> {
         let mut book = self.book();
-        let Some(theirs) = book.by_holder.get_mut(holder) else { return };
-        let Some(at) = theirs.iter().position(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)) else {
-            return;
-        };
+        let theirs = book.by_holder.get_mut(holder)?;
+        let at = theirs.iter().position(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id))?;
         let orphan = &mut theirs[at];
         orphan.trying = false;
         // Whether it leaves the book, and why it is given up if it is.
@@ -136,7 +148,7 @@ impl Orphans {
             Outcome::Refused => (true, Some("the upstream refused")),
             Outcome::Failed => {
                 orphan.tries += 1;
-                orphan.not_before = now + BACKOFF.saturating_mul(1 << (orphan.tries - 1).min(16));
+                orphan.not_before = now + self.backoff.saturating_mul(1 << (orphan.tries - 1).min(16));
                 let out = orphan.tries >= MAX_TRIES;
                 (out, out.then_some("every try failed"))
             }
@@ -145,6 +157,7 @@ impl Orphans {
                 (false, None)
             }
         };
+        let due = (!done).then_some(orphan.not_before);
         if done {
             let orphan = theirs.remove(at);
             if let Some(why) = given_up {
@@ -152,6 +165,24 @@ impl Orphans {
             }
         }
         self.changed(metrics, &mut book, now);
+        due
+    }
+
+    /// Takes a subscription `settle` kept for another try now, by whoever holds a token of its
+    /// holder; `false` if it is gone or someone else is trying it.
+    pub fn resume(&self, holder: &str, subscription_id: &str) -> bool {
+        let mut book = self.book();
+        let orphan = book
+            .by_holder
+            .get_mut(holder)
+            .and_then(|theirs| theirs.iter_mut().find(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)));
+        match orphan {
+            Some(orphan) if !orphan.trying => {
+                orphan.trying = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// After any change: gives up those whose holder did not come back in time, drops empty
@@ -184,7 +215,7 @@ mod tests {
 
     #[test]
     fn one_entry_per_subscription_and_one_try_at_a_time() {
-        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        let (m, o, t0) = (Metrics::new(), Orphans::new(MAX_BACKOFF), Instant::now());
         o.record(&m, "alice", 33, "S1", t0);
         o.record(&m, "alice", 33, "s1", t0);
         assert_eq!(gauge(&m), 1);
@@ -200,14 +231,14 @@ mod tests {
 
     #[test]
     fn failed_tries_back_off_doubling_then_are_given_up() {
-        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        let (m, o, t0) = (Metrics::new(), Orphans::new(MAX_BACKOFF), Instant::now());
         o.record(&m, "alice", 33, "S1", t0);
         let mut now = t0;
         for n in 1..=MAX_TRIES {
             assert_eq!(o.take_due(&m, "alice", now).len(), 1, "try {n}");
             o.settle(&m, "alice", "S1", Outcome::Failed, now);
             if n < MAX_TRIES {
-                let wait = BACKOFF * (1 << (n - 1));
+                let wait = MAX_BACKOFF * (1 << (n - 1));
                 assert!(o.take_due(&m, "alice", now + wait - Duration::from_secs(1)).is_empty(), "try {n}");
                 now += wait;
             }
@@ -218,7 +249,7 @@ mod tests {
 
     #[test]
     fn refused_is_given_up_and_not_yet_waits_without_counting_a_try() {
-        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        let (m, o, t0) = (Metrics::new(), Orphans::new(MAX_BACKOFF), Instant::now());
         o.record(&m, "alice", 33, "S1", t0);
         o.record(&m, "alice", 34, "S2", t0);
         o.take_due(&m, "alice", t0);
@@ -231,8 +262,26 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_try_says_when_it_is_due_and_is_resumed_by_one_holder_of_a_token_at_a_time() {
+        let (m, o, t0) = (Metrics::new(), Orphans::new(Duration::from_secs(2)), Instant::now());
+        o.record(&m, "alice", 33, "S1", t0);
+        o.take_due(&m, "alice", t0);
+        assert_eq!(o.settle(&m, "alice", "S1", Outcome::Failed, t0), Some(t0 + Duration::from_secs(2)));
+        assert!(o.resume("alice", "s1"));
+        // Resumed: not handed out to a request, nor resumed twice.
+        assert!(o.take_due(&m, "alice", t0 + Duration::from_secs(3)).is_empty());
+        assert!(!o.resume("alice", "S1"));
+        assert_eq!(o.settle(&m, "alice", "S1", Outcome::Failed, t0), Some(t0 + Duration::from_secs(4)));
+        assert!(!o.resume("bob", "S1"));
+        assert!(o.resume("alice", "S1"));
+        assert_eq!(o.settle(&m, "alice", "S1", Outcome::Settled, t0), None);
+        assert!(!o.resume("alice", "S1"));
+        assert_eq!(gauge(&m), 0);
+    }
+
+    #[test]
     fn a_holder_who_does_not_come_back_is_given_up_after_the_max_age() {
-        let (m, o, t0) = (Metrics::new(), Orphans::default(), Instant::now());
+        let (m, o, t0) = (Metrics::new(), Orphans::new(MAX_BACKOFF), Instant::now());
         o.record(&m, "alice", 33, "S1", t0);
         // Any later change looks at every holder's.
         o.record(&m, "bob", 34, "S2", t0 + MAX_AGE);

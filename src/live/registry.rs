@@ -124,8 +124,10 @@ pub(super) struct Registry {
     orphans: Orphans,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
+impl Registry {
+    /// A registry whose failed removals are tried again after `backoff` (doubling; at most
+    /// `orphans::MAX_BACKOFF` at first).
+    pub(super) fn new(backoff: Duration) -> Self {
         Registry {
             inner: Mutex::default(),
             early_validations: moka::sync::Cache::builder()
@@ -133,7 +135,7 @@ impl Default for Registry {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             next_id: AtomicU64::new(0),
-            orphans: Orphans::default(),
+            orphans: Orphans::new(backoff),
         }
     }
 }
@@ -341,49 +343,60 @@ async fn unsubscribe(live: &Live, installation_id: i64, holder: &Caller, id: &st
 
 /// Removes a subscription we failed to remove before, with a fresh token of its holder. It waits
 /// a grace period first, so the holder coming back (a fresh token, then a subscribe) adopts it and
-/// events flow at once. Where nobody watches, the installation is marked as being removed
-/// meanwhile, as after a grace period.
+/// events flow at once. A try that fails or has to wait is made again with the same token while it
+/// lasts; after that, with the holder's next one.
 async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: String, holder: Caller) {
-    tokio::time::sleep(live.settings.grace).await;
-    let ours = |id: &str| id.eq_ignore_ascii_case(&subscription_id);
+    let orphans = &live.registry.orphans;
+    let mut wait = live.settings.grace;
+    loop {
+        tokio::time::sleep(wait).await;
+        let outcome = try_orphan(&live, installation_id, &subscription_id, &holder).await;
+        let Some(due) = orphans.settle(live.metrics(), &holder.sub, &subscription_id, outcome, Instant::now()) else {
+            return;
+        };
+        wait = due.saturating_duration_since(Instant::now());
+        let lasts = holder.expires_at.is_none_or(|at| at > Utc::now() + wait);
+        if !lasts || !orphans.resume(&holder.sub, &subscription_id) {
+            return;
+        }
+    }
+}
+
+/// One try of `remove_orphan`. Where nobody watches, the installation is marked as being removed
+/// meanwhile, as after a grace period.
+async fn try_orphan(live: &Arc<Live>, installation_id: i64, subscription_id: &str, holder: &Caller) -> Outcome {
+    let ours = |id: &str| id.eq_ignore_ascii_case(subscription_id);
     // Where nobody watches, the registration marking the removal.
     let mut marked = None;
-    let removing = {
+    {
         let mut regs = live.registry.lock();
         match regs.get(&installation_id) {
             // Adopted again: it is in use.
-            Some(reg) if reg.subscription_id.as_deref().is_some_and(ours) => Some(Outcome::Settled),
+            Some(reg) if reg.subscription_id.as_deref().is_some_and(ours) => return Outcome::Settled,
             // Watched through another subscription (an owner's replaced this installer's, say):
             // nothing adopts this one, it goes now.
-            Some(reg) if reg.subscription_id.is_some() && !reg.setting_up && !reg.removing => None,
+            Some(reg) if reg.subscription_id.is_some() && !reg.setting_up && !reg.removing => {}
             // Being set up (it may adopt this one) or removed: looked at again later.
-            Some(_) => Some(Outcome::NotYet { wait: live.settings.grace }),
+            Some(_) => return Outcome::NotYet { wait: live.settings.grace.max(Duration::from_secs(1)) },
             None => {
                 let mut reg = Registration::new(live.registry.next_id.fetch_add(1, Ordering::Relaxed));
                 reg.removing = true;
                 marked = Some(reg.id);
                 regs.insert(installation_id, reg);
-                None
             }
         }
+    }
+    let why = "removed with its holder's fresh token";
+    let outcome = match try_unsubscribe(live, installation_id, holder, subscription_id, why).await {
+        Removal::Done => Outcome::Settled,
+        Removal::Refused(_) => Outcome::Refused,
+        Removal::Failed(_) => Outcome::Failed,
+        Removal::Expired => Outcome::NotYet { wait: Duration::ZERO },
     };
-    let outcome = match removing {
-        Some(outcome) => outcome,
-        None => {
-            let why = "removed with its holder's fresh token";
-            let outcome = match try_unsubscribe(&live, installation_id, &holder, &subscription_id, why).await {
-                Removal::Done => Outcome::Settled,
-                Removal::Refused(_) => Outcome::Refused,
-                Removal::Failed(_) => Outcome::Failed,
-                Removal::Expired => Outcome::NotYet { wait: Duration::ZERO },
-            };
-            if let Some(reg_id) = marked {
-                removed(&live, installation_id, reg_id);
-            }
-            outcome
-        }
-    };
-    live.registry.orphans.settle(live.metrics(), &holder.sub, &subscription_id, outcome, Instant::now());
+    if let Some(reg_id) = marked {
+        removed(live, installation_id, reg_id);
+    }
+    outcome
 }
 
 /// After the grace period, if nobody came back: stops the poller and removes the upstream

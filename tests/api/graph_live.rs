@@ -266,6 +266,28 @@ async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_nex
 }
 
 #[tokio::test]
+async fn a_removal_that_fails_with_the_users_fresh_token_is_tried_again_with_it_without_another_request() {
+    let (app, _) = left_with_an_expired_token().await;
+    const DELETE: &str = "DELETE /installations/{i}/event-subscriptions/{id}";
+    let f = app.sim().set_faults(json!({"errorRate": 1.0, "errorStatus": 503, "routes": [DELETE]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    // Alice's one request: a grace later, its removal fails upstream.
+    let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    eventually("the first try", || async { (app.sim().calls().await["byRoute"][DELETE] == 1).then_some(()) }).await;
+    unremoved(&app, 1.0, "the failed try to be kept").await;
+    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
+    // The upstream recovers; with no request from Alice, the removal is tried again with her token.
+    app.sim().clear_faults().await;
+    eventually("witty-bff's subscription to be removed", || async {
+        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+    })
+    .await;
+    unremoved(&app, 0.0, "the removal to be settled").await;
+    assert_eq!(app.sim().calls().await["byRoute"][DELETE], 2, "one failed try, one that removed it");
+}
+
+#[tokio::test]
 async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_left_behind() {
     let (app, left) = left_with_an_expired_token().await;
     // Alice subscribes again with a fresh token: the subscription left behind is adopted (it is
