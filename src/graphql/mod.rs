@@ -12,6 +12,7 @@ pub mod history;
 pub mod installations;
 pub mod meters;
 pub mod mutations;
+pub mod shape;
 pub mod stations;
 pub mod subscriptions;
 
@@ -49,6 +50,7 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(shape::ResponseShape)
 }
 
 pub fn build_schema(services: Services) -> WittySchema {

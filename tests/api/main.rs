@@ -6,6 +6,7 @@ mod graph_access;
 mod graph_live;
 mod graph_mutations;
 mod graph_read;
+mod graph_shape;
 mod graph_shared;
 mod helpers;
 mod sim_access;

@@ -1,0 +1,104 @@
+//! The shape of answers, as the GraphQL spec gives it: a field that fails is `null` in its place
+//! (its siblings stay), and fields come in the order the query asked for them.
+
+use serde_json::{Value, json};
+
+use crate::bff::*;
+use crate::helpers::*;
+
+/// The response's body as sent (its key order is what is checked).
+async fn body_text(app: &TestApp, sub: &str, query: &str) -> String {
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(app.token_for(sub))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("the BFF answers");
+    assert_eq!(r.status(), 200);
+    r.text().await.expect("a body")
+}
+
+fn error_paths(r: &Value) -> Vec<String> {
+    r["errors"].as_array().into_iter().flatten().map(|e| e["path"].to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_field_an_installer_may_not_see_is_null_in_its_place_beside_what_he_may() {
+    let app = spawn_app().await;
+    let r = app
+        .graphql(
+            "ivan",
+            &format!(
+                r#"{{ installation(id: 33) {{
+                    chargingStation(id: "{ALICE_STATION}") {{ lastSession {{ endDate totalSessionCost }} }}
+                    gridMeters {{ generalConsumption {{ consumptionTotalIndex }} }}
+                }} }}"#
+            ),
+            json!({}),
+        )
+        .await;
+    let installation = &r["data"]["installation"];
+    let session = installation["chargingStation"]["lastSession"].as_object().expect("the session, not null");
+    assert!(session["endDate"].is_string(), "{r}");
+    assert_eq!(session.get("totalSessionCost"), Some(&Value::Null), "present, as null: {r}");
+    // The grid meter's only field failed: the meter is there, with that field null.
+    let meter = installation["gridMeters"][0].as_object().expect("the meter, not null");
+    assert_eq!(meter.get("generalConsumption"), Some(&Value::Null), "{r}");
+    assert_eq!(error_codes(&r), ["FORBIDDEN", "FORBIDDEN"], "{r}");
+    let paths = error_paths(&r);
+    assert!(
+        paths.contains(&format!(r#"["installation","chargingStation","lastSession","totalSessionCost"]"#)),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&r#"["installation","gridMeters",0,"generalConsumption"]"#.to_string()), "{paths:?}");
+}
+
+#[tokio::test]
+async fn an_installation_not_found_is_null_in_data_and_the_other_root_fields_stay() {
+    let app = spawn_app().await;
+    let r = app.graphql("alice", "{ installation(id: 42) { id } installations { id } }", json!({})).await;
+    let data = r["data"].as_object().expect("data, not null");
+    assert_eq!(data.get("installation"), Some(&Value::Null), "{r}");
+    assert_eq!(data["installations"][0]["id"], "33", "{r}");
+    assert_eq!(error_codes(&r), ["NOT_FOUND"], "{r}");
+}
+
+#[tokio::test]
+async fn a_non_null_field_that_fails_makes_data_null() {
+    let app = spawn_app().await;
+    let f = app.sim().set_faults(json!({"errorRate": 1.0, "errorStatus": 500, "routes": ["GET /installations"]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    // `installations` is non-null: its failure reaches `data`.
+    let r = app.graphql("dieter", "{ installations { id } }", json!({})).await;
+    assert!(r["data"].is_null(), "{r}");
+    assert_eq!(error_codes(&r), ["UPSTREAM_UNAVAILABLE"], "{r}");
+}
+
+#[tokio::test]
+async fn fields_come_in_the_order_the_query_asks_for_them() {
+    let app = spawn_app().await;
+    // Fields of different parts of the schema (users, the installation itself, its stations),
+    // and a fragment: each object in the query's order.
+    let text = body_text(
+        &app,
+        "alice",
+        "{ installations { users { accountId } chargingStations { measures { id } id } ...Named } }
+         fragment Named on Installation { name id }",
+    )
+    .await;
+    let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap_or_else(|| panic!("{key} in {text}"));
+    assert!(at("users") < at("chargingStations"), "{text}");
+    assert!(at("chargingStations") < at("name"), "{text}");
+    assert!(at("measures") < at_in(&text, "60e0d33e"), "station id after its measures: {text}");
+    assert!(at("name") < text.rfind("\"id\":\"33\"").unwrap(), "{text}");
+    let text = body_text(&app, "alice", "{ installation(id: 33) { id } installations { id } }").await;
+    assert!(at_in(&text, "installation\"") < at_in(&text, "installations\""), "{text}");
+    let text = body_text(&app, "alice", "{ installations { id } installation(id: 33) { id } }").await;
+    assert!(at_in(&text, "installations\"") < at_in(&text, "installation\""), "{text}");
+}
+
+fn at_in(text: &str, key: &str) -> usize {
+    text.find(&format!("\"{key}")).unwrap_or_else(|| panic!("{key} in {text}"))
+}
