@@ -107,7 +107,7 @@ impl Extension for Shaping {
         };
         if !lock(&self.nulled).is_empty() {
             let path = path_of(path_node);
-            if self.null_children(&path, &return_type, &mut value) {
+            if self.null_children(&path, return_type, &mut value) {
                 if non_null {
                     lock(&self.nulled).push(path);
                 }

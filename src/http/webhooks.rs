@@ -1,5 +1,6 @@
-//! `POST /webhooks/witty/{secret}`: where the upstream delivers notifications (Azure Event Grid's
-//! shape). The secret in the path is checked before the body is read; the validation handshake
+//! `POST /webhooks/witty/{key}`: where the upstream delivers notifications (Azure Event Grid's
+//! shape). The key in the path (one per installation, made from the webhook secret) is checked
+//! before the body is read; events about another installation than the key's are dropped; the validation handshake
 //! is answered; notifications are acknowledged at once and handled after the answer.
 
 use std::sync::Arc;
@@ -23,13 +24,13 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 pub async fn receive(
     State(live): State<Arc<Live>>,
-    Path(secret): Path<String>,
+    Path(key): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !live.is_our_secret(&secret) {
+    let Some(installation) = live.webhook_installation(&key) else {
         return refuse(StatusCode::NOT_FOUND, "no such webhook");
-    }
+    };
     let kind_header = headers.get("aeg-event-type").and_then(|v| v.to_str().ok());
     let Some(kind) = DeliveryKind::from_header(kind_header) else {
         return refuse(
@@ -48,11 +49,11 @@ pub async fn receive(
         },
     };
     match kind {
-        DeliveryKind::SubscriptionValidation => match live.validation_code(subscription, &events) {
+        DeliveryKind::SubscriptionValidation => match live.validation_code(installation, subscription, &events) {
             Some(code) => Json(json!({ "validationResponse": code })).into_response(),
             None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
         },
-        DeliveryKind::Notification => match live.accept(subscription, events) {
+        DeliveryKind::Notification => match live.accept(installation, subscription, events) {
             Ok(()) => StatusCode::OK.into_response(),
             Err(_) => {
                 let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many deliveries waiting; deliver again later");
@@ -61,7 +62,7 @@ pub async fn receive(
             }
         },
         DeliveryKind::SubscriptionDeletion => {
-            live.subscription_deleted(subscription);
+            live.subscription_deleted(installation, subscription);
             StatusCode::OK.into_response()
         }
     }

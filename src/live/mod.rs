@@ -38,6 +38,16 @@ pub struct LiveSettings {
     pub grace: Duration,
 }
 
+/// The key of an installation's webhook URL: `{installation}-{mac}`, the mac an HMAC-SHA256 (by
+/// way of jsonwebtoken's HS256 signer) of the installation under the webhook secret. The same
+/// secret gives the same URL after a restart, so the subscription is recognised and adopted.
+pub fn webhook_key(secret: &str, installation_id: i64) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let message = format!("witty-bff webhook of installation {installation_id}");
+    let mac = jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap_or_default();
+    format!("{installation_id}-{}", &mac[..mac.len().min(32)])
+}
+
 /// The kind of webhook delivery (`aeg-event-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryKind {
@@ -80,7 +90,7 @@ pub struct Live {
     /// Bumped whenever witty-bff changes a membership, so live watches check access again.
     access: std::sync::atomic::AtomicU64,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
-    intake: std::sync::mpsc::SyncSender<(Option<String>, Vec<GridEvent>)>,
+    intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -107,9 +117,9 @@ impl Live {
         // fan-out is every subscriber's. It ends with the service.
         let weak = Arc::downgrade(&live);
         let started = std::thread::Builder::new().name("witty-bff-intake".into()).spawn(move || {
-            while let Ok((subscription, events)) = deliveries.recv() {
+            while let Ok((installation, subscription, events)) = deliveries.recv() {
                 let Some(live) = weak.upgrade() else { break };
-                live.notify(subscription.as_deref(), events);
+                live.notify(installation, subscription.as_deref(), events);
             }
         });
         if let Err(e) = started {
@@ -118,10 +128,15 @@ impl Live {
         live
     }
 
-    /// Queues a delivery's events (from the upstream subscription named, if it says) for handling
-    /// after the webhook has answered.
-    pub fn accept(&self, subscription: Option<&str>, events: Vec<GridEvent>) -> Result<(), IntakeFull> {
-        self.intake.try_send((subscription.map(str::to_string), events)).map_err(|_| IntakeFull)
+    /// Queues a delivery's events (at the webhook of `installation`, from the upstream
+    /// subscription named, if it says) for handling after the webhook has answered.
+    pub fn accept(
+        &self,
+        installation: i64,
+        subscription: Option<&str>,
+        events: Vec<GridEvent>,
+    ) -> Result<(), IntakeFull> {
+        self.intake.try_send((installation, subscription.map(str::to_string), events)).map_err(|_| IntakeFull)
     }
 
     /// The process's metrics (shared with the upstream client).
@@ -133,43 +148,77 @@ impl Live {
         &self.bus
     }
 
-    /// The webhook URL registered upstream.
-    pub fn webhook_url(&self) -> String {
-        format!(
-            "{}/webhooks/witty/{}",
-            self.settings.public_url.as_str().trim_end_matches('/'),
-            self.settings.webhook_secret
-        )
+    /// What every webhook URL of ours starts with.
+    pub fn webhook_base(&self) -> String {
+        format!("{}/webhooks/witty/", self.settings.public_url.as_str().trim_end_matches('/'))
     }
 
-    /// Whether a path secret is ours (compared in constant time).
-    pub fn is_our_secret(&self, candidate: &str) -> bool {
-        let a = candidate.as_bytes();
-        let b = self.settings.webhook_secret.as_bytes();
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// The webhook URL registered upstream for an installation: its last segment is the
+    /// installation's key (see `webhook_key`), so a URL one member of an installation can read
+    /// says nothing of any other installation's.
+    pub fn webhook_url(&self, installation_id: i64) -> String {
+        format!("{}{}", self.webhook_base(), webhook_key(&self.settings.webhook_secret, installation_id))
     }
 
-    /// The validation code to answer, and marks the subscription validated.
-    pub fn validation_code(&self, subscription_name: Option<&str>, events: &[GridEvent]) -> Option<String> {
+    /// The installation a webhook key is for, if it is one of ours (compared in constant time).
+    pub fn webhook_installation(&self, key: &str) -> Option<i64> {
+        let installation = key.split_once('-')?.0.parse::<i64>().ok()?;
+        let expected = webhook_key(&self.settings.webhook_secret, installation);
+        let (a, b) = (key.as_bytes(), expected.as_bytes());
+        let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        same.then_some(installation)
+    }
+
+    /// A webhook URL as shown to callers: ours with its key hidden (whoever knows it can deliver
+    /// events for the installation), others' as they are.
+    pub fn redact_webhook_url(&self, url: &str) -> String {
+        match url.strip_prefix(&self.webhook_base()) {
+            Some(_) => format!("{}<hidden>", self.webhook_base()),
+            None => url.to_string(),
+        }
+    }
+
+    /// The validation code to answer (at the webhook of `installation`), and marks the
+    /// subscription validated.
+    pub fn validation_code(
+        &self,
+        installation: i64,
+        subscription_name: Option<&str>,
+        events: &[GridEvent],
+    ) -> Option<String> {
         let event = events.iter().find(|e| e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))?;
         let code = event.data.get("validationCode")?.as_str()?.to_string();
-        self.registry.validated(self, subscription_name, event.topic.as_deref());
+        self.registry.validated(self, installation, subscription_name);
         Some(code)
     }
 
-    /// The upstream deleted a subscription: watchers of its installation fall back to polling.
-    pub fn subscription_deleted(self: &Arc<Self>, subscription_name: Option<&str>) {
-        self.registry.deleted(self, subscription_name);
+    /// The upstream deleted a subscription of `installation`: its watchers fall back to polling.
+    pub fn subscription_deleted(self: &Arc<Self>, installation: i64, subscription_name: Option<&str>) {
+        self.registry.deleted(self, installation, subscription_name);
     }
 
     /// Handles notified events: drops duplicates, orders by event time, invalidates, publishes.
-    /// A delivery from a subscription of ours that is no longer the installation's (one being
-    /// replaced, or left behind) is dropped: its copies may lack what the current one carries.
-    fn notify(&self, subscription: Option<&str>, events: Vec<GridEvent>) {
+    /// An event about another installation than the webhook's is dropped (whoever could read one
+    /// installation's webhook URL cannot speak for another). A delivery from a subscription of
+    /// ours that is no longer the installation's (one being replaced, or left behind) is dropped:
+    /// its copies may lack what the current one carries.
+    fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>) {
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
             .filter_map(to_station_event)
+            .filter(|e| {
+                let theirs = e.installation_id == installation;
+                if !theirs {
+                    tracing::warn!(
+                        webhook = installation,
+                        installation = e.installation_id,
+                        "dropped an event about another installation than its webhook's"
+                    );
+                    self.metrics().events.with_label_values(&["other_installation"]).inc();
+                }
+                theirs
+            })
             .filter(|e| {
                 let foreign = subscription.is_some_and(|from| {
                     self.registry.subscription_of(e.installation_id).is_some_and(|now| !now.eq_ignore_ascii_case(from))

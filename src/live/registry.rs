@@ -221,18 +221,18 @@ impl Registry {
         self.lock().get(&installation_id).and_then(|r| r.subscription_id.clone())
     }
 
-    /// A validation handshake was answered for this subscription (or, for a delivery without a
-    /// subscription name, the installation of its topic).
-    pub(super) fn validated(&self, live: &Live, subscription_name: Option<&str>, topic: Option<&str>) {
+    /// A validation handshake was answered at the webhook of `installation` for this subscription
+    /// (or, for a delivery without a subscription name, for the installation's).
+    pub(super) fn validated(&self, live: &Live, installation: i64, subscription_name: Option<&str>) {
         let mut regs = self.lock();
         let target = match subscription_name {
             Some(n) => regs
-                .iter()
-                .find(|(_, r)| r.subscription_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(n)))
-                .map(|(i, _)| *i),
-            None => topic.and_then(|t| t.rsplit('/').next()?.parse::<i64>().ok()).filter(|i| regs.contains_key(i)),
+                .get(&installation)
+                .and_then(|r| r.subscription_id.as_deref())
+                .is_some_and(|id| id.eq_ignore_ascii_case(n)),
+            None => regs.contains_key(&installation),
         };
-        match target.and_then(|i| regs.get_mut(&i).map(|r| (i, r))) {
+        match target.then(|| regs.get_mut(&installation).map(|r| (installation, r))).flatten() {
             Some((i, reg)) => {
                 reg.validated.send_replace(true);
                 if reg.polling() {
@@ -249,17 +249,18 @@ impl Registry {
         }
     }
 
-    pub(super) fn deleted(&self, live: &Arc<Live>, subscription_name: Option<&str>) {
+    /// The upstream deleted a subscription, said the webhook of `installation`.
+    pub(super) fn deleted(&self, live: &Arc<Live>, installation: i64, subscription_name: Option<&str>) {
         let Some(name) = subscription_name else { return };
         let found = {
             let mut regs = self.lock();
-            regs.iter_mut()
-                .find(|(_, r)| r.subscription_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name)))
-                .map(|(i, r)| {
+            regs.get_mut(&installation)
+                .filter(|r| r.subscription_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name)))
+                .map(|r| {
                     r.subscription_id = None;
                     r.holder = None;
                     r.validated.send_replace(false);
-                    *i
+                    installation
                 })
         };
         if let Some(i) = found {
@@ -526,8 +527,8 @@ async fn register(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> Option
 /// Subscriptions of ours with another URL (an older secret or address) are replaced.
 async fn ensure_subscription(live: &Live, caller: &Caller, i: i64) -> Result<(String, bool), UpstreamError> {
     let client = live.cache.client();
-    let url = live.webhook_url();
-    let ours = format!("{}/webhooks/witty/", live.settings.public_url.as_str().trim_end_matches('/'));
+    let url = live.webhook_url(i);
+    let ours = live.webhook_base();
     for s in client.event_subscriptions(caller.token(), i).await? {
         let data = s.protocol_data.as_deref().unwrap_or_default();
         if !data.starts_with(&ours) {

@@ -49,7 +49,7 @@ async fn a_field_an_installer_may_not_see_is_null_in_its_place_beside_what_he_ma
     assert_eq!(error_codes(&r), ["FORBIDDEN", "FORBIDDEN"], "{r}");
     let paths = error_paths(&r);
     assert!(
-        paths.contains(&format!(r#"["installation","chargingStation","lastSession","totalSessionCost"]"#)),
+        paths.contains(&r#"["installation","chargingStation","lastSession","totalSessionCost"]"#.to_string()),
         "{paths:?}"
     );
     assert!(paths.contains(&r#"["installation","gridMeters",0,"generalConsumption"]"#.to_string()), "{paths:?}");

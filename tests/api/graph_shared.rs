@@ -19,7 +19,7 @@ const OTHER_STATION: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
 
 /// Where the upstream delivers to the app under test (what it registers upstream).
 fn webhook_url(app: &TestApp) -> String {
-    format!("{}/webhooks/witty/{WEBHOOK_SECRET}", app.base)
+    format!("{}/webhooks/witty/{}", app.base, witty_bff::live::webhook_key(WEBHOOK_SECRET, 33))
 }
 
 /// Waits for the `connection_ack` of a freshly initialised socket.
@@ -368,11 +368,16 @@ async fn two_tokens_of_one_user_never_share_an_execution() {
     live_subscriptions(&app, 3).await;
     subscribe(&mut l, false, "l2", q2, json!({})).await;
     live_subscriptions(&app, 4).await;
-    // The short-lived token's subscriptions end at its expiry, both of them...
-    let mut ended = vec![ws_next(&mut s).await, ws_next(&mut s).await];
-    ended.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_string());
-    for (v, id) in ended.iter().zip(["s1", "s2"]) {
-        assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("complete"), Some(id)), "{ended:?}");
+    // The short-lived token's subscriptions end at its expiry, both of them, each saying why...
+    let mut ended = Vec::new();
+    for _ in 0..4 {
+        ended.push(ws_next(&mut s).await);
+    }
+    for id in ["s1", "s2"] {
+        let of: Vec<&Value> = ended.iter().filter(|v| v["id"] == id).collect();
+        assert_eq!(of.len(), 2, "{ended:?}");
+        assert_eq!(of[0]["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{ended:?}");
+        assert_eq!(of[1]["type"], "complete", "{ended:?}");
     }
     live_subscriptions(&app, 2).await;
     // ...and the long-lived token's go on, whoever subscribed first.

@@ -8,6 +8,7 @@ mod graph_mutations;
 mod graph_read;
 mod graph_shape;
 mod graph_shared;
+mod graph_webhooks;
 mod helpers;
 mod sim_access;
 mod sim_invalid_input;

@@ -1,0 +1,43 @@
+//! The webhook's keys: one per installation, so a URL one member of an installation can read
+//! speaks for that installation only.
+
+use serde_json::json;
+
+use crate::bff::*;
+use crate::helpers::*;
+
+/// An Event Grid event about Bob's station (installation 42).
+fn bobs_event(id: &str) -> serde_json::Value {
+    json!({
+        "id": id, "eventType": "Hager.WittyHome.Error",
+        "subject": format!("installations/42/charging-stations/{BOB_STATION}"),
+        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 42, "code": "E1"},
+        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/42"
+    })
+}
+
+#[tokio::test]
+async fn an_installations_webhook_url_cannot_deliver_events_of_another_installation() {
+    let app = spawn_app().await;
+    // Bob watches his installation 42; Alice watches hers, 33, so its webhook is registered.
+    let mut bob = ws_connect(&app, "graphql-transport-ws", &app.token_for("bob")).await;
+    ws_subscribe(&mut bob, false, "1", "subscription { stationEvents(installationId: 42) { id type } }").await;
+    let _alice = watch_events(&app, &app.token_for("alice")).await;
+    let alices = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let bobs = format!("{}/webhooks/witty/{}", app.base, witty_bff::live::webhook_key(WEBHOOK_SECRET, 42));
+    assert_ne!(alices, bobs);
+    live_subscriptions(&app, 2).await;
+    // An event of Bob's installation posted to the webhook of Alice's: taken (the upstream gets no
+    // hint), and dropped.
+    assert_eq!(deliver(&app, &alices, json!([bobs_event("forged-1")])).await, 200);
+    eventually("the forged event to be dropped", || async {
+        (metric(&app, r#"witty_bff_events_total{outcome="other_installation"}"#).await == 1.0).then_some(())
+    })
+    .await;
+    // The same event at the webhook of Bob's installation reaches him: it is the first he hears.
+    assert_eq!(deliver(&app, &bobs, json!([bobs_event("real-1")])).await, 200);
+    assert_eq!(ws_data(&mut bob).await["data"]["stationEvents"]["id"], "real-1");
+    // A key made up for an installation is not one.
+    let made_up = format!("{}/webhooks/witty/42-{}", app.base, "A".repeat(32));
+    assert_eq!(deliver(&app, &made_up, json!([bobs_event("forged-2")])).await, 404);
+}
