@@ -251,7 +251,10 @@ impl Live {
         let i = event.installation_id;
         let key = (i, event.charging_station_id.clone());
         let at = event.event_time;
-        let newest = self.latest.entry(key).and_upsert_with(|seen| seen.map_or(at, |e| (*e.value()).max(at)));
+        // An event dated after its receipt (a skewed clock, a bad event) counts as received now:
+        // it must not make every later event of its station look late.
+        let seen_at = at.min(Utc::now());
+        let newest = self.latest.entry(key).and_upsert_with(|seen| seen.map_or(seen_at, |e| (*e.value()).max(seen_at)));
         event.late = *newest.value() > at;
         self.cache.invalidate(move |r| {
             r.installation_id() == Some(i)

@@ -41,3 +41,23 @@ async fn an_installations_webhook_url_cannot_deliver_events_of_another_installat
     let made_up = format!("{}/webhooks/witty/42-{}", app.base, "A".repeat(32));
     assert_eq!(deliver(&app, &made_up, json!([bobs_event("forged-2")])).await, 404);
 }
+
+#[tokio::test]
+async fn an_event_dated_in_the_future_does_not_make_the_later_ones_late() {
+    let app = spawn_app().await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut ws, false, "1", "subscription { stationEvents(installationId: 33) { id late } }").await;
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let event = |id: &str, at: &str| grid_event(id, "Hager.WittyHome.Error", at, true, json!({"code": "E1"}));
+    assert_eq!(deliver(&app, &url, json!([event("skewed", "2099-01-01T00:00:00Z")])).await, 200);
+    let first = ws_data(&mut ws).await;
+    assert_eq!(first["data"]["stationEvents"], json!({"id": "skewed", "late": false}), "{first}");
+    let now = chrono::Utc::now().to_rfc3339();
+    assert_eq!(deliver(&app, &url, json!([event("on-time", &now)])).await, 200);
+    let next = ws_data(&mut ws).await;
+    assert_eq!(next["data"]["stationEvents"], json!({"id": "on-time", "late": false}), "{next}");
+    // One genuinely older than what was published is still late.
+    assert_eq!(deliver(&app, &url, json!([event("older", "2020-01-01T00:00:00Z")])).await, 200);
+    let older = ws_data(&mut ws).await;
+    assert_eq!(older["data"]["stationEvents"], json!({"id": "older", "late": true}), "{older}");
+}
