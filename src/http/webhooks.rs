@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +27,7 @@ pub async fn receive(
     State(live): State<Arc<Live>>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(installation) = live.webhook_installation(&key) else {
         return refuse(StatusCode::NOT_FOUND, "no such webhook");
@@ -38,15 +39,33 @@ pub async fn receive(
             "aeg-event-type must be SubscriptionValidation, Notification or SubscriptionDeletion",
         );
     };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = MAX_DELIVERY_BYTES / 1024;
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a delivery is at most {limit} KiB; send fewer events at once"),
+            );
+        }
+        Err(rejection) => return refuse(rejection.status(), &rejection.body_text()),
+    };
     live.metrics().webhook_deliveries.with_label_values(&[kind.name()]).inc();
     let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
-    let events: Vec<GridEvent> = match serde_json::from_slice::<Vec<GridEvent>>(&body) {
+    // An array of events; a single event not wrapped in one is accepted too. The error names
+    // what was wrong with what was sent.
+    let array = body.trim_ascii_start().starts_with(b"[");
+    let events: Result<Vec<GridEvent>, _> = match array {
+        true => serde_json::from_slice::<Vec<GridEvent>>(&body),
+        false => serde_json::from_slice::<GridEvent>(&body).map(|e| vec![e]),
+    };
+    let events = match events {
         Ok(events) => events,
-        // A single event not wrapped in an array is accepted too.
-        Err(_) => match serde_json::from_slice::<GridEvent>(&body) {
-            Ok(e) => vec![e],
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("the body is not an array of events: {e}")),
-        },
+        Err(e) => {
+            let what =
+                if array { "an array of Event Grid events" } else { "an Event Grid event (or an array of them)" };
+            return refuse(StatusCode::BAD_REQUEST, &format!("the body is not {what}: {e}"));
+        }
     };
     match kind {
         DeliveryKind::SubscriptionValidation => match live.validation_code(installation, subscription, &events) {

@@ -61,3 +61,32 @@ async fn an_event_dated_in_the_future_does_not_make_the_later_ones_late() {
     let older = ws_data(&mut ws).await;
     assert_eq!(older["data"]["stationEvents"], json!({"id": "older", "late": true}), "{older}");
 }
+
+#[tokio::test]
+async fn a_malformed_or_oversized_delivery_is_refused_saying_what_is_wrong() {
+    let app = spawn_app().await;
+    let _alice = watch_events(&app, &app.token_for("alice")).await;
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let post = |body: Vec<u8>| {
+        app.client
+            .post(&url)
+            .header("aeg-event-type", "Notification")
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    for (body, says) in [
+        (&b"[{"[..], "EOF while parsing"),
+        (&b"[1, 2]"[..], "expected struct GridEvent"),
+        (&br#"[{"id": "a"}]"#[..], "missing field"),
+    ] {
+        let r = send(post(body.to_vec())).await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        let message = r.body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("array of Event Grid events") && message.contains(says), "{message}");
+        assert!(!message.contains("expected a string"), "{message}");
+    }
+    let r = send(post(vec![b' '; 2 * 1024 * 1024])).await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert!(r.body["error"].as_str().unwrap_or_default().contains("at most 1024 KiB"), "{:?}", r.body);
+    assert_eq!(metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await, 0.0);
+}
