@@ -1,13 +1,16 @@
 //! `Subscription.stationEvents` and `Subscription.chargingStationUpdated`: live station events
 //! over WebSocket (graphql-transport-ws, legacy graphql-ws) or Server-Sent Events. Watching needs
 //! the same access as querying; installers get no costs or consumptions. A subscription ends when
-//! the caller's token expires or their access goes, and a subscriber too slow to keep up is
-//! dropped with an error saying so.
+//! the caller's token expires (as the [`TokenCheck`] sees it: at `exp` plus the configured leeway,
+//! as for HTTP requests) or their access goes, and a subscriber too slow to keep up is dropped;
+//! each ends with an error saying why (`UNAUTHENTICATED`, `FORBIDDEN`, `RATE_LIMITED`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::{Context, Enum, ID, Json, Subscription};
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -19,7 +22,7 @@ use super::error::{AppError, AppResult};
 use super::fanout::Arming;
 use super::mutations::services;
 use super::stations::ChargingStation;
-use crate::auth::Caller;
+use crate::auth::{Caller, Verifier};
 use crate::cache::{Loaders, Resource, SharedCache};
 use crate::events::{StationEvent as Event, StationEventKind};
 use crate::live::Live;
@@ -92,6 +95,45 @@ impl StationEvent {
     }
 }
 
+/// Put in the request (or connection) data by the transport: the verifier that accepted the
+/// caller's token. A subscription lasts as long as it would still accept that token, so it ends
+/// at `exp` plus the configured leeway, like an HTTP request would be refused then. Without it, a
+/// subscription ends at `exp`.
+#[derive(Clone)]
+pub struct TokenCheck(pub Arc<Verifier>);
+
+/// What a subscriber is told when its token expired.
+const EXPIRED: &str = "the token has expired; subscribe again with a fresh token";
+
+/// How often a token past its `exp` is checked again while the verifier's leeway lasts.
+const LEEWAY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether the caller's token is still accepted: before `exp` it is; after, the verifier decides
+/// (it allows the leeway), or, without one, it is not.
+async fn token_accepted(check: Option<&TokenCheck>, caller: &Caller) -> bool {
+    match caller.expires_at {
+        None => true,
+        Some(at) if Utc::now() < at => true,
+        Some(_) => match check {
+            Some(TokenCheck(verifier)) => verifier.verify(caller.token()).await.is_ok(),
+            None => false,
+        },
+    }
+}
+
+/// Completes when the caller's token is no longer accepted.
+fn token_end(check: Option<TokenCheck>, caller: Caller) -> BoxFuture<'static, ()> {
+    async move {
+        let Some(at) = caller.expires_at else { return futures::future::pending().await };
+        tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
+        // Past `exp`: it lasts while the verifier (with its leeway) still accepts the token.
+        while token_accepted(check.as_ref(), &caller).await {
+            tokio::time::sleep(LEEWAY_RECHECK).await;
+        }
+    }
+    .boxed()
+}
+
 /// How often a long-lived watch checks again that the caller still has access (memberships
 /// changed through witty-bff are noticed at the next event).
 const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -144,11 +186,24 @@ impl Watch {
 async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Watch, UserRole)> {
     let i = installation_id(id)?;
     let me = caller(ctx)?.clone();
+    // A connection outlives its token: a subscription made on it after the token expired is refused.
+    if !token_accepted(ctx.data_opt::<TokenCheck>(), &me).await {
+        return Err(AppError::Unauthenticated(EXPIRED.into()));
+    }
     let (list, _) = load::<Vec<wire_installations::Installation>>(ctx, Resource::Installations).await?;
     if !list.iter().any(|x| x.installation_id == i) {
         return Err(AppError::NotFound(format!("installation {i} not found")));
     }
     let role = role(ctx, i).await?;
+    // A station of another installation (or none) would never have an event: refused, as an
+    // unknown installation is. The request's loader reads the stations once, through the cache.
+    if let Some(cs) = &station {
+        let resource = Resource::Stations { installation_id: i };
+        let (stations, _) = load::<Vec<wire_stations::ChargingStation>>(ctx, resource).await?;
+        if !stations.iter().any(|s| s.id == cs.0) {
+            return Err(AppError::NotFound(format!("charging station {} not found on installation {i}", cs.0)));
+        }
+    }
     let svc = services(ctx)?;
     let loaders = ctx.data_opt::<Arc<Loaders>>().cloned();
     let live = svc.live.clone();
@@ -166,7 +221,8 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
     Ok((watch, role))
 }
 
-/// The bus, filtered for the watch, ending at token expiry, at lost access, or when too slow.
+/// The bus, filtered for the watch, ending at token expiry, at lost access, or when too slow, each
+/// with an error saying so.
 fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Result<Arc<Event>, AppError>> + use<>> {
     let live = services(ctx)?.live.clone();
     // Listening before watching: nothing the watch brings about is missed.
@@ -178,45 +234,62 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
         Some(arming) => arming.arm(watch.owner, take_watch),
         None => Some(take_watch()),
     };
-    let expiry = watch.caller.expires_at;
-    let watch = Arc::new(watch);
-    let stream = futures::stream::unfold((rx, guard, watch, false), |(mut rx, guard, watch, done)| async move {
-        if done {
+    let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());
+    let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, done: false };
+    Ok(futures::stream::unfold(feed, |mut feed| async move {
+        if feed.done {
             return None;
         }
+        let item = feed.next().await?;
+        feed.done = item.is_err();
+        Some((item, feed))
+    }))
+}
+
+/// What a watch's stream holds between events.
+struct Feed {
+    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    /// The watch of the installation (none when a shared execution's hub holds it).
+    _guard: Option<crate::live::WatchGuard>,
+    watch: Arc<Watch>,
+    /// Completes when the caller's token is no longer accepted.
+    expiry: BoxFuture<'static, ()>,
+    /// It ended with an error: nothing follows.
+    done: bool,
+}
+
+impl Feed {
+    /// The next event of the watch, or the error that ends it; `None` when the bus closed.
+    async fn next(&mut self) -> Option<Result<Arc<Event>, AppError>> {
         loop {
-            match rx.recv().await {
-                Ok(e) if watch.wants(&e) => {
-                    if watch.recheck_due() && !watch.still_visible().await {
-                        let err = AppError::Forbidden(format!(
+            let received = tokio::select! {
+                // An expired token hears nothing more.
+                biased;
+                () = &mut self.expiry => return Some(Err(AppError::Unauthenticated(EXPIRED.into()))),
+                received = self.rx.recv() => received,
+            };
+            match received {
+                Ok(e) if self.watch.wants(&e) => {
+                    if self.watch.recheck_due() && !self.watch.still_visible().await {
+                        return Some(Err(AppError::Forbidden(format!(
                             "you no longer have access to installation {}",
-                            watch.installation_id
-                        ));
-                        return Some((Err(err), (rx, guard, watch, true)));
+                            self.watch.installation_id
+                        ))));
                     }
-                    return Some((Ok(e), (rx, guard, watch, false)));
+                    return Some(Ok(e));
                 }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
-                    watch.live.metrics().lagging_subscribers_dropped.inc();
-                    let err = AppError::RateLimited {
+                    self.watch.live.metrics().lagging_subscribers_dropped.inc();
+                    return Some(Err(AppError::RateLimited {
                         retry_after: None,
                         message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
-                    };
-                    return Some((Err(err), (rx, guard, watch, true)));
+                    }));
                 }
                 Err(RecvError::Closed) => return None,
             }
         }
-    });
-    let until = match expiry {
-        Some(at) => {
-            let left = (at - Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(left).boxed()
-        }
-        None => futures::future::pending::<()>().boxed(),
-    };
-    Ok(stream.take_until(until))
+    }
 }
 
 #[derive(Default)]

@@ -30,6 +30,7 @@ pub use graphiql::EXAMPLE_QUERY;
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
 use crate::graphql::fanout::Fanout;
+use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
 
@@ -142,6 +143,8 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
 /// GraphQL over Server-Sent Events, graphql-sse's "distinct connections" mode: one `next` event
 /// per result, then `complete`.
 fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
+    // Subscriptions last while the verifier accepts the token (its leeway included).
+    let request = request.data(TokenCheck(s.verifier.clone()));
     let results = s.schema.execute_stream(request).map(|mut r| {
         with_codes(&mut r);
         Ok::<_, Infallible>(Event::default().event("next").data(serde_json::to_string(&r).unwrap_or_default()))

@@ -19,6 +19,7 @@ use super::HttpState;
 use crate::auth::Caller;
 use crate::cache::{SharedCache, request_loaders};
 use crate::graphql::fanout::{Fanout, Lane, LaneSink};
+use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{Identity, WittySchema};
 
 /// Close code when the credentials are refused.
@@ -260,6 +261,8 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         live.token_seen(&caller);
         let mut data = Data::default();
         data.insert(Identity(Ok(caller)));
+        // Subscriptions last while this verifier accepts the token (its leeway included).
+        data.insert(TokenCheck(verifier));
         Ok(data)
     });
     let mut shared = OpenLanes::default();

@@ -139,9 +139,11 @@ async fn a_subscription_ends_when_its_token_expires() {
     let token = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
     let mut ws = watch_events(&app, &token).await;
     let started = std::time::Instant::now();
+    // It says why, then completes.
     let end = ws_next(&mut ws).await;
-    assert_eq!(end["type"], "complete", "{end}");
+    assert_eq!(end["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{end}");
     let after = started.elapsed();
+    assert_eq!(ws_next(&mut ws).await["type"], "complete");
     assert!(after > std::time::Duration::from_millis(1500) && after < std::time::Duration::from_secs(10), "{after:?}");
 }
 

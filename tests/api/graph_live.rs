@@ -239,8 +239,7 @@ async fn unremoved(app: &TestApp, n: f64, what: &str) {
 async fn left_with_an_expired_token() -> (TestApp, Value) {
     let (app, mut ws) = watching_with_a_short_token("alice").await;
     let hook = validated_webhook(&app).await;
-    let end = ws_next(&mut ws).await;
-    assert_eq!(end["type"], "complete", "{end}");
+    ws_ended_with(&mut ws, "UNAUTHENTICATED").await;
     unremoved(&app, 1.0, "the removal to wait for a fresh token").await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
     (app, hook)
@@ -335,7 +334,7 @@ async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_whi
     // Ivan (installer) watches first, with a token that expires 2 to 3 s from now.
     let (app, mut ivan) = watching_with_a_short_token("ivan").await;
     eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
-    assert_eq!(ws_next(&mut ivan).await["type"], "complete");
+    ws_ended_with(&mut ivan, "UNAUTHENTICATED").await;
     // Alice (owner) comes within the grace: hers replaces his, whose removal waits for his next token.
     let mut alice = watch_events(&app, &app.token_for("alice")).await;
     validated_webhook(&app).await;
@@ -761,4 +760,147 @@ async fn a_removed_member_resubscribing_on_the_same_connection_is_refused() {
     let errors =
         if refused["type"] == "error" { refused["payload"].clone() } else { refused["payload"]["errors"].clone() };
     assert_eq!(errors[0]["extensions"]["code"], "NOT_FOUND", "{refused}");
+}
+
+// ---- How a subscription ends, and what a client that breaks the protocol hears ----
+
+/// A graphql-sse subscription (distinct connections mode) to `query` with `token`.
+async fn sse_subscribe(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
+/// The events of an SSE subscription up to its `complete`: (event name, JSON data).
+async fn sse_until_complete(mut sse: reqwest::Response) -> Vec<(String, Value)> {
+    let mut text = String::new();
+    timeout(PATIENCE, async {
+        while !text.contains("event: complete") {
+            let chunk = sse.chunk().await.expect("readable").expect("the stream stays open until complete");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no complete in time; got: {text}"));
+    text.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data: String = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            Some((name.to_string(), serde_json::from_str(&data).unwrap_or(Value::Null)))
+        })
+        .collect()
+}
+
+/// The only error of a `next` (`data`) message, or of an SSE `next` event's data.
+fn only_error(payload: &Value) -> &Value {
+    let errors = payload["errors"].as_array().unwrap_or_else(|| panic!("no errors: {payload}"));
+    assert_eq!(errors.len(), 1, "{payload}");
+    &errors[0]
+}
+
+/// Asserts the next message of a WebSocket is the error that ends an operation with `code`, then
+/// its `complete`; returns the error's message.
+async fn ws_ended_with(ws: &mut Ws, code: &str) -> String {
+    let v = ws_next(ws).await;
+    assert!(v["type"] == "next" || v["type"] == "data", "{v}");
+    let error = only_error(&v["payload"]);
+    assert_eq!(error["extensions"]["code"], code, "{v}");
+    let end = ws_next(ws).await;
+    assert_eq!((end["type"].as_str(), end["id"].as_str()), (Some("complete"), v["id"].as_str()), "{end}");
+    error["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_subscription_ended_by_token_expiry_says_why_on_both_websocket_protocols_and_sse() {
+    let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
+    // `exp` is in whole seconds: this token expires 3 to 4 s from now.
+    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
+    let mut modern = watch_events(&app, &short).await;
+    let mut legacy = ws_connect(&app, "graphql-ws", &short).await;
+    ws_subscribe(&mut legacy, true, "1", EVENTS).await;
+    let sse = sse_subscribe(&app, &short, EVENTS).await;
+    for (name, ws) in [("graphql-transport-ws", &mut modern), ("graphql-ws", &mut legacy)] {
+        let message = ws_ended_with(ws, "UNAUTHENTICATED").await;
+        assert!(message.contains("expired") && message.contains("fresh token"), "{name}: {message}");
+    }
+    let events = sse_until_complete(sse).await;
+    let [.., (next, last), (complete, _)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!((next.as_str(), complete.as_str()), ("next", "complete"), "{events:?}");
+    assert_eq!(only_error(last)["extensions"]["code"], "UNAUTHENTICATED", "{events:?}");
+    assert!(only_error(last)["message"].as_str().unwrap().contains("expired"), "{events:?}");
+    // The connection outlives the token: a subscription made on it now is refused at once.
+    let again = json!({"id": "2", "type": "subscribe", "payload": {"query": EVENTS}});
+    modern.send(Message::Text(again.to_string().into())).await.unwrap();
+    let message = ws_ended_with(&mut modern, "UNAUTHENTICATED").await;
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[tokio::test]
+async fn a_token_past_its_exp_but_within_the_leeway_is_served_as_long_as_http_accepts_it() {
+    let app = spawn_app_with(|c| c.jwt_leeway_secs = 10).await;
+    // Alice watches with a fresh token: what her subscriptions read is cached for her (the
+    // simulator, as upstream, refuses expired tokens without any leeway).
+    let _fresh = watch_events(&app, &app.token_for("alice")).await;
+    live_subscriptions(&app, 1).await;
+    // Expired a second ago: accepted for 9 to 10 s more.
+    let late = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", -1, None, None);
+    let query = json!({"query": "{ installations { id } }"});
+    let r = app.post_graphql(Some(&late), query.clone()).await;
+    assert!(error_codes(&r.body).is_empty(), "HTTP accepts it: {:?}", r.body);
+    let mut ws = watch_events(&app, &late).await;
+    live_subscriptions(&app, 2).await;
+    let event =
+        grid_event("in-leeway", "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, json!({"installationId": 33}));
+    let hook = validated_webhook(&app).await;
+    assert_eq!(deliver(&app, hook["protocolData"].as_str().unwrap(), json!([event])).await, 200);
+    assert_eq!(ws_data(&mut ws).await["data"]["stationEvents"]["id"], "in-leeway");
+    // It ends, saying why, once the token is refused: an HTTP request with it is refused too.
+    let message = ws_ended_with(&mut ws, "UNAUTHENTICATED").await;
+    assert!(message.contains("expired"), "{message}");
+    let r = app.post_graphql(Some(&late), query).await;
+    assert_eq!(error_codes(&r.body), vec!["UNAUTHENTICATED"], "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn a_station_not_on_the_installation_is_refused_when_subscribing_with_one_read_of_its_stations() {
+    let app = spawn_app_with(|c| c.cache_state_ttl_secs = 600).await;
+    let token = app.token_for("alice");
+    app.sim().reset_calls().await;
+    let unknown = r#"subscription { stationEvents(installationId: 33, chargingStationId: "does-not-exist") { id } }"#;
+    let bobs = format!(
+        r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{BOB_STATION}") {{ id }} }}"#
+    );
+    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut modern, false, "x", unknown).await;
+    let message = ws_ended_with(&mut modern, "NOT_FOUND").await;
+    assert_eq!(message, "charging station does-not-exist not found on installation 33");
+    // The id is free again once the server completed it.
+    let again = json!({"id": "x", "type": "subscribe", "payload": {"query": bobs}});
+    modern.send(Message::Text(again.to_string().into())).await.unwrap();
+    let message = ws_ended_with(&mut modern, "NOT_FOUND").await;
+    assert_eq!(message, format!("charging station {BOB_STATION} not found on installation 33"));
+    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
+    ws_subscribe(&mut legacy, true, "1", &bobs).await;
+    ws_ended_with(&mut legacy, "NOT_FOUND").await;
+    let events = sse_until_complete(sse_subscribe(&app, &token, unknown).await).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(only_error(&events[0].1)["extensions"]["code"], "NOT_FOUND", "{events:?}");
+    // Alice's own station is still watched.
+    let mine = format!(
+        r#"subscription {{ stationEvents(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id }} }}"#
+    );
+    let mut ok = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ok, false, "1", &mine).await;
+    live_subscriptions(&app, 1).await;
+    // Every check read the installation's stations through the cache: once upstream.
+    let calls = app.sim().calls().await;
+    assert_eq!(calls["byRoute"]["GET /installations/{i}/charging-stations"], 1, "{calls}");
 }
