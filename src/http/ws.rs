@@ -2,13 +2,21 @@
 //! (subscriptions-transport-ws). The token comes in the `connection_init` payload; a bad one
 //! closes the connection with 4403 (graphql-transport-ws; the legacy protocol gets a
 //! `connection_error` first). Keep-alive: WebSocket pings, and `ka` messages on the legacy protocol.
+//!
+//! A client that breaks the protocol hears what its protocol says: on graphql-transport-ws the
+//! connection closes with 4400 (a message that is not JSON, of an unknown type, or missing a
+//! field), 4401 (`subscribe` before the connection was acknowledged) or 4409 (an operation id
+//! already in use), with a short reason; on the legacy protocol it gets `connection_error` (not
+//! JSON) or `error` (anything else) and the connection stays open. A close reason never exceeds
+//! what a close frame may carry.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use async_graphql::http::{WebSocket as GqlWebSocket, WebSocketProtocols, WsMessage};
+use async_graphql::http::{ClientMessage, WebSocket as GqlWebSocket, WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::BoxStream;
@@ -24,6 +32,13 @@ use crate::graphql::{Identity, WittySchema};
 
 /// Close code when the credentials are refused.
 pub const UNAUTHORIZED_CLOSE: u16 = 4403;
+/// graphql-transport-ws close codes: a message the server cannot read, an operation before the
+/// connection was acknowledged, an operation id already in use.
+const BAD_REQUEST_CLOSE: u16 = 4400;
+const NOT_ACKNOWLEDGED_CLOSE: u16 = 4401;
+const DUPLICATE_ID_CLOSE: u16 = 4409;
+/// RFC 6455: a close frame's payload is at most 125 bytes, two of them the code.
+const MAX_CLOSE_REASON: usize = 123;
 const AUTH_PREFIX: &str = "unauthorized: ";
 /// At most this many ready messages are written together.
 const WRITE_BATCH: usize = 64;
@@ -174,16 +189,171 @@ impl<S: futures::Stream + Unpin> futures::Stream for Gated<S> {
     }
 }
 
-/// The id of a `subscribe` (graphql-transport-ws) or `start` (legacy) message.
-fn subscribe_id(message: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        #[serde(rename = "type")]
-        kind: String,
-        id: Option<String>,
+/// A close reason that fits in a close frame: cut on a character boundary.
+fn close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
-    let peek: Peek = serde_json::from_slice(message).ok()?;
-    matches!(peek.kind.as_str(), "subscribe" | "start").then_some(peek.id).flatten()
+    reason[..end].to_string()
+}
+
+/// What the client's messages must respect, checked before the protocol handler reads them (it
+/// would close with 1002 and serde's whole error as the reason, too long for a close frame, run a
+/// `subscribe` before `connection_init`, and let a second `subscribe` replace the first).
+/// Shared by the reader, inside the protocol handler, and the connection's loop.
+struct Conduct {
+    legacy: bool,
+    state: Mutex<ConductState>,
+    /// Wakes the loop for the legacy protocol's notices.
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct ConductState {
+    /// The connection was acknowledged.
+    acked: bool,
+    /// graphql-transport-ws: the ids of the operations running.
+    running: HashSet<String>,
+    /// graphql-transport-ws: the close a violation calls for.
+    close: Option<(u16, String)>,
+    /// The legacy protocol: messages that answer a violation.
+    notices: Vec<String>,
+}
+
+impl Conduct {
+    fn new(legacy: bool) -> Conduct {
+        Conduct { legacy, state: Mutex::default(), waker: AtomicWaker::new() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ConductState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A client message read: passed on to the protocol handler, or the violation it is.
+    fn read(&self, bytes: &[u8]) -> Option<serde_json::Result<ClientMessage>> {
+        let message = match ClientMessage::from_bytes(bytes) {
+            Ok(message) => message,
+            Err(e) => return self.refuse(Violation::unreadable(bytes, &e)),
+        };
+        let mut state = self.state();
+        match &message {
+            ClientMessage::Start { id, .. } if !state.acked => {
+                drop(state);
+                return self.refuse(Violation::not_acknowledged(id));
+            }
+            // The legacy protocol replaces an operation started again with the same id.
+            ClientMessage::Start { id, .. } if !self.legacy && !state.running.insert(id.clone()) => {
+                drop(state);
+                return self.refuse(Violation::duplicate(id));
+            }
+            ClientMessage::Stop { id } => {
+                state.running.remove(id);
+            }
+            _ => {}
+        }
+        Some(Ok(message))
+    }
+
+    /// On graphql-transport-ws a violation is passed on as an error, which makes the handler close
+    /// the connection (with the code and reason kept here); on the legacy protocol it is answered
+    /// (`connection_error` for what is not JSON, `error` for the rest) and dropped.
+    fn refuse(&self, violation: Violation) -> Option<serde_json::Result<ClientMessage>> {
+        let Violation { close: (code, reason), id, message, malformed } = violation;
+        if !self.legacy {
+            let reason = close_reason(&reason);
+            self.state().close = Some((code, reason.clone()));
+            return Some(Err(<serde_json::Error as serde::de::Error>::custom(reason)));
+        }
+        let payload = serde_json::json!({ "message": message });
+        let notice = match (malformed, id) {
+            (true, _) => serde_json::json!({"type": "connection_error", "payload": payload}),
+            (false, Some(id)) => serde_json::json!({"type": "error", "id": id, "payload": payload}),
+            (false, None) => serde_json::json!({"type": "error", "payload": payload}),
+        };
+        self.state().notices.push(notice.to_string());
+        self.waker.wake();
+        None
+    }
+
+    /// The connection was acknowledged.
+    fn acked(&self) {
+        self.state().acked = true;
+    }
+
+    /// The server completed operation `id` (its `complete` message, about to be sent): the id is
+    /// free again.
+    fn completed(&self, message: &str) {
+        if !self.legacy && message.starts_with(r#"{"type":"complete""#) {
+            #[derive(serde::Deserialize)]
+            struct Complete {
+                id: String,
+            }
+            if let Ok(Complete { id }) = serde_json::from_str(message) {
+                self.state().running.remove(&id);
+            }
+        }
+    }
+
+    /// The close a violation called for, if any.
+    fn take_close(&self) -> Option<(u16, String)> {
+        self.state().close.take()
+    }
+
+    fn poll_notices(&self, cx: &mut std::task::Context<'_>) -> Poll<Vec<String>> {
+        self.waker.register(cx.waker());
+        let notices = std::mem::take(&mut self.state().notices);
+        if notices.is_empty() { Poll::Pending } else { Poll::Ready(notices) }
+    }
+}
+
+/// A client message that breaks the protocol.
+struct Violation {
+    /// What graphql-transport-ws closes with.
+    close: (u16, String),
+    /// The operation it names, if any.
+    id: Option<String>,
+    /// What the legacy protocol's notice says.
+    message: String,
+    /// It is not JSON at all.
+    malformed: bool,
+}
+
+impl Violation {
+    fn not_acknowledged(id: &str) -> Violation {
+        Violation {
+            close: (NOT_ACKNOWLEDGED_CLOSE, "Unauthorized".into()),
+            id: Some(id.to_string()),
+            message: "Unauthorized: send connection_init and wait for connection_ack first".into(),
+            malformed: false,
+        }
+    }
+
+    fn duplicate(id: &str) -> Violation {
+        let message = format!("Subscriber for {id} already exists");
+        Violation { close: (DUPLICATE_ID_CLOSE, message.clone()), id: Some(id.to_string()), message, malformed: false }
+    }
+
+    /// A message the protocol handler cannot read: not JSON, of no or an unknown type, or missing
+    /// a field.
+    fn unreadable(bytes: &[u8], e: &serde_json::Error) -> Violation {
+        const TYPES: [&str; 8] =
+            ["connection_init", "start", "subscribe", "stop", "complete", "connection_terminate", "ping", "pong"];
+        let value = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(value) => value,
+            Err(_) => {
+                let message = format!("malformed JSON: {e}");
+                return Violation { close: (BAD_REQUEST_CLOSE, message.clone()), id: None, message, malformed: true };
+            }
+        };
+        let id = value.get("id").and_then(|i| i.as_str()).map(str::to_string);
+        let message = match value.get("type").and_then(|t| t.as_str()) {
+            None => "the message has no type".to_string(),
+            Some(kind) if !TYPES.contains(&kind) => format!("unknown message type {kind}"),
+            Some(kind) => format!("invalid {kind} message: {e}"),
+        };
+        Violation { close: (BAD_REQUEST_CLOSE, message.clone()), id, message, malformed: false }
+    }
 }
 
 /// A shared answer, framed as the operation's next message.
@@ -227,20 +397,22 @@ impl OpenLanes {
 
 pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProtocols) {
     let (mut sink, stream) = socket.split();
+    let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
+    let conduct = Arc::new(Conduct::new(legacy));
     let subscribing = Arc::new(Mutex::new(None));
-    let seen = subscribing.clone();
+    let (seen, reader) = (subscribing.clone(), conduct.clone());
     let input = stream.take_while(|m| futures::future::ready(m.is_ok())).filter_map(move |m| {
-        let bytes = match m {
-            Ok(Message::Text(t)) => Some(t.as_bytes().to_vec()),
-            Ok(Message::Binary(b)) => Some(b.to_vec()),
+        let message = match m {
+            Ok(Message::Text(t)) => reader.read(t.as_bytes()),
+            Ok(Message::Binary(b)) => reader.read(&b),
             _ => None,
         };
         // The protocol handler runs a `subscribe` as soon as it reads it: its id is the one
         // seen last.
-        if let Some(id) = bytes.as_deref().and_then(subscribe_id) {
-            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        if let Some(Ok(ClientMessage::Start { id, .. })) = &message {
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
         }
-        futures::future::ready(bytes)
+        futures::future::ready(message)
     });
     let verifier = state.verifier.clone();
     let live = state.live.clone();
@@ -252,23 +424,26 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         lanes: lanes.clone(),
         subscribing,
     };
-    let gql = GqlWebSocket::new(executor, input, protocol).on_connection_init(move |payload| async move {
-        let header = token_of(&payload);
-        let caller = verifier
-            .verify_header(header.as_deref())
-            .await
-            .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
-        live.token_seen(&caller);
-        let mut data = Data::default();
-        data.insert(Identity(Ok(caller)));
-        // Subscriptions last while this verifier accepts the token (its leeway included).
-        data.insert(TokenCheck(verifier));
-        Ok(data)
-    });
+    let initialised = conduct.clone();
+    let gql =
+        GqlWebSocket::from_message_stream(executor, input, protocol).on_connection_init(move |payload| async move {
+            let header = token_of(&payload);
+            let caller = verifier
+                .verify_header(header.as_deref())
+                .await
+                .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
+            live.token_seen(&caller);
+            let mut data = Data::default();
+            data.insert(Identity(Ok(caller)));
+            // Subscriptions last while this verifier accepts the token (its leeway included).
+            data.insert(TokenCheck(verifier));
+            // The handler reads nothing more until it has sent `connection_ack`.
+            initialised.acked();
+            Ok(data)
+        });
     let mut shared = OpenLanes::default();
     // Messages that are ready together (a burst of events) go out in one write.
     let mut gql = Gated::new(Box::pin(gql.ready_chunks(WRITE_BATCH)));
-    let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
@@ -291,6 +466,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                 // Rare, so first: a busy connection still sends its keep-alives.
                 _ = keepalive.tick() => Step::KeepAlive,
                 new = std::future::poll_fn(|cx| lanes.poll_new(cx)) => Step::NewLanes(new),
+                notices = std::future::poll_fn(|cx| conduct.poll_notices(cx)) => Step::Notices(notices),
                 frames = std::future::poll_fn(|cx| shared.poll_frames(cx, legacy)) => Step::Shared(frames),
                 out = gql.next() => Step::Protocol(out),
             },
@@ -308,6 +484,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                         sink.feed(frame).await?;
                     }
                 }
+                Step::Notices(notices) => {
+                    for text in notices {
+                        sink.feed(Message::Text(text.into())).await?;
+                    }
+                }
                 Step::Protocol(None) => {
                     let frame = refused.then(|| CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() });
                     sink.send(Message::Close(frame)).await?;
@@ -318,11 +499,17 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                         match message {
                             WsMessage::Text(text) => {
                                 refused |= legacy && text.contains("\"connection_error\"");
+                                conduct.completed(&text);
                                 sink.feed(Message::Text(text.into())).await?;
                             }
                             WsMessage::Close(code, reason) => {
-                                let code = if reason.starts_with(AUTH_PREFIX) { UNAUTHORIZED_CLOSE } else { code };
-                                sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await?;
+                                let (code, reason) = match conduct.take_close() {
+                                    Some(violation) => violation,
+                                    None if reason.starts_with(AUTH_PREFIX) => (UNAUTHORIZED_CLOSE, reason),
+                                    None => (code, reason),
+                                };
+                                let frame = CloseFrame { code, reason: close_reason(&reason).into() };
+                                sink.send(Message::Close(Some(frame))).await?;
                                 return Ok(false);
                             }
                         }
@@ -359,5 +546,21 @@ enum Step {
     NewLanes(Vec<Lane>),
     Shared(Vec<Message>),
     Protocol(Option<Vec<WsMessage>>),
+    /// The legacy protocol's answers to messages that broke it.
+    Notices(Vec<String>),
     KeepAlive,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame_and_stay_utf8() {
+        assert_eq!(close_reason("short"), "short");
+        let long = format!("unknown message type {}", "é".repeat(100));
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_REASON && cut.len() >= MAX_CLOSE_REASON - 1, "{}", cut.len());
+        assert!(long.starts_with(&cut));
+    }
 }

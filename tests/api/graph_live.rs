@@ -904,3 +904,99 @@ async fn a_station_not_on_the_installation_is_refused_when_subscribing_with_one_
     let calls = app.sim().calls().await;
     assert_eq!(calls["byRoute"]["GET /installations/{i}/charging-stations"], 1, "{calls}");
 }
+
+/// A WebSocket on /graphql speaking `protocol`, with nothing sent yet.
+async fn ws_open(app: &TestApp, protocol: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("{}/graphql", app.base.replace("http://", "ws://")).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.expect("websocket upgrade").0
+}
+
+/// The close frame the server ends the connection with (code and reason), skipping anything before.
+async fn ws_close_frame(ws: &mut Ws) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.expect("a close in time") {
+            Some(Ok(Message::Close(Some(frame)))) => return (u16::from(frame.code), frame.reason.to_string()),
+            Some(Ok(Message::Close(None))) => panic!("closed without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a valid close frame: {other:?}"),
+        }
+    }
+}
+
+async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.to_string().into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn graphql_transport_ws_clients_breaking_the_protocol_are_closed_with_its_codes_and_short_reasons() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let acked = || async {
+        let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+        assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+        ws
+    };
+    // An unknown message type.
+    let mut ws = acked().await;
+    send_text(&mut ws, r#"{"type":"foo"}"#).await;
+    assert_eq!(ws_close_frame(&mut ws).await, (4400, "unknown message type foo".to_string()));
+    // Not JSON.
+    let mut ws = acked().await;
+    send_text(&mut ws, "{oops").await;
+    let (code, reason) = ws_close_frame(&mut ws).await;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.starts_with("malformed JSON"), "{reason}");
+    // A known type without its fields.
+    let mut ws = acked().await;
+    send_text(&mut ws, r#"{"type":"subscribe"}"#).await;
+    let (code, reason) = ws_close_frame(&mut ws).await;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.contains("subscribe") && reason.contains("id"), "{reason}");
+    // A type name longer than a close frame holds, in two-byte characters: cut to fit, still UTF-8.
+    let mut ws = acked().await;
+    send_text(&mut ws, &json!({"type": "é".repeat(200)}).to_string()).await;
+    let (code, reason) = ws_close_frame(&mut ws).await;
+    assert_eq!(code, 4400);
+    assert!(reason.len() <= 123 && reason.starts_with("unknown message type é"), "{} bytes: {reason}", reason.len());
+    // An id already in use.
+    let mut ws = acked().await;
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS}}).to_string();
+    send_text(&mut ws, &subscribe).await;
+    send_text(&mut ws, &subscribe).await;
+    assert_eq!(ws_close_frame(&mut ws).await, (4409, "Subscriber for 1 already exists".to_string()));
+    // `subscribe` before `connection_init`.
+    let mut ws = ws_open(&app, "graphql-transport-ws").await;
+    send_text(&mut ws, &subscribe).await;
+    assert_eq!(ws_close_frame(&mut ws).await, (4401, "Unauthorized".to_string()));
+}
+
+#[tokio::test]
+async fn legacy_graphql_ws_clients_breaking_the_protocol_hear_its_error_messages_and_stay_connected() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    // `start` before `connection_init`: that operation's error; the connection goes on.
+    let mut ws = ws_open(&app, "graphql-ws").await;
+    send_text(&mut ws, &json!({"id": "0", "type": "start", "payload": {"query": EVENTS}}).to_string()).await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("0")), "{v}");
+    assert!(v["payload"]["message"].as_str().unwrap().contains("connection_init"), "{v}");
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    send_text(&mut ws, &init.to_string()).await;
+    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    // An unknown type: `error`, naming the operation when the message does.
+    send_text(&mut ws, r#"{"type":"foo","id":"9"}"#).await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(v, json!({"type": "error", "id": "9", "payload": {"message": "unknown message type foo"}}));
+    // Not JSON: `connection_error`.
+    send_text(&mut ws, "{oops").await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(v["type"], "connection_error", "{v}");
+    assert!(v["payload"]["message"].as_str().unwrap().starts_with("malformed JSON"), "{v}");
+    // The connection still serves operations.
+    let other = "subscription { stationEvents(installationId: 42) { id } }";
+    send_text(&mut ws, &json!({"id": "1", "type": "start", "payload": {"query": other}}).to_string()).await;
+    assert_eq!(ws_ended_with(&mut ws, "NOT_FOUND").await, "installation 42 not found");
+}
