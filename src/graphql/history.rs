@@ -1,5 +1,6 @@
 //! Measures and logs of stations and grid meters: metadata, aggregated values reshaped into points
-//! with `byTariff`, log entries and counts.
+//! with `byTariff`, log entries and counts. Also what a field that reads the upstream costs in the
+//! complexity limit, for every query field.
 
 use std::sync::Arc;
 
@@ -13,6 +14,24 @@ use super::error::{AppError, AppResult};
 use crate::cache::Resource;
 use crate::upstream::history::{self as wire, Device, LogInfo, MeasureInfo, Operator, Range};
 use crate::upstream::quirks::parse_time;
+
+/// The complexity of a field that can make an upstream call of its own: a list or a resource read
+/// by id, a measure's values, a log's entries or counts. Every other field costs 1. With the
+/// schema's limit (`MAX_COMPLEXITY`, 5 000) a query can ask for about 100 upstream reads, and is
+/// refused with `QUERY_TOO_COMPLEX` before anything is sent when it asks for more. Each alias
+/// counts: two aliases that differ in their arguments are two upstream calls (the per-request
+/// loader only merges identical ones). A dashboard costs about 300, a station's history page
+/// with a year of daily values and two dozen monthly views about 2 500.
+pub const UPSTREAM_READ: usize = 50;
+
+/// How many measures a device has (energy and cost): the fields under `measures` are counted for
+/// each, as each may read the upstream on its own.
+pub const MEASURES_PER_DEVICE: usize = 2;
+/// How many logs a station has (SessionStart, SessionEnd, KeySwitch, ChargeMode, Errors,
+/// CyberSecurity), for the same reason.
+pub const LOGS_PER_STATION: usize = 6;
+/// How many logs a grid meter has (CurrentTariff, TicType).
+pub const LOGS_PER_METER: usize = 2;
 
 /// Checks and builds a range: `to` after `from`.
 pub fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
@@ -92,6 +111,7 @@ impl Measure {
     }
 
     /// Values between `from` and `to`, aggregated by `operator` per `step` and tariff type.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn values(
         &self,
         ctx: &Context<'_>,
@@ -194,6 +214,7 @@ impl Log {
         Ok(self.info(ctx).await?.periodicity.clone())
     }
     /// The log's entries between `from` and `to`.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn entries(
         &self,
         ctx: &Context<'_>,
@@ -203,6 +224,7 @@ impl Log {
         Ok(Some(entries(ctx, self.device.clone(), Some(self.id.clone()), range(from, to, None)?).await?))
     }
     /// How many entries per `step` (steps with none are left out).
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn counts(
         &self,
         ctx: &Context<'_>,

@@ -10,6 +10,7 @@ use super::access::role;
 use super::context::{installation_id, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
+use super::history::UPSTREAM_READ;
 use super::meters::GridMeter;
 use super::stations::ChargingStation;
 use crate::cache::Resource;
@@ -22,12 +23,14 @@ pub struct InstallationQuery;
 #[Object]
 impl InstallationQuery {
     /// The caller's installations (as owner, or as an enabled installer).
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn installations(&self, ctx: &Context<'_>) -> AppResult<Vec<Installation>> {
         let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
         Ok(list.iter().cloned().map(Installation::from).collect())
     }
 
     /// One of the caller's installations; `NOT_FOUND` when it is not one of theirs.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn installation(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Installation>> {
         let wanted = installation_id(&id)?;
         let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
@@ -78,6 +81,7 @@ impl Installation {
         self.data.application_code.as_deref()
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn charging_stations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<ChargingStation>>> {
         let i = self.data.installation_id;
         // The caller's role is needed below (costs); fetch it alongside, not after.
@@ -89,6 +93,7 @@ impl Installation {
         Ok(Some(list.iter().map(|s| ChargingStation::new(i, Arc::new(s.clone()), at)).collect()))
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn charging_station(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<ChargingStation>> {
         let i = self.data.installation_id;
         let r = Resource::Station { installation_id: i, station_id: id.0 };
@@ -96,6 +101,7 @@ impl Installation {
         Ok(Some(ChargingStation::new(i, station, at)))
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn grid_meters(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<GridMeter>>> {
         let i = self.data.installation_id;
         let (meters, _) =
@@ -104,6 +110,7 @@ impl Installation {
         Ok(Some(list.iter().map(|m| GridMeter::new(i, Arc::new(m.clone()), at)).collect()))
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn grid_meter(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<GridMeter>> {
         let i = self.data.installation_id;
         let (meter, at) =
@@ -112,6 +119,7 @@ impl Installation {
     }
 
     /// The owner and installers of the installation.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn users(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<InstallationUser>>> {
         let r = Resource::Users { installation_id: self.data.installation_id };
         let (list, _) = load::<Vec<sharing::User>>(ctx, r).await?;
@@ -119,6 +127,7 @@ impl Installation {
     }
 
     /// Pending installer invitations.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn invitations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Invitation>>> {
         let r = Resource::Invitations { installation_id: self.data.installation_id };
         let (list, _) = load::<Vec<sharing::Invitation>>(ctx, r).await?;
@@ -126,12 +135,14 @@ impl Installation {
     }
 
     /// The caller's notification subscriptions on this installation.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn event_subscriptions(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<EventSubscription>>> {
         let r = Resource::EventSubscriptions { installation_id: self.data.installation_id };
         let (list, _) = load::<Vec<notifications::EventSubscription>>(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(EventSubscription::from).collect()))
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn event_subscription(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<EventSubscription>> {
         let r = Resource::EventSubscription { installation_id: self.data.installation_id, id: id.0 };
         let (sub, _) = load::<notifications::EventSubscription>(ctx, r).await?;

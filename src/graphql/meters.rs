@@ -9,7 +9,7 @@ use super::access::require_costs;
 use super::context::load;
 use super::enums::{GridSubscription, TariffId, TicConsent, TicType, tic_type_of};
 use super::error::AppResult;
-use super::history::{Log, Measure, logs_of, measures_of};
+use super::history::{LOGS_PER_METER, Log, MEASURES_PER_DEVICE, Measure, UPSTREAM_READ, logs_of, measures_of};
 use crate::cache::Resource;
 use crate::upstream::history::Device;
 use crate::upstream::meters as wire;
@@ -90,25 +90,31 @@ impl GridMeter {
         self.data.properties.authorize_tic.as_deref()
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + MEASURES_PER_DEVICE * child_complexity")]
     async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
         measures_of(ctx, self.device()).await
     }
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn measure(&self, id: ID) -> Measure {
         Measure::by_id(self.device(), id.0)
     }
+    #[graphql(complexity = "UPSTREAM_READ + LOGS_PER_METER * child_complexity")]
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
         logs_of(ctx, self.device()).await
     }
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn log(&self, id: ID) -> Log {
         Log::by_id(self.device(), id.0)
     }
     /// Every tariff of the subscription with its price history (the owner's only).
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn tariffs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Tariff>>> {
         require_costs(ctx, self.installation_id).await?;
         let r = Resource::Tariffs { installation_id: self.installation_id, meter_id: self.data.id.clone() };
         let (list, _) = load::<Vec<wire::Tariff>>(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(Tariff::from).collect()))
     }
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn tariff(&self, ctx: &Context<'_>, id: TariffId) -> AppResult<Option<Tariff>> {
         require_costs(ctx, self.installation_id).await?;
         let code = id.to_upstream().ok_or_else(|| super::error::AppError::bad_input("UNKNOWN is not a tariff id"))?;

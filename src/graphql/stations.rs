@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use super::access::require_costs;
 use super::enums::*;
 use super::error::AppResult;
-use super::history::{Log, LogEntry, Measure, logs_of, measures_of};
+use super::history::{
+    LOGS_PER_STATION, Log, LogEntry, MEASURES_PER_DEVICE, Measure, UPSTREAM_READ, logs_of, measures_of,
+};
 use crate::upstream::history::Device;
 use crate::upstream::quirks::{duration_seconds, parse_time};
 use crate::upstream::stations::{self as wire, StationProperties};
@@ -259,21 +261,26 @@ impl ChargingStation {
             .map(|h| Heartbeat { heartbeat: h.heartbeat, reception_date: parse_time(h.reception_date.as_deref()) })
     }
 
+    #[graphql(complexity = "UPSTREAM_READ + MEASURES_PER_DEVICE * child_complexity")]
     async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
         measures_of(ctx, self.device()).await
     }
     /// One measure by id (`1` is the energy). Its metadata is read only when asked for.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn measure(&self, id: ID) -> Measure {
         Measure::by_id(self.device(), id.0)
     }
+    #[graphql(complexity = "UPSTREAM_READ + LOGS_PER_STATION * child_complexity")]
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
         logs_of(ctx, self.device()).await
     }
     /// One log by id. Its metadata is read only when asked for.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn log(&self, id: ID) -> Log {
         Log::by_id(self.device(), id.0)
     }
     /// Every log's entries between `from` and `to`, whatever their log.
+    #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn log_entries(
         &self,
         ctx: &Context<'_>,

@@ -488,3 +488,98 @@ async fn the_committed_schema_is_the_codes_schema() {
         "schema.graphql differs from the code's SDL: run `cargo run -- schema > schema.graphql` and commit it"
     );
 }
+
+/// `n` aliases of Alice's station energy, each asking for a range starting at a different hour,
+/// so that no two are the same upstream resource.
+fn aliased_energy_ranges(n: i64) -> String {
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
+    let aliases: String = (0..n)
+        .map(|k| {
+            let from = (start + chrono::Duration::hours(k)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            format!(
+                r#"a{k}: values(operator: SUM, from: "{from}", to: "2025-01-01T00:00:00Z", step: MONTH) {{ value }}
+                "#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{ measure(id: "1") {{ {aliases} }} }} }} }}"#
+    )
+}
+
+#[tokio::test]
+async fn a_query_that_would_cost_hundreds_of_upstream_calls_is_refused_before_any_call() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    for aliases in [2_000, 500, 120] {
+        let r = app.graphql("alice", &aliased_energy_ranges(aliases), json!({})).await;
+        let codes = error_codes(&r);
+        assert_eq!(
+            codes.first().map(String::as_str),
+            Some("QUERY_TOO_COMPLEX"),
+            "{aliases} aliases: {}",
+            r["errors"][0]
+        );
+        assert_eq!(codes.len(), 1, "{aliases} aliases: {} errors", codes.len());
+        assert!(r["data"].is_null(), "{aliases} aliases: nothing runs");
+        assert_eq!(app.sim().calls().await["total"], 0, "{aliases} aliases: {:#?}", calls_by_route(&app).await);
+    }
+}
+
+#[tokio::test]
+async fn a_heavy_but_realistic_station_page_still_passes() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    // Two years month by month, a year day by day, the sessions and the meter's year: what a
+    // station's history page asks for at once.
+    let months: String = (0..24)
+        .map(|m| {
+            let (y, mo) = (2023 + m / 12, m % 12 + 1);
+            let (ny, nmo) = if mo == 12 { (y + 1, 1) } else { (y, mo + 1) };
+            format!(
+                r#"m{m}: values(operator: SUM, from: "{y}-{mo:02}-01T00:00:00Z", to: "{ny}-{nmo:02}-01T00:00:00Z", step: DAY) {{ date value }}
+                "#
+            )
+        })
+        .collect();
+    let year = r#"from: "2024-01-01T00:00:00Z", to: "2025-01-01T00:00:00Z""#;
+    let q = format!(
+        r#"{{ installations {{ id name }}
+          installation(id: 33) {{
+            name
+            chargingStation(id: "{ALICE_STATION}") {{
+              id friendlyName chargeMode availability carPlugStatus
+              currentSession {{ startDate durationSeconds totalSessionEnergy }}
+              lastSession {{ startDate endDate totalSessionEnergy totalSessionCost }}
+              measures {{ id name unit }}
+              energy: measure(id: "1") {{
+                name unit
+                year: values(operator: SUM, {year}, step: DAY) {{ date tariffType value byTariff {{ tariff value }} }}
+                peaks: values(operator: MIN_MAX, {year}, step: MONTH) {{ date valueMin valueMax }}
+                {months}
+              }}
+              logs {{ id name counts({year}, step: MONTH) {{ date count }} }}
+              sessions: log(id: "2") {{ name entries({year}) {{ date value }} }}
+              logEntries(from: "2024-12-01T00:00:00Z", to: "2025-01-01T00:00:00Z") {{ date logName value }}
+            }}
+            gridMeters {{
+              id gridSubscription currentTariff
+              tariffs {{ id friendlyName currentPrice values {{ beginDate value }} }}
+              measure(id: "1") {{ values(operator: SUM, {year}, step: DAY) {{ date value byTariff {{ tariff value }} }} }}
+            }}
+          }} }}"#
+    );
+    let r = app.graphql("alice", &q, json!({})).await;
+    let station = &data(&r)["installation"]["chargingStation"];
+    let days = |points: &Value| {
+        let dates: std::collections::BTreeSet<&str> =
+            points.as_array().unwrap().iter().map(|p| p["date"].as_str().unwrap()).collect();
+        dates.len()
+    };
+    assert_eq!(days(&station["energy"]["year"]), 366, "every day of 2024");
+    assert_eq!(days(&station["energy"]["m13"]), 29, "February 2024, day by day");
+    assert_eq!(station["logs"].as_array().unwrap().len(), 6);
+    // Each alias is a resource of its own: the page costs what it asks for, no more.
+    let sums = calls_by_route(&app).await["POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"];
+    assert_eq!(sums, 25);
+}
