@@ -1,6 +1,7 @@
 //! Measures and logs of stations and grid meters: metadata, aggregated values reshaped into points
-//! with `byTariff`, log entries and counts. Also what a field that reads the upstream costs in the
-//! complexity limit, for every query field.
+//! with `byTariff`, log entries and counts. Also what the other query fields share about the
+//! upstream: what a field that reads it costs in the complexity limit, and the check of the ids
+//! that go into its routes.
 
 use std::sync::Arc;
 
@@ -32,6 +33,21 @@ pub const MEASURES_PER_DEVICE: usize = 2;
 pub const LOGS_PER_STATION: usize = 6;
 /// How many logs a grid meter has (CurrentTariff, TicType).
 pub const LOGS_PER_METER: usize = 2;
+
+/// An id argument that names one upstream resource, as it goes into the route: trimmed, and
+/// refused before anything is sent when it cannot name one. An empty id would ask for another
+/// route, and so would `.` or `..`, which a URL path drops (`log(id: "..") { entries }` would
+/// list every log's entries). `argument` names it for the client (`chargingStationId`).
+pub fn resource_id(id: &str, argument: &str) -> AppResult<String> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(AppError::bad_input(format!("{argument} must not be empty")));
+    }
+    if id == "." || id == ".." {
+        return Err(AppError::bad_input(format!("{argument} cannot be '.' or '..'")));
+    }
+    Ok(id.to_string())
+}
 
 /// Checks and builds a range: `to` after `from`.
 pub fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
@@ -66,6 +82,8 @@ pub async fn logs_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<
 /// for, so `measure(id: "1") { values(…) }` costs one upstream call.
 pub struct Measure {
     device: Device,
+    /// As asked for; checked by each field that reads the upstream, so a bad id fails those
+    /// fields alone (`measure` itself is non-null) and is never sent.
     id: String,
     info: Option<Arc<MeasureInfo>>,
 }
@@ -79,11 +97,15 @@ impl Measure {
         Measure { device, id, info: None }
     }
 
+    fn measure_id(&self) -> AppResult<String> {
+        resource_id(&self.id, "measureId")
+    }
+
     async fn info(&self, ctx: &Context<'_>) -> AppResult<Arc<MeasureInfo>> {
         match &self.info {
             Some(info) => Ok(info.clone()),
             None => {
-                let r = Resource::Measure { device: self.device.clone(), measure_id: self.id.clone() };
+                let r = Resource::Measure { device: self.device.clone(), measure_id: self.measure_id()? };
                 Ok(load::<MeasureInfo>(ctx, r).await?.0)
             }
         }
@@ -120,11 +142,12 @@ impl Measure {
         to: DateTime<Utc>,
         step: Step,
     ) -> AppResult<Option<Vec<MeasurePoint>>> {
+        let measure_id = self.measure_id()?;
         let range = range(from, to, Some(step))?;
         require_costs(ctx, self.device.installation_id()).await?;
         let r = Resource::MeasureValues {
             device: self.device.clone(),
-            measure_id: self.id.clone(),
+            measure_id,
             operator: self::operator(operator),
             range,
         };
@@ -178,6 +201,7 @@ impl From<&wire::AggregatePoint> for MeasurePoint {
 /// A log of a device. Reached by id, its metadata is loaded only if asked for.
 pub struct Log {
     device: Device,
+    /// As asked for; checked by each field that reads the upstream (see [`Measure`]).
     id: String,
     info: Option<Arc<LogInfo>>,
 }
@@ -191,11 +215,15 @@ impl Log {
         Log { device, id, info: None }
     }
 
+    fn log_id(&self) -> AppResult<String> {
+        resource_id(&self.id, "logId")
+    }
+
     async fn info(&self, ctx: &Context<'_>) -> AppResult<Arc<LogInfo>> {
         match &self.info {
             Some(info) => Ok(info.clone()),
             None => {
-                let r = Resource::Log { device: self.device.clone(), log_id: self.id.clone() };
+                let r = Resource::Log { device: self.device.clone(), log_id: self.log_id()? };
                 Ok(load::<LogInfo>(ctx, r).await?.0)
             }
         }
@@ -221,7 +249,8 @@ impl Log {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> AppResult<Option<Vec<LogEntry>>> {
-        Ok(Some(entries(ctx, self.device.clone(), Some(self.id.clone()), range(from, to, None)?).await?))
+        let log_id = self.log_id()?;
+        Ok(Some(entries(ctx, self.device.clone(), Some(log_id), range(from, to, None)?).await?))
     }
     /// How many entries per `step` (steps with none are left out).
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
@@ -234,7 +263,7 @@ impl Log {
     ) -> AppResult<Option<Vec<LogCount>>> {
         let r = Resource::LogCounts {
             device: self.device.clone(),
-            log_id: self.id.clone(),
+            log_id: self.log_id()?,
             range: range(from, to, Some(step))?,
         };
         let (counts, _) = load::<Vec<wire::LogCount>>(ctx, r).await?;

@@ -10,7 +10,7 @@ use super::access::role;
 use super::context::{installation_id, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
-use super::history::UPSTREAM_READ;
+use super::history::{UPSTREAM_READ, resource_id};
 use super::meters::GridMeter;
 use super::stations::ChargingStation;
 use crate::cache::Resource;
@@ -96,7 +96,7 @@ impl Installation {
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn charging_station(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<ChargingStation>> {
         let i = self.data.installation_id;
-        let r = Resource::Station { installation_id: i, station_id: id.0 };
+        let r = Resource::Station { installation_id: i, station_id: resource_id(&id, "chargingStationId")? };
         let (station, at) = load::<stations::ChargingStation>(ctx, r).await?;
         Ok(Some(ChargingStation::new(i, station, at)))
     }
@@ -113,8 +113,8 @@ impl Installation {
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn grid_meter(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<GridMeter>> {
         let i = self.data.installation_id;
-        let (meter, at) =
-            load::<meters::GridMeter>(ctx, Resource::Meter { installation_id: i, meter_id: id.0 }).await?;
+        let r = Resource::Meter { installation_id: i, meter_id: resource_id(&id, "gridMeterId")? };
+        let (meter, at) = load::<meters::GridMeter>(ctx, r).await?;
         Ok(Some(GridMeter::new(i, meter, at)))
     }
 
@@ -144,7 +144,8 @@ impl Installation {
 
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn event_subscription(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<EventSubscription>> {
-        let r = Resource::EventSubscription { installation_id: self.data.installation_id, id: id.0 };
+        let id = resource_id(&id, "eventSubscriptionId")?;
+        let r = Resource::EventSubscription { installation_id: self.data.installation_id, id };
         let (sub, _) = load::<notifications::EventSubscription>(ctx, r).await?;
         Ok(Some(EventSubscription::from((*sub).clone())))
     }

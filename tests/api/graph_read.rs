@@ -583,3 +583,88 @@ async fn a_heavy_but_realistic_station_page_still_passes() {
     let sums = calls_by_route(&app).await["POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"];
     assert_eq!(sums, 25);
 }
+
+/// Ids that name no resource: refused before anything is sent upstream.
+const BAD_IDS: [&str; 4] = ["", "  ", ".", ".."];
+
+#[tokio::test]
+async fn an_empty_id_is_bad_user_input_naming_the_argument_and_never_sent_upstream() {
+    let app = spawn_app().await;
+    let range = r#"from: "2025-01-01T00:00:00Z", to: "2025-01-08T00:00:00Z""#;
+    for bad in BAD_IDS {
+        app.sim().reset_calls().await;
+        let q = format!(
+            r#"{{ installation(id: 33) {{
+                name
+                station: chargingStation(id: "{bad}") {{ id friendlyName }}
+                meter: gridMeter(id: "{bad}") {{ id ticType }}
+                subscription: eventSubscription(id: "{bad}") {{ id state }}
+                chargingStation(id: "{ALICE_STATION}") {{
+                  friendlyName
+                  measure(id: "{bad}") {{ unit values(operator: SUM, {range}, step: DAY) {{ value }} }}
+                  log(id: "{bad}") {{ name entries({range}) {{ date }} counts({range}, step: DAY) {{ count }} }}
+                }}
+                gridMeter(id: "{ALICE_METER}") {{
+                  ticType
+                  measure(id: "{bad}") {{ periodicity values(operator: SUM, {range}, step: DAY) {{ value }} }}
+                  log(id: "{bad}") {{ periodicity entries({range}) {{ date }} counts({range}, step: DAY) {{ count }} }}
+                }}
+            }} }}"#
+        );
+        let r = app.graphql("alice", &q, json!({})).await;
+        let i = &r["data"]["installation"];
+        // The rest of the answer is delivered.
+        assert_eq!(i["name"], "Mon installation Witty-Home", "{bad:?}: {r:#}");
+        assert_eq!(i["chargingStation"]["friendlyName"], "my garage charging station", "{bad:?}: {r:#}");
+        assert!(i["gridMeter"]["ticType"].is_string(), "{bad:?}: {r:#}");
+        let mut got: Vec<(String, String)> = r["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{bad:?}: errors expected: {r:#}"))
+            .iter()
+            .map(|e| {
+                let path: Vec<String> =
+                    e["path"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
+                let message = e["message"].as_str().unwrap();
+                assert_eq!(e["extensions"]["code"], "BAD_USER_INPUT", "{bad:?} at {path:?}: {e}");
+                assert!(!message.contains("route"), "{bad:?}: the upstream's text leaked: {e}");
+                (path[1..].join("."), message.to_string())
+            })
+            .collect();
+        got.sort();
+        let named = |arg: &str| {
+            if bad.trim().is_empty() {
+                format!("{arg} must not be empty")
+            } else {
+                format!("{arg} cannot be '.' or '..'")
+            }
+        };
+        let mut expected: Vec<(String, String)> = [
+            ("station", "chargingStationId"),
+            ("meter", "gridMeterId"),
+            ("subscription", "eventSubscriptionId"),
+            ("chargingStation.measure.unit", "measureId"),
+            ("chargingStation.measure.values", "measureId"),
+            ("chargingStation.log.name", "logId"),
+            ("chargingStation.log.entries", "logId"),
+            ("chargingStation.log.counts", "logId"),
+            ("gridMeter.measure.periodicity", "measureId"),
+            ("gridMeter.measure.values", "measureId"),
+            ("gridMeter.log.periodicity", "logId"),
+            ("gridMeter.log.entries", "logId"),
+            ("gridMeter.log.counts", "logId"),
+        ]
+        .into_iter()
+        .map(|(path, arg)| (path.to_string(), named(arg)))
+        .collect();
+        expected.sort();
+        assert_eq!(got, expected, "{bad:?}");
+        // Only what the valid ids needed reached the upstream (and nothing when cached already).
+        let calls = calls_by_route(&app).await;
+        let allowed = [
+            "GET /installations",
+            "GET /installations/{i}/charging-stations/{cs}",
+            "GET /installations/{i}/grid-meters/{gm}",
+        ];
+        assert!(calls.keys().all(|route| allowed.contains(&route.as_str())), "{bad:?}: {calls:#?}");
+    }
+}
