@@ -719,6 +719,199 @@ async fn a_failure_before_the_command_was_sent_does_not_pin_the_idempotency_key(
     assert_eq!(count(&app, START_ROUTE).await, 1);
 }
 
+/// `setChargeMode` of Alice's station with an `idempotencyKey` argument, under `alias` (none:
+/// the field's own name).
+fn keyed_set_mode(alias: Option<&str>, mode: &str, key: &str) -> String {
+    let alias = alias.map(|a| format!("{a}: ")).unwrap_or_default();
+    format!(
+        r#"mutation {{ {alias}setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: {mode},
+            idempotencyKey: "{key}") {{ status chargingStation {{ id chargeMode fetchedAt }} }} }}"#
+    )
+}
+
+#[tokio::test]
+async fn a_retry_under_another_alias_returns_the_first_result_without_calling_the_upstream() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let first = app.graphql("alice", &keyed_set_mode(None, "IMMEDIATE", "K"), json!({})).await;
+    assert_eq!(status(&first, "setChargeMode"), "ACCEPTED", "{first:#}");
+    let retry = app.graphql("alice", &keyed_set_mode(Some("retry"), "IMMEDIATE", "K"), json!({})).await;
+    assert_eq!(data(&retry)["retry"], data(&first)["setChargeMode"], "the first answer again");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+
+    // The same with the `Idempotency-Key` header.
+    let start = |alias: &str| {
+        format!(
+            r#"mutation($i: ID!, $cs: ID!) {{ {alias}startCharging(installationId: $i, chargingStationId: $cs) {{
+                status chargingStation {{ id fetchedAt }} }} }}"#
+        )
+    };
+    let vars = json!({"i": "42", "cs": BOB_STATION});
+    let first = post_with_key(&app, "bob", "start-h", &start(""), vars.clone()).await;
+    assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
+    let retry = post_with_key(&app, "bob", "start-h", &start("again: "), vars).await;
+    assert_eq!(data(&retry)["again"], data(&first)["startCharging"]);
+    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+
+    // An invitation sent again under another alias is the same invitation, not a CONFLICT.
+    let invite = |alias: &str| {
+        format!(
+            r#"mutation {{ {alias}inviteInstaller(installationId: 33, email: "tech@installer.example.com",
+                idempotencyKey: "inv-alias") {{ email expirationDate }} }}"#
+        )
+    };
+    let first = app.graphql("alice", &invite(""), json!({})).await;
+    assert_eq!(data(&first)["inviteInstaller"]["email"], "tech@installer.example.com", "{first:#}");
+    let retry = app.graphql("alice", &invite("b: "), json!({})).await;
+    assert_eq!(data(&retry)["b"], data(&first)["inviteInstaller"]);
+    assert_eq!(count(&app, "POST /installations/{i}/invitations").await, 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_under_another_alias_is_refused_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let first = app.graphql("alice", &keyed_set_mode(None, "IMMEDIATE", "K"), json!({})).await;
+    assert_eq!(status(&first, "setChargeMode"), "ACCEPTED", "{first:#}");
+
+    // Other arguments, under another alias or none.
+    for alias in [Some("again"), None] {
+        let other = app.graphql("alice", &keyed_set_mode(alias, "DEFERRED", "K"), json!({})).await;
+        assert_refused(&other, "BAD_USER_INPUT", &["idempotency key 'K'", "different request", "nothing was sent"]);
+    }
+    // Another mutation.
+    let q = format!(
+        r#"mutation {{ s: stopCharging(installationId: 33, chargingStationId: "{ALICE_STATION}", idempotencyKey: "K") {{ status }} }}"#
+    );
+    let other = app.graphql("alice", &q, json!({})).await;
+    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key 'K'", "setChargeMode"]);
+    assert_eq!(writes(&app).await, BTreeMap::from([(SET_MODE_ROUTE.to_string(), 1)]));
+    assert_eq!(sim_props(&app, "alice", 33, ALICE_STATION).await["chargeMode"], "immediate");
+}
+
+#[tokio::test]
+async fn one_idempotency_key_header_covers_each_mutation_of_a_request_whatever_its_aliases() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let two = |a: &str, b: &str, first: &str, second: &str| {
+        format!(
+            r#"mutation($cs: ID!) {{
+                {a}: setChargeMode(installationId: 33, chargingStationId: $cs, mode: {first}) {{ status }}
+                {b}: setChargeMode(installationId: 33, chargingStationId: $cs, mode: {second}) {{ status }}
+            }}"#
+        )
+    };
+    let vars = json!({"cs": ALICE_STATION});
+    let r = post_with_key(&app, "alice", "two", &two("a", "b", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
+    assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}));
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "each mutation of the request is sent");
+
+    // The same request with other aliases: the first answers, nothing sent.
+    let r = post_with_key(&app, "alice", "two", &two("x", "y", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
+    assert_eq!(data(&r), &json!({"x": {"status": "ACCEPTED"}, "y": {"status": "ACCEPTED"}}));
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+
+    // Another request under the same header: refused, nothing sent.
+    let r = post_with_key(&app, "alice", "two", &two("a", "b", "IMMEDIATE", "DEFERRED"), vars).await;
+    assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+}
+
+#[tokio::test]
+async fn a_command_the_upstream_refused_without_running_it_is_sent_again_with_the_same_key() {
+    let app = spawn_app().await;
+    // Throttled, unavailable, or the token refused (the client refreshes it): nothing ran.
+    let cases =
+        [(503, "UPSTREAM_UNAVAILABLE"), (502, "UPSTREAM_UNAVAILABLE"), (429, "RATE_LIMITED"), (401, "UNAUTHENTICATED")];
+    for (status_code, code) in cases {
+        let key = format!("refused-{status_code}");
+        let f = app
+            .sim()
+            .set_faults(json!({"errorRate": 1.0, "errorStatus": status_code, "routes": [SET_MODE_ROUTE]}))
+            .await;
+        assert_eq!(f.status, 200, "{:?}", f.body);
+        app.sim().reset_calls().await;
+        let r = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
+        assert_refused(&r, code, &[]);
+        assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "{status_code}");
+
+        // The service is back: the same key sends the command, and from then on keeps its answer.
+        app.sim().clear_faults().await;
+        let retry = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
+        assert_eq!(status(&retry, "setChargeMode"), "ACCEPTED", "{status_code}: {retry:#}");
+        assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "{status_code}");
+        let again = app.graphql("alice", &keyed_set_mode(Some("again"), "DEFERRED", &key), json!({})).await;
+        assert_eq!(data(&again)["again"], data(&retry)["setChargeMode"]);
+        assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "{status_code}");
+    }
+}
+
+#[tokio::test]
+async fn a_creation_the_upstream_refused_without_running_it_is_sent_again_with_the_same_key() {
+    let app = spawn_app().await;
+    let f =
+        app.sim().set_faults(json!({"errorRate": 1.0, "errorStatus": 503, "routes": ["POST /installations"]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    app.sim().reset_calls().await;
+    let first = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
+    assert_refused(&first, "UPSTREAM_UNAVAILABLE", &[]);
+
+    app.sim().clear_faults().await;
+    let retry = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
+    assert_eq!(data(&retry)["createInstallation"]["name"], "Grange", "{retry:#}");
+    let again = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
+    assert_eq!(again, retry);
+    assert_eq!(count(&app, "POST /installations").await, 2);
+    assert_eq!(gql_installation_ids(&app, "alice").await.len(), 2, "one installation created");
+}
+
+#[tokio::test]
+async fn an_outcome_of_a_command_that_may_have_run_stays_with_its_key() {
+    let app = spawn_app_with(|c| c.upstream_timeout_ms = 500).await;
+    // No answer in time (the command may have run), and the upstream's own refusal (400).
+    let cases = [
+        (json!({"latencyMs": 3000, "routes": [SET_MODE_ROUTE]}), "UPSTREAM_UNAVAILABLE", "may or may not"),
+        (json!({"errorRate": 1.0, "errorStatus": 400, "routes": [SET_MODE_ROUTE]}), "BAD_USER_INPUT", ""),
+    ];
+    for (n, (faults, code, words)) in cases.into_iter().enumerate() {
+        let key = format!("pinned-{n}");
+        let f = app.sim().set_faults(faults.clone()).await;
+        assert_eq!(f.status, 200, "{:?}", f.body);
+        app.sim().reset_calls().await;
+        let first = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
+        assert_refused(&first, code, &[words]);
+        app.sim().clear_faults().await;
+        let retry = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
+        assert_eq!(retry, first, "{faults}: the first answer again");
+        assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "{faults}: sent once");
+    }
+}
+
+#[tokio::test]
+async fn a_request_dropped_by_its_client_after_sending_keeps_its_key() {
+    // The upstream holds the command long after the client gave up.
+    let app = spawn_app_with(|c| c.upstream_timeout_ms = 30_000).await;
+    let f = app.sim().set_faults(json!({"latencyMs": 20_000, "routes": [SET_MODE_ROUTE]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    app.sim().reset_calls().await;
+    let query = keyed_set_mode(None, "DEFERRED", "dropped");
+    let request = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(app.token_for("alice"))
+        .json(&json!({"query": query}));
+    let first = tokio::spawn(request.send());
+    eventually("the command reaches the upstream", || async { (count(&app, SET_MODE_ROUTE).await == 1).then_some(()) })
+        .await;
+    // The client goes away (its connection closes) while the upstream has the command.
+    first.abort();
+    let _ = first.await;
+
+    let retry = app.graphql("alice", &query, json!({})).await;
+    assert_refused(&retry, "UPSTREAM_UNAVAILABLE", &["may or may not", "charging station's state"]);
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", calls_by_route(&app).await);
+}
+
 // ---- upstream failures, transport ----
 
 #[tokio::test]
@@ -750,6 +943,55 @@ async fn command_failures_are_reported_with_their_code_and_never_retried() {
         let r = app.graphql("bob", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
         assert_refused(&r, code, &[words]);
         assert_eq!(count(&app, START_ROUTE).await, 1, "{faults}: never retried: {:#?}", calls_by_route(&app).await);
+    }
+}
+
+#[tokio::test]
+async fn a_tariff_given_twice_is_named_as_the_client_wrote_it() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let cases = [
+        ("alice", "33", ALICE_METER, "HC"),
+        ("bob", "42", BOB_METER, "HPJR"),
+        ("dieter", "51", DIETER_METER, "TARIFF10"),
+    ];
+    for (sub, i, gm, id) in cases {
+        let tariffs = json!([{"id": id, "value": 0.1}, {"id": id, "value": 0.2}]);
+        let r = app.graphql(sub, SET_TARIFFS, json!({"i": i, "gm": gm, "tariffs": tariffs})).await;
+        assert_refused(&r, "BAD_USER_INPUT", &[]);
+        let message = r["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("tariffs[1].id {id} is given twice")), "{message}");
+    }
+    assert_eq!(writes(&app).await, BTreeMap::new(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_write_the_upstream_does_not_confirm_says_what_to_check_for_that_mutation() {
+    let app = spawn_app_with(|c| c.upstream_timeout_ms = 500).await;
+    let invite = r#"mutation { inviteInstaller(installationId: 33, email: "late@installer.example.com") { email } }"#;
+    let subscribe =
+        r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "http://127.0.0.1:9/h") { id } }"#;
+    let tariffs = json!({"i": "33", "gm": ALICE_METER, "tariffs": [{"id": "HC", "value": 0.1}]});
+    let cases = [
+        ("POST /installations", CREATE, new_installation("Lente"), vec!["new installation", "your installations"]),
+        ("POST /installations/{i}/invitations", invite, json!({}), vec!["invitation", "installation's invitations"]),
+        (SET_TARIFFS_ROUTE, SET_TARIFFS, tariffs, vec!["prices", "grid meter's tariffs"]),
+        (
+            "POST /installations/{i}/event-subscriptions",
+            subscribe,
+            json!({}),
+            vec!["subscription", "eventSubscriptions"],
+        ),
+    ];
+    for (route, query, vars, words) in cases {
+        let f = app.sim().set_faults(json!({"latencyMs": 3000, "routes": [route]})).await;
+        assert_eq!(f.status, 200, "{:?}", f.body);
+        let r = app.graphql("alice", query, vars).await;
+        let mut expected = vec!["may or may not"];
+        expected.extend(words);
+        assert_refused(&r, "UPSTREAM_UNAVAILABLE", &expected);
+        let message = r["errors"][0]["message"].as_str().unwrap();
+        assert!(!message.contains("station"), "{route}: no station is involved: {message}");
     }
 }
 

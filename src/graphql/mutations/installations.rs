@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, InputObject, Object};
 
-use super::{command_error, services};
+use super::{Doubt, services};
 use crate::cache::Resource;
 use crate::graphql::context::caller;
 use crate::graphql::error::{AppError, AppResult};
@@ -22,6 +22,9 @@ pub struct CreateInstallationInput {
     pub location_name: String,
     pub location: LocationInput,
 }
+
+/// What a `createInstallation` the upstream did not confirm may have done.
+const CREATED: Doubt = Doubt { what: "the new installation", done: "created", check: "your installations" };
 
 fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
     let v = value.trim();
@@ -62,10 +65,9 @@ impl InstallationMutation {
         let fingerprint = format!("{new:?}");
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, fingerprint, |sent| async move {
+            .once(ctx, idempotency_key, fingerprint, CREATED, |sent| async move {
                 let me = caller(ctx)?;
-                sent.mark();
-                let created = svc.cache.client().create_installation(me.token(), &new).await.map_err(command_error)?;
+                let created = sent.send(svc.cache.client().create_installation(me.token(), &new)).await?;
                 let sub = me.sub.clone();
                 svc.cache.invalidate_caller_resource(&sub, |r| matches!(r, Resource::Installations));
                 Ok(Installation::from(created))

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, InputObject, Object};
+use async_graphql::{Context, ID, InputObject, InputType, Object};
 use chrono::{DateTime, Utc};
 
-use super::{command_error, invalidate, services};
+use super::{Doubt, command_error, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::{caller, installation_id as parse_installation_id};
@@ -28,6 +28,10 @@ pub struct TariffPriceInput {
     pub begin_date: Option<DateTime<Utc>>,
     pub friendly_name: Option<String>,
 }
+
+const TIC_CHANGED: Doubt =
+    Doubt { what: "the change of TIC consent", done: "made", check: "the grid meter's authorizeTic" };
+const PRICED: Doubt = Doubt { what: "the new prices", done: "saved", check: "the grid meter's tariffs" };
 
 /// The tariff ids a subscription prices (the upstream requires all of them in one call).
 fn tariffs_of(subscription: GridSubscription) -> Option<Vec<TariffId>> {
@@ -74,7 +78,7 @@ impl MeterMutation {
         require_owner(ctx, i, "change the TIC consent").await?;
         let me = caller(ctx)?;
         let client = services(ctx)?.cache.client();
-        client.authorize_tic(me.token(), i, &gm, authorize).await.map_err(command_error)?;
+        client.authorize_tic(me.token(), i, &gm, authorize).await.map_err(|e| command_error(e, TIC_CHANGED))?;
         invalidate(ctx, i, |r| {
             matches!(
                 r,
@@ -123,13 +127,13 @@ impl MeterMutation {
                 )));
             }
             if wanted.insert(code.to_string(), t.clone()).is_some() {
-                return Err(AppError::bad_input(format!("tariffs[{n}].id {:?} is given twice", t.id)));
+                return Err(AppError::bad_input(format!("tariffs[{n}].id {} is given twice", t.id.to_value())));
             }
         }
-        let fingerprint = format!("tariffs {i} {gm} {wanted:?}");
+        let fingerprint = format!("{i} {gm} {wanted:?}");
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, fingerprint, |sent| async move {
+            .once(ctx, idempotency_key, fingerprint, PRICED, |sent| async move {
                 require_owner(ctx, i, "set tariff prices").await?;
                 let me = caller(ctx)?;
                 let client = svc.cache.client();
@@ -191,8 +195,7 @@ impl MeterMutation {
                     };
                     body.push(item);
                 }
-                sent.mark();
-                let saved = client.set_tariffs(me.token(), i, &gm, &body).await.map_err(command_error)?;
+                let saved = sent.send(client.set_tariffs(me.token(), i, &gm, &body)).await?;
                 invalidate(ctx, i, |r| {
                     matches!(
                         r,

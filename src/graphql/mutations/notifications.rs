@@ -2,13 +2,18 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{command_error, invalidate, services};
+use super::{Doubt, command_error, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::context::{caller, installation_id as parse_installation_id, load};
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::installations::EventSubscription;
 use crate::upstream::installations as wire;
 use crate::upstream::notifications::NewEventSubscription;
+
+const SUBSCRIBED: Doubt =
+    Doubt { what: "the subscription", done: "made", check: "the installation's eventSubscriptions" };
+const UNSUBSCRIBED: Doubt =
+    Doubt { what: "the removal of the subscription", done: "made", check: "the installation's eventSubscriptions" };
 
 fn stale(r: &Resource) -> bool {
     matches!(r, Resource::EventSubscriptions { .. } | Resource::EventSubscription { .. })
@@ -52,11 +57,10 @@ impl NotificationMutation {
         };
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, format!("subscribe {i} {body:?}"), |sent| async move {
+            .once(ctx, idempotency_key, format!("{i} {body:?}"), SUBSCRIBED, |sent| async move {
                 visible(ctx, i).await?;
                 let me = caller(ctx)?;
-                sent.mark();
-                let sub = svc.cache.client().subscribe(me.token(), i, &body).await.map_err(command_error)?;
+                let sub = sent.send(svc.cache.client().subscribe(me.token(), i, &body)).await?;
                 invalidate(ctx, i, stale)?;
                 Ok(EventSubscription::from(sub))
             })
@@ -77,7 +81,12 @@ impl NotificationMutation {
         }
         visible(ctx, i).await?;
         let me = caller(ctx)?;
-        services(ctx)?.cache.client().unsubscribe(me.token(), i, &id).await.map_err(command_error)?;
+        services(ctx)?
+            .cache
+            .client()
+            .unsubscribe(me.token(), i, &id)
+            .await
+            .map_err(|e| command_error(e, UNSUBSCRIBED))?;
         invalidate(ctx, i, stale)?;
         Ok(true)
     }
@@ -87,7 +96,12 @@ impl NotificationMutation {
         let i = parse_installation_id(&installation_id)?;
         visible(ctx, i).await?;
         let me = caller(ctx)?;
-        services(ctx)?.cache.client().unsubscribe_all(me.token(), i).await.map_err(command_error)?;
+        services(ctx)?
+            .cache
+            .client()
+            .unsubscribe_all(me.token(), i)
+            .await
+            .map_err(|e| command_error(e, UNSUBSCRIBED))?;
         invalidate(ctx, i, stale)?;
         Ok(true)
     }

@@ -4,7 +4,7 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{command_error, services};
+use super::{Doubt, command_error, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::{caller, installation_id as parse_installation_id};
@@ -12,6 +12,14 @@ use crate::graphql::enums::Culture;
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::installations::Invitation;
 use crate::upstream::sharing::NewInvitation;
+
+const INVITED: Doubt = Doubt { what: "the invitation", done: "sent", check: "the installation's invitations" };
+const CANCELLED: Doubt =
+    Doubt { what: "the cancellation of the invitation", done: "made", check: "the installation's invitations" };
+const ACCEPTED: Doubt = Doubt { what: "the acceptance of the invitation", done: "made", check: "your installations" };
+const DISABLED: Doubt = Doubt { what: "disabling the installer", done: "done", check: "the installation's users" };
+const ENABLED: Doubt = Doubt { what: "enabling the installer", done: "done", check: "the installation's users" };
+const USER_REMOVED: Doubt = Doubt { what: "the removal of the user", done: "made", check: "the installation's users" };
 
 /// A plausible e-mail address: one `@`, something before it, a dotted domain after it.
 pub(crate) fn check_email(field: &str, email: &str) -> AppResult<String> {
@@ -75,11 +83,10 @@ impl SharingMutation {
         let body = NewInvitation { email, culture_code };
         let svc = services(ctx)?;
         svc.idempotency
-            .once(ctx, idempotency_key, format!("invite {i} {body:?}"), |sent| async move {
+            .once(ctx, idempotency_key, format!("{i} {body:?}"), INVITED, |sent| async move {
                 require_owner(ctx, i, "invite installers").await?;
                 let me = caller(ctx)?;
-                sent.mark();
-                let inv = svc.cache.client().invite(me.token(), i, &body).await.map_err(command_error)?;
+                let inv = sent.send(svc.cache.client().invite(me.token(), i, &body)).await?;
                 super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
                 Ok(Invitation::from(inv))
             })
@@ -92,7 +99,12 @@ impl SharingMutation {
         let email = check_email("email", &email)?;
         require_owner(ctx, i, "cancel invitations").await?;
         let me = caller(ctx)?;
-        services(ctx)?.cache.client().cancel_invitation(me.token(), i, &email).await.map_err(command_error)?;
+        services(ctx)?
+            .cache
+            .client()
+            .cancel_invitation(me.token(), i, &email)
+            .await
+            .map_err(|e| command_error(e, CANCELLED))?;
         super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
         Ok(true)
     }
@@ -105,7 +117,7 @@ impl SharingMutation {
         }
         let me = caller(ctx)?;
         let svc = services(ctx)?;
-        svc.cache.client().accept_invitation(me.token(), code).await.map_err(command_error)?;
+        svc.cache.client().accept_invitation(me.token(), code).await.map_err(|e| command_error(e, ACCEPTED))?;
         // Which installation it was is not said: every cached list of users and installations goes.
         svc.cache.invalidate(|r| {
             matches!(r, Resource::Installations | Resource::Users { .. } | Resource::Invitations { .. })
@@ -124,7 +136,7 @@ impl SharingMutation {
             .client()
             .set_installer_enabled(me.token(), i, &account, false)
             .await
-            .map_err(command_error)?;
+            .map_err(|e| command_error(e, DISABLED))?;
         membership_changed(ctx, i)?;
         Ok(true)
     }
@@ -140,7 +152,7 @@ impl SharingMutation {
             .client()
             .set_installer_enabled(me.token(), i, &account, true)
             .await
-            .map_err(command_error)?;
+            .map_err(|e| command_error(e, ENABLED))?;
         membership_changed(ctx, i)?;
         Ok(true)
     }
@@ -156,7 +168,12 @@ impl SharingMutation {
         let account = account(&account_id)?;
         require_owner(ctx, i, "remove users").await?;
         let me = caller(ctx)?;
-        services(ctx)?.cache.client().remove_user(me.token(), i, &account).await.map_err(command_error)?;
+        services(ctx)?
+            .cache
+            .client()
+            .remove_user(me.token(), i, &account)
+            .await
+            .map_err(|e| command_error(e, USER_REMOVED))?;
         membership_changed(ctx, i)?;
         Ok(true)
     }

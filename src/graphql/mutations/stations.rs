@@ -10,7 +10,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Sent, command_error, invalidate, services};
+use super::{Doubt, Sent, command_error, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::{caller, installation_id as parse_installation_id};
@@ -183,6 +183,16 @@ impl Command {
     }
 }
 
+/// What a station command the upstream did not confirm may have done.
+const COMMAND: Doubt = Doubt { what: "the command", done: "delivered", check: "the charging station's state" };
+const ASSOCIATED: Doubt = Doubt {
+    what: "the association of the charging station",
+    done: "made",
+    check: "the installation's charging stations",
+};
+const REMOVED: Doubt =
+    Doubt { what: "the removal of the charging station", done: "made", check: "the installation's charging stations" };
+
 fn station_id(i: i64, cs: &ID) -> AppResult<(i64, String)> {
     let cs = cs.trim();
     if cs.is_empty() {
@@ -221,14 +231,15 @@ async fn run_command(
     // Waiting keeps the installation watched, so the station's event arrives (webhook or poller)
     // even when no subscription watches it.
     let _watch = wait.then(|| svc.live.watch(me, true, i));
-    sent.mark();
-    let outcome = match &command {
-        Command::ChargeMode(mode) => client.set_charge_mode(me.token(), i, &cs, mode).await,
-        Command::Start => client.start_stop(me.token(), i, &cs, true).await,
-        Command::Stop => client.start_stop(me.token(), i, &cs, false).await,
-        Command::Update(body) => client.update_station(me.token(), i, &cs, body).await,
-    };
-    outcome.map_err(command_error)?;
+    sent.send(async {
+        match &command {
+            Command::ChargeMode(mode) => client.set_charge_mode(me.token(), i, &cs, mode).await,
+            Command::Start => client.start_stop(me.token(), i, &cs, true).await,
+            Command::Stop => client.start_stop(me.token(), i, &cs, false).await,
+            Command::Update(body) => client.update_station(me.token(), i, &cs, body).await,
+        }
+    })
+    .await?;
     invalidate(ctx, i, station_stale)?;
     let view = |s: wire::ChargingStation| Some(ChargingStation::new(i, Arc::new(s), Utc::now()));
     if !wait {
@@ -279,7 +290,7 @@ async fn command(
     let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
     services(ctx)?
         .idempotency
-        .once(ctx, idempotency_key, fingerprint, |sent| run_command(ctx, i, cs, command, wait, sent))
+        .once(ctx, idempotency_key, fingerprint, COMMAND, |sent| run_command(ctx, i, cs, command, wait, sent))
         .await
 }
 
@@ -307,20 +318,14 @@ impl StationMutation {
         let culture =
             input.culture.to_upstream().ok_or_else(|| AppError::bad_input("input.culture cannot be UNKNOWN"))?;
         let body = AssociateStation { uid, qr_code: qr, timezone: timezone.into(), country: culture.into() };
-        let fingerprint = format!("associate {i} {body:?}");
+        let fingerprint = format!("{i} {body:?}");
         let key = idempotency_key;
         services(ctx)?
             .idempotency
-            .once(ctx, key, fingerprint, |sent| async move {
+            .once(ctx, key, fingerprint, ASSOCIATED, |sent| async move {
                 require_owner(ctx, i, "associate charging stations").await?;
                 let me = caller(ctx)?;
-                sent.mark();
-                let station = services(ctx)?
-                    .cache
-                    .client()
-                    .associate_station(me.token(), i, &body)
-                    .await
-                    .map_err(command_error)?;
+                let station = sent.send(services(ctx)?.cache.client().associate_station(me.token(), i, &body)).await?;
                 invalidate(ctx, i, |r| matches!(r, Resource::Stations { .. } | Resource::Meters { .. }))?;
                 services(ctx)?.cache.invalidate(|r| matches!(r, Resource::Installations));
                 Ok(ChargingStation::new(i, Arc::new(station), Utc::now()))
@@ -338,7 +343,12 @@ impl StationMutation {
         let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
         require_owner(ctx, i, "remove charging stations").await?;
         let me = caller(ctx)?;
-        services(ctx)?.cache.client().remove_station(me.token(), i, &cs).await.map_err(command_error)?;
+        services(ctx)?
+            .cache
+            .client()
+            .remove_station(me.token(), i, &cs)
+            .await
+            .map_err(|e| command_error(e, REMOVED))?;
         invalidate(ctx, i, |_| true)?;
         services(ctx)?.cache.invalidate(|r| matches!(r, Resource::Installations));
         Ok(true)
