@@ -214,7 +214,7 @@ pub struct EventSubscription {
     pub installation_id: Option<ID>,
     pub user_id: Option<String>,
     pub protocol_code: Option<String>,
-    /// The webhook URL.
+    #[graphql(skip)]
     pub protocol_data: Option<String>,
     pub event_type: Option<String>,
     pub filter: SubjectFilter,
@@ -227,6 +227,12 @@ pub struct EventSubscription {
 
 #[ComplexObject]
 impl EventSubscription {
+    /// The webhook URL. witty-bff's own show `<hidden>` in place of their key: whoever knows it
+    /// can deliver events for the installation.
+    async fn protocol_data(&self, ctx: &Context<'_>) -> AppResult<Option<String>> {
+        let svc = super::mutations::services(ctx)?;
+        Ok(self.protocol_data.as_deref().map(|url| svc.live.redact_webhook_url(url)))
+    }
     async fn creation_date(&self) -> Option<DateTime<Utc>> {
         parse_time(self.creation_raw.as_deref())
     }

@@ -90,3 +90,26 @@ async fn a_malformed_or_oversized_delivery_is_refused_saying_what_is_wrong() {
     assert!(r.body["error"].as_str().unwrap_or_default().contains("at most 1024 KiB"), "{:?}", r.body);
     assert_eq!(metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await, 0.0);
 }
+
+#[tokio::test]
+async fn a_member_sees_witty_bffs_webhook_url_without_its_key_and_her_own_as_it_is() {
+    let app = spawn_app().await;
+    // Alice watches: witty-bff's subscription is made with her token, so it is among hers.
+    let _alice = watch_events(&app, &app.token_for("alice")).await;
+    let url = validated_webhook(&app).await;
+    let url = url["protocolData"].as_str().unwrap();
+    let key = url.rsplit('/').next().unwrap();
+    let r = app
+        .graphql(
+            "alice",
+            r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "https://example.com/hook") { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.graphql("alice", "{ installation(id: 33) { eventSubscriptions { protocolData } } }", json!({})).await;
+    let text = r.to_string();
+    assert!(!text.contains(key), "the key is shown: {text}");
+    assert!(text.contains(&format!("{}/webhooks/witty/<hidden>", app.base)), "{text}");
+    assert!(text.contains("https://example.com/hook"), "{text}");
+}
