@@ -821,8 +821,7 @@ async fn one_idempotency_key_header_covers_each_mutation_of_a_request_whatever_i
 async fn a_command_the_upstream_refused_without_running_it_is_sent_again_with_the_same_key() {
     let app = spawn_app().await;
     // Throttled, unavailable, or the token refused (the client refreshes it): nothing ran.
-    let cases =
-        [(503, "UPSTREAM_UNAVAILABLE"), (502, "UPSTREAM_UNAVAILABLE"), (429, "RATE_LIMITED"), (401, "UNAUTHENTICATED")];
+    let cases = [(503, "UPSTREAM_UNAVAILABLE"), (429, "RATE_LIMITED"), (401, "UNAUTHENTICATED")];
     for (status_code, code) in cases {
         let key = format!("refused-{status_code}");
         let f = app
@@ -868,9 +867,12 @@ async fn a_creation_the_upstream_refused_without_running_it_is_sent_again_with_t
 #[tokio::test]
 async fn an_outcome_of_a_command_that_may_have_run_stays_with_its_key() {
     let app = spawn_app_with(|c| c.upstream_timeout_ms = 500).await;
-    // No answer in time (the command may have run), and the upstream's own refusal (400).
+    // No answer in time (the command may have run), a gateway's 502 or 504 (passed on, so it may
+    // have run too), and the upstream's own refusal (400).
     let cases = [
         (json!({"latencyMs": 3000, "routes": [SET_MODE_ROUTE]}), "UPSTREAM_UNAVAILABLE", "may or may not"),
+        (json!({"errorRate": 1.0, "errorStatus": 502, "routes": [SET_MODE_ROUTE]}), "UPSTREAM_UNAVAILABLE", ""),
+        (json!({"errorRate": 1.0, "errorStatus": 504, "routes": [SET_MODE_ROUTE]}), "UPSTREAM_UNAVAILABLE", ""),
         (json!({"errorRate": 1.0, "errorStatus": 400, "routes": [SET_MODE_ROUTE]}), "BAD_USER_INPUT", ""),
     ];
     for (n, (faults, code, words)) in cases.into_iter().enumerate() {

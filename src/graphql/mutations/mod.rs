@@ -92,17 +92,17 @@ pub(crate) fn command_error(e: UpstreamError, doubt: Doubt) -> AppError {
 }
 
 /// Whether a failed write certainly did not run upstream, so that sending it again under the same
-/// idempotency key is right: throttled (429, or 403 with `Retry-After`), a gateway or service that
-/// was unavailable (502, 503, 504), or a token refused (401: the client refreshes it and tries
-/// again). A timeout or a connection cut after sending may have run; another 4xx is the upstream's
-/// answer to this request. `UpstreamError::Unreachable` does not tell a refused connection (nothing
+/// idempotency key is right: throttled (429, or 403 with `Retry-After`), a service that says it
+/// is unavailable (503), or a token refused (401: the client refreshes it and tries again). A
+/// timeout, a connection cut after sending, or a gateway's 502 or 504 (it passed the request on)
+/// may have run; another 4xx is the upstream's answer to this request. `UpstreamError::Unreachable` does not tell a refused connection (nothing
 /// sent) from one cut after sending, so both are taken as "may have run".
 fn did_not_run(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::RateLimited { .. }
             | UpstreamError::Unauthorized { .. }
-            | UpstreamError::Server { status: 502..=504, .. }
+            | UpstreamError::Server { status: 503, .. }
     )
 }
 
