@@ -117,3 +117,31 @@ impl From<AppError> for async_graphql::Error {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// Gives every error of a response a code: those async-graphql makes itself (a syntax error, a
+/// limit) have none. A query over the complexity limit is told how to fix it.
+pub fn with_codes(response: &mut async_graphql::Response) {
+    for e in response.errors.iter_mut() {
+        let has_code = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
+        if has_code {
+            continue;
+        }
+        let lower = e.message.to_ascii_lowercase();
+        let code = if lower.contains("too complex") {
+            e.message = format!(
+                "the query asks the Witty-Home service for too much at once: each field that reads it (a \
+                 measure's values, a log's entries or counts, a list, a resource by id), and each alias of \
+                 one, counts {} of the {} allowed; split it into smaller queries",
+                super::history::UPSTREAM_READ,
+                super::MAX_COMPLEXITY
+            );
+            "QUERY_TOO_COMPLEX"
+        } else if lower.contains("nested too deep") {
+            e.message = format!("the query is nested deeper than {} levels; ask for less at once", super::MAX_DEPTH);
+            "QUERY_TOO_COMPLEX"
+        } else {
+            "BAD_USER_INPUT"
+        };
+        e.extensions.get_or_insert_with(Default::default).set("code", code);
+    }
+}

@@ -146,7 +146,7 @@ fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
     // Subscriptions last while the verifier accepts the token (its leeway included).
     let request = request.data(TokenCheck(s.verifier.clone()));
     let results = s.schema.execute_stream(request).map(|mut r| {
-        with_codes(&mut r);
+        crate::graphql::error::with_codes(&mut r);
         Ok::<_, Infallible>(Event::default().event("next").data(serde_json::to_string(&r).unwrap_or_default()))
     });
     let complete = futures::stream::once(async { Ok(Event::default().event("complete").data("")) });
@@ -174,25 +174,9 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
     }
 }
 
-/// Gives every error a code.
-fn with_codes(response: &mut GqlResponse) {
-    for e in response.errors.iter_mut() {
-        let has_code = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
-        if !has_code {
-            let lower = e.message.to_ascii_lowercase();
-            let code = if lower.contains("too complex") || lower.contains("nested too deep") {
-                "QUERY_TOO_COMPLEX"
-            } else {
-                "BAD_USER_INPUT"
-            };
-            e.extensions.get_or_insert_with(Default::default).set("code", code);
-        }
-    }
-}
-
 /// The HTTP answer, with the status the GraphQL-over-HTTP spec asks for.
 fn respond(mut response: GqlResponse, modern: bool) -> Response {
-    with_codes(&mut response);
+    crate::graphql::error::with_codes(&mut response);
     // A request error (nothing executed) has no data and errors without a path.
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()

@@ -96,7 +96,9 @@ impl PerOperation {
 
 impl Executor for PerOperation {
     async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
-        self.schema.execute(request).await
+        let mut response = self.schema.execute(request).await;
+        crate::graphql::error::with_codes(&mut response);
+        response
     }
 
     fn execute_stream(
@@ -107,12 +109,19 @@ impl Executor for PerOperation {
         let request = self.with_loaders(request, session_data.as_deref());
         let id = self.subscribing.lock().unwrap_or_else(|e| e.into_inner()).take();
         let token = Self::caller(session_data.as_deref()).map(|c| c.token().to_string());
-        match (id, token, session_data) {
+        let stream = match (id, token, session_data) {
             (Some(id), Some(token), Some(session)) => {
                 self.fanout.execute_stream(&self.schema, request, session, &token, &id, self.lanes.clone())
             }
             (_, _, session) => self.schema.execute_stream_with_session_data(request, session.unwrap_or_default()),
-        }
+        };
+        // Errors get their codes as over HTTP (answers shared through lanes come with theirs).
+        stream
+            .map(|mut r| {
+                crate::graphql::error::with_codes(&mut r);
+                r
+            })
+            .boxed()
     }
 }
 

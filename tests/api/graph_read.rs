@@ -521,6 +521,8 @@ async fn a_query_that_would_cost_hundreds_of_upstream_calls_is_refused_before_an
             r["errors"][0]
         );
         assert_eq!(codes.len(), 1, "{aliases} aliases: {} errors", codes.len());
+        let message = r["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("split it into smaller queries"), "says what to do: {message}");
         assert!(r["data"].is_null(), "{aliases} aliases: nothing runs");
         assert_eq!(app.sim().calls().await["total"], 0, "{aliases} aliases: {:#?}", calls_by_route(&app).await);
     }

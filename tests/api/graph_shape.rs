@@ -102,3 +102,14 @@ async fn fields_come_in_the_order_the_query_asks_for_them() {
 fn at_in(text: &str, key: &str) -> usize {
     text.find(&format!("\"{key}")).unwrap_or_else(|| panic!("{key} in {text}"))
 }
+
+#[tokio::test]
+async fn a_subscription_refused_at_validation_over_websocket_gets_a_code_as_over_http() {
+    let app = spawn_app().await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut ws, false, "1", "subscription { noSuchField }").await;
+    let v = ws_next(&mut ws).await;
+    let error = &v["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{v}");
+    assert!(error["message"].as_str().unwrap_or_default().contains("noSuchField"), "{v}");
+}
