@@ -81,7 +81,7 @@ impl From<UpstreamError> for AppError {
             UpstreamError::Timeout => {
                 AppError::UpstreamUnavailable("the Witty-Home service did not answer in time; try again later".into())
             }
-            UpstreamError::Unreachable(cause) => {
+            UpstreamError::NotConnected(cause) | UpstreamError::Unreachable(cause) => {
                 tracing::warn!(%cause, "upstream unreachable");
                 AppError::UpstreamUnavailable("the Witty-Home service cannot be reached; try again later".into())
             }

@@ -31,7 +31,10 @@ pub enum UpstreamError {
     /// No answer within the configured timeout.
     #[error("upstream did not answer in time")]
     Timeout,
-    /// Connection refused, reset or cut mid-answer.
+    /// No connection could be made (refused, no route, connect timeout): nothing was sent.
+    #[error("upstream not reached: {0}")]
+    NotConnected(String),
+    /// The connection was reset or cut after the request went out, or mid-answer.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
     /// An answer that does not have the documented shape.
@@ -56,7 +59,10 @@ impl UpstreamError {
     }
 
     pub fn from_transport(e: reqwest::Error) -> UpstreamError {
-        if e.is_timeout() {
+        // First: a connect timeout is a timeout too, but nothing was sent.
+        if e.is_connect() {
+            UpstreamError::NotConnected(e.without_url().to_string())
+        } else if e.is_timeout() {
             UpstreamError::Timeout
         } else if e.is_decode() {
             UpstreamError::Decode(e.to_string())
@@ -68,7 +74,13 @@ impl UpstreamError {
 
     /// Worth trying a read again: the failure was on the way, not in the answer.
     pub fn is_transient(&self) -> bool {
-        matches!(self, UpstreamError::Server { .. } | UpstreamError::Timeout | UpstreamError::Unreachable(_))
+        matches!(
+            self,
+            UpstreamError::Server { .. }
+                | UpstreamError::Timeout
+                | UpstreamError::NotConnected(_)
+                | UpstreamError::Unreachable(_)
+        )
     }
 }
 
@@ -95,5 +107,15 @@ mod tests {
         );
         assert!(UpstreamError::from_status(StatusCode::BAD_GATEWAY, None, b"").is_transient());
         assert!(!UpstreamError::from_status(StatusCode::CONFLICT, None, b"").is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_cannot_be_made_is_told_from_one_cut_after_sending() {
+        // A port nobody listens on (bound, then let go).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = reqwest::Client::new().post(format!("http://127.0.0.1:{port}/x")).send().await.unwrap_err();
+        let e = UpstreamError::from_transport(e);
+        assert!(matches!(e, UpstreamError::NotConnected(_)), "{e:?}");
+        assert!(e.is_transient());
     }
 }

@@ -95,14 +95,15 @@ pub(crate) fn command_error(e: UpstreamError, doubt: Doubt) -> AppError {
 /// idempotency key is right: throttled (429, or 403 with `Retry-After`), a service that says it
 /// is unavailable (503), or a token refused (401: the client refreshes it and tries again). A
 /// timeout, a connection cut after sending, or a gateway's 502 or 504 (it passed the request on)
-/// may have run; another 4xx is the upstream's answer to this request. `UpstreamError::Unreachable` does not tell a refused connection (nothing
-/// sent) from one cut after sending, so both are taken as "may have run".
+/// may have run; another 4xx is the upstream's answer to this request. A connection that could not
+/// be made (`NotConnected`) sent nothing; one reset or cut (`Unreachable`) may have sent it.
 fn did_not_run(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::RateLimited { .. }
             | UpstreamError::Unauthorized { .. }
             | UpstreamError::Server { status: 503, .. }
+            | UpstreamError::NotConnected(_)
     )
 }
 
