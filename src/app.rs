@@ -89,12 +89,15 @@ impl App {
             None => format!("http://{addr}").parse().context("public URL")?,
         };
         // Stable across restarts (so our upstream subscription is recognised again), unguessable
-        // without the API key.
+        // without the API key. Not the value earlier versions derived: that one was the last segment
+        // of their webhook URL, which members could read; the installations' keys come from this.
         let webhook_secret = match &config.webhook_secret {
             Some(s) => s.expose().to_string(),
-            None => Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("witty-bff-webhook:{api_key_for_secret}").as_bytes())
-                .simple()
-                .to_string(),
+            None => {
+                Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("witty-bff-webhook-keys-v2:{api_key_for_secret}").as_bytes())
+                    .simple()
+                    .to_string()
+            }
         };
         let live = Live::new(
             cache.clone(),

@@ -118,7 +118,7 @@ fn current(regs: &mut HashMap<i64, Registration>, installation_id: i64, id: u64)
 pub(super) struct Registry {
     inner: Mutex<HashMap<i64, Registration>>,
     /// Validations that arrived before their subscription's id was known (by lower-case name).
-    early_validations: moka::sync::Cache<String, ()>,
+    early_validations: moka::sync::Cache<(i64, String), ()>,
     next_id: AtomicU64,
     /// Upstream subscriptions of ours whose removal failed: removed with the holder's next token.
     orphans: Orphans,
@@ -243,7 +243,7 @@ impl Registry {
             }
             None => {
                 if let Some(n) = subscription_name {
-                    self.early_validations.insert(n.to_ascii_lowercase(), ());
+                    self.early_validations.insert((installation, n.to_ascii_lowercase()), ());
                 }
             }
         }
@@ -490,7 +490,9 @@ async fn register(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> Option
                 reg.subscription_id = Some(id.clone());
                 reg.holder = Some(watcher.clone());
                 // Checked under the registry's lock, as `validated` records early ones under it.
-                if already_valid || live.registry.early_validations.remove(&id.to_ascii_lowercase()).is_some() {
+                if already_valid
+                    || live.registry.early_validations.remove(&(installation_id, id.to_ascii_lowercase())).is_some()
+                {
                     reg.validated.send_replace(true);
                     reg.stop_polling();
                 }

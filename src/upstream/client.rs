@@ -86,13 +86,21 @@ impl UpstreamClient {
         &self.base
     }
 
-    /// `base/segment/segment…`, each segment percent-encoded.
-    fn url(&self, segments: &[&str]) -> Url {
+    /// `base/segment/segment…`, each segment percent-encoded. An empty, `.` or `..` segment is
+    /// refused: the URL would silently name another route (`DELETE …/event-subscriptions/..` is
+    /// `DELETE /installations/{i}`), so such a request is never sent.
+    fn url(&self, segments: &[&str]) -> Result<Url, UpstreamError> {
+        if let Some(bad) = segments.iter().find(|s| matches!(s.trim(), "" | "." | "..")) {
+            return Err(UpstreamError::Rejected {
+                status: 0,
+                message: format!("'{bad}' is not a valid id: an id may not be empty, '.' or '..'"),
+            });
+        }
         let mut url = (*self.base).clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
         }
-        url
+        Ok(url)
     }
 
     /// One attempt.
@@ -138,7 +146,7 @@ impl UpstreamClient {
         bearer: &str,
         body: Option<Vec<u8>>,
     ) -> Result<bytes::Bytes, UpstreamError> {
-        let url = self.url(segments);
+        let url = self.url(segments)?;
         let once = || self.attempt(&method, &url, bearer, body.as_deref());
         let started = std::time::Instant::now();
         let result = match kind {

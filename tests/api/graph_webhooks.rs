@@ -113,3 +113,45 @@ async fn a_member_sees_witty_bffs_webhook_url_without_its_key_and_her_own_as_it_
     assert!(text.contains(&format!("{}/webhooks/witty/<hidden>", app.base)), "{text}");
     assert!(text.contains("https://example.com/hook"), "{text}");
 }
+
+#[tokio::test]
+async fn an_id_of_dots_is_refused_and_never_sent_to_another_route() {
+    let app = spawn_app().await;
+    let _alice = watch_events(&app, &app.token_for("alice")).await;
+    validated_webhook(&app).await;
+    let mine = app
+        .graphql(
+            "alice",
+            r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "https://example.com/hook") { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(mine["errors"].is_null(), "{mine}");
+    app.sim().reset_calls().await;
+    // `…/event-subscriptions/..` would be `DELETE /installations/33`, `…/.` all her subscriptions.
+    for id in ["..", "."] {
+        let r = app
+            .graphql(
+                "alice",
+                &format!(
+                    r#"mutation {{ unsubscribeFromNotifications(installationId: 33, eventSubscriptionId: "{id}") }}"#
+                ),
+                json!({}),
+            )
+            .await;
+        assert_eq!(error_codes(&r), ["BAD_USER_INPUT"], "{r}");
+        assert!(r.to_string().contains("not a valid id"), "{r}");
+    }
+    let r = app
+        .graphql(
+            "alice",
+            r#"mutation { removeChargingStation(installationId: 33, chargingStationId: "..") }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_codes(&r), ["BAD_USER_INPUT"], "{r}");
+    let calls = app.sim().calls().await;
+    assert!(calls["byRoute"].as_object().unwrap().keys().all(|k| !k.starts_with("DELETE")), "nothing deleted: {calls}");
+    let subs = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
+    assert_eq!(subs.as_array().map(Vec::len), Some(2), "witty-bff's and hers are still there: {subs}");
+}
