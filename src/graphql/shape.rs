@@ -5,7 +5,10 @@
 //!
 //! With this extension a failing field is `null` with its error in `errors`; when that field is
 //! non-null, the `null` goes up to the nearest nullable field or list item (or to `data`); and
-//! every object lists its fields in the order the query asked for them.
+//! every object lists its fields in the order the query asked for them. The nulls go up once the
+//! whole answer is there (a field asked twice, in two fragments say, is resolved twice and merged:
+//! only the merged answer can say what its parent is). A subscription selects one root field, as
+//! the spec asks, so its events never run side by side.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextResolve, ResolveInfo,
 };
+use async_graphql::parser::types::OperationType;
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{
-    Name, PathSegment, Positioned, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value,
-    Variables,
+    Name, Positioned, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value, Variables,
 };
 
 /// The extension, registered on the schema.
@@ -35,11 +38,20 @@ struct Shaping {
     doc: Mutex<Option<Arc<ExecutableDocument>>>,
     /// Errors of fields that were answered `null` in their place.
     errors: Mutex<Vec<ServerError>>,
-    /// Paths of non-null fields (or list items) that are `null`: their parent must be too.
-    nulled: Mutex<Vec<Vec<PathSegment>>>,
-    /// The order of the keys of each field's selection (by the address of the field in the
-    /// document, which lives as long as the request).
-    orders: Mutex<HashMap<usize, Arc<[Name]>>>,
+    /// Paths of non-null fields (or list items) that failed: their parent must be null too.
+    nulled: Mutex<Vec<Path>>,
+    /// Of the fields above a failed non-null one: whether each is non-null, and (for a list)
+    /// whether its items may be null.
+    above: Mutex<HashMap<Path, (bool, bool)>>,
+}
+
+/// A place in the answer.
+type Path = Vec<Seg>;
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Seg {
+    Field(String),
+    Index(usize),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,6 +68,15 @@ impl Extension for Shaping {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
+        let roots = |op: &Positioned<async_graphql::parser::types::OperationDefinition>| {
+            op.node.ty == OperationType::Subscription && op.node.selection_set.node.items.len() != 1
+        };
+        if doc.operations.iter().any(|(_, op)| roots(op)) {
+            return Err(ServerError::new(
+                "a subscription selects exactly one root field (subscribe once per field)",
+                None,
+            ));
+        }
         *lock(&self.doc) = Some(Arc::new(doc.clone()));
         Ok(doc)
     }
@@ -68,17 +89,16 @@ impl Extension for Shaping {
     ) -> Response {
         let mut response = next.run(ctx, operation_name).await;
         response.errors.extend(lock(&self.errors).drain(..));
-        // A non-null root field is null: so is `data`.
-        if lock(&self.nulled).drain(..).next().is_some() {
-            response.data = Value::Null;
+        let nulled = std::mem::take(&mut *lock(&self.nulled));
+        let above = std::mem::take(&mut *lock(&self.above));
+        for path in nulled {
+            null_parent(&mut response.data, path, &above);
         }
         let doc = lock(&self.doc).clone();
         if let Some(doc) = doc.as_deref()
             && let Some(op) = super::operation(doc, operation_name)
         {
-            let mut order = Vec::new();
-            keys_in_order(&op.node.selection_set.node, &doc.fragments, &mut order);
-            reorder(&mut response.data, &order);
+            in_order(&mut response.data, &[&op.node.selection_set.node], &doc.fragments);
         }
         response
     }
@@ -93,9 +113,8 @@ impl Extension for Shaping {
         // A list's item: whether it may be null is the list's to say (from the list's type).
         let item = matches!(path_node.segment, QueryPathSegment::Index(_));
         let non_null = item || info.return_type.ends_with('!');
-        let field = info.field;
         let return_type = info.return_type;
-        let mut value = match next.run(ctx, info).await {
+        let value = match next.run(ctx, info).await {
             Ok(value) => value.unwrap_or_default(),
             Err(error) => {
                 lock(&self.errors).push(error);
@@ -105,66 +124,22 @@ impl Extension for Shaping {
                 return Ok(Some(Value::Null));
             }
         };
-        if !lock(&self.nulled).is_empty() {
-            let path = path_of(path_node);
-            if self.null_children(&path, return_type, &mut value) {
-                if non_null {
-                    lock(&self.nulled).push(path);
+        // Above a failed non-null field (which failed before this one finished): what `execute`
+        // needs to know of this one to send the null up.
+        let failed_below = {
+            let nulled = lock(&self.nulled);
+            match nulled.is_empty() {
+                true => None,
+                false => {
+                    let path = path_of(path_node);
+                    nulled.iter().any(|at| at.len() > path.len() && at.starts_with(&path)).then_some(path)
                 }
-                return Ok(Some(Value::Null));
             }
-        }
-        if matches!(value, Value::Object(_) | Value::List(_)) {
-            reorder(&mut value, &self.order_of(field));
+        };
+        if let Some(path) = failed_below.filter(|_| !item) {
+            lock(&self.above).insert(path, (non_null, item_nullable(return_type)));
         }
         Ok(Some(value))
-    }
-}
-
-impl Shaping {
-    /// The keys `field` selects, in order.
-    fn order_of(&self, field: &async_graphql::parser::types::Field) -> Arc<[Name]> {
-        let at = field as *const _ as usize;
-        if let Some(order) = lock(&self.orders).get(&at) {
-            return order.clone();
-        }
-        let mut order = Vec::new();
-        if let Some(doc) = lock(&self.doc).clone() {
-            keys_in_order(&field.selection_set.node, &doc.fragments, &mut order);
-        }
-        let order: Arc<[Name]> = order.into();
-        lock(&self.orders).insert(at, order.clone());
-        order
-    }
-
-    /// Applies the nulls of non-null fields under the field at `path` (of `return_type`) to its
-    /// `value`: a list item whose field is null becomes null when the list allows it. Says
-    /// whether the field's whole value must be null.
-    fn null_children(&self, path: &[PathSegment], return_type: &str, value: &mut Value) -> bool {
-        let mut nulled = lock(&self.nulled);
-        if nulled.is_empty() {
-            return false;
-        }
-        let mut whole = false;
-        nulled.retain(|at| {
-            let Some(rest) = at.strip_prefix(path).filter(|rest| !rest.is_empty()) else { return true };
-            match rest {
-                // A field of this object is null and may not be.
-                [PathSegment::Field(_)] => whole = true,
-                // An item of this list is null (or a field of it that may not be): fine if the list
-                // allows null items.
-                [PathSegment::Index(i)] | [PathSegment::Index(i), PathSegment::Field(_)] => {
-                    match (item_nullable(return_type), &mut *value) {
-                        (true, Value::List(items)) if *i < items.len() => items[*i] = Value::Null,
-                        _ => whole = true,
-                    }
-                }
-                // Deeper (lists of lists): the whole value.
-                _ => whole = true,
-            }
-            false
-        });
-        whole
     }
 }
 
@@ -174,56 +149,141 @@ fn item_nullable(return_type: &str) -> bool {
     !inner.strip_prefix('[').and_then(|t| t.strip_suffix(']')).is_some_and(|t| t.ends_with('!'))
 }
 
-fn path_of(node: &QueryPathNode<'_>) -> Vec<PathSegment> {
-    let mut path: Vec<PathSegment> = std::iter::once(node)
+fn path_of(node: &QueryPathNode<'_>) -> Path {
+    let mut path: Path = std::iter::once(node)
         .chain(node.parents())
         .map(|n| match n.segment {
-            QueryPathSegment::Name(name) => PathSegment::Field(name.to_string()),
-            QueryPathSegment::Index(i) => PathSegment::Index(i),
+            QueryPathSegment::Name(name) => Seg::Field(name.to_string()),
+            QueryPathSegment::Index(i) => Seg::Index(i),
         })
         .collect();
     path.reverse();
     path
 }
 
-/// The response keys a selection set asks for, in the order it asks (fragments included).
-fn keys_in_order(set: &SelectionSet, fragments: &HashMap<Name, Positioned<FragmentDefinition>>, out: &mut Vec<Name>) {
-    for item in &set.items {
-        match &item.node {
-            Selection::Field(f) => {
-                let key = f.node.response_key();
-                if !out.contains(&key.node) {
-                    out.push(key.node.clone());
-                }
+/// A non-null field (or a list item) at `path` failed: the nearest place at or above it that may
+/// be null becomes null: the item itself if its list allows null items, else the field above a
+/// non-null field, and so on up (at the top, `data`).
+fn null_parent(data: &mut Value, mut target: Path, above: &HashMap<Path, (bool, bool)>) {
+    if matches!(target.last(), Some(Seg::Field(_))) {
+        target.pop();
+    }
+    loop {
+        let may_be_null = match target.last() {
+            None => {
+                *data = Value::Null;
+                return;
             }
-            Selection::FragmentSpread(s) => {
-                if let Some(fragment) = fragments.get(&s.node.fragment_name.node) {
-                    keys_in_order(&fragment.node.selection_set.node, fragments, out);
-                }
+            // An item: as its list says.
+            Some(Seg::Index(_)) => {
+                above.get(&target[..target.len() - 1]).is_some_and(|&(_, items_nullable)| items_nullable)
             }
-            Selection::InlineFragment(f) => keys_in_order(&f.node.selection_set.node, fragments, out),
+            Some(Seg::Field(_)) => above.get(&target).is_some_and(|&(non_null, _)| !non_null),
+        };
+        if may_be_null {
+            set_null(data, &target);
+            return;
         }
+        target.pop();
     }
 }
 
-/// Puts the fields of an object (or of each object of a list) in `order`.
-fn reorder(value: &mut Value, order: &[Name]) {
-    match value {
-        Value::Object(map) => {
-            let in_order = map.keys().zip(order.iter().filter(|k| map.contains_key(*k))).all(|(a, b)| a == b);
-            if !in_order {
-                let mut sorted = async_graphql::indexmap::IndexMap::with_capacity(map.len());
-                for key in order {
-                    if let Some(v) = map.shift_remove(key) {
-                        sorted.insert(key.clone(), v);
+/// Sets the value at `path` to null (nothing, if a null above it is already there).
+fn set_null(data: &mut Value, path: &[Seg]) {
+    let mut at = data;
+    for seg in path {
+        at = match (seg, at) {
+            (Seg::Field(name), Value::Object(map)) => match map.get_mut(name.as_str()) {
+                Some(v) => v,
+                None => return,
+            },
+            (Seg::Index(i), Value::List(items)) => match items.get_mut(*i) {
+                Some(v) => v,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    *at = Value::Null;
+}
+
+type Fragments = HashMap<Name, Positioned<FragmentDefinition>>;
+
+/// The response keys the selection sets ask for, in the order asked (fragments included, and the
+/// same key asked twice merged), each with the selection sets asked under it.
+fn plan<'d>(sets: &[&'d SelectionSet], fragments: &'d Fragments) -> Vec<(&'d Name, Vec<&'d SelectionSet>)> {
+    fn walk<'d>(set: &'d SelectionSet, fragments: &'d Fragments, out: &mut Vec<(&'d Name, Vec<&'d SelectionSet>)>) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(f) => {
+                    let key = &f.node.response_key().node;
+                    let sub = &f.node.selection_set.node;
+                    match out.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, subs)) => subs.push(sub),
+                        None => out.push((key, vec![sub])),
                     }
                 }
-                sorted.extend(std::mem::take(map));
-                *map = sorted;
+                Selection::FragmentSpread(s) => {
+                    if let Some(fragment) = fragments.get(&s.node.fragment_name.node) {
+                        walk(&fragment.node.selection_set.node, fragments, out);
+                    }
+                }
+                Selection::InlineFragment(f) => walk(&f.node.selection_set.node, fragments, out),
             }
         }
-        Value::List(items) => items.iter_mut().for_each(|item| reorder(item, order)),
+    }
+    let mut out = Vec::new();
+    for set in sets {
+        walk(set, fragments, &mut out);
+    }
+    out
+}
+
+/// Puts every object of `value` (answering `sets`) in the order its fields were asked for.
+fn in_order(value: &mut Value, sets: &[&SelectionSet], fragments: &Fragments) {
+    match value {
+        Value::Object(_) => {
+            let plan = plan(sets, fragments);
+            order_object(value, &plan, fragments);
+        }
+        Value::List(_) => {
+            // One plan for every item.
+            let plan = plan(sets, fragments);
+            order_items(value, &plan, fragments);
+        }
         _ => {}
+    }
+}
+
+fn order_items(value: &mut Value, plan: &[(&Name, Vec<&SelectionSet>)], fragments: &Fragments) {
+    match value {
+        Value::List(items) => items.iter_mut().for_each(|item| order_items(item, plan, fragments)),
+        Value::Object(_) => order_object(value, plan, fragments),
+        _ => {}
+    }
+}
+
+fn order_object(value: &mut Value, plan: &[(&Name, Vec<&SelectionSet>)], fragments: &Fragments) {
+    let Value::Object(map) = value else { return };
+    let sorted_already =
+        map.keys().zip(plan.iter().map(|(k, _)| *k).filter(|k| map.contains_key(*k))).all(|(a, b)| a == b);
+    if !sorted_already {
+        let mut sorted = async_graphql::indexmap::IndexMap::with_capacity(map.len());
+        for (key, _) in plan {
+            if let Some(v) = map.shift_remove(*key) {
+                sorted.insert((*key).clone(), v);
+            }
+        }
+        sorted.extend(std::mem::take(map));
+        *map = sorted;
+    }
+    for (key, subs) in plan {
+        if subs.iter().all(|s| s.items.is_empty()) {
+            continue;
+        }
+        if let Some(v) = map.get_mut(*key) {
+            in_order(v, subs, fragments);
+        }
     }
 }
 
@@ -272,6 +332,9 @@ mod tests {
         async fn maybe(&self) -> Result<Option<i32>> {
             Err("no maybe".into())
         }
+        async fn inner(&self) -> Option<Thing> {
+            Some(Thing)
+        }
     }
 
     async fn run(query: &str) -> (String, Vec<String>) {
@@ -300,6 +363,18 @@ mod tests {
         // An item of a list that allows null items is null; otherwise the list is.
         assert_eq!(run("{ things { broken } }").await.0, r#"{"things":[null,null]}"#);
         assert_eq!(run("{ strictThings { other broken } one }").await.0, r#"{"strictThings":null,"one":1}"#);
+    }
+
+    #[tokio::test]
+    async fn a_field_asked_twice_is_nulled_from_what_both_asked() {
+        // The copy with the failing field finishes last (`ok` waits a turn) or first: same answer.
+        assert_eq!(run("{ thing { other } thing { ok broken } }").await.0, r#"{"thing":null}"#);
+        assert_eq!(run("{ thing { ok broken } thing { other } }").await.0, r#"{"thing":null}"#);
+        assert_eq!(run("{ thing { ok } thing { broken } }").await.0, r#"{"thing":null}"#);
+        // A failure deeper in one copy nulls only its own nearest nullable parent.
+        let (data, errors) = run("{ thing { inner { ok broken } } thing { other } }").await;
+        assert_eq!(data, r#"{"thing":{"inner":null,"other":3}}"#);
+        assert_eq!(errors, [r#"["thing","inner","broken"]"#]);
     }
 
     #[tokio::test]
