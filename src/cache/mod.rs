@@ -9,18 +9,23 @@
 //! - [`RequestLoader`] is created for each GraphQL request and wrapped in a DataLoader with a
 //!   per-request cache: identical loads within one query (aliases, the same station reached twice)
 //!   are made once, and independent ones run concurrently.
+//! - Each request's loader has a budget of upstream reads ([`READ_BUDGET`], see [`ReadBudget`]):
+//!   the static complexity limit counts a list's items once, so a query fanning out over many
+//!   installations and stations could otherwise send thousands of reads on the shared partner key.
 
 mod resource;
 
 pub use resource::Resource;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use async_graphql::dataloader::{CacheFactory, CacheStorage, DataLoader, Loader};
 use chrono::{DateTime, Utc};
 use moka::Expiry;
 
@@ -148,6 +153,8 @@ pub struct SharedCache {
     client: UpstreamClient,
     ttls: Arc<Ttls>,
     invalidations: Arc<Invalidations>,
+    /// The upstream reads each request's loader may send ([`READ_BUDGET`] unless set).
+    read_budget: u32,
 }
 
 impl SharedCache {
@@ -157,7 +164,13 @@ impl SharedCache {
             .expire_after(PerEntryTtl)
             .support_invalidation_closures()
             .build();
-        SharedCache { cache, client, ttls: Arc::new(ttls), invalidations: Arc::default() }
+        SharedCache { cache, client, ttls: Arc::new(ttls), invalidations: Arc::default(), read_budget: READ_BUDGET }
+    }
+
+    /// The same cache with another budget of upstream reads per request (see [`ReadBudget`]).
+    pub fn with_read_budget(mut self, reads: u32) -> SharedCache {
+        self.read_budget = reads;
+        self
     }
 
     pub fn client(&self) -> &UpstreamClient {
@@ -165,26 +178,31 @@ impl SharedCache {
     }
 
     /// The resource as `caller` sees it: from the cache, or fetched once for all concurrent askers.
+    /// Not counted in any request's budget (the live watches' own reads).
     pub async fn get(&self, caller: &Caller, resource: Resource) -> LoadResult {
+        self.read(caller, resource, None).await.map_err(|e| match e {
+            ReadError::Upstream(e) => e,
+            ReadError::OverBudget { .. } => unreachable!("a read without a budget is never refused"),
+        })
+    }
+
+    /// As [`SharedCache::get`]; a read this call would send upstream itself takes one read of
+    /// `budget`, and is not sent when none is left. A cache hit, or waiting on a fetch that another
+    /// request already sent, costs nothing.
+    async fn read(
+        &self,
+        caller: &Caller,
+        resource: Resource,
+        budget: Option<&ReadBudget>,
+    ) -> Result<Loaded, ReadError> {
         let key = (caller.sub.clone(), resource.clone());
         let metrics = self.client.metrics();
-        let fetch = || async {
-            let started = self.invalidations.now();
-            metrics.cache_lookups.with_label_values(&["miss"]).inc();
-            let result = resource.fetch(&self.client, caller.token()).await;
-            let ttl = match &result {
-                Ok(_) => resource.ttl(&self.ttls, Utc::now()),
-                Err(_) => self.ttls.negative,
-            };
-            let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
-            Entry { result, ttl, started, verified: Arc::default() }
-        };
-        let mut entry = self.cache.entry_by_ref(&key).or_insert_with(fetch()).await;
+        let mut entry = self.entry(&key, caller, budget).await?;
         if !entry.value().verified.load(Ordering::Acquire) {
             if self.invalidations.made_since(&key, entry.value().started) {
                 // Fetched while something made it stale (by us or by whoever we waited on): again.
                 self.cache.invalidate(&key).await;
-                entry = self.cache.entry(key).or_insert_with(fetch()).await;
+                entry = self.entry(&key, caller, budget).await?;
             } else {
                 entry.value().verified.store(true, Ordering::Release);
             }
@@ -192,7 +210,46 @@ impl SharedCache {
         if !entry.is_fresh() {
             metrics.cache_lookups.with_label_values(&["hit"]).inc();
         }
-        entry.into_value().result
+        entry.into_value().result.map_err(ReadError::Upstream)
+    }
+
+    /// The cached entry, or a new one fetched by this call or by the concurrent caller it waited on.
+    async fn entry(
+        &self,
+        key: &Key,
+        caller: &Caller,
+        budget: Option<&ReadBudget>,
+    ) -> Result<moka::Entry<Key, Entry>, ReadError> {
+        loop {
+            // moka runs only one caller's init future per missing key: this call's runs only when
+            // this call is the one to fetch, and only then is a read of the budget taken.
+            let ran = AtomicBool::new(false);
+            let fetch = async {
+                ran.store(true, Ordering::Relaxed);
+                if budget.is_some_and(|b| !b.take()) {
+                    return Err(OverBudget);
+                }
+                let started = self.invalidations.now();
+                self.client.metrics().cache_lookups.with_label_values(&["miss"]).inc();
+                let result = key.1.fetch(&self.client, caller.token()).await;
+                let ttl = match &result {
+                    Ok(_) => key.1.ttl(&self.ttls, Utc::now()),
+                    Err(_) => self.ttls.negative,
+                };
+                let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
+                Ok(Entry { result, ttl, started, verified: Arc::default() })
+            };
+            match self.cache.entry_by_ref(key).or_try_insert_with(fetch).await {
+                Ok(entry) => return Ok(entry),
+                Err(_) if ran.load(Ordering::Relaxed) => {
+                    let budget = budget.map_or(0, |b| b.limit);
+                    return Err(ReadError::OverBudget { budget });
+                }
+                // We waited on another request whose budget was spent: nothing was sent or
+                // stored, so this one tries again (a fetch of its own, or someone else's to join).
+                Err(_) => continue,
+            }
+        }
     }
 
     /// Drops every entry (of every caller) that `stale` says a change made out of date.
@@ -216,28 +273,133 @@ impl SharedCache {
     }
 }
 
-/// The loader of one GraphQL request: one caller, the shared cache below.
+/// How many upstream reads one GraphQL request may send: about twice what the complexity limit
+/// lets a query ask for without lists (5000 / 50 = 100 reads), so every query that passes it and
+/// fans out a little (a user's few installations and stations) is answered, while one fanning out
+/// over hundreds of installations cannot spend the shared partner key's quota for everyone.
+pub const READ_BUDGET: u32 = 200;
+
+/// The upstream reads left to one execution of an operation. Only reads this request sends itself
+/// are counted: a hit in the shared cache or in the request's own loader, or waiting on a fetch
+/// another request already sent, costs nothing. A read past the budget is not sent, and its
+/// field fails with `QUERY_TOO_COMPLEX`; the rest of the answer stands.
+///
+/// A subscription's execution spans many events: clearing its loader (as `chargingStationUpdated`
+/// does before each event, to read the station afresh) gives it a whole budget again, so each
+/// event's answer has a budget of its own and a long subscription never runs out.
+pub struct ReadBudget {
+    limit: u32,
+    used: AtomicU32,
+}
+
+impl ReadBudget {
+    fn new(limit: u32) -> ReadBudget {
+        ReadBudget { limit, used: AtomicU32::new(0) }
+    }
+
+    /// Takes one read; false when none is left.
+    fn take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < self.limit).then_some(used + 1))
+            .is_ok()
+    }
+
+    fn reset(&self) {
+        self.used.store(0, Ordering::Release);
+    }
+}
+
+/// The marker of an init that was refused for want of budget (nothing fetched, nothing stored).
+#[derive(Debug)]
+struct OverBudget;
+
+/// Why a request's read has no value.
+#[derive(Debug, Clone)]
+pub enum ReadError {
+    /// The upstream answered with an error, or could not be reached.
+    Upstream(UpstreamError),
+    /// The request has used its budget of `budget` upstream reads: this one was not sent.
+    OverBudget { budget: u32 },
+}
+
+/// The loader of one GraphQL request: one caller, the shared cache below, the request's budget.
 pub struct RequestLoader {
     caller: Caller,
     shared: SharedCache,
+    budget: Arc<ReadBudget>,
 }
 
 impl Loader<Resource> for RequestLoader {
     /// Each resource's own result, so one failing resource does not fail its batch.
-    type Value = LoadResult;
+    type Value = Result<Loaded, ReadError>;
     type Error = std::convert::Infallible;
 
-    async fn load(&self, keys: &[Resource]) -> Result<HashMap<Resource, LoadResult>, Self::Error> {
-        let loads = keys.iter().map(|k| async move { (k.clone(), self.shared.get(&self.caller, k.clone()).await) });
+    async fn load(&self, keys: &[Resource]) -> Result<HashMap<Resource, Self::Value>, Self::Error> {
+        let budget = Some(&*self.budget);
+        let loads =
+            keys.iter().map(|k| async move { (k.clone(), self.shared.read(&self.caller, k.clone(), budget).await) });
         Ok(futures::future::join_all(loads).await.into_iter().collect())
     }
 }
 
 /// The per-request DataLoader (with a per-request cache).
-pub type Loaders = DataLoader<RequestLoader, HashMapCache>;
+pub type Loaders = DataLoader<RequestLoader, RequestCache>;
 
 pub fn request_loaders(caller: Caller, shared: SharedCache) -> Loaders {
-    DataLoader::with_cache(RequestLoader { caller, shared }, tokio::spawn, HashMapCache::default())
+    let budget = Arc::new(ReadBudget::new(shared.read_budget));
+    let cache = RequestCache { budget: budget.clone() };
+    DataLoader::with_cache(RequestLoader { caller, shared, budget }, tokio::spawn, cache)
+}
+
+/// The request's own cache of what it loaded; clearing it also renews the request's budget.
+pub struct RequestCache {
+    budget: Arc<ReadBudget>,
+}
+
+impl CacheFactory for RequestCache {
+    fn create<K, V>(&self) -> Box<dyn CacheStorage<Key = K, Value = V>>
+    where
+        K: Send + Sync + Clone + Eq + Hash + 'static,
+        V: Send + Sync + Clone + 'static,
+    {
+        Box::new(RequestStorage { map: HashMap::new(), budget: self.budget.clone() })
+    }
+}
+
+struct RequestStorage<K, V> {
+    map: HashMap<K, V>,
+    budget: Arc<ReadBudget>,
+}
+
+impl<K, V> CacheStorage for RequestStorage<K, V>
+where
+    K: Send + Sync + Clone + Eq + Hash + 'static,
+    V: Send + Sync + Clone + 'static,
+{
+    type Key = K;
+    type Value = V;
+
+    fn get(&mut self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: Cow<'_, K>, val: Cow<'_, V>) {
+        self.map.insert(key.into_owned(), val.into_owned());
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.map.remove(key);
+    }
+
+    /// What was read is forgotten (a subscription's next event): a new execution, a new budget.
+    fn clear(&mut self) {
+        self.map.clear();
+        self.budget.reset();
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&'_ K, &'_ V)> + '_> {
+        Box::new(self.map.iter())
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +419,16 @@ mod tests {
         assert!(inv.made_since(&key("alice", 33), started));
         assert!(!inv.made_since(&key("alice", 42), started), "another installation");
         assert!(!inv.made_since(&key("alice", 33), inv.now()), "fetched after it");
+    }
+
+    #[test]
+    fn a_budget_runs_out_and_a_cleared_loader_cache_renews_it() {
+        let budget = Arc::new(ReadBudget::new(2));
+        assert!(budget.take() && budget.take());
+        assert!(!budget.take(), "the third read is past the budget");
+        let mut storage = RequestCache { budget: budget.clone() }.create::<Resource, u8>();
+        storage.clear();
+        assert!(budget.take(), "a subscription's next event has a budget of its own");
     }
 
     #[test]

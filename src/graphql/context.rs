@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::{AppError, AppResult};
 use crate::auth::{AuthError, Caller};
-use crate::cache::{Loaded, Loaders, Resource};
+use crate::cache::{Loaded, Loaders, ReadError, Resource};
 
 /// The outcome of checking the request's credentials, put in the request data by the transport.
 #[derive(Clone, Debug)]
@@ -28,11 +28,23 @@ pub async fn load<T: Any + Send + Sync>(ctx: &Context<'_>, resource: Resource) -
     caller(ctx)?;
     let loaders = ctx.data::<Arc<Loaders>>().map_err(|_| AppError::internal("no loaders in the request"))?;
     let loaded = match loaders.load_one(resource).await {
-        Ok(Some(result)) => result?,
+        Ok(Some(result)) => result.map_err(read_error)?,
         Ok(None) => return Err(AppError::internal("the loader returned nothing")),
         Err(never) => match never {},
     };
     Ok((typed(&loaded)?, loaded.fetched_at))
+}
+
+/// What the client is told of a read that failed: the upstream's error, or the request's budget
+/// of upstream reads spent (the query fans out too far: fewer at a time).
+fn read_error(e: ReadError) -> AppError {
+    match e {
+        ReadError::Upstream(e) => e.into(),
+        ReadError::OverBudget { budget } => AppError::QueryTooComplex(format!(
+            "this query needs more than {budget} reads of the Witty-Home service; split it into smaller queries \
+             (fewer installations or stations at a time)"
+        )),
+    }
 }
 
 /// A loaded resource as the type its fetch produced.

@@ -20,6 +20,7 @@ pub enum AppError {
     RateLimited { retry_after: Option<Duration>, message: String },
     UpstreamUnavailable(String),
     UpstreamError(String),
+    QueryTooComplex(String),
     Internal,
 }
 
@@ -34,6 +35,7 @@ impl AppError {
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             AppError::UpstreamError(_) => "UPSTREAM_ERROR",
+            AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
             AppError::Internal => "INTERNAL",
         }
     }
@@ -48,6 +50,7 @@ impl AppError {
             | AppError::Conflict(m)
             | AppError::UpstreamUnavailable(m)
             | AppError::UpstreamError(m)
+            | AppError::QueryTooComplex(m)
             | AppError::RateLimited { message: m, .. } => m,
             AppError::Internal => "internal error",
         }

@@ -670,3 +670,81 @@ async fn an_empty_id_is_bad_user_input_naming_the_argument_and_never_sent_upstre
         assert!(calls.keys().all(|route| allowed.contains(&route.as_str())), "{bad:?}: {calls:#?}");
     }
 }
+
+/// `n` aliases of a station's energy, each a range of its own (so each its own upstream read).
+fn energy_ranges(n: i64) -> String {
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
+    (0..n)
+        .map(|k| {
+            let from = (start + chrono::Duration::hours(k)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            format!(
+                r#"a{k}: values(operator: SUM, from: "{from}", to: "2025-01-01T00:00:00Z", step: MONTH) {{ value }} "#
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_query_fanning_out_past_the_budget_of_upstream_reads_fails_only_the_reads_past_it() {
+    let app = spawn_app().await;
+    // An owner of three installations, a station on each.
+    let devices = app.sim().devices().await;
+    for n in 0..3 {
+        let create = r#"mutation($input: CreateInstallationInput!) { createInstallation(input: $input) { id } }"#;
+        let input = json!({"input": {"name": format!("Site {n}"), "locationName": "Nantes", "location": {"latitude": 47.2, "longitude": -1.55}}});
+        let r = app.graphql("quentin", create, input).await;
+        let i = data(&r)["createInstallation"]["id"].as_str().unwrap().to_string();
+        let associate = r#"mutation($i: ID!, $input: AssociateChargingStationInput!) { associateChargingStation(installationId: $i, input: $input) { id } }"#;
+        let input = json!({"uid": devices[n]["uid"], "timezone": "ROMANCE_STANDARD_TIME", "culture": "FR_FR"});
+        data(&app.graphql("quentin", associate, json!({"i": i, "input": input})).await);
+    }
+    // 90 ranges per station: within the complexity limit (the stations list counts once), but
+    // 3 × 90 reads of values alone, past the budget of 200.
+    const ALIASES: i64 = 90;
+    let q = format!(
+        r#"{{ installations {{ id chargingStations {{ id energy: measure(id: "1") {{ {} }} }} }} }}"#,
+        energy_ranges(ALIASES)
+    );
+    app.sim().reset_calls().await;
+    let r = app.graphql("quentin", &q, json!({})).await;
+    let calls = app.sim().calls().await["total"].as_u64().unwrap();
+    assert!(calls <= 200, "{calls} upstream calls: {:#?}", calls_by_route(&app).await);
+
+    let errors = r["errors"].as_array().expect("the reads past the budget fail");
+    for e in errors {
+        assert_eq!(e["extensions"]["code"], "QUERY_TOO_COMPLEX", "{e:#}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains("more than 200 reads") && message.contains("split it"), "{message}");
+        let path = e["path"].as_array().unwrap();
+        assert!(path.last().unwrap().as_str().unwrap().starts_with('a'), "a range's values failed: {e:#}");
+    }
+    // The rest of the answer stands: every station, every range answered or failed in its place.
+    let installations = r["data"]["installations"].as_array().unwrap();
+    assert_eq!(installations.len(), 3, "{r:#}");
+    let (mut answered, mut failed) = (0, 0);
+    for i in installations {
+        let stations = i["chargingStations"].as_array().unwrap();
+        assert_eq!(stations.len(), 1, "{i:#}");
+        for k in 0..ALIASES {
+            match &stations[0]["energy"][format!("a{k}")] {
+                Value::Null => failed += 1,
+                Value::Array(_) => answered += 1,
+                other => panic!("a{k}: {other}"),
+            }
+        }
+    }
+    assert_eq!(failed, errors.len());
+    assert_eq!(answered + failed, 3 * ALIASES as usize);
+    assert!(answered > 0 && failed > 0, "{answered} answered, {failed} failed");
+
+    // What is already cached costs nothing: the same query again sends only what was refused.
+    app.sim().reset_calls().await;
+    let again = app.graphql("quentin", &q, json!({})).await;
+    data(&again);
+    assert!(app.sim().calls().await["total"].as_u64().unwrap() <= 200);
+
+    // A normal dashboard is far within the budget.
+    let dashboard = app.graphql("quentin", DASHBOARD, dashboard_variables()).await;
+    assert_eq!(data(&dashboard)["installations"].as_array().unwrap().len(), 3);
+    data(&app.graphql("bob", DASHBOARD, dashboard_variables()).await);
+}
