@@ -216,6 +216,8 @@ struct Conduct {
     state: Mutex<ConductState>,
     /// Wakes the loop for the legacy protocol's notices.
     waker: AtomicWaker,
+    /// There are notices: checked before the lock, as the loop polls for notices at every turn.
+    noticed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -232,7 +234,7 @@ struct ConductState {
 
 impl Conduct {
     fn new(legacy: bool) -> Conduct {
-        Conduct { legacy, state: Mutex::default(), waker: AtomicWaker::new() }
+        Conduct { legacy, state: Mutex::default(), waker: AtomicWaker::new(), noticed: AtomicBool::new(false) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ConductState> {
@@ -281,6 +283,7 @@ impl Conduct {
             (false, None) => serde_json::json!({"type": "error", "payload": payload}),
         };
         self.state().notices.push(notice.to_string());
+        self.noticed.store(true, Ordering::Release);
         self.waker.wake();
         None
     }
@@ -290,8 +293,11 @@ impl Conduct {
         self.state().acked = true;
     }
 
-    /// The server completed operation `id` (its `complete` message, about to be sent): the id is
-    /// free again.
+    /// The protocol handler produced `message`. A `complete` frees its operation's id again, right
+    /// when it is produced: the handler reads the client's next messages only after, so the ids
+    /// follow the messages' order (a `complete` answering the client's own, then a `subscribe`
+    /// with the same id, leave that new operation running). Freed when written instead, it would
+    /// free the new operation's id, read in the meantime.
     fn completed(&self, message: &str) {
         if !self.legacy && message.starts_with(r#"{"type":"complete""#) {
             #[derive(serde::Deserialize)]
@@ -309,8 +315,18 @@ impl Conduct {
         self.state().close.take()
     }
 
+    /// The legacy protocol's notices. Polled at every turn of the connection's loop: graphql-transport-ws
+    /// never has any, and a flag checked first keeps the lock for when there are.
     fn poll_notices(&self, cx: &mut std::task::Context<'_>) -> Poll<Vec<String>> {
-        self.waker.register(cx.waker());
+        if !self.legacy {
+            return Poll::Pending;
+        }
+        if !self.noticed.swap(false, Ordering::AcqRel) {
+            self.waker.register(cx.waker());
+            if !self.noticed.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+        }
         let notices = std::mem::take(&mut self.state().notices);
         if notices.is_empty() { Poll::Pending } else { Poll::Ready(notices) }
     }
@@ -452,6 +468,14 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         });
     let mut shared = OpenLanes::default();
     // Messages that are ready together (a burst of events) go out in one write.
+    // A `complete` frees its id as the handler produces it, before the handler reads on (see
+    // `Conduct::completed`), not when the batch it joins is written.
+    let produced = conduct.clone();
+    let gql = gql.inspect(move |message| {
+        if let WsMessage::Text(text) = message {
+            produced.completed(text);
+        }
+    });
     let mut gql = Gated::new(Box::pin(gql.ready_chunks(WRITE_BATCH)));
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -508,7 +532,6 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                         match message {
                             WsMessage::Text(text) => {
                                 refused |= legacy && text.contains("\"connection_error\"");
-                                conduct.completed(&text);
                                 sink.feed(Message::Text(text.into())).await?;
                             }
                             WsMessage::Close(code, reason) => {

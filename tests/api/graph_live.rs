@@ -1000,3 +1000,46 @@ async fn legacy_graphql_ws_clients_breaking_the_protocol_hear_its_error_messages
     send_text(&mut ws, &json!({"id": "1", "type": "start", "payload": {"query": other}}).to_string()).await;
     assert_eq!(ws_ended_with(&mut ws, "NOT_FOUND").await, "installation 42 not found");
 }
+
+/// The next frame that is a close or a JSON text message other than a keep-alive: `Err` with the
+/// close's code and reason, `Ok` with the message.
+async fn ws_next_or_close(ws: &mut Ws) -> Result<Value, (u16, String)> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Close(Some(frame)))) => return Err((u16::from(frame.code), frame.reason.to_string())),
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] != "ka" && v["type"] != "ping" {
+                    return Ok(v);
+                }
+            }
+            Some(Ok(Message::Close(None))) => panic!("closed without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a valid close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_id_completed_by_the_client_and_subscribed_again_at_once_is_still_in_use() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS}}).to_string();
+    let complete = json!({"id": "1", "type": "complete"}).to_string();
+    // In one write, so that the server reads them together: the server's `complete` answering the
+    // client's is produced before it reads the second `subscribe`, and goes out with what that
+    // reading produced.
+    for text in [&subscribe, &complete, &subscribe] {
+        ws.feed(Message::Text(text.clone().into())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, json!({"type": "complete", "id": "1"}));
+    // Operation 1 runs again: a third `subscribe 1` breaks the protocol (rather than replacing it
+    // silently), and the ping after it is never answered.
+    send_text(&mut ws, &subscribe).await;
+    send_text(&mut ws, r#"{"type":"ping"}"#).await;
+    assert_eq!(ws_next_or_close(&mut ws).await, Err((4409, "Subscriber for 1 already exists".to_string())));
+}
