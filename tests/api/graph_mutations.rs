@@ -1366,3 +1366,71 @@ async fn subscribe_and_unsubscribe_show_upstream_and_in_the_next_query() {
     assert_eq!(count(&app, "POST /installations/{i}/event-subscriptions").await, 1);
     assert_eq!(sim_subscription_ids(&app).await.len(), 1);
 }
+
+// ---- idempotency: bounds ----
+
+#[tokio::test]
+async fn an_idempotency_key_longer_than_255_bytes_is_bad_user_input_naming_where_it_came_from() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let long = "k".repeat(256);
+    let argument = app
+        .graphql("alice", SET_MODE_KEYED, json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "key": long}))
+        .await;
+    assert_refused(&argument, "BAD_USER_INPUT", &["idempotencyKey", "255", "nothing was sent"]);
+    let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false});
+    let header = post_with_key(&app, "alice", &long, SET_MODE, vars.clone()).await;
+    assert_refused(&header, "BAD_USER_INPUT", &["Idempotency-Key header", "255", "nothing was sent"]);
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 0, "nothing was sent");
+    // 255 bytes are a key.
+    let r = post_with_key(&app, "alice", &"k".repeat(255), SET_MODE, vars).await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+}
+
+/// `n` `setChargeMode`s of Dieter's station in one request, keyed `{prefix}{first}`…
+fn keyed_set_modes(prefix: &str, first: usize, n: usize) -> String {
+    let fields: String = (first..first + n)
+        .map(|k| {
+            format!(
+                r#"m{k}: setChargeMode(installationId: "51", chargingStationId: "{DIETER_STATION}", mode: DEFERRED, wait: false, idempotencyKey: "{prefix}{k}") {{ status }}
+"#
+            )
+        })
+        .collect();
+    format!("mutation {{\n{fields}}}")
+}
+
+#[tokio::test]
+async fn a_caller_with_1000_idempotency_keys_kept_is_refused_a_new_one_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    // 1000 keys kept for Dieter, 100 a request.
+    for first in (0..1000).step_by(100) {
+        let r = app.graphql("dieter", &keyed_set_modes("cap-", first, 100), json!({})).await;
+        let answers = data(&r).as_object().unwrap();
+        assert_eq!(answers.len(), 100);
+        assert!(answers.values().all(|a| a["status"] == "ACCEPTED"), "{r:#}");
+    }
+    app.sim().reset_calls().await;
+    // A new key: refused, nothing sent; the message says why and what to do.
+    let r = app.graphql("dieter", &keyed_set_modes("cap-", 1000, 1), json!({})).await;
+    assert_refused(&r, "RATE_LIMITED", &["idempotency keys", "1000", "nothing was sent"]);
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 0, "nothing was sent");
+    // A key already kept still answers with its first result, without calling the upstream.
+    let again = app.graphql("dieter", &keyed_set_modes("cap-", 7, 1), json!({})).await;
+    assert_eq!(data(&again)["m7"]["status"], "ACCEPTED", "{again:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 0);
+    // Without a key Dieter's command goes through; other callers' keys are theirs.
+    let plain = app
+        .graphql("dieter", SET_MODE, json!({"i": "51", "cs": DIETER_STATION, "mode": "DEFERRED", "wait": false}))
+        .await;
+    assert_eq!(status(&plain, "setChargeMode"), "ACCEPTED", "{plain:#}");
+    let alice = app
+        .graphql(
+            "alice",
+            SET_MODE_KEYED,
+            json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "key": "cap-1000"}),
+        )
+        .await;
+    assert_eq!(status(&alice, "setChargeMode"), "ACCEPTED", "{alice:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+}

@@ -137,6 +137,9 @@ impl Sent {
     }
 }
 
+/// The longest idempotency key, in bytes (the `Idempotency-Key` header or `idempotencyKey`).
+const MAX_KEY_BYTES: usize = 255;
+
 /// Which request an idempotency key names: the caller, the key and, for the header (which covers
 /// every mutation of the HTTP request), the field's place among the operation's root fields.
 /// Never the alias: a retry may name the field differently.
@@ -151,9 +154,93 @@ struct Slot {
 struct Stored {
     /// The mutation field (not its alias).
     field: String,
-    /// The field's arguments as the mutation normalised them.
-    fingerprint: String,
+    /// The field's arguments as the mutation normalised them, hashed (HMAC-SHA256): arguments of
+    /// any length take 43 bytes.
+    fingerprint: Digest,
     outcome: Arc<dyn Any + Send + Sync>,
+    /// About how many bytes the entry holds (see [`weight`]).
+    weight: u32,
+}
+
+/// At most this many bytes of kept outcomes, all callers together (the least recently used go
+/// first beyond it).
+const KEPT_BYTES: u64 = 64 * 1024 * 1024;
+/// At most this many keys of one caller are kept at once, and at most `CALLER_BYTES` of theirs:
+/// beyond either, a request with a new key is refused (RATE_LIMITED, nothing sent) until some of
+/// the caller's keys expire. Refused rather than making room by dropping the caller's oldest
+/// keys: a key dropped early would let its retry run the write again, the very thing a key
+/// prevents, and would do so silently. So no caller's keys crowd out another's either, short of
+/// `KEPT_BYTES / CALLER_BYTES` callers at their limits together.
+const CALLER_KEYS: usize = 1_000;
+const CALLER_BYTES: u64 = 4 * 1024 * 1024;
+/// What a kept entry takes besides its strings: the cache's entry, the `Arc`s, the watch channel
+/// and what the upstream told (a station's state), which the arguments do not say.
+const ENTRY_OVERHEAD: usize = 1024;
+
+/// A fingerprint hashed: HMAC-SHA256 (jsonwebtoken's HS256 signer, as the webhook keys), base64url.
+/// Collision resistant: two requests with the same digest are the same request.
+type Digest = Box<str>;
+
+fn digest(fingerprint: &str) -> AppResult<Digest> {
+    static KEY: std::sync::LazyLock<jsonwebtoken::EncodingKey> =
+        std::sync::LazyLock::new(|| jsonwebtoken::EncodingKey::from_secret(b"witty-bff idempotency fingerprint"));
+    jsonwebtoken::crypto::sign(fingerprint.as_bytes(), &KEY, jsonwebtoken::Algorithm::HS256)
+        .map(String::into_boxed_str)
+        .map_err(|e| {
+            tracing::error!(error = %e, "an idempotency fingerprint could not be hashed");
+            AppError::internal("idempotency fingerprint")
+        })
+}
+
+/// About how many bytes an entry holds: its strings, and what its outcome can hold beyond what
+/// the upstream told: the arguments (an answer may repeat them, e.g. a webhook URL; their
+/// fingerprint's length stands for them) or an error's message.
+fn weight<T>(slot: &Slot, field: &str, arguments: usize, outcome: &AppResult<T>) -> u32 {
+    let told = match outcome {
+        Ok(_) => 0,
+        Err(e) => e.message().len(),
+    };
+    let bytes = ENTRY_OVERHEAD
+        + std::mem::size_of::<Stored>()
+        + std::mem::size_of::<AppResult<T>>()
+        + slot.who.len()
+        + slot.key.len()
+        + field.len()
+        + arguments
+        + told;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// What each caller has kept: keys and bytes.
+#[derive(Default)]
+struct Usage(std::sync::Mutex<HashMap<Arc<str>, (usize, u64)>>);
+
+impl Usage {
+    fn of(&self, who: &str) -> (usize, u64) {
+        self.lock().get(who).copied().unwrap_or_default()
+    }
+
+    fn add(&self, who: &Arc<str>, weight: u32) {
+        let mut usage = self.lock();
+        let (keys, bytes) = usage.entry(who.clone()).or_default();
+        *keys += 1;
+        *bytes += u64::from(weight);
+    }
+
+    fn remove(&self, who: &str, weight: u32) {
+        let mut usage = self.lock();
+        if let Some((keys, bytes)) = usage.get_mut(who) {
+            *keys = keys.saturating_sub(1);
+            *bytes = bytes.saturating_sub(u64::from(weight));
+            if *keys == 0 {
+                usage.remove(who);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (usize, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 type Outcome = watch::Receiver<Option<Arc<Stored>>>;
@@ -162,17 +249,54 @@ type Outcome = watch::Receiver<Option<Arc<Stored>>>;
 /// same caller, for the same mutation with the same arguments, returns the first result without
 /// calling the upstream again; for a different request it is refused. Concurrent requests with
 /// one key wait for the first one's outcome.
+/// Kept entries are weighed (about their bytes): at most `KEPT_BYTES` together, and at most
+/// `CALLER_KEYS` keys and `CALLER_BYTES` of one caller.
 pub struct Idempotency {
     kept: moka::sync::Cache<Slot, Arc<Stored>>,
     /// The requests running now, by key; checked together with `kept` under this lock.
     running: std::sync::Mutex<HashMap<Slot, Outcome>>,
+    /// What each caller has in `kept`: added before an entry is inserted, removed when the cache
+    /// lets it go (expired, evicted or replaced). Never locked around a call to the cache, whose
+    /// listener locks it.
+    usage: Arc<Usage>,
+    window: Duration,
 }
 
 impl Idempotency {
     pub fn new(window: Duration) -> Idempotency {
+        let usage = Arc::new(Usage::default());
+        let freed = usage.clone();
         Idempotency {
-            kept: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(window).build(),
+            kept: moka::sync::Cache::builder()
+                .max_capacity(KEPT_BYTES)
+                .weigher(|_: &Slot, stored: &Arc<Stored>| stored.weight)
+                .eviction_listener(move |slot: Arc<Slot>, stored: Arc<Stored>, _| {
+                    freed.remove(&slot.who, stored.weight)
+                })
+                .time_to_live(window)
+                .build(),
             running: std::sync::Mutex::new(HashMap::new()),
+            usage,
+            window,
+        }
+    }
+
+    /// Whether `who` has as many keys kept as they may (`CALLER_KEYS`, `CALLER_BYTES`).
+    fn full(&self, who: &str) -> bool {
+        let (keys, bytes) = self.usage.of(who);
+        keys >= CALLER_KEYS || bytes >= CALLER_BYTES
+    }
+
+    /// The refusal of a new key to a caller who has as many as they may.
+    fn too_many(&self) -> AppError {
+        AppError::RateLimited {
+            retry_after: None,
+            message: format!(
+                "too many idempotency keys in use: at most {CALLER_KEYS} (and {} MiB of results) per user are kept \
+                 for {} s; nothing was sent. Send it again once some of your keys have expired",
+                CALLER_BYTES / (1024 * 1024),
+                self.window.as_secs()
+            ),
         }
     }
 
@@ -206,11 +330,18 @@ impl Idempotency {
                 None => return mutation(sent).await,
             },
         };
-        if key.trim().is_empty() || key.len() > 255 {
-            return Err(AppError::bad_input("the idempotency key must be 1 to 255 characters"));
+        if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
+            let name = if place.is_some() { "the Idempotency-Key header" } else { "idempotencyKey" };
+            return Err(AppError::bad_input(format!(
+                "{name} must be 1 to {MAX_KEY_BYTES} bytes and not blank (got {} bytes); nothing was sent",
+                key.len()
+            )));
         }
+        let arguments = fingerprint.len();
+        let fingerprint = digest(&fingerprint)?;
         let slot = Slot { who: caller(ctx)?.sub.clone(), key, place };
         let field = ctx.item.node.name.node.to_string();
+        let mut tidied = false;
         loop {
             let role = {
                 let mut running = self.running();
@@ -219,6 +350,7 @@ impl Idempotency {
                 }
                 match running.get(&slot) {
                     Some(outcome) => Role::Wait(outcome.clone()),
+                    None if self.full(&slot.who) => Role::Full,
                     None => {
                         let (tx, rx) = watch::channel(None);
                         running.insert(slot.clone(), rx);
@@ -227,12 +359,19 @@ impl Idempotency {
                 }
             };
             match role {
+                // Expired entries may not have been let go yet: once, outside the lock.
+                Role::Full if !tidied => {
+                    tidied = true;
+                    self.kept.run_pending_tasks();
+                }
+                Role::Full => return Err(self.too_many()),
                 Role::Lead(tx) => {
                     let mut lead = Lead {
                         store: self,
                         slot: &slot,
                         field: &field,
                         fingerprint: &fingerprint,
+                        arguments,
                         sent: sent.clone(),
                         tx: Some(tx),
                         outcome: PhantomData::<T>,
@@ -260,12 +399,14 @@ impl Idempotency {
 
 enum Role {
     Lead(watch::Sender<Option<Arc<Stored>>>),
+    /// The caller has as many keys kept as they may.
+    Full,
     Wait(Outcome),
 }
 
 /// The first request's outcome, or a refusal if this request is another one.
 fn replay<T: Clone + 'static>(slot: &Slot, first: &Stored, field: &str, fingerprint: &str) -> AppResult<T> {
-    if first.field != field || first.fingerprint != fingerprint {
+    if first.field != field || *first.fingerprint != *fingerprint {
         let other = if first.field == field { format!("{field} with other arguments") } else { first.field.clone() };
         return Err(AppError::bad_input(format!(
             "the idempotency key '{}' was already used for a different request ({other}); nothing was sent. \
@@ -287,6 +428,8 @@ struct Lead<'a, T: Clone + Send + Sync + 'static> {
     slot: &'a Slot,
     field: &'a str,
     fingerprint: &'a str,
+    /// The length of the arguments' fingerprint before it was hashed.
+    arguments: usize,
     sent: Sent,
     tx: Option<watch::Sender<Option<Arc<Stored>>>>,
     outcome: PhantomData<T>,
@@ -296,13 +439,17 @@ impl<T: Clone + Send + Sync + 'static> Lead<'_, T> {
     fn settle(&mut self, outcome: AppResult<T>) {
         let Some(tx) = self.tx.take() else { return };
         let keep = outcome.is_ok() || self.sent.was_sent();
+        let weight = weight(self.slot, self.field, self.arguments + self.fingerprint.len(), &outcome);
         let stored = Arc::new(Stored {
             field: self.field.to_string(),
-            fingerprint: self.fingerprint.to_string(),
+            fingerprint: self.fingerprint.into(),
             outcome: Arc::new(outcome),
+            weight,
         });
         let mut running = self.store.running();
         if keep {
+            // Counted before the cache has it: the cache may let it go at once (too heavy).
+            self.store.usage.add(&self.slot.who, weight);
             self.store.kept.insert(self.slot.clone(), stored.clone());
         }
         running.remove(self.slot);
@@ -362,4 +509,46 @@ fn root_field_place(ctx: &Context<'_>) -> usize {
 pub(crate) fn invalidate(ctx: &Context<'_>, installation_id: i64, stale: fn(&Resource) -> bool) -> AppResult<()> {
     services(ctx)?.cache.invalidate(move |r| r.installation_id() == Some(installation_id) && stale(r));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(who: &str, key: usize) -> Slot {
+        Slot { who: who.into(), key: format!("k-{key}"), place: None }
+    }
+
+    #[test]
+    fn fingerprints_of_any_length_are_kept_as_43_bytes_and_told_apart() {
+        let long = "x".repeat(1 << 20);
+        let (a, b) = (digest(&long).unwrap(), digest(&format!("{long}y")).unwrap());
+        assert_eq!((a.len(), b.len()), (43, 43));
+        assert_ne!(a, b);
+        assert_eq!(a, digest(&long).unwrap());
+        // The arguments still weigh what they are: an answer may repeat them.
+        let outcome: AppResult<()> = Ok(());
+        assert!(weight(&slot("u", 1), "f", long.len(), &outcome) as usize > long.len());
+        let refused: AppResult<()> = Err(AppError::bad_input(long.clone()));
+        assert!(weight(&slot("u", 1), "f", 0, &refused) as usize > long.len());
+    }
+
+    #[test]
+    fn kept_entries_stay_under_the_byte_bound_and_each_callers_usage_follows_the_cache() {
+        let store = Idempotency::new(Duration::from_secs(600));
+        let heavy = 1 << 20;
+        for n in 0..100 {
+            let (s, w) = (slot(if n % 2 == 0 { "a" } else { "b" }, n), heavy);
+            let stored =
+                Arc::new(Stored { field: "f".into(), fingerprint: "d".into(), outcome: Arc::new(()), weight: w });
+            store.usage.add(&s.who, w);
+            store.kept.insert(s, stored);
+        }
+        store.kept.run_pending_tasks();
+        let kept = store.kept.weighted_size();
+        assert!(kept <= KEPT_BYTES && kept > KEPT_BYTES / 2, "{kept}");
+        let (a, b) = (store.usage.of("a"), store.usage.of("b"));
+        assert_eq!(a.1 + b.1, kept, "{a:?} {b:?}");
+        assert_eq!((a.0 + b.0) as u64, store.kept.entry_count());
+    }
 }
