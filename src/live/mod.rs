@@ -8,6 +8,7 @@
 mod orphans;
 mod poller;
 mod registry;
+mod strays;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,6 +204,7 @@ impl Live {
     /// ours that is no longer the installation's (one being replaced, or left behind) is dropped:
     /// its copies may lack what the current one carries.
     fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>) {
+        self.registry.delivered(installation);
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::Live;
 use super::orphans::{self, Orphans, Outcome};
+use super::strays::Strays;
 use crate::auth::Caller;
 use crate::upstream::UpstreamError;
 use crate::upstream::notifications::NewEventSubscription;
@@ -122,6 +123,10 @@ pub(super) struct Registry {
     next_id: AtomicU64,
     /// Upstream subscriptions of ours whose removal failed: removed with the holder's next token.
     orphans: Orphans,
+    /// Installations receiving deliveries nobody here asked for: a subscription an earlier run left.
+    strays: Strays,
+    /// Installations whose registration went lately: a delivery still on its way is no stray.
+    gone: moka::sync::Cache<i64, ()>,
 }
 
 impl Registry {
@@ -136,6 +141,8 @@ impl Registry {
                 .build(),
             next_id: AtomicU64::new(0),
             orphans: Orphans::new(backoff),
+            strays: Strays::default(),
+            gone: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
         }
     }
 }
@@ -161,6 +168,7 @@ impl Registry {
 
     pub(super) fn watch(&self, live: &Arc<Live>, caller: &Caller, owner: bool, installation_id: i64) -> WatchGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.strays.settled(installation_id);
         let mut regs = self.lock();
         let reg = regs.entry(installation_id).or_insert_with(|| Registration::new(id));
         reg.generation += 1;
@@ -209,6 +217,26 @@ impl Registry {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(remove_orphan(live.clone(), installation_id, subscription_id, caller.clone()));
             }
+        }
+        let strays = self.strays.due(&caller.sub, Instant::now());
+        if !strays.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(remove_strays(live.clone(), caller.clone(), strays));
+        }
+    }
+
+    /// A delivery came at the webhook of an installation: one nobody watches here is a stray.
+    pub(super) fn delivered(&self, installation_id: i64) {
+        if self.lock().contains_key(&installation_id) || self.gone.contains_key(&installation_id) {
+            return;
+        }
+        if self.strays.seen(installation_id, Instant::now()) {
+            tracing::info!(
+                installation = installation_id,
+                "deliveries come for an installation nobody watches (a subscription an earlier run left); \
+                 removed with the next token of the member who made it"
+            );
         }
     }
 
@@ -400,6 +428,23 @@ async fn try_orphan(live: &Arc<Live>, installation_id: i64, subscription_id: &st
     outcome
 }
 
+/// Looks, with `caller`'s token, for subscriptions of ours left on the stray installations they
+/// are a member of, and removes them (as an orphan's removal: adopted instead if a watcher came).
+async fn remove_strays(live: Arc<Live>, caller: Caller, candidates: Vec<i64>) {
+    let Ok(loaded) = live.cache.get(&caller, crate::cache::Resource::Installations).await else { return };
+    let Some(theirs) = loaded.get::<Vec<crate::upstream::installations::Installation>>() else { return };
+    let ours = live.webhook_base();
+    for i in candidates.into_iter().filter(|i| theirs.iter().any(|x| x.installation_id == *i)) {
+        let Ok(subs) = live.cache.client().event_subscriptions(caller.token(), i).await else { continue };
+        for s in subs.iter().filter(|s| s.protocol_data.as_deref().is_some_and(|d| d.starts_with(&ours))) {
+            if try_orphan(&live, i, &s.event_subscription_id, &caller).await == Outcome::Settled {
+                tracing::info!(installation = i, "removed an upstream event subscription an earlier run left");
+                live.registry.strays.settled(i);
+            }
+        }
+    }
+}
+
 /// After the grace period, if nobody came back: stops the poller and removes the upstream
 /// subscription with its holder's token. A setup still running drops what it registers (it sees
 /// `removing`); a watcher arriving during the removal has the installation set up again.
@@ -430,6 +475,7 @@ fn removed(live: &Arc<Live>, installation_id: i64, reg_id: u64) {
     reg.removing = false;
     if reg.watchers.is_empty() {
         regs.remove(&installation_id);
+        live.registry.gone.insert(installation_id, ());
     } else if !reg.setting_up {
         reg.setting_up = true;
         tokio::spawn(setup(live.clone(), installation_id, reg_id));

@@ -155,3 +155,42 @@ async fn an_id_of_dots_is_refused_and_never_sent_to_another_route() {
     let subs = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
     assert_eq!(subs.as_array().map(Vec::len), Some(2), "witty-bff's and hers are still there: {subs}");
 }
+
+#[tokio::test]
+async fn a_subscription_left_by_an_earlier_run_that_nobody_watches_again_goes_with_its_creators_next_request() {
+    use std::sync::Arc;
+    use witty_bff::app::App;
+    use witty_bff::config::Config;
+
+    let sim = Arc::new(spawn_sim().await);
+    // One address for both runs: the webhook URL registered by the first stays right.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = Config { listen: format!("127.0.0.1:{port}").parse().unwrap(), ..test_config(&sim) };
+    let first = start_app(sim.clone(), App::build(config.clone()).await.expect("builds"), config.clone());
+    let ws = watch_events(&first, &first.token_for("alice")).await;
+    let left = validated_webhook(&first).await;
+    // The first run goes before its grace period ends (a deploy): its subscription stays upstream.
+    drop(first);
+    drop(ws);
+    let second =
+        eventually("the address to be free for the next run", || async { App::build(config.clone()).await.ok() }).await;
+    let second = start_app(sim.clone(), second, config.clone());
+    // Nobody watches installation 33 here, yet its events are delivered.
+    let r = sim.control(reqwest::Method::POST, &format!("/_sim/stations/{ALICE_STATION}/load-shedding"), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    eventually("the delivery to reach the next run", || async {
+        (metric(&second, "witty_bff_webhook_deliveries_total{kind=\"Notification\"}").await >= 1.0).then_some(())
+    })
+    .await;
+    // Ivan's request (he is a member, but did not make it) changes nothing; Alice's removes it.
+    let r = second.graphql("ivan", "{ installations { id } }", json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = second.graphql("alice", "{ installations { id } }", json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    eventually("the left subscription to be removed", || async {
+        let subs = sim.get("alice", "/installations/33/event-subscriptions").await.body;
+        let ids: Vec<&serde_json::Value> = subs.as_array()?.iter().map(|s| &s["eventSubscriptionId"]).collect();
+        (!ids.contains(&&left["eventSubscriptionId"])).then_some(())
+    })
+    .await;
+}
