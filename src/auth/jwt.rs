@@ -251,6 +251,11 @@ impl Verifier {
     }
 
     /// Verifies a bare token (no `Bearer ` prefix).
+    /// How long after its `exp` a token is still accepted.
+    pub fn leeway(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.validation.leeway)
+    }
+
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let result = self.check(token).await;
         if let Err(reason) = &result {

@@ -6,7 +6,6 @@
 //! each ends with an error saying why (`UNAUTHENTICATED`, `FORBIDDEN`, `RATE_LIMITED`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_graphql::{Context, Enum, ID, Json, Subscription};
 use chrono::{DateTime, Utc};
@@ -96,40 +95,36 @@ impl StationEvent {
 }
 
 /// Put in the request (or connection) data by the transport: the verifier that accepted the
-/// caller's token. A subscription lasts as long as it would still accept that token, so it ends
-/// at `exp` plus the configured leeway, like an HTTP request would be refused then. Without it, a
-/// subscription ends at `exp`.
+/// caller's token. A subscription lasts as long as it would still accept that token by its time
+/// claims, so it ends at `exp` plus the verifier's leeway, when an HTTP request would be refused.
+/// Without it, a subscription ends at `exp`.
 #[derive(Clone)]
 pub struct TokenCheck(pub Arc<Verifier>);
 
 /// What a subscriber is told when its token expired.
 const EXPIRED: &str = "the token has expired; subscribe again with a fresh token";
 
-/// How often a token past its `exp` is checked again while the verifier's leeway lasts.
-const LEEWAY_RECHECK: Duration = Duration::from_secs(1);
+/// When the caller's token stops being accepted: `exp` plus the verifier's leeway (without a
+/// verifier, `exp`); `None` when it never expires.
+fn token_deadline(check: Option<&TokenCheck>, caller: &Caller) -> Option<chrono::DateTime<Utc>> {
+    // The verifier compares whole seconds and refuses only once `now - leeway` is past `exp`:
+    // within the second after `exp + leeway` it still accepts.
+    let leeway = check.map(|TokenCheck(v)| v.leeway() + std::time::Duration::from_secs(1)).unwrap_or_default();
+    let leeway = chrono::Duration::from_std(leeway).unwrap_or_default();
+    caller.expires_at.map(|at| at + leeway)
+}
 
-/// Whether the caller's token is still accepted: before `exp` it is; after, the verifier decides
-/// (it allows the leeway), or, without one, it is not.
-async fn token_accepted(check: Option<&TokenCheck>, caller: &Caller) -> bool {
-    match caller.expires_at {
-        None => true,
-        Some(at) if Utc::now() < at => true,
-        Some(_) => match check {
-            Some(TokenCheck(verifier)) => verifier.verify(caller.token()).await.is_ok(),
-            None => false,
-        },
-    }
+/// Whether the caller's token is still accepted (the signature and claims were checked when it
+/// came; only time has passed since).
+fn token_accepted(check: Option<&TokenCheck>, caller: &Caller) -> bool {
+    token_deadline(check, caller).is_none_or(|end| Utc::now() < end)
 }
 
 /// Completes when the caller's token is no longer accepted.
 fn token_end(check: Option<TokenCheck>, caller: Caller) -> BoxFuture<'static, ()> {
     async move {
-        let Some(at) = caller.expires_at else { return futures::future::pending().await };
-        tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
-        // Past `exp`: it lasts while the verifier (with its leeway) still accepts the token.
-        while token_accepted(check.as_ref(), &caller).await {
-            tokio::time::sleep(LEEWAY_RECHECK).await;
-        }
+        let Some(end) = token_deadline(check.as_ref(), &caller) else { return futures::future::pending().await };
+        tokio::time::sleep((end - Utc::now()).to_std().unwrap_or_default()).await;
     }
     .boxed()
 }
@@ -187,7 +182,7 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
     let i = installation_id(id)?;
     let me = caller(ctx)?.clone();
     // A connection outlives its token: a subscription made on it after the token expired is refused.
-    if !token_accepted(ctx.data_opt::<TokenCheck>(), &me).await {
+    if !token_accepted(ctx.data_opt::<TokenCheck>(), &me) {
         return Err(AppError::Unauthenticated(EXPIRED.into()));
     }
     let (list, _) = load::<Vec<wire_installations::Installation>>(ctx, Resource::Installations).await?;
