@@ -162,9 +162,13 @@ struct Stored {
     weight: u32,
 }
 
-/// At most this many bytes of kept outcomes, all callers together (the least recently used go
-/// first beyond it).
+/// At most this many bytes of kept outcomes, all callers together: beyond it a new key is refused
+/// like a caller's beyond their own limits. Kept outcomes are never evicted early (moka's default
+/// admission would drop a new entry at once, letting its retry run again); the cache's own bound
+/// is only a backstop above this one.
 const KEPT_BYTES: u64 = 64 * 1024 * 1024;
+/// Room above `KEPT_BYTES` for the requests already running when it is reached.
+const KEPT_SLACK: u64 = 16 * 1024 * 1024;
 /// At most this many keys of one caller are kept at once, and at most `CALLER_BYTES` of theirs:
 /// beyond either, a request with a new key is refused (RATE_LIMITED, nothing sent) until some of
 /// the caller's keys expire. Refused rather than making room by dropping the caller's oldest
@@ -213,11 +217,16 @@ fn weight<T>(slot: &Slot, field: &str, arguments: usize, outcome: &AppResult<T>)
 
 /// What each caller has kept: keys and bytes.
 #[derive(Default)]
-struct Usage(std::sync::Mutex<HashMap<Arc<str>, (usize, u64)>>);
+struct Usage(std::sync::Mutex<HashMap<Arc<str>, (usize, u64)>>, std::sync::atomic::AtomicU64);
 
 impl Usage {
     fn of(&self, who: &str) -> (usize, u64) {
         self.lock().get(who).copied().unwrap_or_default()
+    }
+
+    /// Bytes kept, all callers together.
+    fn total(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn add(&self, who: &Arc<str>, weight: u32) {
@@ -225,10 +234,12 @@ impl Usage {
         let (keys, bytes) = usage.entry(who.clone()).or_default();
         *keys += 1;
         *bytes += u64::from(weight);
+        self.1.fetch_add(u64::from(weight), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn remove(&self, who: &str, weight: u32) {
         let mut usage = self.lock();
+        self.1.fetch_sub(u64::from(weight).min(self.total()), std::sync::atomic::Ordering::Relaxed);
         if let Some((keys, bytes)) = usage.get_mut(who) {
             *keys = keys.saturating_sub(1);
             *bytes = bytes.saturating_sub(u64::from(weight));
@@ -268,7 +279,8 @@ impl Idempotency {
         let freed = usage.clone();
         Idempotency {
             kept: moka::sync::Cache::builder()
-                .max_capacity(KEPT_BYTES)
+                .max_capacity(KEPT_BYTES + KEPT_SLACK)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(|_: &Slot, stored: &Arc<Stored>| stored.weight)
                 .eviction_listener(move |slot: Arc<Slot>, stored: Arc<Stored>, _| {
                     freed.remove(&slot.who, stored.weight)
@@ -284,7 +296,7 @@ impl Idempotency {
     /// Whether `who` has as many keys kept as they may (`CALLER_KEYS`, `CALLER_BYTES`).
     fn full(&self, who: &str) -> bool {
         let (keys, bytes) = self.usage.of(who);
-        keys >= CALLER_KEYS || bytes >= CALLER_BYTES
+        keys >= CALLER_KEYS || bytes >= CALLER_BYTES || self.usage.total() >= KEPT_BYTES
     }
 
     /// The refusal of a new key to a caller who has as many as they may.
@@ -292,9 +304,10 @@ impl Idempotency {
         AppError::RateLimited {
             retry_after: None,
             message: format!(
-                "too many idempotency keys in use: at most {CALLER_KEYS} (and {} MiB of results) per user are kept \
-                 for {} s; nothing was sent. Send it again once some of your keys have expired",
+                "too many idempotency keys in use: at most {CALLER_KEYS} (and {} MiB of results) per user, and {} MiB \
+                 for all users, are kept for {} s; nothing was sent. Send it again once some keys have expired",
                 CALLER_BYTES / (1024 * 1024),
+                KEPT_BYTES / (1024 * 1024),
                 self.window.as_secs()
             ),
         }
@@ -546,9 +559,13 @@ mod tests {
         }
         store.kept.run_pending_tasks();
         let kept = store.kept.weighted_size();
-        assert!(kept <= KEPT_BYTES && kept > KEPT_BYTES / 2, "{kept}");
+        assert!(kept <= KEPT_BYTES + KEPT_SLACK && kept > KEPT_BYTES / 2, "{kept}");
         let (a, b) = (store.usage.of("a"), store.usage.of("b"));
         assert_eq!(a.1 + b.1, kept, "{a:?} {b:?}");
+        assert_eq!(store.usage.total(), kept);
         assert_eq!((a.0 + b.0) as u64, store.kept.entry_count());
+        // Full for everyone, a caller with no key at all included: new keys are refused rather
+        // than kept ones dropped.
+        assert!(store.full("c"));
     }
 }
