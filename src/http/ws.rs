@@ -39,6 +39,10 @@ const NOT_ACKNOWLEDGED_CLOSE: u16 = 4401;
 const DUPLICATE_ID_CLOSE: u16 = 4409;
 /// RFC 6455: a close frame's payload is at most 125 bytes, two of them the code.
 const MAX_CLOSE_REASON: usize = 123;
+/// A legacy-protocol client is answered this many messages that break the protocol; the next one
+/// closes the connection (1008, policy violation): answers to a flood would pile up in memory.
+const MAX_VIOLATIONS: usize = 32;
+const POLICY_CLOSE: u16 = 1008;
 const AUTH_PREFIX: &str = "unauthorized: ";
 /// At most this many ready messages are written together.
 const WRITE_BATCH: usize = 64;
@@ -230,6 +234,8 @@ struct ConductState {
     close: Option<(u16, String)>,
     /// The legacy protocol: messages that answer a violation.
     notices: Vec<String>,
+    /// Messages that broke the protocol so far (legacy protocol: each was answered).
+    violations: usize,
 }
 
 impl Conduct {
@@ -275,6 +281,15 @@ impl Conduct {
             let reason = close_reason(&reason);
             self.state().close = Some((code, reason.clone()));
             return Some(Err(<serde_json::Error as serde::de::Error>::custom(reason)));
+        }
+        {
+            let mut state = self.state();
+            state.violations += 1;
+            if state.violations > MAX_VIOLATIONS {
+                let reason = close_reason("too many messages that break the protocol");
+                state.close = Some((POLICY_CLOSE, reason.clone()));
+                return Some(Err(<serde_json::Error as serde::de::Error>::custom(reason)));
+            }
         }
         let payload = serde_json::json!({ "message": message });
         let notice = match (malformed, id) {

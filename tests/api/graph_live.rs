@@ -1043,3 +1043,29 @@ async fn an_id_completed_by_the_client_and_subscribed_again_at_once_is_still_in_
     send_text(&mut ws, r#"{"type":"ping"}"#).await;
     assert_eq!(ws_next_or_close(&mut ws).await, Err((4409, "Subscriber for 1 already exists".to_string())));
 }
+
+#[tokio::test]
+async fn a_legacy_client_flooding_malformed_messages_is_closed_after_a_few_answers() {
+    let app = spawn_app().await;
+    let mut ws = ws_open(&app, "graphql-ws").await;
+    let init =
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", app.token_for("alice"))}});
+    send_text(&mut ws, &init.to_string()).await;
+    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    for n in 0..100 {
+        send_text(&mut ws, &format!(r#"{{"type":"foo","id":"{n}"}}"#)).await;
+    }
+    let mut answered = 0;
+    let (code, reason) = loop {
+        match ws_next_or_close(&mut ws).await {
+            Ok(v) => {
+                assert_eq!(v["type"], "error", "{v}");
+                answered += 1;
+            }
+            Err(close) => break close,
+        }
+    };
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("too many"), "{reason}");
+    assert!(answered <= 32, "{answered} answered before the close");
+}
