@@ -125,7 +125,8 @@ pub(super) struct Registry {
     orphans: Orphans,
     /// Installations receiving deliveries nobody here asked for: a subscription an earlier run left.
     strays: Strays,
-    /// Installations whose registration went lately: a delivery still on its way is no stray.
+    /// Installations whose registration went lately: a delivery still on its way (Event Grid
+    /// retries for up to a day) is no stray.
     gone: moka::sync::Cache<i64, ()>,
 }
 
@@ -142,7 +143,10 @@ impl Registry {
             next_id: AtomicU64::new(0),
             orphans: Orphans::new(backoff),
             strays: Strays::default(),
-            gone: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
+            gone: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
         }
     }
 }
@@ -218,7 +222,7 @@ impl Registry {
                 runtime.spawn(remove_orphan(live.clone(), installation_id, subscription_id, caller.clone()));
             }
         }
-        let strays = self.strays.due(&caller.sub, Instant::now());
+        let strays = self.strays.due(&caller.sub);
         if !strays.is_empty()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {

@@ -1,8 +1,9 @@
 //! Installations whose webhook receives deliveries while nobody watches them here: an upstream
 //! subscription of ours was left by an earlier run (a restart before its grace period ended, a
 //! crash). Only the user who made it may remove it, and nobody knows who that was; so the
-//! installation is kept here, and each user's next verified token (of a member of it) looks for
-//! our subscription among theirs, at most once per `RETRY` per user, until it is gone.
+//! installation is kept here, and each user's next verified token looks for our subscription
+//! among theirs on the stray installations they belong to, at most once per `RETRY` per user,
+//! until it is gone.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,18 +18,30 @@ const MAX_AGE: Duration = Duration::from_secs(2 * 24 * 3600);
 /// At most this many installations are kept.
 const MAX_STRAYS: usize = 10_000;
 
+/// At most this many installations are looked at per user's token.
+const MAX_LOOKS: usize = 50;
+
 struct Stray {
     /// The last delivery.
     seen: Instant,
-    /// When each user's token was last used to look.
-    looked: HashMap<String, Instant>,
 }
 
-#[derive(Default)]
 pub struct Strays {
     by_installation: Mutex<HashMap<i64, Stray>>,
     /// Whether there are any (looked at on every request, without the lock).
     any: AtomicBool,
+    /// The users whose token looked lately (bounded; forgotten after `RETRY`).
+    looked: moka::sync::Cache<String, ()>,
+}
+
+impl Default for Strays {
+    fn default() -> Strays {
+        Strays {
+            by_installation: Mutex::default(),
+            any: AtomicBool::new(false),
+            looked: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(RETRY).build(),
+        }
+    }
 }
 
 impl Strays {
@@ -47,7 +60,7 @@ impl Strays {
         if map.len() >= MAX_STRAYS {
             return false;
         }
-        map.insert(installation_id, Stray { seen: now, looked: HashMap::new() });
+        map.insert(installation_id, Stray { seen: now });
         self.any.store(true, Ordering::Release);
         true
     }
@@ -59,19 +72,17 @@ impl Strays {
         self.any.store(!map.is_empty(), Ordering::Release);
     }
 
-    /// The installations `sub`'s token may look at now (each marked as looked at by them).
-    pub fn due(&self, sub: &str, now: Instant) -> Vec<i64> {
-        if !self.any.load(Ordering::Acquire) {
+    /// The installations `sub`'s token may look at now: all of them (up to `MAX_LOOKS`, the most
+    /// recently delivered first), once per `RETRY` per user.
+    pub fn due(&self, sub: &str) -> Vec<i64> {
+        if !self.any.load(Ordering::Acquire) || self.looked.contains_key(sub) {
             return Vec::new();
         }
-        let mut map = self.map();
-        map.iter_mut()
-            .filter(|(_, s)| s.looked.get(sub).is_none_or(|at| now.saturating_duration_since(*at) >= RETRY))
-            .map(|(i, s)| {
-                s.looked.insert(sub.to_string(), now);
-                *i
-            })
-            .collect()
+        self.looked.insert(sub.to_string(), ());
+        let map = self.map();
+        let mut strays: Vec<(&i64, &Stray)> = map.iter().collect();
+        strays.sort_by_key(|(_, s)| std::cmp::Reverse(s.seen));
+        strays.into_iter().take(MAX_LOOKS).map(|(i, _)| *i).collect()
     }
 }
 
@@ -80,16 +91,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_user_looks_once_per_retry_until_settled() {
+    fn each_user_looks_once_until_settled() {
         let (s, t0) = (Strays::default(), Instant::now());
-        assert!(s.due("alice", t0).is_empty());
+        assert!(s.due("alice").is_empty());
         assert!(s.seen(33, t0));
         assert!(!s.seen(33, t0), "kept once");
-        assert_eq!(s.due("alice", t0), [33]);
-        assert!(s.due("alice", t0 + RETRY / 2).is_empty());
-        assert_eq!(s.due("bob", t0), [33], "another user looks on their own");
-        assert_eq!(s.due("alice", t0 + RETRY), [33]);
+        assert!(s.seen(42, t0 + Duration::from_secs(1)));
+        assert_eq!(s.due("alice"), [42, 33], "the latest delivered first");
+        assert!(s.due("alice").is_empty(), "once per RETRY");
+        assert_eq!(s.due("bob"), [42, 33], "another user looks on their own");
         s.settled(33);
-        assert!(s.due("carol", t0).is_empty());
+        s.settled(42);
+        assert!(s.due("carol").is_empty());
     }
 }
