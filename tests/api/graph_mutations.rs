@@ -1434,3 +1434,33 @@ async fn a_caller_with_1000_idempotency_keys_kept_is_refused_a_new_one_and_nothi
     assert_eq!(status(&alice, "setChargeMode"), "ACCEPTED", "{alice:#}");
     assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
 }
+
+#[tokio::test]
+async fn a_command_accepted_upstream_whose_client_left_while_waiting_replays_as_accepted() {
+    let app = spawn_app().await;
+    // The station takes its time: the wait goes on after the upstream accepted the command.
+    let r = app.sim().control(reqwest::Method::PUT, "/_sim/config", Some(json!({"commandDelayMs": 20_000}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    app.sim().reset_calls().await;
+    let query = format!(
+        r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: DEFERRED,
+            wait: true, idempotencyKey: "left-waiting") {{ status }} }}"#
+    );
+    let request = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(app.token_for("alice"))
+        .json(&json!({"query": query}));
+    let first = tokio::spawn(request.send());
+    // Re-reading the station, so waiting: the command was accepted (the read before it was one).
+    eventually("the wait to have begun", || async {
+        (count(&app, "GET /installations/{i}/charging-stations/{cs}").await >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1);
+    first.abort();
+    let _ = first.await;
+    let retry = app.graphql("alice", &query, json!({})).await;
+    assert_eq!(status(&retry, "setChargeMode"), "ACCEPTED", "{retry:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", calls_by_route(&app).await);
+}

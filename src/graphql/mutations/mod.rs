@@ -114,11 +114,25 @@ fn did_not_run(e: &UpstreamError) -> bool {
 pub struct Sent {
     sent: Arc<AtomicBool>,
     doubt: Doubt,
+    /// What to keep for the key if the request goes away after the upstream accepted the write
+    /// (while waiting for its effect): the answer it would have had without waiting.
+    accepted: Arc<std::sync::Mutex<Option<Box<dyn Any + Send + Sync>>>>,
 }
 
 impl Sent {
     fn new(doubt: Doubt) -> Sent {
-        Sent { sent: Arc::new(AtomicBool::new(false)), doubt }
+        Sent { sent: Arc::new(AtomicBool::new(false)), doubt, accepted: Arc::default() }
+    }
+
+    /// The upstream accepted the write: should the request go away before it finishes (waiting
+    /// for the write's effect), `answer` is what its key keeps, not a doubt.
+    pub(crate) fn accepted<V: Any + Send + Sync>(&self, answer: V) {
+        *self.accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(answer));
+    }
+
+    fn take_accepted<V: Any>(&self) -> Option<V> {
+        let answer = self.accepted.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        answer.downcast::<V>().ok().map(|v| *v)
     }
 
     /// Sends the mutation's one upstream write (never retried) and sorts its failure.
@@ -475,7 +489,13 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<'_, T> {
         if self.tx.is_none() {
             return;
         }
-        if self.sent.was_sent() {
+        if let Some(answer) = self.sent.take_accepted::<T>() {
+            tracing::info!(
+                field = self.field,
+                "a mutation was dropped while waiting on an accepted write; its key keeps the acceptance"
+            );
+            self.settle(Ok(answer));
+        } else if self.sent.was_sent() {
             tracing::warn!(field = self.field, "a mutation was dropped after sending its write; its key keeps a doubt");
             self.settle(Err(self.sent.doubt.error()));
         } else {

@@ -245,6 +245,8 @@ async fn run_command(
     if !wait {
         return Ok(CommandResult { status: CommandStatus::Accepted, charging_station: view(before) });
     }
+    // Should the caller go away while waiting, a retry with the key learns it was accepted.
+    sent.accepted(CommandResult { status: CommandStatus::Accepted, charging_station: view(before.clone()) });
     let deadline = tokio::time::Instant::now() + svc.commands.wait_timeout;
     let mut pause = Duration::from_millis(100);
     let mut last = before;
