@@ -14,6 +14,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+/// HMAC-SHA256 of `message` under `key`, base64url: jsonwebtoken's HS256 signer, so no crate of
+/// its own. `None` only if the signer refused the key, which it never does for an HS256 secret.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Option<String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(key);
+    jsonwebtoken::crypto::sign(message, &key, jsonwebtoken::Algorithm::HS256).ok()
+}
+
 /// A verified caller. The token is kept to be forwarded upstream as the end user's bearer; it
 /// never appears in `Debug` output or logs.
 #[derive(Clone)]

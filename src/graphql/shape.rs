@@ -11,6 +11,7 @@
 //! the spec asks, so its events never run side by side.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
@@ -40,6 +41,8 @@ struct Shaping {
     errors: Mutex<Vec<ServerError>>,
     /// Paths of non-null fields (or list items) that failed: their parent must be null too.
     nulled: Mutex<Vec<Path>>,
+    /// `nulled` has any: checked first, as every field that resolves looks.
+    failed: AtomicBool,
     /// Of the fields above a failed non-null one: whether each is non-null, and (for a list)
     /// whether its items may be null.
     above: Mutex<HashMap<Path, (bool, bool)>>,
@@ -90,6 +93,7 @@ impl Extension for Shaping {
         let mut response = next.run(ctx, operation_name).await;
         response.errors.extend(lock(&self.errors).drain(..));
         let nulled = std::mem::take(&mut *lock(&self.nulled));
+        self.failed.store(false, Ordering::Release);
         let above = std::mem::take(&mut *lock(&self.above));
         for path in nulled {
             null_parent(&mut response.data, path, &above);
@@ -120,23 +124,19 @@ impl Extension for Shaping {
                 lock(&self.errors).push(error);
                 if non_null {
                     lock(&self.nulled).push(path_of(path_node));
+                    self.failed.store(true, Ordering::Release);
                 }
                 return Ok(Some(Value::Null));
             }
         };
         // Above a failed non-null field (which failed before this one finished): what `execute`
-        // needs to know of this one to send the null up.
-        let failed_below = {
-            let nulled = lock(&self.nulled);
-            match nulled.is_empty() {
-                true => None,
-                false => {
-                    let path = path_of(path_node);
-                    nulled.iter().any(|at| at.len() > path.len() && at.starts_with(&path)).then_some(path)
-                }
-            }
-        };
-        if let Some(path) = failed_below.filter(|_| !item) {
+        // needs to know of this one to send the null up. Items need nothing (their list says).
+        if item || !self.failed.load(Ordering::Acquire) {
+            return Ok(Some(value));
+        }
+        let path = path_of(path_node);
+        let below = lock(&self.nulled).iter().any(|at| at.len() > path.len() && at.starts_with(&path));
+        if below {
             lock(&self.above).insert(path, (non_null, item_nullable(return_type)));
         }
         Ok(Some(value))

@@ -43,11 +43,14 @@ pub struct LiveSettings {
 /// way of jsonwebtoken's HS256 signer) of the installation under the webhook secret. The same
 /// secret gives the same URL after a restart, so the subscription is recognised and adopted.
 pub fn webhook_key(secret: &str, installation_id: i64) -> String {
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     let message = format!("witty-bff webhook of installation {installation_id}");
-    let mac = jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap_or_default();
-    format!("{installation_id}-{}", &mac[..mac.len().min(32)])
+    // Without a mac the key is `{installation}-`, which `webhook_installation` never accepts.
+    let mac = crate::auth::hmac_sha256(secret.as_bytes(), message.as_bytes()).unwrap_or_default();
+    format!("{installation_id}-{}", &mac[..mac.len().min(WEBHOOK_MAC_CHARS)])
 }
+
+/// The characters of a webhook key's mac.
+const WEBHOOK_MAC_CHARS: usize = 32;
 
 /// The kind of webhook delivery (`aeg-event-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +166,8 @@ impl Live {
 
     /// The installation a webhook key is for, if it is one of ours (compared in constant time).
     pub fn webhook_installation(&self, key: &str) -> Option<i64> {
-        let installation = key.split_once('-')?.0.parse::<i64>().ok()?;
+        let (installation, mac) = key.split_once('-')?;
+        let installation = installation.parse::<i64>().ok().filter(|_| mac.len() == WEBHOOK_MAC_CHARS)?;
         let expected = webhook_key(&self.settings.webhook_secret, installation);
         let (a, b) = (key.as_bytes(), expected.as_bytes());
         let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;

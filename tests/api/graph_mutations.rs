@@ -889,6 +889,17 @@ async fn an_outcome_of_a_command_that_may_have_run_stays_with_its_key() {
     }
 }
 
+/// Sends `query` as `sub` on a task of its own, to be dropped by aborting it (its connection closes).
+fn post_in_background(
+    app: &TestApp,
+    sub: &str,
+    query: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request =
+        app.client.post(format!("{}/graphql", app.base)).bearer_auth(app.token_for(sub)).json(&json!({"query": query}));
+    tokio::spawn(request.send())
+}
+
 #[tokio::test]
 async fn a_request_dropped_by_its_client_after_sending_keeps_its_key() {
     // The upstream holds the command long after the client gave up.
@@ -897,12 +908,7 @@ async fn a_request_dropped_by_its_client_after_sending_keeps_its_key() {
     assert_eq!(f.status, 200, "{:?}", f.body);
     app.sim().reset_calls().await;
     let query = keyed_set_mode(None, "DEFERRED", "dropped");
-    let request = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .bearer_auth(app.token_for("alice"))
-        .json(&json!({"query": query}));
-    let first = tokio::spawn(request.send());
+    let first = post_in_background(&app, "alice", &query);
     eventually("the command reaches the upstream", || async { (count(&app, SET_MODE_ROUTE).await == 1).then_some(()) })
         .await;
     // The client goes away (its connection closes) while the upstream has the command.
@@ -1446,12 +1452,7 @@ async fn a_command_accepted_upstream_whose_client_left_while_waiting_replays_as_
         r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: DEFERRED,
             wait: true, idempotencyKey: "left-waiting") {{ status }} }}"#
     );
-    let request = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .bearer_auth(app.token_for("alice"))
-        .json(&json!({"query": query}));
-    let first = tokio::spawn(request.send());
+    let first = post_in_background(&app, "alice", &query);
     // Re-reading the station, so waiting: the command was accepted (the read before it was one).
     eventually("the wait to have begun", || async {
         (count(&app, "GET /installations/{i}/charging-stations/{cs}").await >= 2).then_some(())

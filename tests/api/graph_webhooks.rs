@@ -91,6 +91,14 @@ async fn a_malformed_or_oversized_delivery_is_refused_saying_what_is_wrong() {
     assert_eq!(metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await, 0.0);
 }
 
+/// Alice subscribes a webhook of her own (not witty-bff's) to her installation.
+async fn subscribe_alices_own_hook(app: &TestApp) {
+    let query =
+        r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "https://example.com/hook") { id } }"#;
+    let r = app.graphql("alice", query, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+}
+
 #[tokio::test]
 async fn a_member_sees_witty_bffs_webhook_url_without_its_key_and_her_own_as_it_is() {
     let app = spawn_app().await;
@@ -99,14 +107,7 @@ async fn a_member_sees_witty_bffs_webhook_url_without_its_key_and_her_own_as_it_
     let url = validated_webhook(&app).await;
     let url = url["protocolData"].as_str().unwrap();
     let key = url.rsplit('/').next().unwrap();
-    let r = app
-        .graphql(
-            "alice",
-            r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "https://example.com/hook") { id } }"#,
-            json!({}),
-        )
-        .await;
-    assert!(r["errors"].is_null(), "{r}");
+    subscribe_alices_own_hook(&app).await;
     let r = app.graphql("alice", "{ installation(id: 33) { eventSubscriptions { protocolData } } }", json!({})).await;
     let text = r.to_string();
     assert!(!text.contains(key), "the key is shown: {text}");
@@ -119,14 +120,7 @@ async fn an_id_of_dots_is_refused_and_never_sent_to_another_route() {
     let app = spawn_app().await;
     let _alice = watch_events(&app, &app.token_for("alice")).await;
     validated_webhook(&app).await;
-    let mine = app
-        .graphql(
-            "alice",
-            r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "https://example.com/hook") { id } }"#,
-            json!({}),
-        )
-        .await;
-    assert!(mine["errors"].is_null(), "{mine}");
+    subscribe_alices_own_hook(&app).await;
     app.sim().reset_calls().await;
     // `…/event-subscriptions/..` would be `DELETE /installations/33`, `…/.` all her subscriptions.
     for id in ["..", "."] {

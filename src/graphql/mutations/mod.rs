@@ -200,14 +200,9 @@ const ENTRY_OVERHEAD: usize = 1024;
 type Digest = Box<str>;
 
 fn digest(fingerprint: &str) -> AppResult<Digest> {
-    static KEY: std::sync::LazyLock<jsonwebtoken::EncodingKey> =
-        std::sync::LazyLock::new(|| jsonwebtoken::EncodingKey::from_secret(b"witty-bff idempotency fingerprint"));
-    jsonwebtoken::crypto::sign(fingerprint.as_bytes(), &KEY, jsonwebtoken::Algorithm::HS256)
+    crate::auth::hmac_sha256(b"witty-bff idempotency fingerprint", fingerprint.as_bytes())
         .map(String::into_boxed_str)
-        .map_err(|e| {
-            tracing::error!(error = %e, "an idempotency fingerprint could not be hashed");
-            AppError::internal("idempotency fingerprint")
-        })
+        .ok_or_else(|| AppError::internal("an idempotency fingerprint could not be hashed"))
 }
 
 /// About how many bytes an entry holds: its strings, and what its outcome can hold beyond what
