@@ -3,6 +3,8 @@
 mod auth_tokens;
 mod bff;
 mod graph_access;
+mod graph_drift;
+mod graph_input;
 mod graph_live;
 mod graph_mutations;
 mod graph_read;

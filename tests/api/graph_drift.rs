@@ -1,0 +1,1 @@
+//! Upstream answers whose fields drift from the documented types.

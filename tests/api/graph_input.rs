@@ -1,0 +1,1 @@
+//! Input checks of arguments before anything is sent upstream.
