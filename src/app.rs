@@ -79,8 +79,16 @@ impl App {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Minted for each GraphiQL page, so it is never stale and carries the configured claims.
         let dev_token = match (&simulator, &jwt_secret) {
-            (Some(_), Some(secret)) => Some(mint_dev_token(secret, "alice", 12 * 3600, None, None)),
+            (Some(_), Some(secret)) => {
+                let (secret, issuer, audience) =
+                    (secret.clone(), config.jwt_issuer.clone(), config.jwt_audience.clone());
+                let mint: crate::http::DevToken = Arc::new(move || {
+                    mint_dev_token(&secret, "alice", 12 * 3600, issuer.as_deref(), audience.as_deref())
+                });
+                Some(mint)
+            }
             _ => None,
         };
         let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events));

@@ -42,10 +42,10 @@ enum Command {
     Token {
         /// The user (`sub`); the simulator's seeded users are alice, bob, dieter (owners), ivan and
         /// erin (installers).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         sub: String,
         /// Lifetime in seconds.
-        #[arg(long, default_value_t = 12 * 3600)]
+        #[arg(long, default_value_t = 12 * 3600, value_parser = clap::value_parser!(i64).range(1..))]
         ttl: i64,
     },
     /// Print the GraphQL schema (SDL).

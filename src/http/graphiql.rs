@@ -92,7 +92,7 @@ fn page(dev_token: Option<&str>) -> String {
 }
 
 pub async fn index(State(s): State<HttpState>) -> Html<String> {
-    Html(page(s.dev_token.as_deref()))
+    Html(page(s.dev_token.as_ref().map(|mint| mint()).as_deref()))
 }
 
 pub async fn asset(Path(file): Path<String>) -> Response {

@@ -34,14 +34,17 @@ use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
 
+/// Mints a fresh development token.
+pub type DevToken = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
     pub schema: WittySchema,
     pub verifier: Arc<Verifier>,
     pub cache: SharedCache,
-    /// Pre-filled in GraphiQL when running on the embedded simulator.
-    pub dev_token: Option<String>,
+    /// Mints the token pre-filled in GraphiQL when running on the embedded simulator.
+    pub dev_token: Option<DevToken>,
     pub live: Arc<Live>,
     /// Shared execution of identical WebSocket subscriptions.
     pub fanout: Arc<Fanout>,
@@ -69,6 +72,9 @@ pub fn router(state: HttpState) -> Router {
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// The largest GraphQL request body read (a query and its variables; documents are small).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// `GET /graphql`: a WebSocket upgrade, an SSE subscription, or GraphQL over HTTP.
 async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
@@ -105,6 +111,23 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let modern = accept.contains(GRAPHQL_RESPONSE);
     let sse = accept.contains("text/event-stream");
+    // Read within the limit before anything is parsed (async-graphql's extractor has none).
+    let (parts, body) = req.into_parts();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = match declared {
+        Some(n) if n > MAX_REQUEST_BYTES as u64 => None,
+        _ => axum::body::to_bytes(body, MAX_REQUEST_BYTES).await.ok(),
+    };
+    let Some(body) = body else {
+        let message = format!(
+            "the request body is over {} KiB; send a shorter query or fewer variables",
+            MAX_REQUEST_BYTES / 1024
+        );
+        let mut response = respond(GqlResponse::from_errors(vec![ServerError::new(message, None)]), modern);
+        *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return response;
+    };
+    let req = Request::from_parts(parts, axum::body::Body::from(body));
     let request = match GraphQLRequest::<GraphQLRejection>::from_request(req, &()).await {
         Ok(r) => r.into_inner(),
         Err(rejection) => {

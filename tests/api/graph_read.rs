@@ -479,6 +479,68 @@ async fn graphiql_health_and_readiness_are_served() {
 }
 
 #[tokio::test]
+async fn graphiqls_token_carries_the_configured_issuer_and_audience() {
+    // On its embedded simulator, as `cargo run` serves it (the page has a token only then).
+    let app = spawn_app_with(|c| {
+        c.upstream_url = None;
+        c.api_key = None;
+        c.jwt_issuer = Some("https://issuer.example".into());
+        c.jwt_audience = Some("witty".into());
+    })
+    .await;
+    let html = app.client.get(format!("{}/graphiql", app.base)).send().await.unwrap().text().await.unwrap();
+    let token = html.split("Bearer ").find(|t| t.starts_with("ey")).expect("a token in the headers pane");
+    let token: String = token.chars().take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+    let r = app.post_graphql(Some(&token), json!({"query": "{ installations { id } }"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["errors"].is_null(), "the page's token is accepted: {:#}", r.body);
+    assert!(!r.body["data"]["installations"].as_array().unwrap().is_empty(), "{:#}", r.body);
+}
+
+/// A `{ __typename }` request whose variable holds `bytes` bytes.
+fn padded_request(bytes: usize) -> Value {
+    json!({"query": "{ __typename }", "variables": {"pad": "a".repeat(bytes)}})
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_is_refused_with_413_before_it_is_read() {
+    let app = spawn_app().await;
+    let limit = witty_bff::http::MAX_REQUEST_BYTES;
+    // Under the limit: answered, even without a token.
+    let r = app.post_graphql(None, padded_request(limit - 1024)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["data"]["__typename"], "Query");
+    // Over it, declared by Content-Length: refused, naming the limit.
+    let r = app.post_graphql(None, padded_request(limit + 1)).await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert_eq!(error_codes(&r.body), vec!["BAD_USER_INPUT"], "{:?}", r.body);
+    let message = r.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("{} KiB", limit / 1024)), "{message}");
+    // Over it in chunks, with no length declared: refused once the limit is passed.
+    let body = padded_request(limit + 1).to_string();
+    let address = app.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.as_bytes().chunks(64 * 1024) {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        if socket.write_all(&framed).await.is_err() {
+            break; // Refused before the end: the server may close its side.
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.contains("BAD_USER_INPUT"), "{answer}");
+}
+
+#[tokio::test]
 async fn the_committed_schema_is_the_codes_schema() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
         .expect("schema.graphql is committed at the crate root");
