@@ -15,7 +15,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_graphql::parser::types::{Selection, SelectionSet};
 use async_graphql::{Context, MergedObject};
@@ -75,18 +75,23 @@ pub(crate) struct Doubt {
 }
 
 impl Doubt {
-    fn error(&self) -> AppError {
+    fn error(&self, cause: &str) -> AppError {
         AppError::UpstreamUnavailable(format!(
-            "the Witty-Home service did not confirm {}: it may or may not have been {}. Check {} before sending it again",
+            "the Witty-Home service did not confirm {} ({cause}): it may or may not have been {}. Check {} before \
+             sending it again",
             self.what, self.done, self.check
         ))
     }
 }
 
-/// A failure of a write, said so the user knows whether it may have happened.
+/// A failure of a write, said so the user knows whether it may have happened (see [`did_not_run`]).
 pub(crate) fn command_error(e: UpstreamError, doubt: Doubt) -> AppError {
     match e {
-        UpstreamError::Timeout | UpstreamError::Unreachable(_) => doubt.error(),
+        UpstreamError::Timeout => doubt.error("no answer in time"),
+        UpstreamError::Unreachable(_) => doubt.error("the connection was cut"),
+        UpstreamError::Server { status: status @ (502 | 504), .. } => {
+            doubt.error(&format!("its gateway answered {status} after passing the request on"))
+        }
         other => other.into(),
     }
 }
@@ -174,6 +179,8 @@ struct Stored {
     outcome: Arc<dyn Any + Send + Sync>,
     /// About how many bytes the entry holds (see [`weight`]).
     weight: u32,
+    /// When it was kept (its key is free again a window later).
+    at: Instant,
 }
 
 /// At most this many bytes of kept outcomes, all callers together: beyond it a new key is refused
@@ -224,13 +231,31 @@ fn weight<T>(slot: &Slot, field: &str, arguments: usize, outcome: &AppResult<T>)
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// What one caller has kept.
+#[derive(Default)]
+struct Kept {
+    keys: usize,
+    bytes: u64,
+    /// When each of their entries was kept, oldest first.
+    since: std::collections::VecDeque<Instant>,
+}
+
 /// What each caller has kept: keys and bytes.
 #[derive(Default)]
-struct Usage(std::sync::Mutex<HashMap<Arc<str>, (usize, u64)>>, std::sync::atomic::AtomicU64);
+struct Usage(std::sync::Mutex<HashMap<Arc<str>, Kept>>, std::sync::atomic::AtomicU64);
 
 impl Usage {
     fn of(&self, who: &str) -> (usize, u64) {
-        self.lock().get(who).copied().unwrap_or_default()
+        self.lock().get(who).map(|k| (k.keys, k.bytes)).unwrap_or_default()
+    }
+
+    /// When the oldest entry kept was kept: that of `who`, or of anyone (`None`).
+    fn oldest(&self, who: Option<&str>) -> Option<Instant> {
+        let usage = self.lock();
+        match who {
+            Some(who) => usage.get(who)?.since.front().copied(),
+            None => usage.values().filter_map(|k| k.since.front().copied()).min(),
+        }
     }
 
     /// Bytes kept, all callers together.
@@ -238,27 +263,33 @@ impl Usage {
         self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn add(&self, who: &Arc<str>, weight: u32) {
+    fn add(&self, who: &Arc<str>, stored: &Stored) {
         let mut usage = self.lock();
-        let (keys, bytes) = usage.entry(who.clone()).or_default();
-        *keys += 1;
-        *bytes += u64::from(weight);
-        self.1.fetch_add(u64::from(weight), std::sync::atomic::Ordering::Relaxed);
+        let kept = usage.entry(who.clone()).or_default();
+        kept.keys += 1;
+        kept.bytes += u64::from(stored.weight);
+        // In order but for concurrent inserts, which are a moment apart.
+        let at = kept.since.partition_point(|t| *t <= stored.at);
+        kept.since.insert(at, stored.at);
+        self.1.fetch_add(u64::from(stored.weight), std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn remove(&self, who: &str, weight: u32) {
+    fn remove(&self, who: &str, stored: &Stored) {
         let mut usage = self.lock();
-        self.1.fetch_sub(u64::from(weight).min(self.total()), std::sync::atomic::Ordering::Relaxed);
-        if let Some((keys, bytes)) = usage.get_mut(who) {
-            *keys = keys.saturating_sub(1);
-            *bytes = bytes.saturating_sub(u64::from(weight));
-            if *keys == 0 {
+        self.1.fetch_sub(u64::from(stored.weight).min(self.total()), std::sync::atomic::Ordering::Relaxed);
+        if let Some(kept) = usage.get_mut(who) {
+            kept.keys = kept.keys.saturating_sub(1);
+            kept.bytes = kept.bytes.saturating_sub(u64::from(stored.weight));
+            if let Some(at) = kept.since.iter().position(|t| *t == stored.at) {
+                kept.since.remove(at);
+            }
+            if kept.keys == 0 {
                 usage.remove(who);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (usize, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Kept>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -291,9 +322,7 @@ impl Idempotency {
                 .max_capacity(KEPT_BYTES + KEPT_SLACK)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(|_: &Slot, stored: &Arc<Stored>| stored.weight)
-                .eviction_listener(move |slot: Arc<Slot>, stored: Arc<Stored>, _| {
-                    freed.remove(&slot.who, stored.weight)
-                })
+                .eviction_listener(move |slot: Arc<Slot>, stored: Arc<Stored>, _| freed.remove(&slot.who, &stored))
                 .time_to_live(window)
                 .build(),
             running: std::sync::Mutex::new(HashMap::new()),
@@ -308,10 +337,16 @@ impl Idempotency {
         keys >= CALLER_KEYS || bytes >= CALLER_BYTES || self.usage.total() >= KEPT_BYTES
     }
 
-    /// The refusal of a new key to a caller who has as many as they may.
-    fn too_many(&self) -> AppError {
+    /// The refusal of a new key to a caller who has as many as they may, with the time until the
+    /// oldest key that stands in the way is free again.
+    fn too_many(&self, who: &str) -> AppError {
+        let (keys, bytes) = self.usage.of(who);
+        let theirs = keys >= CALLER_KEYS || bytes >= CALLER_BYTES;
+        let oldest = self.usage.oldest(theirs.then_some(who));
+        let retry_after = oldest.map(|at| (at + self.window).saturating_duration_since(Instant::now()));
         AppError::RateLimited {
-            retry_after: None,
+            // Whole seconds, rounded up, at least one.
+            retry_after: Some(retry_after.map_or(self.window, |d| Duration::from_secs(d.as_secs() + 1))),
             message: format!(
                 "too many idempotency keys in use: at most {CALLER_KEYS} (and {} MiB of results) per user, and {} MiB \
                  for all users, are kept for {} s; nothing was sent. Send it again once some keys have expired",
@@ -386,7 +421,7 @@ impl Idempotency {
                     tidied = true;
                     self.kept.run_pending_tasks();
                 }
-                Role::Full => return Err(self.too_many()),
+                Role::Full => return Err(self.too_many(&slot.who)),
                 Role::Lead(tx) => {
                     let mut lead = Lead {
                         store: self,
@@ -467,11 +502,12 @@ impl<T: Clone + Send + Sync + 'static> Lead<'_, T> {
             fingerprint: self.fingerprint.into(),
             outcome: Arc::new(outcome),
             weight,
+            at: Instant::now(),
         });
         let mut running = self.store.running();
         if keep {
             // Counted before the cache has it: the cache may let it go at once (too heavy).
-            self.store.usage.add(&self.slot.who, weight);
+            self.store.usage.add(&self.slot.who, &stored);
             self.store.kept.insert(self.slot.clone(), stored.clone());
         }
         running.remove(self.slot);
@@ -492,7 +528,7 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<'_, T> {
             self.settle(Ok(answer));
         } else if self.sent.was_sent() {
             tracing::warn!(field = self.field, "a mutation was dropped after sending its write; its key keeps a doubt");
-            self.settle(Err(self.sent.doubt.error()));
+            self.settle(Err(self.sent.doubt.error("the request that sent it went away before the answer")));
         } else {
             // Nothing was sent: waiters see the channel close and try again themselves.
             self.store.running().remove(self.slot);
@@ -567,9 +603,10 @@ mod tests {
         let heavy = 1 << 20;
         for n in 0..100 {
             let (s, w) = (slot(if n % 2 == 0 { "a" } else { "b" }, n), heavy);
+            let at = Instant::now();
             let stored =
-                Arc::new(Stored { field: "f".into(), fingerprint: "d".into(), outcome: Arc::new(()), weight: w });
-            store.usage.add(&s.who, w);
+                Arc::new(Stored { field: "f".into(), fingerprint: "d".into(), outcome: Arc::new(()), weight: w, at });
+            store.usage.add(&s.who, &stored);
             store.kept.insert(s, stored);
         }
         store.kept.run_pending_tasks();
