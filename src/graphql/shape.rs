@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextResolve, ResolveInfo,
 };
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{
     Name, Positioned, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value, Variables,
@@ -37,6 +37,8 @@ impl ExtensionFactory for ResponseShape {
 struct Shaping {
     /// The document, to know the order of the fields its operation and fragments select.
     doc: Mutex<Option<Arc<ExecutableDocument>>>,
+    /// The variables the request gave a value.
+    given: Mutex<Vec<Name>>,
     /// Errors of fields that were answered `null` in their place.
     errors: Mutex<Vec<ServerError>>,
     /// Paths of non-null fields (or list items) that failed: their parent must be null too.
@@ -80,6 +82,14 @@ impl Extension for Shaping {
                 None,
             ));
         }
+        // With one operation, checked here for every kind (a subscription's included); with
+        // several, once `execute` knows which one runs.
+        if let DocumentOperations::Single(op) = &doc.operations
+            && let Some(missing) = missing_variable(op, variables.keys())
+        {
+            return Err(missing);
+        }
+        *lock(&self.given) = variables.keys().cloned().collect();
         *lock(&self.doc) = Some(Arc::new(doc.clone()));
         Ok(doc)
     }
@@ -90,6 +100,14 @@ impl Extension for Shaping {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
+        let doc = lock(&self.doc).clone();
+        if let Some(doc) = doc.as_deref()
+            && let DocumentOperations::Multiple(_) = &doc.operations
+            && let Some(op) = super::operation(doc, operation_name)
+            && let Some(missing) = missing_variable(op, lock(&self.given).iter())
+        {
+            return Response::from_errors(vec![missing]);
+        }
         let mut response = next.run(ctx, operation_name).await;
         response.errors.extend(lock(&self.errors).drain(..));
         let nulled = std::mem::take(&mut *lock(&self.nulled));
@@ -98,7 +116,6 @@ impl Extension for Shaping {
         for path in nulled {
             null_parent(&mut response.data, path, &above);
         }
-        let doc = lock(&self.doc).clone();
         if let Some(doc) = doc.as_deref()
             && let Some(op) = super::operation(doc, operation_name)
         {
@@ -144,6 +161,25 @@ impl Extension for Shaping {
 }
 
 /// Whether the items of a list type (`[T]`, `[T!]!`) may be null.
+/// The spec's "Coercing Variable Values": a non-null variable without a default must be given a
+/// value, or the request fails as a whole (async-graphql fails each field that uses it instead,
+/// saying the variable "is not defined").
+fn missing_variable<'a>(
+    op: &Positioned<OperationDefinition>,
+    given: impl Iterator<Item = &'a Name> + Clone,
+) -> Option<ServerError> {
+    op.node.variable_definitions.iter().find_map(|v| {
+        let (name, ty) = (&v.node.name.node, &v.node.var_type.node);
+        let required = !ty.nullable && v.node.default_value.is_none();
+        (required && !given.clone().any(|g| g == name)).then(|| {
+            ServerError::new(
+                format!("variable ${name} of type {ty} was given no value: add it to `variables`"),
+                Some(v.pos),
+            )
+        })
+    })
+}
+
 fn item_nullable(return_type: &str) -> bool {
     let inner = return_type.trim_end_matches('!');
     !inner.strip_prefix('[').and_then(|t| t.strip_suffix(']')).is_some_and(|t| t.ends_with('!'))

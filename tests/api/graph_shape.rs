@@ -113,3 +113,36 @@ async fn a_subscription_refused_at_validation_over_websocket_gets_a_code_as_over
     assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{v}");
     assert!(error["message"].as_str().unwrap_or_default().contains("noSuchField"), "{v}");
 }
+
+#[tokio::test]
+async fn a_required_variable_given_no_value_fails_the_request_naming_it() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let post = |body: Value| {
+        app.client
+            .post(format!("{}/graphql", app.base))
+            .bearer_auth(&token)
+            .header("accept", "application/graphql-response+json")
+            .json(&body)
+            .send()
+    };
+    let two = "query A($i: ID!) { installation(id: $i) { id } } query B($n: ID = 33) { installation(id: $n) { id } }";
+    let cases = [
+        json!({"query": "query($i: ID!) { installation(id: $i) { id } }"}),
+        json!({"query": "query($i: ID!) { installation(id: $i) { id } }", "variables": {"other": 1}}),
+        json!({"query": two, "operationName": "A", "variables": {}}),
+        json!({"query": "subscription($cs: ID!) { stationEvents(installationId: 33, chargingStationId: $cs) { id } }"}),
+    ];
+    for body in cases {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}: a request error");
+        let r: Value = r.json().await.unwrap();
+        assert!(r["data"].is_null(), "{r:#}");
+        assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT"], "{r:#}");
+        let message = r["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("given no value") && (message.contains("$i") || message.contains("$cs")), "{message}");
+    }
+    // The other operation of the document needs nothing, and a default stands in for a value.
+    let r: Value = post(json!({"query": two, "operationName": "B"})).await.unwrap().json().await.unwrap();
+    assert_eq!(r["data"]["installation"]["id"], "33", "{r:#}");
+}
