@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::UpstreamError;
+use super::tolerant;
 use crate::metrics::Metrics;
 
 /// Where the upstream is and how to talk to it.
@@ -176,8 +177,9 @@ impl UpstreamClient {
         result
     }
 
-    /// A call whose answer is JSON of type `T`.
-    pub(crate) async fn json<T: DeserializeOwned, B: Serialize + ?Sized>(
+    /// A call whose answer is JSON of type `T`, read by [`tolerant::decode`]: a member of an
+    /// unexpected type reads as absent (and is logged), an unreadable id fails the call.
+    pub(crate) async fn json<T: DeserializeOwned + Serialize, B: Serialize + ?Sized>(
         &self,
         kind: Kind,
         method: Method,
@@ -186,8 +188,8 @@ impl UpstreamClient {
         body: Option<&B>,
     ) -> Result<T, UpstreamError> {
         let body = body.map(serde_json::to_vec).transpose().map_err(|e| UpstreamError::Decode(e.to_string()))?;
-        let bytes = self.send(kind, method, segments, bearer, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode(e.to_string()))
+        let bytes = self.send(kind, method.clone(), segments, bearer, body).await?;
+        tolerant::decode(&bytes, || format!("{method} /{}", segments.join("/"))).map_err(UpstreamError::Decode)
     }
 
     /// A call whose answer carries nothing we need (202, 204, or a body we ignore).

@@ -8,6 +8,7 @@ use super::client::{Kind, NO_BODY, UpstreamClient};
 use super::error::UpstreamError;
 use super::quirks::NumberOrString;
 use super::stations::refs;
+use super::tolerant;
 
 /// The device a measure or log belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,40 +50,43 @@ impl Device {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeasureInfo {
+    /// Required: a measure without a readable id makes the answer unreadable.
     pub measure_id: NumberOrString,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub name: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "tolerant::optional")]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub unit: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub periodicity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogInfo {
+    /// Required: a log without a readable id makes the answer unreadable.
     pub log_id: NumberOrString,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub periodicity: Option<String>,
 }
 
 /// One aggregated point: `value`, or `valueMin`/`valueMax`, and `value<Tariff>` fields kept in
-/// `by_tariff` (the field name without `value`, lower-cased: `hc`, `tariff3`).
+/// `by_tariff` (the field name without `value`, lower-cased: `hc`, `tariff3`; one that is not a
+/// number is left out). The date is required: a point without one cannot be placed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AggregatePoint {
     pub date: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub tariff_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub value: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub value_min: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub value_max: Option<f64>,
     #[serde(flatten)]
     pub rest: std::collections::BTreeMap<String, serde_json::Value>,
@@ -104,23 +108,26 @@ impl AggregatePoint {
     }
 }
 
+/// One log entry; its `value` is any JSON. The date is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub date: String,
     #[serde(default)]
     pub value: serde_json::Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub log_name: Option<String>,
 }
 
+/// One count. The date and the count are required: the count is the datum (a made-up 0 would be
+/// a wrong answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogCount {
     pub date: String,
     #[serde(default)]
     pub value: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub log_name: Option<String>,
 }
 

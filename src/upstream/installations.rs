@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Kind, NO_BODY, UpstreamClient};
 use super::error::UpstreamError;
+use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpsCoordinates {
@@ -15,16 +16,18 @@ pub struct GpsCoordinates {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Installation {
+    /// Required: an installation without a readable id makes the answer unreadable.
     pub installation_id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub external_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub application_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::or_default")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub location_name: Option<String>,
-    #[serde(default)]
+    /// Absent unless both coordinates are numbers.
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub location_gps_coordinates: Option<GpsCoordinates>,
 }
 

@@ -6,38 +6,53 @@ use serde::{Deserialize, Serialize};
 use super::client::{Kind, NO_BODY, UpstreamClient};
 use super::error::UpstreamError;
 use super::quirks::NumberOrString;
+use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GridMeter {
+    /// Required: a meter without a readable id makes the answer unreadable.
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub installation_parent_id: Option<i64>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "tolerant::optional")]
     pub kind: Option<String>,
-    #[serde(default)]
+    /// Not an object: no property is known.
+    #[serde(default, deserialize_with = "tolerant::or_default")]
     pub properties: MeterProperties,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MeterProperties {
+    #[serde(deserialize_with = "tolerant::optional")]
     pub general_consumption: Option<GeneralConsumption>,
     /// A number in the model, a string in logs; either may come.
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tic_type: Option<NumberOrString>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub intensity_subscribed: Option<f64>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub current_tariff: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub grid_subscription: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub authorize_tic: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct GeneralConsumption {
+    #[serde(deserialize_with = "tolerant::optional")]
     pub consumption_total_index: Option<f64>,
+    /// Empty when it is not a list or one of its consumptions is unreadable: a partial list
+    /// would pass for the whole.
+    #[serde(deserialize_with = "tolerant::or_default")]
     pub consumptions: Vec<Consumption>,
 }
 
+/// One tariff's index. Not tolerant: a `name` or `value` of another type makes it unreadable (the
+/// value is the datum, a made-up 0 would be a wrong answer), which empties the list it is in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Consumption {
@@ -48,19 +63,23 @@ pub struct Consumption {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tariff {
+    /// Required: a tariff without a readable id makes the answer unreadable.
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub installation_parent_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub friendly_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub currency: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub is_default: Option<bool>,
-    #[serde(default)]
+    /// Empty when it is not a list or one of its prices is unreadable: dropping one price would
+    /// make an older one current.
+    #[serde(default, deserialize_with = "tolerant::or_default")]
     pub values: Vec<TariffPrice>,
 }
 
+/// One price. Strict: its date and value are the datum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TariffPrice {

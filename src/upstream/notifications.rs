@@ -5,37 +5,43 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Kind, NO_BODY, UpstreamClient};
 use super::error::UpstreamError;
+use super::tolerant;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionFilter {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub subject_begins_with: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub subject_ends_with: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventSubscription {
+    /// Required: a subscription without a readable id makes the answer unreadable.
     pub event_subscription_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub installation_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub user_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub protocol_code: Option<String>,
+    /// Strict: the BFF tells its own webhook subscriptions by it (and adopts, replaces or
+    /// removes them); read as absent, one of its own would pass for someone else's and be
+    /// registered again beside it.
     #[serde(default)]
     pub protocol_data: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub event_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub filter: Option<SubscriptionFilter>,
+    /// Strict: the BFF decides on it whether its webhook is validated or failed.
     #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub creation_date: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub modification_date: Option<String>,
 }
 

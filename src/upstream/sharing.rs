@@ -5,16 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Kind, NO_BODY, UpstreamClient};
 use super::error::UpstreamError;
+use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invitation {
+    /// Required: it identifies the invitation (it is cancelled by e-mail).
     pub email: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub installation_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub installation_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub expiration_date: Option<String>,
 }
 
@@ -29,17 +31,22 @@ pub struct NewInvitation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
+    /// Required: the caller is found among the users by it.
     pub account_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub account_first_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub account_last_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub account_email: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::or_default")]
     pub authorization_groups: Vec<String>,
-    #[serde(default)]
+    /// Tolerant: an unreadable role reads as none, which grants no owner's right.
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub role_code: Option<String>,
+    /// Strict: absent reads as enabled, so a disabled installer whose `enabled` came as another
+    /// type would get their access back. An unreadable one keeps the users unreadable, and the
+    /// role check refuses (fails closed).
     #[serde(default)]
     pub enabled: Option<bool>,
 }

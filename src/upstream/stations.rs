@@ -6,65 +6,106 @@ use serde::{Deserialize, Serialize};
 use super::client::{Kind, NO_BODY, UpstreamClient};
 use super::error::UpstreamError;
 use super::quirks::NumberOrString;
+use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargingStation {
+    /// Required: a station without a readable id makes the answer unreadable.
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub serial_number: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub uuid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::optional")]
     pub installation_parent_id: Option<i64>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "tolerant::optional")]
     pub kind: Option<String>,
-    #[serde(default)]
+    /// Not an object: no property is known.
+    #[serde(default, deserialize_with = "tolerant::or_default")]
     pub properties: StationProperties,
 }
 
 /// The station's properties; every one optional, enums as raw strings (the GraphQL layer maps
-/// them to open enums).
+/// them to open enums). A property of an unexpected type reads as absent (see [`tolerant`]); the
+/// container's `default` covers the missing ones.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct StationProperties {
+    #[serde(deserialize_with = "tolerant::optional")]
     pub installation_date: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub production_date: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub product_reference: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub mac_address: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub wifi_ssid: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub friendly_name: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub phase_number: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub erl_connected: Option<bool>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tic_connected: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub night_mode_connected: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub shedding_mode: Option<String>,
     /// A string when read (a number when written).
+    #[serde(deserialize_with = "tolerant::optional")]
     pub average_ev_consumption: Option<NumberOrString>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub is_default_average_ev_consumption: Option<bool>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff1: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff2: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff3: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff4: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff5: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff6: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff7: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff8: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff9: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub tariff10: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub authorize_tic: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub availability: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub charge_mode: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub car_plug_status: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub key_switch: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub timezone: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub culture: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub connectivity_type: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub evcs_locked: Option<bool>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub led_power: Option<f64>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub error: Option<StationError>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub current_session: Option<CurrentSession>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub last_session: Option<LastSession>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub heartbeat: Option<Heartbeat>,
 }
 
@@ -110,39 +151,54 @@ impl StationProperties {
 #[serde(default)]
 pub struct StationError {
     /// A number in the model (a string such as `noError` in logs).
+    #[serde(deserialize_with = "tolerant::optional")]
     pub code: Option<NumberOrString>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CurrentSession {
+    #[serde(deserialize_with = "tolerant::optional")]
     pub start_date: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub duration: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub total_session_energy: Option<f64>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub total_session_cost: Option<f64>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub charging_speed: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub charging_duration: Option<String>,
-    #[serde(rename = "rangeRecoveredByEV")]
+    #[serde(rename = "rangeRecoveredByEV", deserialize_with = "tolerant::optional")]
     pub range_recovered_by_ev: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LastSession {
+    #[serde(deserialize_with = "tolerant::optional")]
     pub start_date: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub end_date: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub session_duration: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub charging_duration: Option<String>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub total_session_energy: Option<f64>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub total_session_cost: Option<f64>,
-    #[serde(rename = "rangeRecoveredByEV")]
+    #[serde(rename = "rangeRecoveredByEV", deserialize_with = "tolerant::optional")]
     pub range_recovered_by_ev: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Heartbeat {
+    #[serde(deserialize_with = "tolerant::optional")]
     pub heartbeat: Option<bool>,
+    #[serde(deserialize_with = "tolerant::optional")]
     pub reception_date: Option<String>,
 }
 
