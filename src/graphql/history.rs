@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 
 use super::access::{require_costs, role, strip_costs};
 use super::context::load;
@@ -49,12 +49,78 @@ pub fn resource_id(id: &str, argument: &str) -> AppResult<String> {
     Ok(id.to_string())
 }
 
-/// Checks and builds a range: `to` after `from`.
+/// An installation id argument (`installationId`): an id as [`resource_id`] checks it, and a
+/// whole number, the only kind the upstream's installations have.
+pub fn installation_arg(id: &str, argument: &str) -> AppResult<i64> {
+    let id = resource_id(id, argument)?;
+    id.parse().map_err(|_| AppError::bad_input(format!("{argument} must be a whole number, got '{id}'")))
+}
+
+/// The longest range the upstream answers in one aggregation or log query (it refuses a longer
+/// one with a message naming its own `startDate`/`endDate`).
+pub const MAX_RANGE_DAYS: i64 = 3_660;
+/// The most points (steps) the upstream returns from one aggregation or count.
+pub const MAX_POINTS: i64 = 10_000;
+
+/// Roughly how many steps of `step` a range spans, counted as the upstream counts them before
+/// refusing a range (a month as 28 days, a year as 365, plus one for a step begun): never fewer
+/// than it counts, so a range accepted here is not refused there.
+fn approx_points(step: Step, span: chrono::TimeDelta) -> i64 {
+    let per = match step {
+        Step::Hour => 3_600,
+        Step::Day => 86_400,
+        Step::Week => 7 * 86_400,
+        Step::Month => 28 * 86_400,
+        Step::Year => 365 * 86_400,
+    };
+    span.num_seconds().max(0) / per + 1
+}
+
+/// Checks and builds a range: `to` after `from`, at most [`MAX_RANGE_DAYS`] apart, and with a
+/// `step`, at most [`MAX_POINTS`] steps. The upstream has the same limits, but its refusals name
+/// its own fields (`startDate`, `endDate`), so they are checked here, naming the arguments, before
+/// anything is sent. Dates go upstream to the millisecond, so they are compared as they are sent.
 pub fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
+    let (from, to) = (to_millis(from), to_millis(to));
     if to <= from {
-        return Err(AppError::bad_input(format!("`to` ({to}) must be after `from` ({from})")));
+        return Err(AppError::bad_input(format!(
+            "`to` ({}) must be after `from` ({}); dates count to the millisecond",
+            show(to),
+            show(from)
+        )));
+    }
+    let span = to - from;
+    if span > chrono::TimeDelta::days(MAX_RANGE_DAYS) {
+        return Err(AppError::bad_input(format!(
+            "`to` ({}) is more than {MAX_RANGE_DAYS} days after `from` ({}): at most {MAX_RANGE_DAYS} days can be \
+             asked for at once; narrow the range or split it",
+            show(to),
+            show(from)
+        )));
+    }
+    if let Some(step) = step {
+        let points = approx_points(step, span);
+        if points > MAX_POINTS {
+            return Err(AppError::bad_input(format!(
+                "`step` {} from `from` ({}) to `to` ({}) gives about {points} points: at most {MAX_POINTS} can be \
+                 asked for at once; use a larger `step` or narrow the range",
+                step.to_upstream().to_uppercase(),
+                show(from),
+                show(to)
+            )));
+        }
     }
     Ok(Range { start_date: from, end_date: to, step: step.map(|s| s.to_upstream().to_string()) })
+}
+
+/// `t` cut to the millisecond, as it is sent upstream.
+fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
+}
+
+/// A date as the client wrote it (RFC 3339, milliseconds when there are any).
+fn show(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 fn operator(op: AggregationOperator) -> Operator {

@@ -7,10 +7,10 @@ use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::access::role;
-use super::context::{installation_id, load};
+use super::context::load;
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
-use super::history::{UPSTREAM_READ, resource_id};
+use super::history::{UPSTREAM_READ, installation_arg, resource_id};
 use super::meters::GridMeter;
 use super::stations::ChargingStation;
 use crate::cache::Resource;
@@ -32,7 +32,7 @@ impl InstallationQuery {
     /// One of the caller's installations; `NOT_FOUND` when it is not one of theirs.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn installation(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Installation>> {
-        let wanted = installation_id(&id)?;
+        let wanted = installation_arg(&id, "id")?;
         let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
         list.iter()
             .find(|i| i.installation_id == wanted)

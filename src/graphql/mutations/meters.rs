@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use super::{Doubt, command_error, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
-use crate::graphql::context::{caller, installation_id as parse_installation_id};
+use crate::graphql::context::caller;
 use crate::graphql::enums::{GridSubscription, TariffId};
 use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::meters::{GridMeter, Tariff};
 use crate::upstream::meters::SetTariff;
 use crate::upstream::quirks::parse_time;
@@ -48,12 +49,52 @@ fn tariffs_of(subscription: GridSubscription) -> Option<Vec<TariffId>> {
     })
 }
 
-fn meter_id(id: &ID) -> AppResult<String> {
-    let m = id.trim();
-    if m.is_empty() {
-        return Err(AppError::bad_input("gridMeterId is required"));
+/// `installationId` and `gridMeterId`, checked as every id argument is.
+fn meter_id(installation_id: &ID, grid_meter_id: &ID) -> AppResult<(i64, String)> {
+    Ok((installation_arg(installation_id, "installationId")?, resource_id(grid_meter_id, "gridMeterId")?))
+}
+
+/// The highest price per kWh `setTariffs` takes, in the tariff's currency. Household prices are
+/// about 0.2 to 0.4 EUR/kWh, the EU's wholesale markets stop at 4 EUR/kWh (day-ahead) and 10 EUR/kWh
+/// (intraday), and the currencies of the countries the stations are sold in with the smallest unit
+/// (HUF, CZK, SEK…) price a kWh well under 1000. Above it is a typo, and a price once saved stays
+/// in the tariff's history for good (the upstream deletes none): a price near `f64::MAX` makes
+/// every cost computed with it overflow.
+const MAX_PRICE: f64 = 1000.0;
+
+/// The earliest `beginDate`: long before any connected Witty-Home station recorded anything (the
+/// API document's dates are from 2020), so no earlier price is ever used; after the euro (the
+/// default currency) began; and far from the upstream's `0001-01-01T00:00:00Z`, which means
+/// "never" and reads back as null.
+fn earliest_begin() -> DateTime<Utc> {
+    DateTime::from_timestamp(946_684_800, 0).unwrap_or_default() // 2000-01-01T00:00:00Z
+}
+
+/// How far ahead a price may start: price changes are known weeks or months ahead (a regulated
+/// tariff's new rate, a supplier's notice, a contract's yearly renewal). A begin date later than a
+/// year is almost always a mistyped year, and cannot be taken back.
+const LATEST_BEGIN_DAYS: i64 = 366;
+
+/// Checks a price and its begin date against the bounds above.
+fn check_price(n: usize, t: &TariffPriceInput, now: DateTime<Utc>) -> AppResult<()> {
+    if !(t.value.is_finite() && (0.0..=MAX_PRICE).contains(&t.value)) {
+        return Err(AppError::bad_input(format!(
+            "tariffs[{n}].value must be a price per kWh from 0 to {MAX_PRICE} (in the tariff's currency), got {}",
+            if t.value.abs() < 1e9 { t.value.to_string() } else { format!("{:e}", t.value) }
+        )));
     }
-    Ok(m.to_string())
+    if let Some(begin) = t.begin_date {
+        let (earliest, latest) = (earliest_begin(), now + chrono::TimeDelta::days(LATEST_BEGIN_DAYS));
+        if begin < earliest || begin > latest {
+            return Err(AppError::bad_input(format!(
+                "tariffs[{n}].beginDate must be from {} to a year from now ({}), got {}",
+                earliest.format("%Y-%m-%d"),
+                latest.format("%Y-%m-%d"),
+                begin.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn millis(t: DateTime<Utc>) -> String {
@@ -73,8 +114,7 @@ impl MeterMutation {
         grid_meter_id: ID,
         authorize: bool,
     ) -> AppResult<GridMeter> {
-        let i = parse_installation_id(&installation_id)?;
-        let gm = meter_id(&grid_meter_id)?;
+        let (i, gm) = meter_id(&installation_id, &grid_meter_id)?;
         require_owner(ctx, i, "change the TIC consent").await?;
         let me = caller(ctx)?;
         let client = services(ctx)?.cache.client();
@@ -104,8 +144,7 @@ impl MeterMutation {
         tariffs: Vec<TariffPriceInput>,
         idempotency_key: Option<String>,
     ) -> AppResult<Vec<Tariff>> {
-        let i = parse_installation_id(&installation_id)?;
-        let gm = meter_id(&grid_meter_id)?;
+        let (i, gm) = meter_id(&installation_id, &grid_meter_id)?;
         if tariffs.is_empty() {
             return Err(AppError::bad_input("tariffs must name at least one tariff to price"));
         }
@@ -113,12 +152,7 @@ impl MeterMutation {
         for (n, t) in tariffs.iter().enumerate() {
             let code =
                 t.id.to_upstream().ok_or_else(|| AppError::bad_input(format!("tariffs[{n}].id cannot be UNKNOWN")))?;
-            if !t.value.is_finite() || t.value < 0.0 {
-                return Err(AppError::bad_input(format!(
-                    "tariffs[{n}].value must be a price of 0 or more, got {}",
-                    t.value
-                )));
-            }
+            check_price(n, t, Utc::now())?;
             if let Some(c) = &t.currency
                 && (c.trim().len() != 3 || !c.trim().chars().all(|ch| ch.is_ascii_alphabetic()))
             {
@@ -126,7 +160,8 @@ impl MeterMutation {
                     "tariffs[{n}].currency must be a 3-letter code such as EUR, got '{c}'"
                 )));
             }
-            if wanted.insert(code.to_string(), t.clone()).is_some() {
+            // -0 is 0 (not a price to keep in the history as written).
+            if wanted.insert(code.to_string(), TariffPriceInput { value: t.value + 0.0, ..t.clone() }).is_some() {
                 return Err(AppError::bad_input(format!("tariffs[{n}].id {} is given twice", t.id.to_value())));
             }
         }

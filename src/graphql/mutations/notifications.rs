@@ -4,8 +4,9 @@ use async_graphql::{Context, ID, Object};
 
 use super::{Doubt, command_error, invalidate, services};
 use crate::cache::Resource;
-use crate::graphql::context::{caller, installation_id as parse_installation_id, load};
+use crate::graphql::context::{caller, load};
 use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::installations::EventSubscription;
 use crate::upstream::installations as wire;
 use crate::upstream::notifications::NewEventSubscription;
@@ -44,7 +45,7 @@ impl NotificationMutation {
         event_type: Option<String>,
         idempotency_key: Option<String>,
     ) -> AppResult<EventSubscription> {
-        let i = parse_installation_id(&installation_id)?;
+        let i = installation_arg(&installation_id, "installationId")?;
         let url = webhook_url.trim().to_string();
         match reqwest::Url::parse(&url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -74,11 +75,8 @@ impl NotificationMutation {
         installation_id: ID,
         event_subscription_id: ID,
     ) -> AppResult<bool> {
-        let i = parse_installation_id(&installation_id)?;
-        let id = event_subscription_id.trim().to_string();
-        if id.is_empty() {
-            return Err(AppError::bad_input("eventSubscriptionId is required"));
-        }
+        let i = installation_arg(&installation_id, "installationId")?;
+        let id = resource_id(&event_subscription_id, "eventSubscriptionId")?;
         visible(ctx, i).await?;
         let me = caller(ctx)?;
         services(ctx)?
@@ -93,7 +91,7 @@ impl NotificationMutation {
 
     /// Deletes all of the caller's subscriptions on the installation.
     async fn unsubscribe_all_notifications(&self, ctx: &Context<'_>, installation_id: ID) -> AppResult<bool> {
-        let i = parse_installation_id(&installation_id)?;
+        let i = installation_arg(&installation_id, "installationId")?;
         visible(ctx, i).await?;
         let me = caller(ctx)?;
         services(ctx)?

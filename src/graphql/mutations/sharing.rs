@@ -7,9 +7,10 @@ use async_graphql::{Context, ID, Object};
 use super::{Doubt, command_error, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
-use crate::graphql::context::{caller, installation_id as parse_installation_id};
+use crate::graphql::context::caller;
 use crate::graphql::enums::Culture;
 use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::installations::Invitation;
 use crate::upstream::sharing::NewInvitation;
 
@@ -41,12 +42,9 @@ pub(crate) fn check_email(field: &str, email: &str) -> AppResult<String> {
     Ok(email)
 }
 
-fn account(id: &ID) -> AppResult<String> {
-    let a = id.trim();
-    if a.is_empty() {
-        return Err(AppError::bad_input("accountId is required"));
-    }
-    Ok(a.to_string())
+/// `installationId` and `accountId`, checked as every id argument is.
+fn account(installation_id: &ID, account_id: &ID) -> AppResult<(i64, String)> {
+    Ok((installation_arg(installation_id, "installationId")?, resource_id(account_id, "accountId")?))
 }
 
 /// A membership changed: nobody keeps a cached view of the installation, and everyone's list of
@@ -72,7 +70,7 @@ impl SharingMutation {
         culture: Option<Culture>,
         idempotency_key: Option<String>,
     ) -> AppResult<Invitation> {
-        let i = parse_installation_id(&installation_id)?;
+        let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
         let culture_code = match culture {
             Some(c) => {
@@ -95,7 +93,7 @@ impl SharingMutation {
 
     /// Cancels a pending invitation.
     async fn cancel_invitation(&self, ctx: &Context<'_>, installation_id: ID, email: String) -> AppResult<bool> {
-        let i = parse_installation_id(&installation_id)?;
+        let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
         require_owner(ctx, i, "cancel invitations").await?;
         let me = caller(ctx)?;
@@ -111,8 +109,10 @@ impl SharingMutation {
 
     /// Accepts an invitation with the code from its e-mail (installer accounts only).
     async fn accept_invitation(&self, ctx: &Context<'_>, activation_code: String) -> AppResult<bool> {
-        let code = activation_code.trim();
-        if code.is_empty() || code.len() > 200 || code.contains('/') {
+        // A path segment upstream, so checked as an id is (`.` or `..` would change the route).
+        let code = resource_id(&activation_code, "activationCode")?;
+        let code = code.as_str();
+        if code.len() > 200 || code.contains('/') {
             return Err(AppError::bad_input("activationCode must be the code from the invitation e-mail"));
         }
         let me = caller(ctx)?;
@@ -127,8 +127,7 @@ impl SharingMutation {
 
     /// Stops sharing with an installer until enabled again; effective at once.
     async fn disable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
-        let i = parse_installation_id(&installation_id)?;
-        let account = account(&account_id)?;
+        let (i, account) = account(&installation_id, &account_id)?;
         require_owner(ctx, i, "disable installers").await?;
         let me = caller(ctx)?;
         services(ctx)?
@@ -143,8 +142,7 @@ impl SharingMutation {
 
     /// Shares the installation with a disabled installer again.
     async fn enable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
-        let i = parse_installation_id(&installation_id)?;
-        let account = account(&account_id)?;
+        let (i, account) = account(&installation_id, &account_id)?;
         require_owner(ctx, i, "enable installers").await?;
         let me = caller(ctx)?;
         services(ctx)?
@@ -164,8 +162,7 @@ impl SharingMutation {
         installation_id: ID,
         account_id: ID,
     ) -> AppResult<bool> {
-        let i = parse_installation_id(&installation_id)?;
-        let account = account(&account_id)?;
+        let (i, account) = account(&installation_id, &account_id)?;
         require_owner(ctx, i, "remove users").await?;
         let me = caller(ctx)?;
         services(ctx)?

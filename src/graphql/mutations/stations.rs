@@ -13,9 +13,10 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{Doubt, Sent, command_error, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
-use crate::graphql::context::{caller, installation_id as parse_installation_id};
+use crate::graphql::context::caller;
 use crate::graphql::enums::{ChargeMode, Culture, TariffType, Timezone};
 use crate::graphql::error::{AppError, AppResult};
+use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::stations::ChargingStation;
 use crate::upstream::stations::{self as wire, AssociateStation, UpdateStation};
 
@@ -193,12 +194,9 @@ const ASSOCIATED: Doubt = Doubt {
 const REMOVED: Doubt =
     Doubt { what: "the removal of the charging station", done: "made", check: "the installation's charging stations" };
 
-fn station_id(i: i64, cs: &ID) -> AppResult<(i64, String)> {
-    let cs = cs.trim();
-    if cs.is_empty() {
-        return Err(AppError::bad_input("chargingStationId is required"));
-    }
-    Ok((i, cs.to_string()))
+/// `installationId` and `chargingStationId`, checked as every id argument is.
+fn station_id(installation_id: &ID, charging_station_id: &ID) -> AppResult<(i64, String)> {
+    Ok((installation_arg(installation_id, "installationId")?, resource_id(charging_station_id, "chargingStationId")?))
 }
 
 fn station_stale(r: &Resource) -> bool {
@@ -287,7 +285,7 @@ async fn command(
     wait: Option<bool>,
     idempotency_key: Option<String>,
 ) -> AppResult<CommandResult> {
-    let (i, cs) = station_id(parse_installation_id(installation_id)?, charging_station_id)?;
+    let (i, cs) = station_id(installation_id, charging_station_id)?;
     let wait = wait.unwrap_or(false);
     let fingerprint = format!("{i} {cs} {} wait={wait}", command.describe());
     services(ctx)?
@@ -309,7 +307,7 @@ impl StationMutation {
         input: AssociateChargingStationInput,
         idempotency_key: Option<String>,
     ) -> AppResult<ChargingStation> {
-        let i = parse_installation_id(&installation_id)?;
+        let i = installation_arg(&installation_id, "installationId")?;
         let uid = input.uid.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let qr = input.qr_code.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         if uid.is_none() && qr.is_none() {
@@ -342,7 +340,7 @@ impl StationMutation {
         installation_id: ID,
         charging_station_id: ID,
     ) -> AppResult<bool> {
-        let (i, cs) = station_id(parse_installation_id(&installation_id)?, &charging_station_id)?;
+        let (i, cs) = station_id(&installation_id, &charging_station_id)?;
         require_owner(ctx, i, "remove charging stations").await?;
         let me = caller(ctx)?;
         services(ctx)?
