@@ -136,6 +136,41 @@ impl Invalidations {
     }
 }
 
+/// How long an answer is kept while a command may still change it (see [`Unsettled`]).
+pub const UNSETTLED_TTL: Duration = Duration::from_millis(500);
+
+/// Resources that a command the upstream accepted (202) may still change: the station applies it
+/// a moment later, and an answer read in between would otherwise be served for the whole TTL after
+/// the change. While marked, answers are kept only [`UNSETTLED_TTL`].
+#[derive(Default)]
+struct Unsettled {
+    marks: Mutex<Vec<(u64, std::time::Instant, Stale)>>,
+    next: AtomicU64,
+}
+
+impl Unsettled {
+    fn mark(&self, until: std::time::Instant, stale: Stale) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((id, until, stale));
+        id
+    }
+
+    fn settle(&self, id: u64) {
+        self.lock().retain(|(mark, ..)| *mark != id);
+    }
+
+    fn covers(&self, key: &Key) -> bool {
+        let mut marks = self.lock();
+        let now = std::time::Instant::now();
+        marks.retain(|(_, until, _)| *until > now);
+        marks.iter().any(|(_, _, stale)| stale(key))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, std::time::Instant, Stale)>> {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 struct PerEntryTtl;
 
 impl Expiry<Key, Entry> for PerEntryTtl {
@@ -153,6 +188,7 @@ pub struct SharedCache {
     client: UpstreamClient,
     ttls: Arc<Ttls>,
     invalidations: Arc<Invalidations>,
+    unsettled: Arc<Unsettled>,
     /// The upstream reads each request's loader may send ([`READ_BUDGET`] unless set).
     read_budget: u32,
 }
@@ -164,7 +200,14 @@ impl SharedCache {
             .expire_after(PerEntryTtl)
             .support_invalidation_closures()
             .build();
-        SharedCache { cache, client, ttls: Arc::new(ttls), invalidations: Arc::default(), read_budget: READ_BUDGET }
+        SharedCache {
+            cache,
+            client,
+            ttls: Arc::new(ttls),
+            invalidations: Arc::default(),
+            unsettled: Arc::default(),
+            read_budget: READ_BUDGET,
+        }
     }
 
     /// The same cache with another budget of upstream reads per request (see [`ReadBudget`]).
@@ -233,6 +276,8 @@ impl SharedCache {
                 self.client.metrics().cache_lookups.with_label_values(&["miss"]).inc();
                 let result = key.1.fetch(&self.client, caller.token()).await;
                 let ttl = match &result {
+                    // Checked once fetched: a mark made meanwhile counts too.
+                    Ok(_) if self.unsettled.covers(key) => key.1.ttl(&self.ttls, Utc::now()).min(UNSETTLED_TTL),
                     Ok(_) => key.1.ttl(&self.ttls, Utc::now()),
                     Err(_) => self.ttls.negative,
                 };
@@ -261,6 +306,17 @@ impl SharedCache {
     pub fn invalidate_caller_resource(&self, sub: &str, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
         let sub: Arc<str> = sub.into();
         self.invalidate_keys(Arc::new(move |(s, r): &Key| *s == sub && stale(r)));
+    }
+
+    /// Marks the resources `stale` names (of every caller) as still changing for `how_long`: a
+    /// command was accepted and not yet seen applied. Returns the mark for [`SharedCache::settle`].
+    pub fn unsettle(&self, how_long: Duration, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) -> u64 {
+        self.unsettled.mark(std::time::Instant::now() + how_long, Arc::new(move |(_, r): &Key| stale(r)))
+    }
+
+    /// The change a mark waited for is seen: answers are kept for their usual time again.
+    pub fn settle(&self, mark: u64) {
+        self.unsettled.settle(mark);
     }
 
     fn invalidate_keys(&self, stale: Stale) {

@@ -1477,3 +1477,25 @@ async fn a_command_accepted_upstream_whose_client_left_while_waiting_replays_as_
     assert_eq!(status(&retry, "setChargeMode"), "ACCEPTED", "{retry:#}");
     assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", calls_by_route(&app).await);
 }
+
+#[tokio::test]
+async fn after_an_accepted_command_a_re_read_shows_the_change_soon_after_the_station_applies_it() {
+    // State kept a minute: a read made before the station applies the command would otherwise be
+    // served for that minute.
+    let app = spawn_app_with(|c| c.cache_state_ttl_secs = 60).await;
+    set_command_delay(&app, 3_000).await;
+    let r = app
+        .graphql("alice", SET_MODE, json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false}))
+        .await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+    // Read before the station applied it: the old mode.
+    assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE");
+    // Once applied, a re-read shows it (for the owner and for the installer alike).
+    for sub in ["alice", "ivan"] {
+        eventually("the new mode in a re-read", || async {
+            let station = gql_station(&app, sub, ALICE_INSTALLATION, ALICE_STATION).await;
+            (station["chargeMode"] == "DEFERRED").then_some(())
+        })
+        .await;
+    }
+}

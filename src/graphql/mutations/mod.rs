@@ -575,6 +575,17 @@ pub(crate) fn invalidate(ctx: &Context<'_>, installation_id: i64, stale: fn(&Res
     Ok(())
 }
 
+/// Keeps answers that `changing` names, read from now on, only briefly for as long as `wait: true`
+/// would wait: a command was accepted upstream and the station applies it a moment later, so a
+/// client re-reading after `ACCEPTED` sees the change soon after it happens, not a TTL later.
+/// Returns the mark, to settle once the change is seen.
+pub(crate) fn unsettle(ctx: &Context<'_>, installation_id: i64, changing: fn(&Resource) -> bool) -> AppResult<u64> {
+    let svc = services(ctx)?;
+    Ok(svc
+        .cache
+        .unsettle(svc.commands.wait_timeout, move |r| r.installation_id() == Some(installation_id) && changing(r)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Doubt, Sent, command_error, invalidate, services};
+use super::{Doubt, Sent, command_error, invalidate, services, unsettle};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::caller;
@@ -239,6 +239,16 @@ async fn run_command(
     })
     .await?;
     invalidate(ctx, i, station_stale)?;
+    // Until the station shows the change, its state and logs are kept only briefly.
+    let mark = unsettle(ctx, i, |r| {
+        matches!(
+            r,
+            Resource::Stations { .. }
+                | Resource::Station { .. }
+                | Resource::LogEntries { .. }
+                | Resource::LogCounts { .. }
+        )
+    })?;
     let view = |s: wire::ChargingStation| Some(ChargingStation::new(i, Arc::new(s), Utc::now()));
     if !wait {
         return Ok(CommandResult { status: CommandStatus::Accepted, charging_station: view(before) });
@@ -268,6 +278,7 @@ async fn run_command(
         }
         if command.applied(&last) {
             invalidate(ctx, i, station_stale)?;
+            svc.cache.settle(mark);
             return Ok(CommandResult { status: CommandStatus::Applied, charging_station: view(last) });
         }
         if tokio::time::Instant::now() >= deadline {
