@@ -51,8 +51,3 @@ fn read_error(e: ReadError) -> AppError {
 pub fn typed<T: Any + Send + Sync>(loaded: &Loaded) -> AppResult<Arc<T>> {
     loaded.get::<T>().ok_or_else(|| AppError::internal("a loaded resource has an unexpected type"))
 }
-
-/// An installation id from a GraphQL `ID`.
-pub fn installation_id(id: &str) -> AppResult<i64> {
-    id.trim().parse().map_err(|_| AppError::bad_input(format!("installation id must be a whole number, got '{id}'")))
-}

@@ -15,10 +15,11 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::{role, strip_costs};
-use super::context::{caller, installation_id, load, typed};
+use super::context::{caller, load, typed};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
 use super::fanout::Arming;
+use super::history::{installation_arg, resource_id};
 use super::mutations::services;
 use super::stations::ChargingStation;
 use crate::auth::{Caller, Verifier};
@@ -179,7 +180,8 @@ impl Watch {
 
 /// The caller must see the installation; returns their role.
 async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Watch, UserRole)> {
-    let i = installation_id(id)?;
+    let i = installation_arg(id, "installationId")?;
+    let station = station.map(|cs| resource_id(&cs, "chargingStationId").map(ID)).transpose()?;
     let me = caller(ctx)?.clone();
     // A connection outlives its token: a subscription made on it after the token expired is refused.
     if !token_accepted(ctx.data_opt::<TokenCheck>(), &me) {

@@ -819,6 +819,30 @@ async fn ws_ended_with(ws: &mut Ws, code: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_subscription_with_a_bad_id_is_refused_naming_the_argument() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let cases = [
+        (r#"installationId: "x""#, "installationId must be a whole number, got 'x'"),
+        (r#"installationId: " ""#, "installationId must not be empty"),
+        (r#"installationId: 33, chargingStationId: """#, "chargingStationId must not be empty"),
+        (r#"installationId: 33, chargingStationId: "..""#, "chargingStationId cannot be '.' or '..'"),
+    ];
+    for (n, (arguments, expected)) in cases.into_iter().enumerate() {
+        let query = format!("subscription {{ stationEvents({arguments}) {{ id }} }}");
+        match n {
+            0 => ws_subscribe(&mut ws, false, "bad-0", &query).await,
+            _ => {
+                let subscribe = json!({"id": format!("bad-{n}"), "type": "subscribe", "payload": {"query": query}});
+                ws.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+            }
+        }
+        assert_eq!(ws_ended_with(&mut ws, "BAD_USER_INPUT").await, expected, "{arguments}");
+    }
+}
+
+#[tokio::test]
 async fn a_subscription_ended_by_token_expiry_says_why_on_both_websocket_protocols_and_sse() {
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     // `exp` is in whole seconds: this token expires 3 to 4 s from now.

@@ -21,11 +21,11 @@ use crate::upstream::quirks::parse_time;
 #[derive(InputObject, Debug, Clone)]
 pub struct TariffPriceInput {
     pub id: TariffId,
-    /// Price per kWh, 0 or more.
+    /// Price per kWh in the tariff's currency, from 0 to 1000.
     pub value: f64,
     /// 3-letter code (default: the tariff's current currency).
     pub currency: Option<String>,
-    /// When the price starts (default: now).
+    /// When the price starts (default: now): from 2000-01-01 to 366 days from now.
     pub begin_date: Option<DateTime<Utc>>,
     pub friendly_name: Option<String>,
 }
