@@ -1,0 +1,1 @@
+//! Tokens of one user: what one token is refused never reaches another.

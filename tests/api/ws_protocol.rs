@@ -1,0 +1,1 @@
+//! WebSocket protocol edges: oversized messages, the other protocol's message types, closes.
