@@ -72,15 +72,25 @@ impl Extension for Shaping {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        let roots = |op: &Positioned<async_graphql::parser::types::OperationDefinition>| {
-            op.node.ty == OperationType::Subscription && op.node.selection_set.node.items.len() != 1
-        };
-        if doc.operations.iter().any(|(_, op)| roots(op)) {
-            return Err(ServerError::new(
-                "a subscription selects exactly one root field (subscribe once per field)",
-                None,
-            ));
+        let mut doc = next.run(ctx, query, variables).await?;
+        inline_subscription_root_fragments(&mut doc);
+        for (_, op) in doc.operations.iter().filter(|(_, op)| op.node.ty == OperationType::Subscription) {
+            let items = &op.node.selection_set.node.items;
+            if items.len() != 1 {
+                return Err(ServerError::new(
+                    "a subscription selects exactly one root field (subscribe once per field)",
+                    Some(op.pos),
+                ));
+            }
+            // The spec's rule too: what it streams may not depend on a variable.
+            if let Selection::Field(field) = &items[0].node
+                && field.node.directives.iter().any(|d| ["skip", "include"].contains(&d.node.name.node.as_str()))
+            {
+                return Err(ServerError::new(
+                    "a subscription's root field cannot carry @skip or @include (nor can a fragment spreading it)",
+                    Some(items[0].pos),
+                ));
+            }
         }
         // With one operation, checked here for every kind (a subscription's included); with
         // several, once `execute` knows which one runs.
@@ -161,6 +171,93 @@ impl Extension for Shaping {
 }
 
 /// Whether the items of a list type (`[T]`, `[T!]!`) may be null.
+/// The root type of subscriptions.
+const SUBSCRIPTION: &str = "Subscription";
+
+/// Writes the fragments a subscription spreads at its root (`subscription { ...F }`,
+/// `... on Subscription { … }`) as the fields they select: async-graphql 7.2 runs only fields at a
+/// subscription's root and ends such a subscription at once, without a word. A fragment's
+/// directives (`@skip`, `@include`) go to each of its fields, which means the same. Fragments
+/// used nowhere else afterwards are dropped (validation would call them unused); a fragment on
+/// another type is left for validation to refuse.
+fn inline_subscription_root_fragments(doc: &mut ExecutableDocument) {
+    let fragments = doc.fragments.clone();
+    let mut inlined = std::collections::HashSet::new();
+    let ops: Vec<&mut Positioned<OperationDefinition>> = match &mut doc.operations {
+        DocumentOperations::Single(op) => vec![op],
+        DocumentOperations::Multiple(ops) => ops.values_mut().collect(),
+    };
+    for op in ops.into_iter().filter(|op| op.node.ty == OperationType::Subscription) {
+        let items = std::mem::take(&mut op.node.selection_set.node.items);
+        op.node.selection_set.node.items = flatten_root(items, &fragments, &[], &mut inlined, 0);
+    }
+    if inlined.is_empty() {
+        return;
+    }
+    let mut used = std::collections::HashSet::new();
+    for (_, op) in doc.operations.iter() {
+        spreads(&op.node.selection_set.node, &mut used);
+    }
+    for (name, fragment) in &doc.fragments {
+        if !inlined.contains(name) {
+            spreads(&fragment.node.selection_set.node, &mut used);
+        }
+    }
+    doc.fragments.retain(|name, _| !inlined.contains(name) || used.contains(name));
+}
+
+fn flatten_root(
+    items: Vec<Positioned<Selection>>,
+    fragments: &Fragments,
+    directives: &[Positioned<async_graphql::parser::types::Directive>],
+    inlined: &mut std::collections::HashSet<Name>,
+    depth: usize,
+) -> Vec<Positioned<Selection>> {
+    let mut out = Vec::new();
+    for item in items {
+        let on_root = |on: Option<&Name>| on.is_none_or(|t| t.as_str() == SUBSCRIPTION) && depth < 16;
+        match item.node {
+            Selection::Field(mut field) => {
+                field.node.directives.extend(directives.iter().cloned());
+                out.push(Positioned::new(Selection::Field(field), item.pos));
+            }
+            Selection::FragmentSpread(spread) => match fragments.get(&spread.node.fragment_name.node) {
+                Some(def) if on_root(Some(&def.node.type_condition.node.on.node)) => {
+                    inlined.insert(spread.node.fragment_name.node.clone());
+                    let mut inner = directives.to_vec();
+                    inner.extend(spread.node.directives.iter().cloned());
+                    let items = def.node.selection_set.node.items.clone();
+                    out.extend(flatten_root(items, fragments, &inner, inlined, depth + 1));
+                }
+                _ => out.push(Positioned::new(Selection::FragmentSpread(spread), item.pos)),
+            },
+            Selection::InlineFragment(fragment)
+                if on_root(fragment.node.type_condition.as_ref().map(|t| &t.node.on.node)) =>
+            {
+                let mut inner = directives.to_vec();
+                inner.extend(fragment.node.directives.iter().cloned());
+                let items = fragment.node.selection_set.node.items;
+                out.extend(flatten_root(items, fragments, &inner, inlined, depth + 1));
+            }
+            other => out.push(Positioned::new(other, item.pos)),
+        }
+    }
+    out
+}
+
+/// The names of the fragments spread anywhere in `set`.
+fn spreads(set: &SelectionSet, used: &mut std::collections::HashSet<Name>) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => spreads(&f.node.selection_set.node, used),
+            Selection::FragmentSpread(s) => {
+                used.insert(s.node.fragment_name.node.clone());
+            }
+            Selection::InlineFragment(f) => spreads(&f.node.selection_set.node, used),
+        }
+    }
+}
+
 /// The spec's "Coercing Variable Values": a non-null variable without a default must be given a
 /// value, or the request fails as a whole (async-graphql fails each field that uses it instead,
 /// saying the variable "is not defined").

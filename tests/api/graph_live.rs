@@ -1093,3 +1093,36 @@ async fn a_legacy_client_flooding_malformed_messages_is_closed_after_a_few_answe
     assert!(reason.contains("too many"), "{reason}");
     assert!(answered <= 32, "{answered} answered before the close");
 }
+
+#[tokio::test]
+async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_checked_as_any() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let spread = "subscription { ...F } fragment F on Subscription { stationEvents(installationId: 33) { id type } }";
+    let inline = "subscription { ... on Subscription { ... { stationEvents(installationId: 33) { type } } } }";
+    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut modern, false, "1", spread).await;
+    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
+    ws_subscribe(&mut legacy, true, "1", inline).await;
+    live_subscriptions(&app, 2).await;
+    app.sim().plug(ALICE_STATION).await;
+    for (name, ws) in [("spread", &mut modern), ("inline", &mut legacy)] {
+        let e = ws_data(ws).await;
+        assert_eq!(e["data"]["stationEvents"]["type"], "CABLE_PLUGGED", "{name}: {e}");
+    }
+    // Checked as written inline: one root field only, and only an installation of the caller's.
+    let two = "subscription { ...F } fragment F on Subscription { a: stationEvents(installationId: 33) { id } \
+               b: stationEvents(installationId: 33) { id } }";
+    let events = sse_until_complete(sse_subscribe(&app, &token, two).await).await;
+    assert_eq!(only_error(&events[0].1)["extensions"]["code"], "BAD_USER_INPUT", "{events:?}");
+    assert!(events[0].1.to_string().contains("exactly one root field"), "{events:?}");
+    let others = "subscription { ...F } fragment F on Subscription { stationEvents(installationId: 42) { id } }";
+    let events = sse_until_complete(sse_subscribe(&app, &token, others).await).await;
+    assert_eq!(only_error(&events[0].1)["extensions"]["code"], "NOT_FOUND", "{events:?}");
+    // A root field that may be skipped: refused, as the spec asks, not a silent end.
+    let skipped =
+        "subscription { ...F @skip(if: true) } fragment F on Subscription { stationEvents(installationId: 33) { id } }";
+    let events = sse_until_complete(sse_subscribe(&app, &token, skipped).await).await;
+    assert_eq!(only_error(&events[0].1)["extensions"]["code"], "BAD_USER_INPUT", "{events:?}");
+    assert!(events[0].1.to_string().contains("@skip or @include"), "{events:?}");
+}
