@@ -60,16 +60,20 @@ pub trait EventBus: Send + Sync + 'static {
     /// Every event published from now on. A receiver that falls behind by more than the bus's
     /// capacity skips ahead (it gets `RecvError::Lagged`).
     fn subscribe(&self) -> broadcast::Receiver<Arc<StationEvent>>;
+    /// How many published events some listener has yet to take, and how many the bus holds.
+    fn backlog(&self) -> (usize, usize);
 }
 
 /// The in-process bus: a tokio broadcast channel.
 pub struct LocalBus {
     tx: broadcast::Sender<Arc<StationEvent>>,
+    capacity: usize,
 }
 
 impl LocalBus {
     pub fn new(capacity: usize) -> LocalBus {
-        LocalBus { tx: broadcast::channel(capacity.max(16)).0 }
+        let capacity = capacity.max(16);
+        LocalBus { tx: broadcast::channel(capacity).0, capacity }
     }
 }
 
@@ -81,6 +85,10 @@ impl EventBus for LocalBus {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<StationEvent>> {
         self.tx.subscribe()
+    }
+
+    fn backlog(&self) -> (usize, usize) {
+        (self.tx.len(), self.capacity)
     }
 }
 

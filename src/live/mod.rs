@@ -246,8 +246,34 @@ impl Live {
             })
             .collect();
         fresh.sort_by_key(|e| e.event_time);
+        let mut deadline = std::time::Instant::now() + ROOM_WAIT;
         for e in fresh {
+            self.wait_for_room(&mut deadline);
             self.publish(e);
+        }
+    }
+
+    /// On the intake thread, before each event of a delivery: while half the bus holds events some
+    /// listener has not taken yet, waits for the listeners to take them, so that one large
+    /// delivery (Event Grid batches up to 5000 events) does not overrun listeners that read as
+    /// fast as they can. The wait ends, for the rest of the delivery, at `deadline`, or at once
+    /// when the backlog stops going down (a listener that stopped reading): that one is then
+    /// dropped with a notice as before, and nobody else waits on it.
+    fn wait_for_room(&self, deadline: &mut std::time::Instant) {
+        let (mut queued, capacity) = self.bus.backlog();
+        let mut last_progress = std::time::Instant::now();
+        while queued >= capacity / 2 {
+            let now = std::time::Instant::now();
+            if now >= *deadline || now.duration_since(last_progress) > STALLED {
+                *deadline = now;
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            let (left, _) = self.bus.backlog();
+            if left < queued {
+                last_progress = std::time::Instant::now();
+            }
+            queued = left;
         }
     }
 
@@ -297,6 +323,11 @@ impl Live {
 
 /// Reads an Event Grid event into a station event; the installation comes from the data or the
 /// subject (`installations/{i}/charging-stations/{cs}`).
+/// The longest the intake waits, in all, for listeners to take a delivery's events.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+/// A backlog that has not gone down for this long has a listener that stopped reading.
+const STALLED: Duration = Duration::from_millis(50);
+
 fn to_station_event(e: GridEvent) -> Option<StationEvent> {
     let mut parts = e.subject.trim_matches('/').split('/');
     let mut from_subject = (None, None);
@@ -307,8 +338,12 @@ fn to_station_event(e: GridEvent) -> Option<StationEvent> {
             _ => {}
         }
     }
-    let installation_id = e.data.get("installationId").and_then(|v| v.as_i64()).or(from_subject.0)?;
-    let station = e.data.get("chargingStationId").and_then(|v| v.as_str()).map(str::to_string).or(from_subject.1);
+    // The subject names what the event is about (Event Grid filters and routes by it); `data`
+    // only fills in what it leaves out, so a `data` naming another installation than the subject
+    // cannot carry the event into the wrong one.
+    let installation_id = from_subject.0.or_else(|| e.data.get("installationId").and_then(|v| v.as_i64()))?;
+    let station =
+        from_subject.1.or_else(|| e.data.get("chargingStationId").and_then(|v| v.as_str()).map(str::to_string));
     let event_time =
         DateTime::parse_from_rfc3339(&e.event_time).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now());
     Some(StationEvent {

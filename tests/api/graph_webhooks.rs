@@ -188,3 +188,59 @@ async fn a_subscription_left_by_an_earlier_run_that_nobody_watches_again_goes_wi
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_delivery_of_thousands_of_events_reaches_a_subscriber_that_reads_them_all() {
+    let app = spawn_app().await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut ws, false, "1", "subscription { stationEvents(installationId: 33) { id } }").await;
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    live_subscriptions(&app, 1).await;
+    // Three times the bus's 1024 events, in one delivery under its 1 MiB.
+    let at = chrono::Utc::now().to_rfc3339();
+    let events: Vec<_> = (0..3000)
+        .map(|n| grid_event(&format!("bulk-{n}"), "Hager.WittyHome.LoadShedding", &at, false, json!({})))
+        .collect();
+    assert_eq!(deliver(&app, &url, json!(events)).await, 200);
+    for n in 0..3000 {
+        let next = ws_data(&mut ws).await;
+        assert_eq!(next["data"]["stationEvents"]["id"], format!("bulk-{n}"), "{next}");
+    }
+    assert_eq!(metric(&app, "witty_bff_lagging_subscribers_dropped_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn an_event_whose_data_names_another_installation_than_its_subject_follows_the_subject() {
+    let app = spawn_app().await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut ws, false, "1", "subscription { stationEvents(installationId: 33) { id chargingStationId } }")
+        .await;
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    live_subscriptions(&app, 1).await;
+    // About Bob's station of installation 42 by its subject, with a `data` claiming Alice's 33.
+    let mut odd = bobs_event("odd-1");
+    odd["data"] = json!({"installationId": 33, "chargingStationId": BOB_STATION});
+    assert_eq!(deliver(&app, &url, json!([odd])).await, 200);
+    eventually("the event to be dropped", || async {
+        (metric(&app, r#"witty_bff_events_total{outcome="other_installation"}"#).await == 1.0).then_some(())
+    })
+    .await;
+    // Alice's next event is the first she hears.
+    assert_eq!(
+        deliver(
+            &app,
+            &url,
+            json!([grid_event(
+                "mine-1",
+                "Hager.WittyHome.LoadShedding",
+                &chrono::Utc::now().to_rfc3339(),
+                true,
+                json!({})
+            )])
+        )
+        .await,
+        200
+    );
+    let next = ws_data(&mut ws).await;
+    assert_eq!(next["data"]["stationEvents"]["id"], "mine-1", "{next}");
+}
