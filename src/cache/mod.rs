@@ -6,6 +6,11 @@
 //!   (`get_with`). Entries expire per resource class ([`Ttls`]); failures are kept only for the
 //!   short negative TTL. An invalidation also reaches answers whose fetch was under way when it
 //!   was made (see [`Invalidations`]), so nothing fetched before an event is served after it.
+//! - A refused token (the upstream's 401: expired, revoked) is about that token, not its user: it
+//!   is never stored under the user's key, only remembered for that token ([`Refusals`]), and a
+//!   reader who waited on a fetch made with another token that was refused fetches again with its
+//!   own. Everything else (data, a 403, a 404, throttling, 5xx) is the same for all of a user's
+//!   tokens and shared by them.
 //! - [`RequestLoader`] is created for each GraphQL request and wrapped in a DataLoader with a
 //!   per-request cache: identical loads within one query (aliases, the same station reached twice)
 //!   are made once, and independent ones run concurrently.
@@ -20,7 +25,7 @@ pub use resource::Resource;
 use std::any::Any;
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -181,6 +186,48 @@ impl Expiry<Key, Entry> for PerEntryTtl {
 
 type Key = (Arc<str>, Resource);
 
+/// Whether an upstream failure is about the bearer token itself rather than its user: a 401 (the
+/// token expired or was revoked early; also a wrong partner key, which no token fixes). Another
+/// token of the same user may well be accepted, so such an answer is never served to it. A 403 is
+/// about the user's membership and the same for all their tokens; throttling (429, a quota's 403)
+/// is about the partner key and 5xx about the upstream: those are shared by the user's tokens.
+fn refuses_the_token(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Unauthorized { .. })
+}
+
+/// The refusals of one token, for the negative TTL: a token the upstream just refused is not
+/// sent again for the same resource meanwhile, as a failure under the user's key would not be,
+/// but the user's other tokens never see it. Keyed by a fingerprint of the token (a keyed hash,
+/// random per process: tokens are not kept) and the cache key.
+struct Refusals {
+    memory: moka::future::Cache<(u64, Key), UpstreamError>,
+    hasher: RandomState,
+    ttl: Duration,
+}
+
+impl Refusals {
+    fn new(ttl: Duration, capacity: u64) -> Refusals {
+        // moka refuses a time to live beyond 1000 years; a year is more than any negative TTL.
+        let kept = ttl.min(Duration::from_secs(365 * 86_400));
+        let memory = moka::future::Cache::builder().max_capacity(capacity).time_to_live(kept).build();
+        Refusals { memory, hasher: RandomState::new(), ttl }
+    }
+
+    fn fingerprint(&self, caller: &Caller) -> u64 {
+        self.hasher.hash_one(caller.token())
+    }
+
+    async fn get(&self, token: u64, key: &Key) -> Option<UpstreamError> {
+        self.memory.get(&(token, key.clone())).await
+    }
+
+    async fn remember(&self, token: u64, key: &Key, error: UpstreamError) {
+        if !self.ttl.is_zero() {
+            self.memory.insert((token, key.clone()), error).await;
+        }
+    }
+}
+
 /// The process-wide cache of upstream answers.
 #[derive(Clone)]
 pub struct SharedCache {
@@ -189,6 +236,7 @@ pub struct SharedCache {
     ttls: Arc<Ttls>,
     invalidations: Arc<Invalidations>,
     unsettled: Arc<Unsettled>,
+    refusals: Arc<Refusals>,
     /// The upstream reads each request's loader may send ([`READ_BUDGET`] unless set).
     read_budget: u32,
 }
@@ -203,6 +251,7 @@ impl SharedCache {
         SharedCache {
             cache,
             client,
+            refusals: Arc::new(Refusals::new(ttls.negative, capacity)),
             ttls: Arc::new(ttls),
             invalidations: Arc::default(),
             unsettled: Arc::default(),
@@ -240,61 +289,106 @@ impl SharedCache {
     ) -> Result<Loaded, ReadError> {
         let key = (caller.sub.clone(), resource.clone());
         let metrics = self.client.metrics();
-        let mut entry = self.entry(&key, caller, budget).await?;
-        if !entry.value().verified.load(Ordering::Acquire) {
-            if self.invalidations.made_since(&key, entry.value().started) {
+        let (mut entry, mut fresh) = self.entry(&key, caller, budget).await?;
+        if !entry.verified.load(Ordering::Acquire) {
+            if self.invalidations.made_since(&key, entry.started) {
                 // Fetched while something made it stale (by us or by whoever we waited on): again.
                 self.cache.invalidate(&key).await;
-                entry = self.entry(&key, caller, budget).await?;
+                (entry, fresh) = self.entry(&key, caller, budget).await?;
             } else {
-                entry.value().verified.store(true, Ordering::Release);
+                entry.verified.store(true, Ordering::Release);
             }
         }
-        if !entry.is_fresh() {
+        if !fresh {
             metrics.cache_lookups.with_label_values(&["hit"]).inc();
         }
-        entry.into_value().result.map_err(ReadError::Upstream)
+        entry.result.map_err(ReadError::Upstream)
     }
 
-    /// The cached entry, or a new one fetched by this call or by the concurrent caller it waited on.
-    async fn entry(
-        &self,
-        key: &Key,
-        caller: &Caller,
-        budget: Option<&ReadBudget>,
-    ) -> Result<moka::Entry<Key, Entry>, ReadError> {
+    /// The cached entry, or a new one fetched by this call or by the concurrent caller it waited
+    /// on; true when this call fetched it.
+    ///
+    /// A refusal of the token (see [`refuses_the_token`]) is not stored: it reaches those who waited
+    /// on the fetch, and only those with the same token take it. The others try once more through
+    /// the cache (those who waited together still share one fetch: their own, or one they join);
+    /// if that too ends on another token's refusal, they fetch with their own token outside it.
+    async fn entry(&self, key: &Key, caller: &Caller, budget: Option<&ReadBudget>) -> Result<(Entry, bool), ReadError> {
+        let token = self.refusals.fingerprint(caller);
+        let over_budget = || ReadError::OverBudget { budget: budget.map_or(0, |b| b.limit) };
+        let mut tried_again = false;
         loop {
             // moka runs only one caller's init future per missing key: this call's runs only when
             // this call is the one to fetch, and only then is a read of the budget taken.
             let ran = AtomicBool::new(false);
             let fetch = async {
                 ran.store(true, Ordering::Relaxed);
-                if budget.is_some_and(|b| !b.take()) {
-                    return Err(OverBudget);
-                }
-                let started = self.invalidations.now();
-                self.client.metrics().cache_lookups.with_label_values(&["miss"]).inc();
-                let result = key.1.fetch(&self.client, caller.token()).await;
-                let ttl = match &result {
-                    // Checked once fetched: a mark made meanwhile counts too.
-                    Ok(_) if self.unsettled.covers(key) => key.1.ttl(&self.ttls, Utc::now()).min(UNSETTLED_TTL),
-                    Ok(_) => key.1.ttl(&self.ttls, Utc::now()),
-                    Err(_) => self.ttls.negative,
-                };
-                let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
-                Ok(Entry { result, ttl, started, verified: Arc::default() })
+                self.fetch(key, caller, token, budget).await
             };
-            match self.cache.entry_by_ref(key).or_try_insert_with(fetch).await {
-                Ok(entry) => return Ok(entry),
-                Err(_) if ran.load(Ordering::Relaxed) => {
-                    let budget = budget.map_or(0, |b| b.limit);
-                    return Err(ReadError::OverBudget { budget });
+            let unstored = match self.cache.entry_by_ref(key).or_try_insert_with(fetch).await {
+                Ok(entry) => {
+                    let fresh = entry.is_fresh();
+                    return Ok((entry.into_value(), fresh));
                 }
+                Err(unstored) => unstored,
+            };
+            match &*unstored {
+                Unstored::OverBudget if ran.load(Ordering::Relaxed) => return Err(over_budget()),
                 // We waited on another request whose budget was spent: nothing was sent or
                 // stored, so this one tries again (a fetch of its own, or someone else's to join).
-                Err(_) => continue,
+                Unstored::OverBudget => continue,
+                // Our own token was refused (by this fetch, recently, or in the fetch of a request
+                // with the same token that we joined).
+                Unstored::Refused { token: refused, error } if *refused == token => {
+                    return Err(ReadError::Upstream(error.clone()));
+                }
+                // Another token of the user was refused: says nothing of ours.
+                Unstored::Refused { .. } if !tried_again => tried_again = true,
+                // Again another's (a third token's fetch joined meanwhile): no more joining.
+                Unstored::Refused { .. } => {
+                    return match self.fetch(key, caller, token, budget).await {
+                        Ok(entry) => Ok((entry, true)),
+                        Err(Unstored::OverBudget) => Err(over_budget()),
+                        Err(Unstored::Refused { error, .. }) => Err(ReadError::Upstream(error)),
+                    };
+                }
             }
         }
+    }
+
+    /// One upstream read of `key` with `caller`'s token (`token` is its fingerprint), taking one
+    /// read of `budget`; not sent when the budget is spent or the upstream refused that token for
+    /// this key within the negative TTL.
+    async fn fetch(
+        &self,
+        key: &Key,
+        caller: &Caller,
+        token: u64,
+        budget: Option<&ReadBudget>,
+    ) -> Result<Entry, Unstored> {
+        let metrics = self.client.metrics();
+        if let Some(error) = self.refusals.get(token, key).await {
+            metrics.cache_lookups.with_label_values(&["hit"]).inc();
+            return Err(Unstored::Refused { token, error });
+        }
+        if budget.is_some_and(|b| !b.take()) {
+            return Err(Unstored::OverBudget);
+        }
+        let started = self.invalidations.now();
+        metrics.cache_lookups.with_label_values(&["miss"]).inc();
+        let result = key.1.fetch(&self.client, caller.token()).await;
+        let ttl = match &result {
+            Err(e) if refuses_the_token(e) => {
+                let error = e.clone();
+                self.refusals.remember(token, key, error.clone()).await;
+                return Err(Unstored::Refused { token, error });
+            }
+            // Checked once fetched: a mark made meanwhile counts too.
+            Ok(_) if self.unsettled.covers(key) => key.1.ttl(&self.ttls, Utc::now()).min(UNSETTLED_TTL),
+            Ok(_) => key.1.ttl(&self.ttls, Utc::now()),
+            Err(_) => self.ttls.negative,
+        };
+        let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
+        Ok(Entry { result, ttl, started, verified: Arc::default() })
     }
 
     /// Drops every entry (of every caller) that `stale` says a change made out of date.
@@ -365,9 +459,15 @@ impl ReadBudget {
     }
 }
 
-/// The marker of an init that was refused for want of budget (nothing fetched, nothing stored).
+/// Why a fetch left nothing in the cache; every reader who waited on it gets it.
 #[derive(Debug)]
-struct OverBudget;
+enum Unstored {
+    /// The fetching request's budget was spent: nothing was sent.
+    OverBudget,
+    /// The upstream refused the token whose fingerprint is `token` (see [`refuses_the_token`]),
+    /// now or within the negative TTL.
+    Refused { token: u64, error: UpstreamError },
+}
 
 /// Why a request's read has no value.
 #[derive(Debug, Clone)]
