@@ -96,7 +96,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
             // Frames are buffered up to 16 KiB until the pump flushes a batch.
             .read_buffer_size(4 * 1024)
             .write_buffer_size(16 * 1024)
-            .max_message_size(1024 * 1024)
+            .max_message_size(ws::MAX_MESSAGE_BYTES)
             // Answer with the protocol chosen above (axum would pick in its own order otherwise).
             .protocols([protocol.sec_websocket_protocol()])
             .on_upgrade(move |socket| ws::serve(s, socket, protocol)),

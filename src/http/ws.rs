@@ -4,13 +4,17 @@
 //! `connection_error` first). Keep-alive: WebSocket pings, and `ka` messages on the legacy protocol.
 //!
 //! A client that breaks the protocol hears what its protocol says: on graphql-transport-ws the
-//! connection closes with 4400 (a message that is not JSON, of an unknown type, or missing a
-//! field), 4401 (`subscribe` before the connection was acknowledged) or 4409 (an operation id
-//! already in use), with a short reason; on the legacy protocol it gets `connection_error` (not
-//! JSON) or `error` (anything else) and the connection stays open. A close reason never exceeds
-//! what a close frame may carry.
+//! connection closes with 4400 (a message that is not JSON, of an unknown type, the other
+//! protocol's `start`/`stop` among them, or missing a field), 4401 (`subscribe` before the
+//! connection was acknowledged) or 4409 (an operation id already in use), with a short reason; on
+//! the legacy protocol it gets `connection_error` (not JSON) or `error` (anything else, the other
+//! protocol's `subscribe`/`complete` among them), in the order of the messages it answers, and the
+//! connection stays open. On both, a second `connection_init` closes with 4429, a refused token
+//! with 4403, a message over [`MAX_MESSAGE_BYTES`] with 1009. A close reason never exceeds what a
+//! close frame may carry.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -32,6 +36,19 @@ use crate::graphql::{Identity, WittySchema};
 
 /// Close code when the credentials are refused.
 pub const UNAUTHORIZED_CLOSE: u16 = 4403;
+/// The largest message a client may send (a `subscribe` and its variables; documents are small).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// RFC 6455 close codes for a message the WebSocket layer refused: too big, text not UTF-8, any
+/// other breach of the WebSocket protocol.
+const TOO_BIG_CLOSE: u16 = 1009;
+const NOT_UTF8_CLOSE: u16 = 1007;
+const PROTOCOL_ERROR_CLOSE: u16 = 1002;
+/// A second `connection_init` (graphql-transport-ws's code; the legacy protocol has none).
+const TOO_MANY_INITS_CLOSE: u16 = 4429;
+const TOO_MANY_INITS: &str = "Too many initialisation requests.";
+/// The message types of each protocol (async-graphql reads either protocol's names on both).
+const TRANSPORT_TYPES: [&str; 5] = ["connection_init", "subscribe", "complete", "ping", "pong"];
+const LEGACY_TYPES: [&str; 4] = ["connection_init", "start", "stop", "connection_terminate"];
 /// graphql-transport-ws close codes: a message the server cannot read, an operation before the
 /// connection was acknowledged, an operation id already in use.
 const BAD_REQUEST_CLOSE: u16 = 4400;
@@ -213,24 +230,28 @@ fn close_reason(reason: &str) -> String {
 
 /// What the client's messages must respect, checked before the protocol handler reads them (it
 /// would close with 1002 and serde's whole error as the reason, too long for a close frame, run a
-/// `subscribe` before `connection_init`, and let a second `subscribe` replace the first).
-/// Shared by the reader, inside the protocol handler, and the connection's loop.
+/// `subscribe` before `connection_init`, let a second `subscribe` replace the first, and run
+/// either protocol's `subscribe`/`start` on both). Shared by the reader, inside the protocol
+/// handler, and the connection's loop.
 struct Conduct {
     legacy: bool,
     state: Mutex<ConductState>,
-    /// Wakes the loop for the legacy protocol's notices.
-    waker: AtomicWaker,
-    /// There are notices: checked before the lock, as the loop polls for notices at every turn.
+    /// There are notices: checked before the lock, as notices are looked for at every message the
+    /// protocol handler produces.
     noticed: AtomicBool,
 }
 
 #[derive(Default)]
 struct ConductState {
+    /// `connection_init` was read.
+    initialising: bool,
     /// The connection was acknowledged.
     acked: bool,
     /// graphql-transport-ws: the ids of the operations running.
     running: HashSet<String>,
-    /// graphql-transport-ws: the close a violation calls for.
+    /// The close the connection ends with: a violation on graphql-transport-ws, too many on the
+    /// legacy protocol, a second `connection_init`, a refused token, a message the WebSocket
+    /// layer refused.
     close: Option<(u16, String)>,
     /// The legacy protocol: messages that answer a violation.
     notices: Vec<String>,
@@ -238,28 +259,66 @@ struct ConductState {
     violations: usize,
 }
 
+/// The `type` of a client message, as sent.
+#[derive(serde::Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
 impl Conduct {
     fn new(legacy: bool) -> Conduct {
-        Conduct { legacy, state: Mutex::default(), waker: AtomicWaker::new(), noticed: AtomicBool::new(false) }
+        Conduct { legacy, state: Mutex::default(), noticed: AtomicBool::new(false) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ConductState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The message types of the connection's protocol.
+    fn types(&self) -> &'static [&'static str] {
+        if self.legacy { &LEGACY_TYPES } else { &TRANSPORT_TYPES }
+    }
+
     /// A client message read: passed on to the protocol handler, or the violation it is.
     fn read(&self, bytes: &[u8]) -> Option<serde_json::Result<ClientMessage>> {
         let message = match ClientMessage::from_bytes(bytes) {
             Ok(message) => message,
-            Err(e) => return self.refuse(Violation::unreadable(bytes, &e)),
+            Err(e) => return self.refuse(Violation::unreadable(bytes, &e, self.types())),
         };
+        // async-graphql reads `subscribe` as `start` and `complete` as `stop`, and both protocols'
+        // other types on either: a type is checked as sent.
+        let foreign = match &message {
+            ClientMessage::ConnectionInit { .. } => None,
+            ClientMessage::ConnectionTerminate if !self.legacy => Some(Cow::Borrowed("connection_terminate")),
+            ClientMessage::Ping { .. } if self.legacy => Some(Cow::Borrowed("ping")),
+            ClientMessage::Pong { .. } if self.legacy => Some(Cow::Borrowed("pong")),
+            ClientMessage::Start { .. } | ClientMessage::Stop { .. } => match serde_json::from_slice::<Kind>(bytes) {
+                Ok(Kind { kind }) if self.types().contains(&kind.as_ref()) => None,
+                Ok(Kind { kind }) => Some(kind),
+                Err(e) => return self.refuse(Violation::unreadable(bytes, &e, self.types())),
+            },
+            _ => None,
+        };
+        if let Some(kind) = foreign {
+            // The operation it names, if any (rare: read again).
+            let value = serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or_default();
+            return self.refuse(Violation::unknown_type(&kind, value.get("id").and_then(|i| i.as_str())));
+        }
         let mut state = self.state();
         match &message {
+            // The handler answers a second one and closes; with the code graphql-transport-ws
+            // gives it on the legacy protocol too (which has none of its own).
+            ClientMessage::ConnectionInit { .. } if state.initialising => {
+                state.close = Some((TOO_MANY_INITS_CLOSE, close_reason(TOO_MANY_INITS)));
+            }
+            ClientMessage::ConnectionInit { .. } => state.initialising = true,
             ClientMessage::Start { id, .. } if !state.acked => {
                 drop(state);
                 return self.refuse(Violation::not_acknowledged(id));
             }
-            // The legacy protocol replaces an operation started again with the same id.
+            // The legacy protocol replaces an operation started again with the same id, as its
+            // reference server (subscriptions-transport-ws) does: the first one ends silently.
             ClientMessage::Start { id, .. } if !self.legacy && !state.running.insert(id.clone()) => {
                 drop(state);
                 return self.refuse(Violation::duplicate(id));
@@ -272,6 +331,28 @@ impl Conduct {
         Some(Ok(message))
     }
 
+    /// The WebSocket layer could not read a message: the connection closes with the code RFC 6455
+    /// gives the cause. axum hides the error's type (tungstenite's); its text names the cause.
+    fn read_failed(&self, e: &axum::Error) {
+        let text = e.to_string();
+        tracing::debug!(error = %text, "a WebSocket message could not be read; closing");
+        let close = if text.starts_with("Space limit exceeded") {
+            (TOO_BIG_CLOSE, format!("message over the {} MiB limit", MAX_MESSAGE_BYTES >> 20))
+        } else if text.starts_with("UTF-8 encoding error") {
+            (NOT_UTF8_CLOSE, "text message not valid UTF-8".to_string())
+        } else {
+            (PROTOCOL_ERROR_CLOSE, "WebSocket protocol error".to_string())
+        };
+        self.state().close.get_or_insert(close);
+    }
+
+    /// The token of `connection_init` was refused: the handler answers (graphql-transport-ws:
+    /// closes with `reason`, legacy: `connection_error`) and ends; the close is 4403.
+    fn refused(&self, reason: &str) {
+        let reason = if self.legacy { "unauthorized" } else { reason };
+        self.state().close = Some((UNAUTHORIZED_CLOSE, close_reason(reason)));
+    }
+
     /// On graphql-transport-ws a violation is passed on as an error, which makes the handler close
     /// the connection (with the code and reason kept here); on the legacy protocol it is answered
     /// (`connection_error` for what is not JSON, `error` for the rest) and dropped.
@@ -282,14 +363,12 @@ impl Conduct {
             self.state().close = Some((code, reason.clone()));
             return Some(Err(<serde_json::Error as serde::de::Error>::custom(reason)));
         }
-        {
-            let mut state = self.state();
-            state.violations += 1;
-            if state.violations > MAX_VIOLATIONS {
-                let reason = close_reason("too many messages that break the protocol");
-                state.close = Some((POLICY_CLOSE, reason.clone()));
-                return Some(Err(<serde_json::Error as serde::de::Error>::custom(reason)));
-            }
+        let mut state = self.state();
+        state.violations += 1;
+        if state.violations > MAX_VIOLATIONS {
+            let reason = close_reason("too many messages that break the protocol");
+            state.close = Some((POLICY_CLOSE, reason.clone()));
+            return Some(Err(<serde_json::Error as serde::de::Error>::custom(reason)));
         }
         let payload = serde_json::json!({ "message": message });
         let notice = match (malformed, id) {
@@ -297,9 +376,8 @@ impl Conduct {
             (false, Some(id)) => serde_json::json!({"type": "error", "id": id, "payload": payload}),
             (false, None) => serde_json::json!({"type": "error", "payload": payload}),
         };
-        self.state().notices.push(notice.to_string());
+        state.notices.push(notice.to_string());
         self.noticed.store(true, Ordering::Release);
-        self.waker.wake();
         None
     }
 
@@ -330,20 +408,50 @@ impl Conduct {
         self.state().close.take()
     }
 
-    /// The legacy protocol's notices. Polled at every turn of the connection's loop: graphql-transport-ws
-    /// never has any, and a flag checked first keeps the lock for when there are.
-    fn poll_notices(&self, cx: &mut std::task::Context<'_>) -> Poll<Vec<String>> {
-        if !self.legacy {
-            return Poll::Pending;
-        }
+    /// The legacy protocol's notices so far (graphql-transport-ws never has any, and a flag
+    /// checked first keeps the lock for when there are).
+    fn take_notices(&self) -> Vec<String> {
         if !self.noticed.swap(false, Ordering::AcqRel) {
-            self.waker.register(cx.waker());
-            if !self.noticed.swap(false, Ordering::AcqRel) {
-                return Poll::Pending;
-            }
+            return Vec::new();
         }
-        let notices = std::mem::take(&mut self.state().notices);
-        if notices.is_empty() { Poll::Pending } else { Poll::Ready(notices) }
+        std::mem::take(&mut self.state().notices)
+    }
+}
+
+/// The protocol handler's messages with the legacy protocol's notices in their place. The client's
+/// messages are read only while the handler is polled, so the notices a poll leaves were read
+/// during it: before the message that made the handler answer (a `connection_init` read after
+/// garbage is acknowledged after the garbage's `connection_error`).
+struct WithNotices<S> {
+    inner: S,
+    conduct: Arc<Conduct>,
+    queue: VecDeque<WsMessage>,
+    ended: bool,
+}
+
+impl<S: futures::Stream<Item = WsMessage> + Unpin> futures::Stream for WithNotices<S> {
+    type Item = WsMessage;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<WsMessage>> {
+        let this = &mut *self;
+        if let Some(message) = this.queue.pop_front() {
+            return Poll::Ready(Some(message));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let polled = this.inner.poll_next_unpin(cx);
+        let notices = this.conduct.take_notices();
+        if notices.is_empty() {
+            return polled;
+        }
+        this.queue.extend(notices.into_iter().map(WsMessage::Text));
+        match polled {
+            Poll::Ready(Some(message)) => this.queue.push_back(message),
+            Poll::Ready(None) => this.ended = true,
+            Poll::Pending => {}
+        }
+        Poll::Ready(this.queue.pop_front())
     }
 }
 
@@ -374,11 +482,14 @@ impl Violation {
         Violation { close: (DUPLICATE_ID_CLOSE, message.clone()), id: Some(id.to_string()), message, malformed: false }
     }
 
-    /// A message the protocol handler cannot read: not JSON, of no or an unknown type, or missing
-    /// a field.
-    fn unreadable(bytes: &[u8], e: &serde_json::Error) -> Violation {
-        const TYPES: [&str; 8] =
-            ["connection_init", "start", "subscribe", "stop", "complete", "connection_terminate", "ping", "pong"];
+    fn unknown_type(kind: &str, id: Option<&str>) -> Violation {
+        let message = format!("unknown message type {kind}");
+        Violation { close: (BAD_REQUEST_CLOSE, message.clone()), id: id.map(str::to_string), message, malformed: false }
+    }
+
+    /// A message the protocol handler cannot read: not JSON, of no or an unknown type (`types`
+    /// are the protocol's), or missing a field.
+    fn unreadable(bytes: &[u8], e: &serde_json::Error, types: &[&str]) -> Violation {
         let value = match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(value) => value,
             Err(_) => {
@@ -386,13 +497,13 @@ impl Violation {
                 return Violation { close: (BAD_REQUEST_CLOSE, message.clone()), id: None, message, malformed: true };
             }
         };
-        let id = value.get("id").and_then(|i| i.as_str()).map(str::to_string);
+        let id = value.get("id").and_then(|i| i.as_str());
         let message = match value.get("type").and_then(|t| t.as_str()) {
             None => "the message has no type".to_string(),
-            Some(kind) if !TYPES.contains(&kind) => format!("unknown message type {kind}"),
+            Some(kind) if !types.contains(&kind) => return Violation::unknown_type(kind, id),
             Some(kind) => format!("invalid {kind} message: {e}"),
         };
-        Violation { close: (BAD_REQUEST_CLOSE, message.clone()), id, message, malformed: false }
+        Violation { close: (BAD_REQUEST_CLOSE, message.clone()), id: id.map(str::to_string), message, malformed: false }
     }
 }
 
@@ -440,20 +551,29 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let conduct = Arc::new(Conduct::new(legacy));
     let subscribing = Arc::new(Mutex::new(None));
-    let (seen, reader) = (subscribing.clone(), conduct.clone());
-    let input = stream.take_while(|m| futures::future::ready(m.is_ok())).filter_map(move |m| {
-        let message = match m {
-            Ok(Message::Text(t)) => reader.read(t.as_bytes()),
-            Ok(Message::Binary(b)) => reader.read(&b),
-            _ => None,
-        };
-        // The protocol handler runs a `subscribe` as soon as it reads it: its id is the one
-        // seen last.
-        if let Some(Ok(ClientMessage::Start { id, .. })) = &message {
-            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
-        }
-        futures::future::ready(message)
-    });
+    let (seen, reader, failed) = (subscribing.clone(), conduct.clone(), conduct.clone());
+    // A message the WebSocket layer could not read (over the size limit, say) ends the input:
+    // the handler ends, and the connection closes as `Conduct::read_failed` says.
+    let input = stream
+        .take_while(move |m| {
+            if let Err(e) = m {
+                failed.read_failed(e);
+            }
+            futures::future::ready(m.is_ok())
+        })
+        .filter_map(move |m| {
+            let message = match m {
+                Ok(Message::Text(t)) => reader.read(t.as_bytes()),
+                Ok(Message::Binary(b)) => reader.read(&b),
+                _ => None,
+            };
+            // The protocol handler runs a `subscribe` as soon as it reads it: its id is the one
+            // seen last.
+            if let Some(Ok(ClientMessage::Start { id, .. })) = &message {
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+            }
+            futures::future::ready(message)
+        });
     let verifier = state.verifier.clone();
     let live = state.live.clone();
     let lanes = Arc::new(Lanes::default());
@@ -468,10 +588,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     let gql =
         GqlWebSocket::from_message_stream(executor, input, protocol).on_connection_init(move |payload| async move {
             let header = token_of(&payload);
-            let caller = verifier
-                .verify_header(header.as_deref())
-                .await
-                .map_err(|e| async_graphql::Error::new(format!("{AUTH_PREFIX}{e}")))?;
+            let caller = verifier.verify_header(header.as_deref()).await.map_err(|e| {
+                let reason = format!("{AUTH_PREFIX}{e}");
+                initialised.refused(&reason);
+                async_graphql::Error::new(reason)
+            })?;
             live.token_seen(&caller);
             let mut data = Data::default();
             data.insert(Identity(Ok(caller)));
@@ -491,11 +612,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
             produced.completed(text);
         }
     });
+    let gql = WithNotices { inner: Box::pin(gql), conduct: conduct.clone(), queue: VecDeque::new(), ended: false };
     let mut gql = Gated::new(Box::pin(gql.ready_chunks(WRITE_BATCH)));
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
-    let mut refused = false;
     // Shared answers come before the protocol's messages (they are most of the traffic); those
     // still get a turn after every few batches.
     let mut streak = 0;
@@ -514,7 +635,6 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                 // Rare, so first: a busy connection still sends its keep-alives.
                 _ = keepalive.tick() => Step::KeepAlive,
                 new = std::future::poll_fn(|cx| lanes.poll_new(cx)) => Step::NewLanes(new),
-                notices = std::future::poll_fn(|cx| conduct.poll_notices(cx)) => Step::Notices(notices),
                 frames = std::future::poll_fn(|cx| shared.poll_frames(cx, legacy)) => Step::Shared(frames),
                 out = gql.next() => Step::Protocol(out),
             },
@@ -532,13 +652,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                         sink.feed(frame).await?;
                     }
                 }
-                Step::Notices(notices) => {
-                    for text in notices {
-                        sink.feed(Message::Text(text.into())).await?;
-                    }
-                }
                 Step::Protocol(None) => {
-                    let frame = refused.then(|| CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() });
+                    // The handler ended: the close it called for (the legacy protocol's refused
+                    // token or second `connection_init`, a message too big), or none (the client
+                    // left).
+                    let frame = conduct.take_close().map(|(code, reason)| CloseFrame { code, reason: reason.into() });
                     sink.send(Message::Close(frame)).await?;
                     return Ok(false);
                 }
@@ -546,15 +664,10 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
                     for message in batch {
                         match message {
                             WsMessage::Text(text) => {
-                                refused |= legacy && text.contains("\"connection_error\"");
                                 sink.feed(Message::Text(text.into())).await?;
                             }
                             WsMessage::Close(code, reason) => {
-                                let (code, reason) = match conduct.take_close() {
-                                    Some(violation) => violation,
-                                    None if reason.starts_with(AUTH_PREFIX) => (UNAUTHORIZED_CLOSE, reason),
-                                    None => (code, reason),
-                                };
+                                let (code, reason) = conduct.take_close().unwrap_or((code, reason));
                                 let frame = CloseFrame { code, reason: close_reason(&reason).into() };
                                 sink.send(Message::Close(Some(frame))).await?;
                                 return Ok(false);
@@ -593,8 +706,6 @@ enum Step {
     NewLanes(Vec<Lane>),
     Shared(Vec<Message>),
     Protocol(Option<Vec<WsMessage>>),
-    /// The legacy protocol's answers to messages that broke it.
-    Notices(Vec<String>),
     KeepAlive,
 }
 
