@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextResolve, ResolveInfo,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextResolve,
+    ResolveInfo,
 };
 use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{
-    Name, Positioned, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value, Variables,
+    Name, Positioned, QueryPathNode, QueryPathSegment, Request, Response, ServerError, ServerResult, Value, Variables,
 };
 
 /// The extension, registered on the schema.
@@ -65,6 +66,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for Shaping {
+    /// Parses the query here (async-graphql then uses this parse), to refuse one that stands for
+    /// too many fields before anything walks it with its fragments written out: async-graphql's
+    /// recursion-depth check, validation, the complexity count and execution all do.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        // A query that does not parse is left for async-graphql to report.
+        if let Ok(doc) = request.parsed_query()
+            && written_out_fields(doc) > MAX_WRITTEN_OUT_FIELDS
+        {
+            let mut e = ServerError::new(
+                format!(
+                    "the query selects more than {MAX_WRITTEN_OUT_FIELDS} fields once its fragments are written \
+                     out (each spread counts every field of its fragment again); spread fragments less often"
+                ),
+                None,
+            );
+            e.extensions.get_or_insert_with(Default::default).set("code", "QUERY_TOO_COMPLEX");
+            return Err(e);
+        }
+        next.run(ctx, request).await
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -171,6 +198,43 @@ impl Extension for Shaping {
 }
 
 /// Whether the items of a list type (`[T]`, `[T!]!`) may be null.
+/// How many fields a document may select with its fragments written out, all operations together.
+/// A real query selects a few hundred; without a bound, fragments that each spread the next a few
+/// times stand, in a few hundred bytes, for millions of fields that async-graphql's validation
+/// and execution would walk one by one (seconds of CPU per request).
+pub const MAX_WRITTEN_OUT_FIELDS: usize = 20_000;
+
+/// The number of fields the document's operations select once every fragment spread is written
+/// out, counted once per fragment (saturating; a spread in a cycle, refused by validation later,
+/// counts nothing).
+fn written_out_fields(doc: &ExecutableDocument) -> usize {
+    fn set_size(set: &SelectionSet, fragments: &Fragments, sizes: &mut HashMap<Name, Option<usize>>) -> usize {
+        set.items.iter().fold(0usize, |n, item| {
+            n.saturating_add(match &item.node {
+                Selection::Field(f) => 1usize.saturating_add(set_size(&f.node.selection_set.node, fragments, sizes)),
+                Selection::InlineFragment(f) => set_size(&f.node.selection_set.node, fragments, sizes),
+                Selection::FragmentSpread(s) => {
+                    let name = &s.node.fragment_name.node;
+                    match (sizes.get(name), fragments.get(name)) {
+                        (Some(known), _) => known.unwrap_or(0),
+                        (None, Some(def)) => {
+                            sizes.insert(name.clone(), None);
+                            let size = set_size(&def.node.selection_set.node, fragments, sizes);
+                            sizes.insert(name.clone(), Some(size));
+                            size
+                        }
+                        (None, None) => 0,
+                    }
+                }
+            })
+        })
+    }
+    let mut sizes = HashMap::new();
+    doc.operations
+        .iter()
+        .fold(0, |n, (_, op)| n.saturating_add(set_size(&op.node.selection_set.node, &doc.fragments, &mut sizes)))
+}
+
 /// The root type of subscriptions.
 const SUBSCRIPTION: &str = "Subscription";
 
@@ -181,16 +245,23 @@ const SUBSCRIPTION: &str = "Subscription";
 /// used nowhere else afterwards are dropped (validation would call them unused); a fragment on
 /// another type is left for validation to refuse.
 fn inline_subscription_root_fragments(doc: &mut ExecutableDocument) {
-    let fragments = doc.fragments.clone();
+    // Taken out for the walk (and put back), not copied: most documents have no subscription.
+    let fragments = std::mem::take(&mut doc.fragments);
     let mut inlined = std::collections::HashSet::new();
     let ops: Vec<&mut Positioned<OperationDefinition>> = match &mut doc.operations {
         DocumentOperations::Single(op) => vec![op],
         DocumentOperations::Multiple(ops) => ops.values_mut().collect(),
     };
     for op in ops.into_iter().filter(|op| op.node.ty == OperationType::Subscription) {
-        let items = std::mem::take(&mut op.node.selection_set.node.items);
-        op.node.selection_set.node.items = flatten_root(items, &fragments, &[], &mut inlined, 0);
+        let items = &op.node.selection_set.node.items;
+        if items.iter().all(|item| matches!(item.node, Selection::Field(_))) {
+            continue;
+        }
+        let mut root = Vec::new();
+        flatten_root(items, &fragments, &[], &mut inlined, 0, &mut root);
+        op.node.selection_set.node.items = root;
     }
+    doc.fragments = fragments;
     if inlined.is_empty() {
         return;
     }
@@ -206,18 +277,26 @@ fn inline_subscription_root_fragments(doc: &mut ExecutableDocument) {
     doc.fragments.retain(|name, _| !inlined.contains(name) || used.contains(name));
 }
 
+/// Appends to `out` the root selections `items` stand for, fragments written out. It stops at a
+/// second one: a subscription with more than one root field is refused anyway, and a tree of
+/// fragments each spreading the next several times would otherwise be written out in full (a
+/// few kilobytes of query standing for billions of fields).
 fn flatten_root(
-    items: Vec<Positioned<Selection>>,
+    items: &[Positioned<Selection>],
     fragments: &Fragments,
     directives: &[Positioned<async_graphql::parser::types::Directive>],
     inlined: &mut std::collections::HashSet<Name>,
     depth: usize,
-) -> Vec<Positioned<Selection>> {
-    let mut out = Vec::new();
+    out: &mut Vec<Positioned<Selection>>,
+) {
     for item in items {
+        if out.len() > 1 {
+            return;
+        }
         let on_root = |on: Option<&Name>| on.is_none_or(|t| t.as_str() == SUBSCRIPTION) && depth < 16;
-        match item.node {
-            Selection::Field(mut field) => {
+        match &item.node {
+            Selection::Field(field) => {
+                let mut field = field.clone();
                 field.node.directives.extend(directives.iter().cloned());
                 out.push(Positioned::new(Selection::Field(field), item.pos));
             }
@@ -226,23 +305,20 @@ fn flatten_root(
                     inlined.insert(spread.node.fragment_name.node.clone());
                     let mut inner = directives.to_vec();
                     inner.extend(spread.node.directives.iter().cloned());
-                    let items = def.node.selection_set.node.items.clone();
-                    out.extend(flatten_root(items, fragments, &inner, inlined, depth + 1));
+                    flatten_root(&def.node.selection_set.node.items, fragments, &inner, inlined, depth + 1, out);
                 }
-                _ => out.push(Positioned::new(Selection::FragmentSpread(spread), item.pos)),
+                _ => out.push(item.clone()),
             },
             Selection::InlineFragment(fragment)
                 if on_root(fragment.node.type_condition.as_ref().map(|t| &t.node.on.node)) =>
             {
                 let mut inner = directives.to_vec();
                 inner.extend(fragment.node.directives.iter().cloned());
-                let items = fragment.node.selection_set.node.items;
-                out.extend(flatten_root(items, fragments, &inner, inlined, depth + 1));
+                flatten_root(&fragment.node.selection_set.node.items, fragments, &inner, inlined, depth + 1, out);
             }
-            other => out.push(Positioned::new(other, item.pos)),
+            _ => out.push(item.clone()),
         }
     }
-    out
 }
 
 /// The names of the fragments spread anywhere in `set`.

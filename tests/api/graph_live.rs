@@ -1125,4 +1125,25 @@ async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_ch
     let events = sse_until_complete(sse_subscribe(&app, &token, skipped).await).await;
     assert_eq!(only_error(&events[0].1)["extensions"]["code"], "BAD_USER_INPUT", "{events:?}");
     assert!(events[0].1.to_string().contains("@skip or @include"), "{events:?}");
+    // A fragment tree standing for 4^24 root fields: refused at once, on both transports.
+    let bomb = crate::graph_read::fragment_tree(
+        "subscription",
+        "Subscription",
+        24,
+        "stationEvents(installationId: 33) { id }",
+    );
+    let events = timeout(std::time::Duration::from_secs(60), async {
+        sse_until_complete(sse_subscribe(&app, &token, &bomb).await).await
+    })
+    .await
+    .expect("answered, not written out");
+    assert_eq!(only_error(&events[0].1)["extensions"]["code"], "QUERY_TOO_COMPLEX", "{events:?}");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    ws_subscribe(&mut ws, false, "bomb", &bomb).await;
+    let refused = ws_next(&mut ws).await;
+    // As every refusal there: a `next` carrying only the error, then `complete`.
+    assert_eq!((refused["type"].as_str(), refused["id"].as_str()), (Some("next"), Some("bomb")), "{refused}");
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX", "{refused}");
+    assert!(refused["payload"]["data"].is_null(), "{refused}");
+    assert_eq!(ws_next(&mut ws).await["type"], "complete");
 }

@@ -590,6 +590,36 @@ async fn a_query_that_would_cost_hundreds_of_upstream_calls_is_refused_before_an
     }
 }
 
+/// `levels` fragments on `on`, each spreading the next four times, the last selecting `leaf`:
+/// a few hundred bytes standing for 4^levels fields.
+pub fn fragment_tree(kind: &str, on: &str, levels: usize, leaf: &str) -> String {
+    let mut doc = format!("{kind} {{ ...F0 }}");
+    for i in 0..levels {
+        doc += &format!(" fragment F{i} on {on} {{ ...F{n} ...F{n} ...F{n} ...F{n} }}", n = i + 1);
+    }
+    doc + &format!(" fragment F{levels} on {on} {{ {leaf} }}")
+}
+
+#[tokio::test]
+async fn fragments_spread_into_millions_of_fields_are_refused_at_once_and_a_few_spreads_still_pass() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    // 4^24 fields once written out: walked one by one (async-graphql's depth check, validation,
+    // execution each do), this would take the server years; refused before any of it.
+    let bomb = fragment_tree("query", "Query", 24, "installations { id }");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), app.graphql("alice", &bomb, json!({})))
+        .await
+        .expect("answered, not walked field by field");
+    assert_eq!(error_codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
+    let message = r["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("20000 fields once its fragments are written out"), "{message}");
+    assert!(r["data"].is_null(), "{r}");
+    assert_eq!(app.sim().calls().await["total"], 0, "{:#?}", calls_by_route(&app).await);
+    // A fragment tree of 4^3 = 64 spreads of one field is an ordinary query.
+    let r = app.graphql("alice", &fragment_tree("query", "Query", 3, "installations { id }"), json!({})).await;
+    assert_eq!(data(&r)["installations"][0]["id"], "33", "{r}");
+}
+
 #[tokio::test]
 async fn a_heavy_but_realistic_station_page_still_passes() {
     let app = spawn_app().await;

@@ -73,7 +73,10 @@ async fn completed(ws: &mut Ws, id: &str) {
 /// An event of Alice's installation with `data` (which names the station, if any), delivered
 /// through the app's webhook.
 async fn deliver_event(app: &TestApp, id: &str, data: Value) {
-    let event = grid_event(id, "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
+    let station = data["chargingStationId"].as_str().unwrap_or(ALICE_STATION).to_string();
+    let mut event = grid_event(id, "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
+    // The subject names the station the event is about (it wins over the data).
+    event["subject"] = json!(format!("installations/33/charging-stations/{station}"));
     assert_eq!(deliver(app, &webhook_url(app), json!([event])).await, 200);
 }
 
