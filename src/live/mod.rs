@@ -247,20 +247,25 @@ impl Live {
             .collect();
         fresh.sort_by_key(|e| e.event_time);
         let mut deadline = std::time::Instant::now() + ROOM_WAIT;
-        for e in fresh {
-            self.wait_for_room(&mut deadline);
+        for (published, e) in fresh.into_iter().enumerate() {
+            self.wait_for_room(published, &mut deadline);
             self.publish(e);
         }
     }
 
-    /// On the intake thread, before each event of a delivery: while half the bus holds events some
-    /// listener has not taken yet, waits for the listeners to take them, so that one large
-    /// delivery (Event Grid batches up to 5000 events) does not overrun listeners that read as
-    /// fast as they can. The wait ends, for the rest of the delivery, at `deadline`, or at once
-    /// when the backlog stops going down (a listener that stopped reading): that one is then
+    /// On the intake thread, before each event of a delivery once it has `published` more than half
+    /// the bus: while half the bus holds events some listener has not taken yet, waits for the
+    /// listeners to take them, so that one large delivery (Event Grid batches up to 5000 events)
+    /// does not overrun listeners that read as fast as they can. A smaller delivery never waits:
+    /// it cannot overrun a listener that keeps up, and one that stopped reading must not cost
+    /// every delivery a wait. The wait ends, for the rest of the delivery, at `deadline`, or at
+    /// once when the backlog stops going down (a listener that stopped reading): that one is then
     /// dropped with a notice as before, and nobody else waits on it.
-    fn wait_for_room(&self, deadline: &mut std::time::Instant) {
+    fn wait_for_room(&self, published: usize, deadline: &mut std::time::Instant) {
         let (mut queued, capacity) = self.bus.backlog();
+        if published <= capacity / 2 {
+            return;
+        }
         let mut last_progress = std::time::Instant::now();
         while queued >= capacity / 2 {
             let now = std::time::Instant::now();
@@ -321,13 +326,13 @@ impl Live {
     }
 }
 
-/// Reads an Event Grid event into a station event; the installation comes from the data or the
-/// subject (`installations/{i}/charging-stations/{cs}`).
 /// The longest the intake waits, in all, for listeners to take a delivery's events.
 const ROOM_WAIT: Duration = Duration::from_secs(2);
 /// A backlog that has not gone down for this long has a listener that stopped reading.
 const STALLED: Duration = Duration::from_millis(50);
 
+/// Reads an Event Grid event into a station event: the installation and station come from the
+/// subject (`installations/{i}/charging-stations/{cs}`), the data only fills in what it lacks.
 fn to_station_event(e: GridEvent) -> Option<StationEvent> {
     let mut parts = e.subject.trim_matches('/').split('/');
     let mut from_subject = (None, None);
