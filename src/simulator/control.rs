@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/_sim/stations/{cs}/load-shedding", post(load_shedding))
         .route("/_sim/stations/{cs}/properties", put(override_station))
         .route("/_sim/grid-meters/{gm}/properties", put(override_meter))
+        .route("/_sim/grid-meters/{gm}/tariffs/{t}", put(override_tariff))
         .route("/openapi.json", get(super::openapi::serve))
 }
 
@@ -228,6 +229,25 @@ async fn override_meter(
     merge_overrides(&mut m.overrides, values);
     let m = &store.meters[&gm];
     Ok(Json(store.meter_json(m, Utc::now(), false)))
+}
+
+/// Lays raw values over one tariff of a meter (`{"currency": {"code": "EUR"}}`); `null` removes
+/// an override.
+async fn override_tariff(
+    State(s): State<AppState>,
+    Path((gm, t)): Path<(String, String)>,
+    Body(values): Body<serde_json::Map<String, Value>>,
+) -> SimResult<Json<Value>> {
+    let mut store = s.write();
+    let m = store
+        .meters
+        .get_mut(&gm)
+        .ok_or_else(|| super::error::SimError::not_found(format!("grid meter {gm} not found")))?;
+    let (id, tariff) = super::series::TariffId::parse(&t)
+        .and_then(|id| Some((id, m.tariffs.get_mut(&id)?)))
+        .ok_or_else(|| super::error::SimError::not_found(format!("tariff {t} not found on grid meter {gm}")))?;
+    merge_overrides(&mut tariff.overrides, values);
+    Ok(Json(super::store::tariff_json(id, tariff)))
 }
 
 fn merge_overrides(overrides: &mut serde_json::Map<String, Value>, values: serde_json::Map<String, Value>) {

@@ -1015,7 +1015,7 @@ async fn list_tariffs(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
     Params(p): Params,
-) -> SimResult<Json<Vec<TariffModel>>> {
+) -> SimResult<Json<Vec<Value>>> {
     let i = installation_id(&p)?;
     let store = s.read();
     store.require_owner(&a, i, "see tariff prices")?;
@@ -1026,7 +1026,7 @@ async fn get_tariff(
     State(s): State<AppState>,
     Extension(a): Extension<Account>,
     Params(p): Params,
-) -> SimResult<Json<TariffModel>> {
+) -> SimResult<Json<Value>> {
     let i = installation_id(&p)?;
     let store = s.read();
     store.require_owner(&a, i, "see tariff prices")?;
@@ -1039,7 +1039,7 @@ async fn get_tariff(
             m.subscription.code()
         ))
     })?;
-    Ok(Json(store::tariff_model(id, &m.tariffs[&id])))
+    Ok(Json(store::tariff_json(id, &m.tariffs[&id])))
 }
 
 async fn set_tariffs(
@@ -1047,7 +1047,7 @@ async fn set_tariffs(
     Extension(a): Extension<Account>,
     Params(p): Params,
     Items(req): Items<TariffPriceRequest>,
-) -> SimResult<Json<Vec<TariffModel>>> {
+) -> SimResult<Json<Vec<Value>>> {
     let i = installation_id(&p)?;
     let gm = param(&p, "gm");
     let mut store = s.write();

@@ -194,6 +194,8 @@ pub struct Tariff {
     pub currency: String,
     pub is_default: bool,
     pub values: Vec<(DateTime<Utc>, f64)>,
+    /// Raw values forced by `PUT /_sim/grid-meters/{gm}/tariffs/{t}`.
+    pub overrides: serde_json::Map<String, Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +282,7 @@ fn default_tariffs(subscription: Subscription) -> BTreeMap<TariffId, Tariff> {
                 currency: "eur".into(),
                 is_default: true,
                 values: vec![(time("2020-01-01T00:00:00Z"), price)],
+                overrides: serde_json::Map::new(),
             };
             (id, tariff)
         })
@@ -880,8 +883,8 @@ impl Store {
         })
     }
 
-    pub fn tariff_models(&self, m: &Meter) -> Vec<TariffModel> {
-        m.tariffs.iter().map(|(id, t)| tariff_model(*id, t)).collect()
+    pub fn tariff_models(&self, m: &Meter) -> Vec<Value> {
+        m.tariffs.iter().map(|(id, t)| tariff_json(*id, t)).collect()
     }
 
     pub fn users(&self, installation_id: i64) -> SimResult<Vec<UserModel>> {
@@ -1122,7 +1125,16 @@ fn notice(st: &Station, event_type: &'static str, mut data: Value) -> Notice {
     Notice { installation_id: st.installation_id, station_id: Some(st.id.clone()), event_type, data }
 }
 
-pub fn tariff_model(id: TariffId, t: &Tariff) -> TariffModel {
+/// A tariff as answered: its model with the raw values forced over it.
+pub fn tariff_json(id: TariffId, t: &Tariff) -> Value {
+    let mut v = serde_json::to_value(tariff_model(id, t)).unwrap_or(Value::Null);
+    if let Some(map) = v.as_object_mut() {
+        map.extend(t.overrides.clone());
+    }
+    v
+}
+
+fn tariff_model(id: TariffId, t: &Tariff) -> TariffModel {
     let mut values: Vec<_> = t.values.clone();
     values.sort_by_key(|v| std::cmp::Reverse(v.0));
     TariffModel {

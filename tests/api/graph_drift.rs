@@ -222,3 +222,51 @@ async fn an_unreadable_list_member_reads_as_an_empty_list() {
     assert_eq!(m["gridSubscription"], "HCHP");
     assert_eq!(m["generalConsumption"], json!({"consumptionTotalIndex": 210.0, "consumptions": []}), "{r:#}");
 }
+
+#[tokio::test]
+async fn set_tariffs_never_sends_a_guessed_currency_for_a_tariff_whose_currency_it_cannot_read() {
+    let app = spawn_app().await;
+    // HP's currency drifts to an object; HC's stays "eur".
+    let r = app
+        .sim()
+        .control(
+            Method::PUT,
+            &format!("/_sim/grid-meters/{ALICE_METER}/tariffs/hp"),
+            Some(json!({"currency": {"code": "EUR"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let read =
+        format!(r#"{{ installation(id: 33) {{ gridMeter(id: "{ALICE_METER}") {{ tariffs {{ id currency }} }} }} }}"#);
+    let r = app.graphql("alice", &read, json!({})).await;
+    let tariffs = &data(&r)["installation"]["gridMeter"]["tariffs"];
+    assert_eq!(*tariffs, json!([{"id": "HC", "currency": "eur"}, {"id": "HP", "currency": null}]), "{r:#}");
+
+    let set = |tariffs: Value| {
+        let q = format!(
+            r#"mutation($t: [TariffPriceInput!]!) {{
+                setTariffs(installationId: 33, gridMeterId: "{ALICE_METER}", tariffs: $t) {{ id values {{ value }} }}
+            }}"#
+        );
+        let app = &app;
+        async move { app.graphql("alice", &q, json!({"t": tariffs})).await }
+    };
+    // Pricing HC alone would send HP back unchanged, in a currency witty-bff would have to guess.
+    app.sim().reset_calls().await;
+    let r = set(json!([{"id": "HC", "value": 0.11}])).await;
+    let e = &r["errors"][0];
+    assert_eq!(e["extensions"]["code"], "UPSTREAM_ERROR", "{r:#}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("HP's currency") && message.contains("give this tariff"), "{message}");
+    let calls = app.sim().calls().await;
+    let posted = calls["byRoute"].as_object().unwrap().keys().filter(|k| k.starts_with("POST")).count();
+    assert_eq!(posted, 0, "nothing was priced: {calls:#}");
+
+    // Named by the caller, it is sent as given.
+    let r = set(json!([{"id": "HC", "value": 0.11}, {"id": "HP", "value": 0.22, "currency": "EUR"}])).await;
+    let saved = data(&r)["setTariffs"].as_array().unwrap().clone();
+    for (id, price) in [("HC", 0.11), ("HP", 0.22)] {
+        let t = saved.iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("{id}: {r:#}"));
+        assert!(t["values"].as_array().unwrap().iter().any(|v| v["value"] == price), "{id}: {r:#}");
+    }
+}

@@ -189,6 +189,8 @@ impl MeterMutation {
                     )));
                 }
                 let now = Utc::now();
+                // A new tariff takes the meter's currency (that of its other tariffs).
+                let meters_currency = current.iter().find_map(|t| t.currency.clone()).unwrap_or_else(|| "eur".into());
                 let mut body = Vec::new();
                 for id in &expected {
                     let existing = current.iter().find(|t| t.id.eq_ignore_ascii_case(id));
@@ -198,8 +200,22 @@ impl MeterMutation {
                             .filter_map(|v| Some((parse_time(Some(&v.begin_date))?, v)))
                             .max_by_key(|(b, _)| *b)
                     });
-                    let currency =
-                        existing.and_then(|t| t.currency.clone()).unwrap_or_else(|| "eur".into()).to_ascii_lowercase();
+                    let given = wanted.get(id).and_then(|t| t.currency.as_deref()).map(|c| c.trim().to_string());
+                    // An existing tariff whose currency the upstream did not give (or gave in a
+                    // form we cannot read) keeps it only if the caller names it: sending a guess
+                    // would reprice it in another currency.
+                    let currency = match (given, existing) {
+                        (Some(c), _) => c,
+                        (None, Some(e)) => e.currency.clone().ok_or_else(|| {
+                            AppError::UpstreamError(format!(
+                                "the Witty-Home service did not give tariff {}'s currency, so it cannot be sent \
+                                 back unchanged; give this tariff in tariffs with its price and currency",
+                                id.to_uppercase()
+                            ))
+                        })?,
+                        (None, None) => meters_currency.clone(),
+                    }
+                    .to_ascii_lowercase();
                     let item = match wanted.get(id) {
                         Some(t) => SetTariff {
                             id: id.clone(),
@@ -207,7 +223,7 @@ impl MeterMutation {
                                 .friendly_name
                                 .clone()
                                 .or_else(|| existing.and_then(|e| e.friendly_name.clone())),
-                            currency: t.currency.as_deref().map(|c| c.trim().to_ascii_lowercase()).unwrap_or(currency),
+                            currency,
                             begin_date: millis(t.begin_date.unwrap_or(now)),
                             value: t.value,
                         },
