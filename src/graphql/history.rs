@@ -56,15 +56,15 @@ pub fn installation_arg(id: &str, argument: &str) -> AppResult<i64> {
     id.parse().map_err(|_| AppError::bad_input(format!("{argument} must be a whole number, got '{id}'")))
 }
 
-/// The longest range the upstream answers in one aggregation or log query (it refuses a longer
-/// one with a message naming its own `startDate`/`endDate`).
+/// The longest range one aggregation or log query may ask for. The upstream's documentation gives
+/// no limit: this is witty-bff's own (ten years, the simulator's too), so one answer stays small.
 pub const MAX_RANGE_DAYS: i64 = 3_660;
-/// The most points (steps) the upstream returns from one aggregation or count.
+/// The most points (steps) one aggregation or count may ask for: witty-bff's own, as above.
 pub const MAX_POINTS: i64 = 10_000;
 
-/// Roughly how many steps of `step` a range spans, counted as the upstream counts them before
-/// refusing a range (a month as 28 days, a year as 365, plus one for a step begun): never fewer
-/// than it counts, so a range accepted here is not refused there.
+/// Roughly how many steps of `step` a range spans (a month as 28 days, a year as 365, plus one
+/// for a step begun): never fewer than the simulator counts, so a range accepted here is not
+/// refused there.
 fn approx_points(step: Step, span: chrono::TimeDelta) -> i64 {
     let per = match step {
         Step::Hour => 3_600,
@@ -77,9 +77,8 @@ fn approx_points(step: Step, span: chrono::TimeDelta) -> i64 {
 }
 
 /// Checks and builds a range: `to` after `from`, at most [`MAX_RANGE_DAYS`] apart, and with a
-/// `step`, at most [`MAX_POINTS`] steps. The upstream has the same limits, but its refusals name
-/// its own fields (`startDate`, `endDate`), so they are checked here, naming the arguments, before
-/// anything is sent. Dates go upstream to the millisecond, so they are compared as they are sent.
+/// `step`, at most [`MAX_POINTS`] steps; checked here, naming the arguments (an upstream refusal
+/// would name its own `startDate`, `endDate`), before anything is sent. Dates go upstream to the millisecond, so they are compared as they are sent.
 pub fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
     let (from, to) = (to_millis(from), to_millis(to));
     if to <= from {

@@ -212,7 +212,7 @@ async fn set_tariffs_refuses_prices_and_begin_dates_out_of_bounds_before_anythin
     assert!(hp["values"].as_array().unwrap().iter().all(|v| v["beginDate"].is_string()), "{r:#}");
 }
 
-// ---- 3. ranges: the upstream's limits, named as the GraphQL arguments ----
+// ---- 3. ranges: witty-bff's limits (the simulator's too), named as the GraphQL arguments ----
 
 /// An app whose cache keeps the installation, station and meter through the test, so a refused
 /// range can be shown to send nothing at all.
