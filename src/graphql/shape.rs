@@ -38,8 +38,6 @@ impl ExtensionFactory for ResponseShape {
 struct Shaping {
     /// The document, to know the order of the fields its operation and fragments select.
     doc: Mutex<Option<Arc<ExecutableDocument>>>,
-    /// The variables the request gave a value.
-    given: Mutex<Vec<Name>>,
     /// Errors of fields that were answered `null` in their place.
     errors: Mutex<Vec<ServerError>>,
     /// Paths of non-null fields (or list items) that failed: their parent must be null too.
@@ -89,6 +87,16 @@ impl Extension for Shaping {
             e.extensions.get_or_insert_with(Default::default).set("code", "QUERY_TOO_COMPLEX");
             return Err(e);
         }
+        // Of the operation that runs, whatever its kind (a subscription's included); with several
+        // and no name, async-graphql says which is missing.
+        let (operation_name, given) =
+            (request.operation_name.clone(), request.variables.keys().cloned().collect::<Vec<_>>());
+        if let Ok(doc) = request.parsed_query()
+            && let Some(op) = super::operation(doc, operation_name.as_deref())
+            && let Some(missing) = missing_variable(op, given.iter())
+        {
+            return Err(missing);
+        }
         next.run(ctx, request).await
     }
 
@@ -119,14 +127,6 @@ impl Extension for Shaping {
                 ));
             }
         }
-        // With one operation, checked here for every kind (a subscription's included); with
-        // several, once `execute` knows which one runs.
-        if let DocumentOperations::Single(op) = &doc.operations
-            && let Some(missing) = missing_variable(op, variables.keys())
-        {
-            return Err(missing);
-        }
-        *lock(&self.given) = variables.keys().cloned().collect();
         *lock(&self.doc) = Some(Arc::new(doc.clone()));
         Ok(doc)
     }
@@ -138,13 +138,6 @@ impl Extension for Shaping {
         next: NextExecute<'_>,
     ) -> Response {
         let doc = lock(&self.doc).clone();
-        if let Some(doc) = doc.as_deref()
-            && let DocumentOperations::Multiple(_) = &doc.operations
-            && let Some(op) = super::operation(doc, operation_name)
-            && let Some(missing) = missing_variable(op, lock(&self.given).iter())
-        {
-            return Response::from_errors(vec![missing]);
-        }
         let mut response = next.run(ctx, operation_name).await;
         response.errors.extend(lock(&self.errors).drain(..));
         let nulled = std::mem::take(&mut *lock(&self.nulled));

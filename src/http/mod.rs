@@ -76,6 +76,21 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// The largest GraphQL request body read (a query and its variables; documents are small).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
+/// The request body, up to [`MAX_REQUEST_BYTES`]: 413 past it, 400 when the body breaks off (a
+/// malformed chunk, a client gone mid-upload).
+async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, StatusCode> {
+    let mut chunks = body.into_data_stream();
+    let mut read = bytes::BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+        if read.len() + chunk.len() > MAX_REQUEST_BYTES {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read.freeze())
+}
+
 /// `GET /graphql`: a WebSocket upgrade, an SSE subscription, or GraphQL over HTTP.
 async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
     let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
@@ -115,17 +130,24 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let body = match declared {
-        Some(n) if n > MAX_REQUEST_BYTES as u64 => None,
-        _ => axum::body::to_bytes(body, MAX_REQUEST_BYTES).await.ok(),
+        Some(n) if n > MAX_REQUEST_BYTES as u64 => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        _ => read_body(body).await,
     };
-    let Some(body) = body else {
-        let message = format!(
-            "the request body is over {} KiB; send a shorter query or fewer variables",
-            MAX_REQUEST_BYTES / 1024
-        );
-        let mut response = respond(GqlResponse::from_errors(vec![ServerError::new(message, None)]), modern);
-        *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        return response;
+    let body = match body {
+        Ok(body) => body,
+        Err(status) => {
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "the request body is over {} KiB; send a shorter query or fewer variables",
+                    MAX_REQUEST_BYTES / 1024
+                )
+            } else {
+                "the request body could not be read to its end; send it again".to_string()
+            };
+            let mut response = respond(GqlResponse::from_errors(vec![ServerError::new(message, None)]), modern);
+            *response.status_mut() = status;
+            return response;
+        }
     };
     let req = Request::from_parts(parts, axum::body::Body::from(body));
     let request = match GraphQLRequest::<GraphQLRejection>::from_request(req, &()).await {

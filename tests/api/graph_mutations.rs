@@ -1488,8 +1488,11 @@ async fn after_an_accepted_command_a_re_read_shows_the_change_soon_after_the_sta
         .graphql("alice", SET_MODE, json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false}))
         .await;
     assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
-    // Read before the station applied it: the old mode.
-    assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE");
+    // Read before the station applied it, by the owner and by the installer: the old mode.
+    for sub in ["alice", "ivan"] {
+        let station = gql_station(&app, sub, ALICE_INSTALLATION, ALICE_STATION).await;
+        assert_eq!(station["chargeMode"], "IMMEDIATE", "{sub}");
+    }
     // Once applied, a re-read shows it (for the owner and for the installer alike).
     for sub in ["alice", "ivan"] {
         eventually("the new mode in a re-read", || async {

@@ -538,6 +538,15 @@ async fn a_request_body_over_the_limit_is_refused_with_413_before_it_is_read() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
     assert!(answer.contains("BAD_USER_INPUT"), "{answer}");
+    // A body that breaks off (a chunk size that is not hex) is a bad request, not one too large.
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(b"5\r\n{\"que\r\nzz\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("could not be read to its end"), "{answer}");
 }
 
 #[tokio::test]

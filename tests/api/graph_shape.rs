@@ -132,6 +132,8 @@ async fn a_required_variable_given_no_value_fails_the_request_naming_it() {
         json!({"query": "query($i: ID!) { installation(id: $i) { id } }", "variables": {"other": 1}}),
         json!({"query": two, "operationName": "A", "variables": {}}),
         json!({"query": "subscription($cs: ID!) { stationEvents(installationId: 33, chargingStationId: $cs) { id } }"}),
+        // A subscription chosen among several operations.
+        json!({"query": format!("{two} subscription S($cs: ID!) {{ stationEvents(installationId: 33, chargingStationId: $cs) {{ id }} }}"), "operationName": "S"}),
     ];
     for body in cases {
         let r = post(body.clone()).await.unwrap();

@@ -238,8 +238,8 @@ async fn run_command(
         }
     })
     .await?;
-    invalidate(ctx, i, station_stale)?;
-    // Until the station shows the change, its state and logs are kept only briefly.
+    // Until the station shows the change, its state and logs are kept only briefly: marked before
+    // the invalidation, so a read landing between the two is not kept for its usual time.
     let mark = unsettle(ctx, i, |r| {
         matches!(
             r,
@@ -249,6 +249,7 @@ async fn run_command(
                 | Resource::LogCounts { .. }
         )
     })?;
+    invalidate(ctx, i, station_stale)?;
     let view = |s: wire::ChargingStation| Some(ChargingStation::new(i, Arc::new(s), Utc::now()));
     if !wait {
         return Ok(CommandResult { status: CommandStatus::Accepted, charging_station: view(before) });
