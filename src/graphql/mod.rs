@@ -13,6 +13,7 @@ pub mod installations;
 pub mod meters;
 pub mod mutations;
 pub mod shape;
+pub mod size;
 pub mod stations;
 pub mod subscriptions;
 
@@ -33,11 +34,13 @@ pub struct Subscription(subscriptions::StationSubscription);
 
 pub type WittySchema = Schema<Query, Mutation, Subscription>;
 
-/// The operation a document runs: its only one, or the one `name`d (none when several and no name).
+/// The operation a document runs: its only one (named or not), or the one `name`d (none when
+/// several and no name).
 pub fn operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a Positioned<OperationDefinition>> {
     match (&doc.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
         (DocumentOperations::Multiple(_), None) => None,
     }
 }

@@ -74,29 +74,23 @@ impl Extension for Shaping {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         // A query that does not parse is left for async-graphql to report.
-        if let Ok(doc) = request.parsed_query()
-            && written_out_fields(doc) > MAX_WRITTEN_OUT_FIELDS
-        {
-            let mut e = ServerError::new(
-                format!(
-                    "the query selects more than {MAX_WRITTEN_OUT_FIELDS} fields once its fragments are written \
-                     out (each spread counts every field of its fragment again); spread fragments less often"
-                ),
-                None,
-            );
-            e.extensions.get_or_insert_with(Default::default).set("code", "QUERY_TOO_COMPLEX");
-            return Err(e);
+        if let Ok(doc) = request.parsed_query() {
+            super::size::check(doc)?;
         }
         // Of the operation that runs, whatever its kind (a subscription's included); with several
-        // and no name, async-graphql says which is missing.
-        let (operation_name, given) =
-            (request.operation_name.clone(), request.variables.keys().cloned().collect::<Vec<_>>());
-        if let Ok(doc) = request.parsed_query()
-            && let Some(op) = super::operation(doc, operation_name.as_deref())
-            && let Some(missing) = missing_variable(op, given.iter())
-        {
+        // and no name, or a name the document does not have, async-graphql says what is wrong.
+        let variables = std::mem::take(&mut request.variables);
+        let operation_name = request.operation_name.clone();
+        let missing = match request.parsed_query() {
+            // An anonymous operation asked for by name: async-graphql knows no such operation.
+            Ok(doc) if matches!(doc.operations, DocumentOperations::Single(_)) && operation_name.is_some() => None,
+            Ok(doc) => super::operation(doc, operation_name.as_deref()).and_then(|op| missing_variable(op, &variables)),
+            Err(_) => None,
+        };
+        if let Some(missing) = missing {
             return Err(missing);
         }
+        request.variables = variables;
         next.run(ctx, request).await
     }
 
@@ -188,44 +182,6 @@ impl Extension for Shaping {
         }
         Ok(Some(value))
     }
-}
-
-/// Whether the items of a list type (`[T]`, `[T!]!`) may be null.
-/// How many fields a document may select with its fragments written out, all operations together.
-/// A real query selects a few hundred; without a bound, fragments that each spread the next a few
-/// times stand, in a few hundred bytes, for millions of fields that async-graphql's validation
-/// and execution would walk one by one (seconds of CPU per request).
-pub const MAX_WRITTEN_OUT_FIELDS: usize = 20_000;
-
-/// The number of fields the document's operations select once every fragment spread is written
-/// out, counted once per fragment (saturating; a spread in a cycle, refused by validation later,
-/// counts nothing).
-fn written_out_fields(doc: &ExecutableDocument) -> usize {
-    fn set_size(set: &SelectionSet, fragments: &Fragments, sizes: &mut HashMap<Name, Option<usize>>) -> usize {
-        set.items.iter().fold(0usize, |n, item| {
-            n.saturating_add(match &item.node {
-                Selection::Field(f) => 1usize.saturating_add(set_size(&f.node.selection_set.node, fragments, sizes)),
-                Selection::InlineFragment(f) => set_size(&f.node.selection_set.node, fragments, sizes),
-                Selection::FragmentSpread(s) => {
-                    let name = &s.node.fragment_name.node;
-                    match (sizes.get(name), fragments.get(name)) {
-                        (Some(known), _) => known.unwrap_or(0),
-                        (None, Some(def)) => {
-                            sizes.insert(name.clone(), None);
-                            let size = set_size(&def.node.selection_set.node, fragments, sizes);
-                            sizes.insert(name.clone(), Some(size));
-                            size
-                        }
-                        (None, None) => 0,
-                    }
-                }
-            })
-        })
-    }
-    let mut sizes = HashMap::new();
-    doc.operations
-        .iter()
-        .fold(0, |n, (_, op)| n.saturating_add(set_size(&op.node.selection_set.node, &doc.fragments, &mut sizes)))
 }
 
 /// The root type of subscriptions.
@@ -327,25 +283,26 @@ fn spreads(set: &SelectionSet, used: &mut std::collections::HashSet<Name>) {
     }
 }
 
-/// The spec's "Coercing Variable Values": a non-null variable without a default must be given a
-/// value, or the request fails as a whole (async-graphql fails each field that uses it instead,
-/// saying the variable "is not defined").
-fn missing_variable<'a>(
-    op: &Positioned<OperationDefinition>,
-    given: impl Iterator<Item = &'a Name> + Clone,
-) -> Option<ServerError> {
+/// The spec's "Coercing Variable Values": a non-null variable must be given a value that is not
+/// null (without a default, it must be given one at all), or the request fails as a whole.
+/// async-graphql fails each field that uses a missing one instead (saying the variable "is not
+/// defined"), and lets a null through wherever the variable meets a nullable argument.
+fn missing_variable(op: &Positioned<OperationDefinition>, given: &Variables) -> Option<ServerError> {
     op.node.variable_definitions.iter().find_map(|v| {
         let (name, ty) = (&v.node.name.node, &v.node.var_type.node);
-        let required = !ty.nullable && v.node.default_value.is_none();
-        (required && !given.clone().any(|g| g == name)).then(|| {
-            ServerError::new(
-                format!("variable ${name} of type {ty} was given no value: add it to `variables`"),
-                Some(v.pos),
-            )
-        })
+        if ty.nullable {
+            return None;
+        }
+        let problem = match given.get(name) {
+            None if v.node.default_value.is_none() => "was given no value: add it to `variables`",
+            Some(Value::Null) => "was given null: give it a value (or leave it out, if it has a default)",
+            _ => return None,
+        };
+        Some(ServerError::new(format!("variable ${name} of type {ty} {problem}"), Some(v.pos)))
     })
 }
 
+/// Whether the items of a list type (`[T]`, `[T!]!`) may be null.
 fn item_nullable(return_type: &str) -> bool {
     let inner = return_type.trim_end_matches('!');
     !inner.strip_prefix('[').and_then(|t| t.strip_suffix(']')).is_some_and(|t| t.ends_with('!'))

@@ -613,16 +613,24 @@ pub fn fragment_tree(kind: &str, on: &str, levels: usize, leaf: &str) -> String 
 async fn fragments_spread_into_millions_of_fields_are_refused_at_once_and_a_few_spreads_still_pass() {
     let app = spawn_app().await;
     app.sim().reset_calls().await;
-    // 4^24 fields once written out: walked one by one (async-graphql's depth check, validation,
-    // execution each do), this would take the server years; refused before any of it.
-    let bomb = fragment_tree("query", "Query", 24, "installations { id }");
-    let r = tokio::time::timeout(std::time::Duration::from_secs(60), app.graphql("alice", &bomb, json!({})))
+    // 4^24 selections once written out: walked one by one (async-graphql's depth check,
+    // validation, execution each do), this would take the server years; refused before any of
+    // it, whatever the leaves (a spread of an unknown fragment included), and with no token too.
+    for (leaf, who) in [("installations { id }", Some("alice")), ("...Unknown", Some("alice")), ("__typename", None)] {
+        let bomb = fragment_tree("query", "Query", 24, leaf);
+        let token = who.map(|w| app.token_for(w));
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            app.post_graphql(token.as_deref(), json!({"query": bomb})),
+        )
         .await
-        .expect("answered, not walked field by field");
-    assert_eq!(error_codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
-    let message = r["errors"][0]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("20000 fields once its fragments are written out"), "{message}");
-    assert!(r["data"].is_null(), "{r}");
+        .expect("answered, not walked field by field")
+        .body;
+        assert_eq!(error_codes(&r), ["QUERY_TOO_COMPLEX"], "{leaf}: {r}");
+        let message = r["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("20000 selections once its fragments are written out"), "{message}");
+        assert!(r["data"].is_null(), "{r}");
+    }
     assert_eq!(app.sim().calls().await["total"], 0, "{:#?}", calls_by_route(&app).await);
     // A fragment tree of 4^3 = 64 spreads of one field is an ordinary query.
     let r = app.graphql("alice", &fragment_tree("query", "Query", 3, "installations { id }"), json!({})).await;

@@ -132,8 +132,9 @@ async fn a_required_variable_given_no_value_fails_the_request_naming_it() {
         json!({"query": "query($i: ID!) { installation(id: $i) { id } }", "variables": {"other": 1}}),
         json!({"query": two, "operationName": "A", "variables": {}}),
         json!({"query": "subscription($cs: ID!) { stationEvents(installationId: 33, chargingStationId: $cs) { id } }"}),
-        // A subscription chosen among several operations.
-        json!({"query": format!("{two} subscription S($cs: ID!) {{ stationEvents(installationId: 33, chargingStationId: $cs) {{ id }} }}"), "operationName": "S"}),
+        // Null is no value for a non-null variable, with a default or without.
+        json!({"query": "query($i: ID!) { installation(id: $i) { id } }", "variables": {"i": null}}),
+        json!({"query": "query($i: ID! = 33) { installation(id: $i) { id } }", "variables": {"i": null}}),
     ];
     for body in cases {
         let r = post(body.clone()).await.unwrap();
@@ -142,7 +143,37 @@ async fn a_required_variable_given_no_value_fails_the_request_naming_it() {
         assert!(r["data"].is_null(), "{r:#}");
         assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT"], "{r:#}");
         let message = r["errors"][0]["message"].as_str().unwrap();
-        assert!(message.contains("given no value") && (message.contains("$i") || message.contains("$cs")), "{message}");
+        assert!(
+            (message.contains("given no value") || message.contains("given null"))
+                && (message.contains("$i") || message.contains("$cs")),
+            "{message}"
+        );
+    }
+    // A subscription over SSE, chosen among several operations, or given null where a nullable
+    // argument would take it (watching every station instead of one).
+    let watch = "subscription S($cs: ID!) { stationEvents(installationId: 33, chargingStationId: $cs) { id } }";
+    for (body, words) in [
+        (json!({"query": format!("{two} {watch}"), "operationName": "S"}), "$cs of type ID! was given no value"),
+        (json!({"query": watch, "variables": {"cs": null}}), "$cs of type ID! was given null"),
+    ] {
+        let mut r = app
+            .client
+            .post(format!("{}/graphql", app.base))
+            .bearer_auth(&token)
+            .header("accept", "text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut text = String::new();
+        let read = tokio::time::timeout(PATIENCE, async {
+            while !text.contains("event: complete") {
+                let Some(chunk) = r.chunk().await.unwrap() else { break };
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        assert!(read.is_ok() && text.contains(words), "{body}: {text}");
     }
     // The other operation of the document needs nothing, and a default stands in for a value.
     let r: Value = post(json!({"query": two, "operationName": "B"})).await.unwrap().json().await.unwrap();
