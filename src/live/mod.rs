@@ -95,6 +95,9 @@ pub struct Live {
     access: std::sync::atomic::AtomicU64,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
     intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
+    /// The bus has been over half full without going down: a listener stopped reading. Nobody
+    /// waits on it again until the backlog is under half (that listener dropped or caught up).
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -114,7 +117,8 @@ impl Live {
         let access = std::sync::atomic::AtomicU64::new(0);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
-        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake });
+        let stalled = std::sync::atomic::AtomicBool::new(false);
+        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake, stalled });
         // One thread handles deliveries one after the other, so events are published in the order
         // they arrived. A thread of its own (handling is short and never waits on I/O): it runs
         // as soon as a delivery comes, not after every task the runtime has queued, which under a
@@ -247,30 +251,38 @@ impl Live {
             .collect();
         fresh.sort_by_key(|e| e.event_time);
         let mut deadline = std::time::Instant::now() + ROOM_WAIT;
-        for (published, e) in fresh.into_iter().enumerate() {
-            self.wait_for_room(published, &mut deadline);
+        for e in fresh {
+            self.wait_for_room(&mut deadline);
             self.publish(e);
         }
     }
 
-    /// On the intake thread, before each event of a delivery once it has `published` more than half
-    /// the bus: while half the bus holds events some listener has not taken yet, waits for the
-    /// listeners to take them, so that one large delivery (Event Grid batches up to 5000 events)
-    /// does not overrun listeners that read as fast as they can. A smaller delivery never waits:
-    /// it cannot overrun a listener that keeps up, and one that stopped reading must not cost
-    /// every delivery a wait. The wait ends, for the rest of the delivery, at `deadline`, or at
-    /// once when the backlog stops going down (a listener that stopped reading): that one is then
-    /// dropped with a notice as before, and nobody else waits on it.
-    fn wait_for_room(&self, published: usize, deadline: &mut std::time::Instant) {
+    /// On the intake thread, before each event: while half the bus holds events some listener has
+    /// not taken yet, waits for the listeners to take them, so that a large delivery (Event Grid
+    /// batches up to 5000 events), or many small ones back to back, do not overrun listeners that
+    /// read as fast as they can. The wait ends, for the rest of the delivery, at `deadline`; and
+    /// at once when the backlog stops going down (a listener that stopped reading): that one is
+    /// then dropped with a notice as before, and no delivery waits on it again (`stalled`) until
+    /// the backlog is under half.
+    fn wait_for_room(&self, deadline: &mut std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
         let (mut queued, capacity) = self.bus.backlog();
-        if published <= capacity / 2 {
+        if queued < capacity / 2 {
+            self.stalled.store(false, Relaxed);
+            return;
+        }
+        if self.stalled.load(Relaxed) {
             return;
         }
         let mut last_progress = std::time::Instant::now();
         while queued >= capacity / 2 {
             let now = std::time::Instant::now();
-            if now >= *deadline || now.duration_since(last_progress) > STALLED {
+            if now.duration_since(last_progress) > STALLED {
+                self.stalled.store(true, Relaxed);
                 *deadline = now;
+                return;
+            }
+            if now >= *deadline {
                 return;
             }
             std::thread::sleep(Duration::from_micros(200));
