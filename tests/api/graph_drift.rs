@@ -251,13 +251,31 @@ async fn set_tariffs_never_sends_a_guessed_currency_for_a_tariff_whose_currency_
         let app = &app;
         async move { app.graphql("alice", &q, json!({"t": tariffs})).await }
     };
-    // Pricing HC alone would send HP back unchanged, in a currency witty-bff would have to guess.
+    // Pricing HC alone would send HP back unchanged, in a currency witty-bff would have to guess;
+    // so would pricing HP without a currency. The same for a string that is no currency code.
     app.sim().reset_calls().await;
-    let r = set(json!([{"id": "HC", "value": 0.11}])).await;
-    let e = &r["errors"][0];
-    assert_eq!(e["extensions"]["code"], "UPSTREAM_ERROR", "{r:#}");
-    let message = e["message"].as_str().unwrap();
-    assert!(message.contains("HP's currency") && message.contains("give this tariff"), "{message}");
+    for (drifted, tariffs, asked) in [
+        (
+            json!({"code": "EUR"}),
+            json!([{"id": "HC", "value": 0.11}]),
+            "give this tariff in tariffs with its price and currency",
+        ),
+        (json!({"code": "EUR"}), json!([{"id": "HP", "value": 0.22}]), "give its currency too"),
+        (
+            json!("euro"),
+            json!([{"id": "HC", "value": 0.11}]),
+            "give this tariff in tariffs with its price and currency",
+        ),
+    ] {
+        let path = format!("/_sim/grid-meters/{ALICE_METER}/tariffs/hp");
+        let drift = app.sim().control(Method::PUT, &path, Some(json!({ "currency": drifted }))).await;
+        assert_eq!(drift.status, 200, "{:?}", drift.body);
+        let r = set(tariffs.clone()).await;
+        let e = &r["errors"][0];
+        assert_eq!(e["extensions"]["code"], "UPSTREAM_ERROR", "{tariffs}: {r:#}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains("readable currency for tariff HP") && message.contains(asked), "{tariffs}: {message}");
+    }
     let calls = app.sim().calls().await;
     let posted = calls["byRoute"].as_object().unwrap().keys().filter(|k| k.starts_with("POST")).count();
     assert_eq!(posted, 0, "nothing was priced: {calls:#}");

@@ -157,6 +157,13 @@ async fn set_tariffs_refuses_prices_and_begin_dates_out_of_bounds_before_anythin
         (json!([{"id": "HC", "value": f64::MAX}]), "tariffs[0].value", "1000"),
         (json!([ok.clone(), {"id": "HC", "value": 1000.01}]), "tariffs[1].value", "1000"),
         (json!([{"id": "HC", "value": -0.01}]), "tariffs[0].value", "0"),
+        // A name that would be ignored, or one over the upstream's length.
+        (json!([{"id": "HC", "value": 0.2, "friendlyName": "  "}]), "tariffs[0].friendlyName", "1 to 64"),
+        (
+            json!([ok.clone(), {"id": "HC", "value": 0.2, "friendlyName": "n".repeat(65)}]),
+            "tariffs[1].friendlyName",
+            "1 to 64",
+        ),
         // The upstream's "never", which reads back as null.
         (
             json!([{"id": "HC", "value": 0.2, "beginDate": "0001-01-01T00:00:00Z"}]),

@@ -463,7 +463,11 @@ async fn tariff_ids_foreign_to_the_subscription_are_refused_listing_the_valid_on
     let vars =
         json!({"i": "33", "gm": ALICE_METER, "tariffs": [{"id": "HC", "value": 0.1}, {"id": "TH", "value": 0.1}]});
     let r = app.graphql("alice", SET_TARIFFS, vars).await;
-    assert_refused(&r, "BAD_USER_INPUT", &["TH", "HCHP", "valid tariffs: HC, HP"]);
+    assert_refused(
+        &r,
+        "BAD_USER_INPUT",
+        &["TH is not a tariff of this meter's HCHP subscription", "valid tariffs: HC, HP"],
+    );
     assert_eq!(writes(&app).await, BTreeMap::new(), "nothing was sent");
 }
 

@@ -54,6 +54,12 @@ fn meter_id(installation_id: &ID, grid_meter_id: &ID) -> AppResult<(i64, String)
     Ok((installation_arg(installation_id, "installationId")?, resource_id(grid_meter_id, "gridMeterId")?))
 }
 
+/// A currency as sent upstream: three ASCII letters (around them, spaces are ignored), lower case.
+fn currency_code(c: &str) -> Option<String> {
+    let c = c.trim();
+    (c.len() == 3 && c.chars().all(|ch| ch.is_ascii_alphabetic())).then(|| c.to_ascii_lowercase())
+}
+
 /// The highest price per kWh `setTariffs` takes, in the tariff's currency. Household prices are
 /// about 0.2 to 0.4 EUR/kWh, the EU's wholesale markets stop at 4 EUR/kWh (day-ahead) and 10 EUR/kWh
 /// (intraday), and the currencies of the countries the stations are sold in with the smallest unit
@@ -153,8 +159,13 @@ impl MeterMutation {
             let code =
                 t.id.to_upstream().ok_or_else(|| AppError::bad_input(format!("tariffs[{n}].id cannot be UNKNOWN")))?;
             check_price(n, t, Utc::now())?;
+            if let Some(name) = &t.friendly_name
+                && (name.trim().is_empty() || name.trim().chars().count() > 64)
+            {
+                return Err(AppError::bad_input(format!("tariffs[{n}].friendlyName must be 1 to 64 characters")));
+            }
             if let Some(c) = &t.currency
-                && (c.trim().len() != 3 || !c.trim().chars().all(|ch| ch.is_ascii_alphabetic()))
+                && currency_code(c).is_none()
             {
                 return Err(AppError::bad_input(format!(
                     "tariffs[{n}].currency must be a 3-letter code such as EUR, got '{c}'"
@@ -182,15 +193,23 @@ impl MeterMutation {
                 let foreign: Vec<&String> = wanted.keys().filter(|k| !expected.contains(k)).collect();
                 if !foreign.is_empty() {
                     return Err(AppError::bad_input(format!(
-                        "{} not a tariff of this meter's {} subscription; valid tariffs: {}",
+                        "{} {} of this meter's {} subscription; valid tariffs: {}",
                         foreign.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>().join(", "),
+                        if foreign.len() == 1 { "is not a tariff" } else { "are not tariffs" },
                         meter.properties.grid_subscription.as_deref().unwrap_or("unknown"),
                         expected.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>().join(", ")
                     )));
                 }
                 let now = Utc::now();
-                // A new tariff takes the meter's currency (that of its other tariffs).
-                let meters_currency = current.iter().find_map(|t| t.currency.clone()).unwrap_or_else(|| "eur".into());
+                // A tariff the meter does not have yet takes a currency the caller gave in this
+                // request, or else that of the meter's other tariffs.
+                let meters_currency =
+                    wanted.values().find_map(|t| t.currency.as_deref().and_then(currency_code)).or_else(|| {
+                        current
+                            .iter()
+                            .filter(|t| expected.iter().any(|id| t.id.eq_ignore_ascii_case(id)))
+                            .find_map(|t| t.currency.as_deref().and_then(currency_code))
+                    });
                 let mut body = Vec::new();
                 for id in &expected {
                     let existing = current.iter().find(|t| t.id.eq_ignore_ascii_case(id));
@@ -200,28 +219,34 @@ impl MeterMutation {
                             .filter_map(|v| Some((parse_time(Some(&v.begin_date))?, v)))
                             .max_by_key(|(b, _)| *b)
                     });
-                    let given = wanted.get(id).and_then(|t| t.currency.as_deref()).map(|c| c.trim().to_string());
-                    // An existing tariff whose currency the upstream did not give (or gave in a
-                    // form we cannot read) keeps it only if the caller names it: sending a guess
-                    // would reprice it in another currency.
-                    let currency = match (given, existing) {
-                        (Some(c), _) => c,
-                        (None, Some(e)) => e.currency.clone().ok_or_else(|| {
+                    let given = wanted.get(id).and_then(|t| t.currency.as_deref()).and_then(currency_code);
+                    // A currency the upstream did not give, or gave in a form that is not a
+                    // 3-letter code, is not guessed: sent as "eur", it would reprice the tariff
+                    // in another currency.
+                    let currency = given
+                        .or_else(|| match existing {
+                            Some(e) => e.currency.as_deref().and_then(currency_code),
+                            None => meters_currency.clone(),
+                        })
+                        .ok_or_else(|| {
+                            let what = if wanted.contains_key(id) {
+                                "give its currency too"
+                            } else {
+                                "give this tariff in tariffs with its price and currency"
+                            };
                             AppError::UpstreamError(format!(
-                                "the Witty-Home service did not give tariff {}'s currency, so it cannot be sent \
-                                 back unchanged; give this tariff in tariffs with its price and currency",
+                                "the Witty-Home service did not give a readable currency for tariff {}, and witty-bff \
+                                 does not guess one; {what}",
                                 id.to_uppercase()
                             ))
-                        })?,
-                        (None, None) => meters_currency.clone(),
-                    }
-                    .to_ascii_lowercase();
+                        })?;
                     let item = match wanted.get(id) {
                         Some(t) => SetTariff {
                             id: id.clone(),
                             friendly_name: t
                                 .friendly_name
-                                .clone()
+                                .as_deref()
+                                .map(|n| n.trim().to_string())
                                 .or_else(|| existing.and_then(|e| e.friendly_name.clone())),
                             currency,
                             begin_date: millis(t.begin_date.unwrap_or(now)),
