@@ -27,6 +27,7 @@ pub struct TariffPriceInput {
     pub currency: Option<String>,
     /// When the price starts (default: now): from 2000-01-01 to 366 days from now.
     pub begin_date: Option<DateTime<Utc>>,
+    /// A new name for the tariff, 1 to 64 characters (default: its current name).
     pub friendly_name: Option<String>,
 }
 
