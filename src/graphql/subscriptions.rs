@@ -131,7 +131,7 @@ fn token_end(check: Option<TokenCheck>, caller: Caller) -> BoxFuture<'static, ()
 }
 
 /// How often a long-lived watch checks again that the caller still has access (memberships
-/// changed through witty-bff are noticed at the next event).
+/// changed through witty-bff are noticed at once).
 const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every watch needs once the resolver has returned.
@@ -232,7 +232,8 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
         None => Some(take_watch()),
     };
     let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());
-    let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, done: false };
+    let access = Some(live.access_changes());
+    let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, access, done: false };
     Ok(futures::stream::unfold(feed, |mut feed| async move {
         if feed.done {
             return None;
@@ -251,6 +252,8 @@ struct Feed {
     watch: Arc<Watch>,
     /// Completes when the caller's token is no longer accepted.
     expiry: BoxFuture<'static, ()>,
+    /// Wakes when witty-bff changed a membership (`None` once that can no longer happen).
+    access: Option<tokio::sync::watch::Receiver<u64>>,
     /// It ended with an error: nothing follows.
     done: bool,
 }
@@ -258,20 +261,34 @@ struct Feed {
 impl Feed {
     /// The next event of the watch, or the error that ends it; `None` when the bus closed.
     async fn next(&mut self) -> Option<Result<Arc<Event>, AppError>> {
+        let lost = |i: i64| Some(Err(AppError::Forbidden(format!("you no longer have access to installation {i}"))));
         loop {
+            let access_changed = async {
+                match &mut self.access {
+                    Some(access) => access.changed().await.is_ok(),
+                    None => futures::future::pending().await,
+                }
+            };
             let received = tokio::select! {
                 // An expired token hears nothing more.
                 biased;
                 () = &mut self.expiry => return Some(Err(AppError::Unauthenticated(EXPIRED.into()))),
+                // A caller removed (or disabled) through witty-bff is told at once, not at an
+                // event that may never come (their own token may be the one the events came by).
+                changed = access_changed => {
+                    if !changed {
+                        self.access = None;
+                    } else if !self.watch.still_visible().await {
+                        return lost(self.watch.installation_id);
+                    }
+                    continue;
+                }
                 received = self.rx.recv() => received,
             };
             match received {
                 Ok(e) if self.watch.wants(&e) => {
                     if self.watch.recheck_due() && !self.watch.still_visible().await {
-                        return Some(Err(AppError::Forbidden(format!(
-                            "you no longer have access to installation {}",
-                            self.watch.installation_id
-                        ))));
+                        return lost(self.watch.installation_id);
                     }
                     return Some(Ok(e));
                 }

@@ -91,8 +91,9 @@ pub struct Live {
     /// The latest event time published per installation and station (bounded), to mark late ones.
     latest: moka::sync::Cache<(i64, Option<String>), DateTime<Utc>>,
     registry: registry::Registry,
-    /// Bumped whenever witty-bff changes a membership, so live watches check access again.
-    access: std::sync::atomic::AtomicU64,
+    /// Bumped whenever witty-bff changes a membership, so live watches check access again (at
+    /// once: a watch whose caller lost access may hear no event ever again to check it at).
+    access: tokio::sync::watch::Sender<u64>,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
     intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
     /// The bus has been over half full without going down: a listener stopped reading. Nobody
@@ -114,7 +115,7 @@ impl Live {
         // A failed removal is tried again on the scale of the grace period (a second at least).
         let registry = registry::Registry::new(settings.grace.max(Duration::from_secs(1)));
         let (intake, deliveries) = std::sync::mpsc::sync_channel(INTAKE_QUEUE);
-        let access = std::sync::atomic::AtomicU64::new(0);
+        let access = tokio::sync::watch::Sender::new(0);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         let stalled = std::sync::atomic::AtomicBool::new(false);
@@ -328,13 +329,18 @@ impl Live {
         self.registry.watch(self, caller, owner, installation_id)
     }
 
-    /// A membership changed: every watch checks its access at its next event.
+    /// A membership changed: every watch checks its access again.
     pub fn access_changed(&self) {
-        self.access.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.access.send_modify(|generation| *generation += 1);
     }
 
     pub fn access_generation(&self) -> u64 {
-        self.access.load(std::sync::atomic::Ordering::Relaxed)
+        *self.access.borrow()
+    }
+
+    /// Wakes when a membership changes (see [`Live::access_changed`]).
+    pub fn access_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.access.subscribe()
     }
 }
 

@@ -308,6 +308,38 @@ async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_le
 }
 
 #[tokio::test]
+async fn a_sole_watcher_removed_through_witty_bff_is_told_at_once_without_waiting_for_an_event() {
+    for (mutation, transport) in [("disableInstaller", "websocket"), ("removeInstallationUser", "sse")] {
+        let app = spawn_app().await;
+        // Ivan (installer on 33) is the only watcher, so events come by his token, if at all.
+        let ivan = app.token_for("ivan");
+        let mut ws = None;
+        let mut sse = None;
+        if transport == "websocket" {
+            ws = Some(watch_events(&app, &ivan).await);
+        } else {
+            sse = Some(sse_subscribe(&app, &ivan, EVENTS).await);
+        }
+        live_subscriptions(&app, 1).await;
+        let m = format!(r#"mutation {{ {mutation}(installationId: 33, accountId: "ivan") }}"#);
+        let r = app.graphql("alice", &m, json!({})).await;
+        assert_eq!(data(&r)[mutation], true, "{r}");
+        // No event is delivered: the error comes from the removal itself.
+        let message = match (ws.as_mut(), sse) {
+            (Some(ws), _) => ws_ended_with(ws, "FORBIDDEN").await,
+            (None, Some(sse)) => {
+                let events = sse_until_complete(sse).await;
+                assert_eq!(only_error(&events[0].1)["extensions"]["code"], "FORBIDDEN", "{events:?}");
+                only_error(&events[0].1)["message"].as_str().unwrap().to_string()
+            }
+            (None, None) => unreachable!(),
+        };
+        assert!(message.contains("no longer have access to installation 33"), "{mutation}: {message}");
+        live_subscriptions(&app, 0).await;
+    }
+}
+
+#[tokio::test]
 async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_every_request() {
     let app = spawn_app_with(|c| c.watch_grace_secs = 1).await;
     // Ivan (installer on 33) is the only watcher, so the subscription is his.
