@@ -757,6 +757,17 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
     assert_eq!(data(&retry)["again"], data(&first)["startCharging"]);
     assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
 
+    // A key given as the argument, then as the header (the request being one mutation): the
+    // same key of the same request, both ways.
+    let unkeyed = format!(
+        r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: IMMEDIATE) {{
+            status chargingStation {{ id chargeMode fetchedAt }} }} }}"#
+    );
+    let by_argument = app.graphql("alice", &keyed_set_mode(None, "IMMEDIATE", "both-ways"), json!({})).await;
+    let by_header = post_with_key(&app, "alice", "both-ways", &unkeyed, json!({})).await;
+    assert_eq!(data(&by_header)["setChargeMode"], data(&by_argument)["setChargeMode"], "{by_header:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "K and both-ways: {:#?}", calls_by_route(&app).await);
+
     // An invitation sent again under another alias is the same invitation, not a CONFLICT.
     let invite = |alias: &str| {
         format!(

@@ -380,15 +380,19 @@ impl Idempotency {
         Fut: Future<Output = AppResult<T>>,
     {
         let sent = Sent::new(doubt);
-        let (key, place) = match explicit {
-            Some(key) => (key, None),
+        // The argument wins over the header. A header on a request of one mutation names the
+        // same request as the argument would; on several, each by its place.
+        let (key, place, name) = match explicit {
+            Some(key) => (key, None, "idempotencyKey"),
             None => match ctx.data_opt::<IdempotencyKey>() {
-                Some(header) => (header.0.clone(), Some(root_field_place(ctx))),
+                Some(header) => {
+                    let (place, of) = root_field_place(ctx);
+                    (header.0.clone(), (of > 1).then_some(place), "the Idempotency-Key header")
+                }
                 None => return mutation(sent).await,
             },
         };
         if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
-            let name = if place.is_some() { "the Idempotency-Key header" } else { "idempotencyKey" };
             return Err(AppError::bad_input(format!(
                 "{name} must be 1 to {MAX_KEY_BYTES} bytes and not blank (got {} bytes); nothing was sent",
                 key.len()
@@ -538,35 +542,31 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<'_, T> {
 }
 
 /// The place of the current field among the operation's root fields (fragments spread in place),
-/// so that one `Idempotency-Key` header covers each mutation of a request whatever its alias.
-fn root_field_place(ctx: &Context<'_>) -> usize {
-    fn walk(set: &SelectionSet, ctx: &Context<'_>, n: &mut usize, depth: u8) -> bool {
+/// and how many there are, so that one `Idempotency-Key` header covers each mutation of a request
+/// whatever its alias.
+fn root_field_place(ctx: &Context<'_>) -> (usize, usize) {
+    fn walk(set: &SelectionSet, ctx: &Context<'_>, seen: &mut (Option<usize>, usize), depth: u8) {
         for selection in &set.items {
-            let found = match &selection.node {
-                Selection::Field(f) if f.pos == ctx.item.pos => return true,
-                Selection::Field(_) => {
-                    *n += 1;
-                    false
+            match &selection.node {
+                Selection::Field(f) => {
+                    if f.pos == ctx.item.pos {
+                        seen.0 = Some(seen.1);
+                    }
+                    seen.1 += 1;
                 }
-                Selection::FragmentSpread(s) => {
-                    depth < 16
-                        && ctx
-                            .query_env
-                            .fragments
-                            .get(&s.node.fragment_name.node)
-                            .is_some_and(|f| walk(&f.node.selection_set.node, ctx, n, depth + 1))
+                Selection::FragmentSpread(s) if depth < 16 => {
+                    if let Some(f) = ctx.query_env.fragments.get(&s.node.fragment_name.node) {
+                        walk(&f.node.selection_set.node, ctx, seen, depth + 1);
+                    }
                 }
-                Selection::InlineFragment(f) => depth < 16 && walk(&f.node.selection_set.node, ctx, n, depth + 1),
-            };
-            if found {
-                return true;
+                Selection::InlineFragment(f) if depth < 16 => walk(&f.node.selection_set.node, ctx, seen, depth + 1),
+                _ => {}
             }
         }
-        false
     }
-    let mut n = 0;
-    walk(&ctx.query_env.operation.node.selection_set.node, ctx, &mut n, 0);
-    n
+    let mut seen = (None, 0);
+    walk(&ctx.query_env.operation.node.selection_set.node, ctx, &mut seen, 0);
+    (seen.0.unwrap_or(seen.1), seen.1)
 }
 
 /// Drops every cached resource of an installation that `stale` names, for every caller.
