@@ -147,8 +147,9 @@ pub async fn logs_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<
 /// for, so `measure(id: "1") { values(…) }` costs one upstream call.
 pub struct Measure {
     device: Device,
-    /// As asked for; checked by each field that reads the upstream, so a bad id fails those
-    /// fields alone (`measure` itself is non-null) and is never sent.
+    /// As asked for (`measure(id:)` refuses one that cannot name a resource), or as listed by the
+    /// upstream; checked again by each field that reads the upstream, so a listed id that cannot
+    /// name one fails those fields alone and is never sent.
     id: String,
     info: Option<Arc<MeasureInfo>>,
 }

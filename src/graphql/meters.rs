@@ -95,16 +95,16 @@ impl GridMeter {
         measures_of(ctx, self.device()).await
     }
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
-    async fn measure(&self, id: ID) -> Measure {
-        Measure::by_id(self.device(), id.0)
+    async fn measure(&self, id: ID) -> AppResult<Option<Measure>> {
+        Ok(Some(Measure::by_id(self.device(), super::history::resource_id(&id, "id")?)))
     }
     #[graphql(complexity = "UPSTREAM_READ + LOGS_PER_METER * child_complexity")]
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
         logs_of(ctx, self.device()).await
     }
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
-    async fn log(&self, id: ID) -> Log {
-        Log::by_id(self.device(), id.0)
+    async fn log(&self, id: ID) -> AppResult<Option<Log>> {
+        Ok(Some(Log::by_id(self.device(), super::history::resource_id(&id, "id")?)))
     }
     /// Every tariff of the subscription with its price history (the owner's only).
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]

@@ -267,8 +267,8 @@ impl ChargingStation {
     }
     /// One measure by id (`1` is the energy). Its metadata is read only when asked for.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
-    async fn measure(&self, id: ID) -> Measure {
-        Measure::by_id(self.device(), id.0)
+    async fn measure(&self, id: ID) -> AppResult<Option<Measure>> {
+        Ok(Some(Measure::by_id(self.device(), super::history::resource_id(&id, "id")?)))
     }
     #[graphql(complexity = "UPSTREAM_READ + LOGS_PER_STATION * child_complexity")]
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {
@@ -276,8 +276,8 @@ impl ChargingStation {
     }
     /// One log by id. Its metadata is read only when asked for.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
-    async fn log(&self, id: ID) -> Log {
-        Log::by_id(self.device(), id.0)
+    async fn log(&self, id: ID) -> AppResult<Option<Log>> {
+        Ok(Some(Log::by_id(self.device(), super::history::resource_id(&id, "id")?)))
     }
     /// Every log's entries between `from` and `to`, whatever their log.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]

@@ -753,16 +753,11 @@ async fn an_empty_id_is_bad_user_input_naming_the_argument_and_never_sent_upstre
             ("station", "chargingStationId"),
             ("meter", "gridMeterId"),
             ("subscription", "eventSubscriptionId"),
-            ("chargingStation.measure.unit", "measureId"),
-            ("chargingStation.measure.values", "measureId"),
-            ("chargingStation.log.name", "logId"),
-            ("chargingStation.log.entries", "logId"),
-            ("chargingStation.log.counts", "logId"),
-            ("gridMeter.measure.periodicity", "measureId"),
-            ("gridMeter.measure.values", "measureId"),
-            ("gridMeter.log.periodicity", "logId"),
-            ("gridMeter.log.entries", "logId"),
-            ("gridMeter.log.counts", "logId"),
+            // Once per field, naming its own argument, whatever it selects.
+            ("chargingStation.measure", "id"),
+            ("chargingStation.log", "id"),
+            ("gridMeter.measure", "id"),
+            ("gridMeter.log", "id"),
         ]
         .into_iter()
         .map(|(path, arg)| (path.to_string(), named(arg)))
