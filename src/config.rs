@@ -114,9 +114,9 @@ pub struct Config {
 
     /// Events a live subscriber may fall behind by before it is dropped (with an error telling it
     /// to subscribe again). The event bus keeps this many events, and so does each execution
-    /// shared by several WebSocket subscribers (about 48 bytes each). While half of it waits for some
-    /// listener, webhook events are published only as fast as the listeners take them (at most 2 s
-    /// per delivery, and not for a listener that stopped reading).
+    /// shared by several WebSocket subscribers (about 48 bytes each). Past half of it, a burst of webhook
+    /// events (one delivery, or deliveries queued back to back) is published only as fast as the
+    /// listeners take it (at most 2 s in all, and not for a listener that stopped reading).
     #[arg(long, env = "WITTY_BFF_LIVE_BUFFER_EVENTS", default_value_t = 1024)]
     pub live_buffer_events: usize,
 

@@ -96,9 +96,6 @@ pub struct Live {
     access: tokio::sync::watch::Sender<u64>,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
     intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
-    /// The bus has been over half full without going down: a listener stopped reading. Nobody
-    /// waits on it again until the backlog is under half (that listener dropped or caught up).
-    stalled: std::sync::atomic::AtomicBool,
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -118,17 +115,28 @@ impl Live {
         let access = tokio::sync::watch::Sender::new(0);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
-        let stalled = std::sync::atomic::AtomicBool::new(false);
-        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake, stalled });
+        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake });
         // One thread handles deliveries one after the other, so events are published in the order
         // they arrived. A thread of its own (handling is short and never waits on I/O): it runs
         // as soon as a delivery comes, not after every task the runtime has queued, which under a
         // fan-out is every subscriber's. It ends with the service.
         let weak = Arc::downgrade(&live);
         let started = std::thread::Builder::new().name("witty-bff-intake".into()).spawn(move || {
-            while let Ok((installation, subscription, events)) = deliveries.recv() {
+            let mut burst = Burst::new();
+            loop {
+                // A delivery already waiting continues the burst; one waited for starts another.
+                let (installation, subscription, events) = match deliveries.try_recv() {
+                    Ok(delivery) => delivery,
+                    Err(_) => match deliveries.recv() {
+                        Ok(delivery) => {
+                            burst = Burst::new();
+                            delivery
+                        }
+                        Err(_) => break,
+                    },
+                };
                 let Some(live) = weak.upgrade() else { break };
-                live.notify(installation, subscription.as_deref(), events);
+                live.notify(installation, subscription.as_deref(), events, &mut burst);
             }
         });
         if let Err(e) = started {
@@ -212,7 +220,7 @@ impl Live {
     /// installation's webhook URL cannot speak for another). A delivery from a subscription of
     /// ours that is no longer the installation's (one being replaced, or left behind) is dropped:
     /// its copies may lack what the current one carries.
-    fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>) {
+    fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>, burst: &mut Burst) {
         self.registry.delivered(installation);
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
@@ -251,39 +259,32 @@ impl Live {
             })
             .collect();
         fresh.sort_by_key(|e| e.event_time);
-        let mut deadline = std::time::Instant::now() + ROOM_WAIT;
         for e in fresh {
-            self.wait_for_room(&mut deadline);
+            self.wait_for_room(burst);
             self.publish(e);
+            burst.published += 1;
         }
     }
 
-    /// On the intake thread, before each event: while half the bus holds events some listener has
-    /// not taken yet, waits for the listeners to take them, so that a large delivery (Event Grid
-    /// batches up to 5000 events), or many small ones back to back, do not overrun listeners that
-    /// read as fast as they can. The wait ends, for the rest of the delivery, at `deadline`; and
+    /// On the intake thread, before each event of a burst (deliveries handled back to back, the
+    /// next one already waiting) once it has published more than half the bus: while half the bus
+    /// holds events some listener has not taken yet, waits for the listeners to take them, so that
+    /// a large delivery (Event Grid batches up to 5000 events), or many queued ones, do not
+    /// overrun listeners that read as fast as they can. A smaller burst never waits: it cannot
+    /// overrun a listener that keeps up, and waiting would only gather the deliveries arriving
+    /// meanwhile into a larger one. The wait ends, for the rest of the burst, at its deadline; and
     /// at once when the backlog stops going down (a listener that stopped reading): that one is
-    /// then dropped with a notice as before, and no delivery waits on it again (`stalled`) until
-    /// the backlog is under half.
-    fn wait_for_room(&self, deadline: &mut std::time::Instant) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// then dropped with a notice as before, and nobody else waits on it.
+    fn wait_for_room(&self, burst: &mut Burst) {
         let (mut queued, capacity) = self.bus.backlog();
-        if queued < capacity / 2 {
-            self.stalled.store(false, Relaxed);
-            return;
-        }
-        if self.stalled.load(Relaxed) {
+        if burst.published <= capacity / 2 {
             return;
         }
         let mut last_progress = std::time::Instant::now();
         while queued >= capacity / 2 {
             let now = std::time::Instant::now();
-            if now.duration_since(last_progress) > STALLED {
-                self.stalled.store(true, Relaxed);
-                *deadline = now;
-                return;
-            }
-            if now >= *deadline {
+            if now >= burst.deadline || now.duration_since(last_progress) > STALLED {
+                burst.deadline = now;
                 return;
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -344,8 +345,21 @@ impl Live {
     }
 }
 
-/// The longest the intake waits, in all, for listeners to take a delivery's events.
+/// The longest the intake waits, in all, for listeners to take a burst's events.
 const ROOM_WAIT: Duration = Duration::from_secs(2);
+
+/// Deliveries the intake handles back to back: how many events it published, and until when it
+/// may wait for listeners to take them.
+struct Burst {
+    published: usize,
+    deadline: std::time::Instant,
+}
+
+impl Burst {
+    fn new() -> Burst {
+        Burst { published: 0, deadline: std::time::Instant::now() + ROOM_WAIT }
+    }
+}
 /// A backlog that has not gone down for this long has a listener that stopped reading.
 const STALLED: Duration = Duration::from_millis(50);
 
