@@ -124,8 +124,8 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let get = req.method() == Method::GET;
     let headers = req.headers().clone();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let modern = accept.contains(GRAPHQL_RESPONSE);
-    let sse = accept.contains("text/event-stream");
+    let modern = accepts(accept, GRAPHQL_RESPONSE);
+    let sse = accepts(accept, "text/event-stream");
     // Read within the limit before anything is parsed (async-graphql's extractor has none).
     let (parts, body) = req.into_parts();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -155,6 +155,9 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
         Err(rejection) => {
             let message = format!("the request is not a GraphQL request: {}", rejection.0);
             let err = ServerError::new(message, None);
+            if sse {
+                return event_stream_of(futures::stream::once(async { GqlResponse::from_errors(vec![err]) }), None);
+            }
             return respond(GqlResponse::from_errors(vec![err]), modern);
         }
     };
@@ -166,6 +169,9 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let mut request = request;
     if get && is_mutation(&request) {
         let err = ServerError::new("mutations must be sent with POST, not GET", None);
+        if sse {
+            return event_stream_of(futures::stream::once(async { GqlResponse::from_errors(vec![err]) }), None);
+        }
         let mut response = respond(GqlResponse::from_errors(vec![err]), modern);
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -190,13 +196,39 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
 fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
     // Subscriptions last while the verifier accepts the token (its leeway included).
     let request = request.data(TokenCheck(s.verifier.clone()));
-    let results = s.schema.execute_stream(request).map(|mut r| {
+    let keep_alive = s.ws_keepalive.max(Duration::from_secs(1));
+    event_stream_of(s.schema.execute_stream(request), Some(keep_alive))
+}
+
+/// `results` as SSE `next` events, then `complete`. A refusal before anything ran goes the same
+/// way: graphql-sse asks for it on the accepted stream, not as a 4xx.
+fn event_stream_of(
+    results: impl futures::Stream<Item = GqlResponse> + Send + 'static,
+    keep_alive: Option<Duration>,
+) -> Response {
+    let results = results.map(|mut r| {
         crate::graphql::error::with_codes(&mut r);
         Ok::<_, Infallible>(Event::default().event("next").data(serde_json::to_string(&r).unwrap_or_default()))
     });
     let complete = futures::stream::once(async { Ok(Event::default().event("complete").data("")) });
-    let keep_alive = KeepAlive::new().interval(s.ws_keepalive.max(Duration::from_secs(1)));
-    Sse::new(results.chain(complete)).keep_alive(keep_alive).into_response()
+    let sse = Sse::new(results.chain(complete));
+    match keep_alive {
+        Some(every) => sse.keep_alive(KeepAlive::new().interval(every)).into_response(),
+        None => sse.into_response(),
+    }
+}
+
+/// Whether an `Accept` header accepts `media` (compared without case; a range with `q=0`
+/// refuses it).
+fn accepts(accept: &str, media: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let refused = |p: &str| {
+            p.get(..2).is_some_and(|q| q.eq_ignore_ascii_case("q="))
+                && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        };
+        parts.next().is_some_and(|kind| kind.eq_ignore_ascii_case(media)) && !parts.any(refused)
+    })
 }
 
 /// A request path fit for logs: the webhook's secret segment is hidden.
@@ -228,7 +260,17 @@ fn respond(mut response: GqlResponse, modern: bool) -> Response {
         && response.errors.iter().all(|e| e.path.is_empty());
     let status = if modern && request_error { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let kind = if modern { GRAPHQL_RESPONSE } else { "application/json" };
-    let mut http = (status, Json(response)).into_response();
+    let mut http = if request_error {
+        // The spec: `data` is present only once execution started. (Only here is the answer
+        // turned into a map, whose keys come sorted: an executed answer keeps its order.)
+        let mut body = serde_json::to_value(&response).unwrap_or_default();
+        if let Some(map) = body.as_object_mut() {
+            map.remove("data");
+        }
+        (status, Json(body)).into_response()
+    } else {
+        (status, Json(response)).into_response()
+    };
     http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     http
 }

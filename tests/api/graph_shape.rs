@@ -179,3 +179,57 @@ async fn a_required_variable_given_no_value_fails_the_request_naming_it() {
     let r: Value = post(json!({"query": two, "operationName": "B"})).await.unwrap().json().await.unwrap();
     assert_eq!(r["data"]["installation"]["id"], "33", "{r:#}");
 }
+
+/// POSTs `body` (raw) to /graphql as Alice with `accept`; returns the status, content type and
+/// body text (an event stream is read to its `complete`).
+async fn post_accepting(app: &TestApp, accept: &str, body: &str) -> (u16, String, String) {
+    let mut r = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(app.token_for("alice"))
+        .header("accept", accept)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let status = r.status().as_u16();
+    let mut text = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: complete") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{accept}: no end in time: {text}"));
+    (status, kind, text)
+}
+
+#[tokio::test]
+async fn the_accept_header_is_read_as_http_says_and_sse_refusals_come_on_the_stream() {
+    let app = spawn_app().await;
+    let query = r#"{"query": "{ installation(id: 33) { id } }"}"#;
+    // Media types compare without case.
+    let (status, kind, text) = post_accepting(&app, "Text/Event-Stream", query).await;
+    assert_eq!((status, kind.as_str()), (200, "text/event-stream"), "{text}");
+    assert!(text.contains(r#""id":"33""#) && text.contains("event: complete"), "{text}");
+    // q=0 means "not this one".
+    let (status, kind, text) = post_accepting(&app, "text/event-stream;q=0, application/json", query).await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["data"]["installation"]["id"], "33");
+    // A body that is no GraphQL request, to an SSE client: refused on the stream it accepted.
+    let (status, kind, text) = post_accepting(&app, "text/event-stream", r#"{"query":"#).await;
+    assert_eq!((status, kind.as_str()), (200, "text/event-stream"), "{text}");
+    assert!(text.contains("event: next") && text.contains("not a GraphQL request"), "{text}");
+    assert!(text.contains("BAD_USER_INPUT") && text.contains("event: complete"), "{text}");
+    // A request error has no `data` at all (nothing was executed).
+    let (status, kind, text) =
+        post_accepting(&app, "application/graphql-response+json", r#"{"query": "{ nosuch }"}"#).await;
+    assert_eq!((status, kind.as_str()), (400, "application/graphql-response+json"), "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert!(body.get("data").is_none() && body["errors"][0]["message"].is_string(), "{text}");
+}
