@@ -60,6 +60,15 @@ impl AppError {
         AppError::BadUserInput(message.into())
     }
 
+    /// A live subscriber that fell `n` events behind the bus is dropped; it may subscribe again
+    /// at once (`retryAfterSeconds: 0`).
+    pub fn lagged(n: u64) -> AppError {
+        AppError::RateLimited {
+            retry_after: Some(Duration::ZERO),
+            message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
+        }
+    }
+
     /// A logged internal failure; the client only learns that something went wrong.
     pub fn internal(cause: impl std::fmt::Display) -> AppError {
         tracing::error!(%cause, "internal error");

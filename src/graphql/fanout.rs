@@ -624,11 +624,7 @@ impl Lane {
 
 /// The notice a subscriber gets when it fell too far behind.
 fn lagged(n: u64) -> Response {
-    let err = AppError::RateLimited {
-        retry_after: None,
-        message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
-    };
-    let mut err = async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
+    let mut err = async_graphql::Error::from(AppError::lagged(n)).into_server_error(async_graphql::Pos::default());
     err.locations.clear();
     Response::from_errors(vec![err])
 }

@@ -295,10 +295,7 @@ impl Feed {
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
                     self.watch.live.metrics().lagging_subscribers_dropped.inc();
-                    return Some(Err(AppError::RateLimited {
-                        retry_after: None,
-                        message: format!("this subscriber fell {n} events behind and was dropped; subscribe again"),
-                    }));
+                    return Some(Err(AppError::lagged(n)));
                 }
                 Err(RecvError::Closed) => return None,
             }

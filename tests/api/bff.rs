@@ -226,6 +226,7 @@ pub async fn ws_until_lag_notice(ws: &mut Ws, id: Option<&str>) -> usize {
     let error = &notice["payload"]["errors"][0];
     assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{notice}");
     assert!(error["message"].as_str().unwrap().contains("subscribe again"), "{notice}");
+    assert_eq!(error["extensions"]["retryAfterSeconds"], 0, "it may subscribe again at once: {notice}");
     received
 }
 
