@@ -59,11 +59,12 @@ impl From<StationEventKind> for StationEventType {
 /// Something that happened at a station.
 #[derive(async_graphql::SimpleObject, Clone)]
 pub struct StationEvent {
-    /// The upstream's event id.
+    /// The upstream's event id (`poll-…` for an event the polling fallback made up).
     pub id: ID,
     #[graphql(name = "type")]
     pub kind: StationEventType,
-    /// The upstream's event type, as sent.
+    /// The upstream's event type, as sent (`witty-bff.polled.<Type>` for an event the polling
+    /// fallback made up from a change of the station's state).
     pub raw_type: String,
     pub event_time: DateTime<Utc>,
     pub installation_id: ID,
