@@ -147,6 +147,8 @@ struct Watch {
     live: Arc<Live>,
     /// When access was last checked, and the membership generation then.
     checked: std::sync::Mutex<(std::time::Instant, u64)>,
+    /// Membership changes since access was first read (taken by the feed).
+    access: Option<tokio::sync::broadcast::Receiver<i64>>,
 }
 
 impl Watch {
@@ -188,6 +190,12 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
     if !token_accepted(ctx.data_opt::<TokenCheck>(), &me) {
         return Err(AppError::Unauthenticated(EXPIRED.into()));
     }
+    // Listening for membership changes (and noting the generation) before access is read: a
+    // change landing while it is read is then heard.
+    let svc = services(ctx)?;
+    let live = svc.live.clone();
+    let access = Some(live.access_changes());
+    let checked = std::sync::Mutex::new((std::time::Instant::now(), live.access_generation()));
     let (list, _) = load::<Vec<wire_installations::Installation>>(ctx, Resource::Installations).await?;
     if !list.iter().any(|x| x.installation_id == i) {
         return Err(AppError::NotFound(format!("installation {i} not found")));
@@ -202,10 +210,7 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
             return Err(AppError::NotFound(format!("charging station {} not found on installation {i}", cs.0)));
         }
     }
-    let svc = services(ctx)?;
     let loaders = ctx.data_opt::<Arc<Loaders>>().cloned();
-    let live = svc.live.clone();
-    let checked = std::sync::Mutex::new((std::time::Instant::now(), live.access_generation()));
     let watch = Watch {
         caller: me,
         cache: svc.cache.clone(),
@@ -215,13 +220,14 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
         station: station.map(|s| s.0),
         live,
         checked,
+        access,
     };
     Ok((watch, role))
 }
 
 /// The bus, filtered for the watch, ending at token expiry, at lost access, or when too slow, each
 /// with an error saying so.
-fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Result<Arc<Event>, AppError>> + use<>> {
+fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = Result<Arc<Event>, AppError>> + use<>> {
     let live = services(ctx)?.live.clone();
     // Listening before watching: nothing the watch brings about is missed.
     let rx = live.bus().subscribe();
@@ -233,7 +239,7 @@ fn events(ctx: &Context<'_>, watch: Watch) -> AppResult<impl Stream<Item = Resul
         None => Some(take_watch()),
     };
     let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());
-    let access = Some(live.access_changes());
+    let access = watch.access.take();
     let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, access, done: false };
     Ok(futures::stream::unfold(feed, |mut feed| async move {
         if feed.done {
@@ -253,8 +259,9 @@ struct Feed {
     watch: Arc<Watch>,
     /// Completes when the caller's token is no longer accepted.
     expiry: BoxFuture<'static, ()>,
-    /// Wakes when witty-bff changed a membership (`None` once that can no longer happen).
-    access: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The installations whose memberships witty-bff changed (`None` once that can no longer
+    /// happen).
+    access: Option<tokio::sync::broadcast::Receiver<i64>>,
     /// It ended with an error: nothing follows.
     done: bool,
 }
@@ -264,10 +271,17 @@ impl Feed {
     async fn next(&mut self) -> Option<Result<Arc<Event>, AppError>> {
         let lost = |i: i64| Some(Err(AppError::Forbidden(format!("you no longer have access to installation {i}"))));
         loop {
+            // Whether a membership of the watched installation changed (or maybe did: too many
+            // changes to tell); `None` when no change can come any more.
+            let installation = self.watch.installation_id;
             let access_changed = async {
-                match &mut self.access {
-                    Some(access) => access.changed().await.is_ok(),
-                    None => futures::future::pending().await,
+                let Some(access) = &mut self.access else { return futures::future::pending().await };
+                loop {
+                    match access.recv().await {
+                        Ok(changed) if changed != installation => continue,
+                        Ok(_) | Err(RecvError::Lagged(_)) => return Some(()),
+                        Err(RecvError::Closed) => return None,
+                    }
                 }
             };
             let received = tokio::select! {
@@ -277,7 +291,7 @@ impl Feed {
                 // A caller removed (or disabled) through witty-bff is told at once, not at an
                 // event that may never come (their own token may be the one the events came by).
                 changed = access_changed => {
-                    if !changed {
+                    if changed.is_none() {
                         self.access = None;
                     } else if !self.watch.still_visible().await {
                         return lost(self.watch.installation_id);

@@ -91,9 +91,11 @@ pub struct Live {
     /// The latest event time published per installation and station (bounded), to mark late ones.
     latest: moka::sync::Cache<(i64, Option<String>), DateTime<Utc>>,
     registry: registry::Registry,
-    /// Bumped whenever witty-bff changes a membership, so live watches check access again (at
-    /// once: a watch whose caller lost access may hear no event ever again to check it at).
-    access: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever witty-bff changes a membership, so live watches check access again.
+    access: std::sync::atomic::AtomicU64,
+    /// The installation of each such change, so that its watches check at once (a watch whose
+    /// caller lost access may hear no event ever again to check it at), and only its watches.
+    access_changes: tokio::sync::broadcast::Sender<i64>,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
     intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
 }
@@ -112,10 +114,11 @@ impl Live {
         // A failed removal is tried again on the scale of the grace period (a second at least).
         let registry = registry::Registry::new(settings.grace.max(Duration::from_secs(1)));
         let (intake, deliveries) = std::sync::mpsc::sync_channel(INTAKE_QUEUE);
-        let access = tokio::sync::watch::Sender::new(0);
+        let access = std::sync::atomic::AtomicU64::new(0);
+        let (access_changes, _) = tokio::sync::broadcast::channel(ACCESS_CHANGES);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
-        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, intake });
+        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, access_changes, intake });
         // One thread handles deliveries one after the other, so events are published in the order
         // they arrived. A thread of its own (handling is short and never waits on I/O): it runs
         // as soon as a delivery comes, not after every task the runtime has queued, which under a
@@ -274,17 +277,29 @@ impl Live {
     /// overrun a listener that keeps up, and waiting would only gather the deliveries arriving
     /// meanwhile into a larger one. The wait ends, for the rest of the burst, at its deadline; and
     /// at once when the backlog stops going down (a listener that stopped reading): that one is
-    /// then dropped with a notice as before, and nobody else waits on it.
+    /// then dropped with a notice as before, and nobody waits on it (pacing resumes once the
+    /// backlog is under half).
     fn wait_for_room(&self, burst: &mut Burst) {
         let (mut queued, capacity) = self.bus.backlog();
         if burst.published <= capacity / 2 {
             return;
         }
+        if queued < capacity / 2 {
+            // The listener that stopped reading is gone (or caught up): pace again.
+            burst.stalled = false;
+            return;
+        }
+        if burst.stalled {
+            return;
+        }
         let mut last_progress = std::time::Instant::now();
         while queued >= capacity / 2 {
             let now = std::time::Instant::now();
-            if now >= burst.deadline || now.duration_since(last_progress) > STALLED {
-                burst.deadline = now;
+            if now >= burst.deadline {
+                return;
+            }
+            if now.duration_since(last_progress) > STALLED {
+                burst.stalled = true;
                 return;
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -330,34 +345,41 @@ impl Live {
         self.registry.watch(self, caller, owner, installation_id)
     }
 
-    /// A membership changed: every watch checks its access again.
-    pub fn access_changed(&self) {
-        self.access.send_modify(|generation| *generation += 1);
+    /// A membership of `installation` changed: its watches check their access at once, every
+    /// other watch at its next event.
+    pub fn access_changed(&self, installation: i64) {
+        self.access.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.access_changes.send(installation);
     }
 
     pub fn access_generation(&self) -> u64 {
-        *self.access.borrow()
+        self.access.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Wakes when a membership changes (see [`Live::access_changed`]).
-    pub fn access_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.access.subscribe()
+    /// The installations whose memberships change from now on (see [`Live::access_changed`]).
+    pub fn access_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.access_changes.subscribe()
     }
 }
+
+/// Membership changes a watch may not have looked at yet before it checks its access anyway.
+const ACCESS_CHANGES: usize = 64;
 
 /// The longest the intake waits, in all, for listeners to take a burst's events.
 const ROOM_WAIT: Duration = Duration::from_secs(2);
 
-/// Deliveries the intake handles back to back: how many events it published, and until when it
-/// may wait for listeners to take them.
+/// Deliveries the intake handles back to back: how many events it published, until when it may
+/// wait for listeners to take them, and whether a listener stopped reading (no waiting on it
+/// until the backlog is under half again).
 struct Burst {
     published: usize,
     deadline: std::time::Instant,
+    stalled: bool,
 }
 
 impl Burst {
     fn new() -> Burst {
-        Burst { published: 0, deadline: std::time::Instant::now() + ROOM_WAIT }
+        Burst { published: 0, deadline: std::time::Instant::now() + ROOM_WAIT, stalled: false }
     }
 }
 /// A backlog that has not gone down for this long has a listener that stopped reading.

@@ -337,6 +337,26 @@ async fn a_sole_watcher_removed_through_witty_bff_is_told_at_once_without_waitin
         assert!(message.contains("no longer have access to installation 33"), "{mutation}: {message}");
         live_subscriptions(&app, 0).await;
     }
+    // A watcher of another installation is not disturbed by a change of 33's members.
+    let app = spawn_app().await;
+    let mut bob = ws_connect(&app, "graphql-transport-ws", &app.token_for("bob")).await;
+    ws_subscribe(&mut bob, false, "1", "subscription { stationEvents(installationId: 42) { type } }").await;
+    live_subscriptions(&app, 1).await;
+    eventually("Bob's subscription to be validated", || async {
+        bff_hooks(&app, "bob", 42).await.iter().any(|h| h["state"] == "Created").then_some(())
+    })
+    .await;
+    let r = app
+        .graphql("alice", r#"mutation { disableInstaller(installationId: 33, accountId: "ivan") }"#, json!({}))
+        .await;
+    assert_eq!(data(&r)["disableInstaller"], true, "{r}");
+    // (A car is plugged into Bob's station in the seeded world.)
+    let unplugged = app.sim().unplug(BOB_STATION).await;
+    assert_eq!(unplugged.status, 200, "{:?}", unplugged.body);
+    let mut kinds = Vec::new();
+    while !kinds.contains(&"CABLE_UNPLUGGED".to_string()) {
+        kinds.push(ws_data(&mut bob).await["data"]["stationEvents"]["type"].as_str().unwrap().to_string());
+    }
 }
 
 #[tokio::test]

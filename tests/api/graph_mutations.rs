@@ -757,10 +757,10 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
     assert_eq!(data(&retry)["again"], data(&first)["startCharging"]);
     assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
 
-    // A key given as the argument, then as the header (the request being one mutation): the
-    // same key of the same request, both ways.
+    // A key given as the argument, then as the header (the request being one mutation, beside
+    // `__typename`): the same key of the same request, both ways.
     let unkeyed = format!(
-        r#"mutation {{ setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: IMMEDIATE) {{
+        r#"mutation {{ __typename setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: IMMEDIATE) {{
             status chargingStation {{ id chargeMode fetchedAt }} }} }}"#
     );
     let by_argument = app.graphql("alice", &keyed_set_mode(None, "IMMEDIATE", "both-ways"), json!({})).await;

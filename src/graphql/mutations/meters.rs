@@ -230,6 +230,14 @@ impl MeterMutation {
                             None => meters_currency.clone(),
                         })
                         .ok_or_else(|| {
+                            if existing.is_none() {
+                                // Nothing to read it from: the caller is the one to say.
+                                return AppError::bad_input(format!(
+                                    "tariff {} is new on this meter and no currency is known for it: give it \
+                                     in tariffs with a currency",
+                                    id.to_uppercase()
+                                ));
+                            }
                             let what = if wanted.contains_key(id) {
                                 "give its currency too"
                             } else {

@@ -541,18 +541,28 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<'_, T> {
     }
 }
 
-/// The place of the current field among the operation's root fields (fragments spread in place),
-/// and how many there are, so that one `Idempotency-Key` header covers each mutation of a request
-/// whatever its alias.
+/// The place of the current field among the operation's root fields (fragments spread in place;
+/// fields answered under one key, and `__typename`, counted once or not at all), and how many
+/// there are, so that one `Idempotency-Key` header covers each mutation of a request whatever its
+/// alias.
 fn root_field_place(ctx: &Context<'_>) -> (usize, usize) {
-    fn walk(set: &SelectionSet, ctx: &Context<'_>, seen: &mut (Option<usize>, usize), depth: u8) {
+    struct Seen<'a> {
+        keys: Vec<&'a str>,
+        mine: Option<usize>,
+    }
+    fn walk<'a>(set: &'a SelectionSet, ctx: &Context<'a>, seen: &mut Seen<'a>, depth: u8) {
         for selection in &set.items {
             match &selection.node {
+                Selection::Field(f) if f.node.name.node.starts_with("__") => {}
                 Selection::Field(f) => {
+                    let key = f.node.response_key().node.as_str();
+                    let place = seen.keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                        seen.keys.push(key);
+                        seen.keys.len() - 1
+                    });
                     if f.pos == ctx.item.pos {
-                        seen.0 = Some(seen.1);
+                        seen.mine = Some(place);
                     }
-                    seen.1 += 1;
                 }
                 Selection::FragmentSpread(s) if depth < 16 => {
                     if let Some(f) = ctx.query_env.fragments.get(&s.node.fragment_name.node) {
@@ -564,9 +574,9 @@ fn root_field_place(ctx: &Context<'_>) -> (usize, usize) {
             }
         }
     }
-    let mut seen = (None, 0);
+    let mut seen = Seen { keys: Vec::new(), mine: None };
     walk(&ctx.query_env.operation.node.selection_set.node, ctx, &mut seen, 0);
-    (seen.0.unwrap_or(seen.1), seen.1)
+    (seen.mine.unwrap_or(seen.keys.len()), seen.keys.len())
 }
 
 /// Drops every cached resource of an installation that `stale` names, for every caller.

@@ -52,7 +52,7 @@ fn account(installation_id: &ID, account_id: &ID) -> AppResult<(i64, String)> {
 fn membership_changed(ctx: &Context<'_>, i: i64) -> AppResult<()> {
     let svc = services(ctx)?;
     svc.cache.invalidate(move |r| r.installation_id() == Some(i) || matches!(r, Resource::Installations));
-    svc.live.access_changed();
+    svc.live.access_changed(i);
     Ok(())
 }
 
