@@ -124,8 +124,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let get = req.method() == Method::GET;
     let headers = req.headers().clone();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let modern = accepts(accept, GRAPHQL_RESPONSE);
-    let sse = accepts(accept, "text/event-stream");
+    let Negotiated { modern, sse } = negotiate(accept);
     // Read within the limit before anything is parsed (async-graphql's extractor has none).
     let (parts, body) = req.into_parts();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -218,17 +217,57 @@ fn event_stream_of(
     }
 }
 
-/// Whether an `Accept` header accepts `media` (compared without case; a range with `q=0`
-/// refuses it).
-fn accepts(accept: &str, media: &str) -> bool {
-    accept.split(',').any(|range| {
+/// What a request's `Accept` header chose among what `/graphql` answers with.
+#[derive(Debug, PartialEq)]
+struct Negotiated {
+    /// `application/graphql-response+json` (else `application/json`).
+    modern: bool,
+    /// Server-Sent Events.
+    sse: bool,
+}
+
+/// Ranks the answers by `Accept` as HTTP says (RFC 9110, 12.5.1): each type gets the weight of
+/// the most specific range naming it, and a weight of 0 refuses it. The event stream and
+/// `application/graphql-response+json` must be named (a browser's `*/*` gets plain JSON);
+/// `application/json` is also reached by `application/*` and `*/*`, and is the answer when
+/// nothing offered is accepted. On equal weights the event stream wins, then the newer JSON type.
+fn negotiate(accept: &str) -> Negotiated {
+    let json = weight(accept, "application/json", true);
+    let modern = weight(accept, GRAPHQL_RESPONSE, false);
+    let stream = weight(accept, "text/event-stream", false);
+    Negotiated { modern: modern > 0.0 && modern >= json, sse: stream > 0.0 && stream >= json.max(modern) }
+}
+
+/// The weight `accept` gives `media` (`type/subtype`, lower case): that of the range naming it,
+/// else (with `wildcards`) of `type/*`, else of `*/*`; 0 when none does. Names compare without
+/// case; a weight that is not a number counts as 1.
+fn weight(accept: &str, media: &str, wildcards: bool) -> f32 {
+    let family = media.split('/').next().unwrap_or_default();
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
         let mut parts = range.split(';').map(str::trim);
-        let refused = |p: &str| {
-            p.get(..2).is_some_and(|q| q.eq_ignore_ascii_case("q="))
-                && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        let name = parts.next().unwrap_or_default();
+        let specificity = if name.eq_ignore_ascii_case(media) {
+            3
+        } else if !wildcards {
+            continue;
+        } else if name.strip_suffix("/*").is_some_and(|f| f.eq_ignore_ascii_case(family)) {
+            2
+        } else if name == "*/*" {
+            1
+        } else {
+            continue;
         };
-        parts.next().is_some_and(|kind| kind.eq_ignore_ascii_case(media)) && !parts.any(refused)
-    })
+        let q = parts
+            .find_map(|p| p.get(..2).filter(|k| k.eq_ignore_ascii_case("q=")).map(|_| p[2..].trim()))
+            .and_then(|q| q.parse::<f32>().ok())
+            .filter(|q| q.is_finite())
+            .map_or(1.0, |q| q.clamp(0.0, 1.0));
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0.0, |(_, q)| q)
 }
 
 /// A request path fit for logs: the webhook's secret segment is hidden.
@@ -289,4 +328,48 @@ async fn ready(State(s): State<HttpState>) -> Response {
 /// `GET /metrics`: the process's counters and gauges, Prometheus text format (no caller data).
 async fn metrics(State(s): State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.live.metrics().render()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Negotiated, negotiate};
+
+    fn chose(accept: &str) -> &'static str {
+        match negotiate(accept) {
+            Negotiated { sse: true, .. } => "sse",
+            Negotiated { modern: true, .. } => "graphql-response+json",
+            _ => "json",
+        }
+    }
+
+    #[test]
+    fn accept_is_ranked_by_weight_and_specificity() {
+        let cases = [
+            ("", "json"),
+            ("*/*", "json"),
+            ("text/html", "json"),
+            ("text/*", "json"),
+            ("text/event-stream", "sse"),
+            ("Text/Event-Stream; charset=utf-8", "sse"),
+            ("text/event-stream;q=0, application/json", "json"),
+            ("text/event-stream;q=0.5, application/json", "json"),
+            ("text/event-stream;q=0.5, application/*", "json"),
+            ("text/event-stream;q=0.5, */*", "json"),
+            ("application/json;q=0.5, text/event-stream", "sse"),
+            ("application/json, text/event-stream", "sse"),
+            ("text/event-stream, */*;q=0.1", "sse"),
+            // The most specific range gives a type its weight.
+            ("application/json;q=0.2, */*, text/event-stream;q=0.5", "sse"),
+            ("application/graphql-response+json, application/json;q=0.9", "graphql-response+json"),
+            ("application/json, application/graphql-response+json;q=0.5", "json"),
+            ("application/graphql-response+json;q=0.5, */*", "json"),
+            ("application/graphql-response+json;Q=0", "json"),
+            ("application/graphql-response+json;q=nan", "graphql-response+json"),
+            ("application/graphql-response+json;q=junk", "graphql-response+json"),
+            ("application/graphql-response+json, text/event-stream;q=0.9", "graphql-response+json"),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(chose(accept), expected, "Accept: {accept}");
+        }
+    }
 }

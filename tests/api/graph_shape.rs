@@ -221,6 +221,9 @@ async fn the_accept_header_is_read_as_http_says_and_sse_refusals_come_on_the_str
     let (status, kind, text) = post_accepting(&app, "text/event-stream;q=0, application/json", query).await;
     assert_eq!((status, kind.as_str()), (200, "application/json"), "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["data"]["installation"]["id"], "33");
+    // Weights rank: JSON preferred over the event stream gets JSON.
+    let (status, kind, text) = post_accepting(&app, "text/event-stream;q=0.5, application/json", query).await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{text}");
     // A body that is no GraphQL request, to an SSE client: refused on the stream it accepted.
     let (status, kind, text) = post_accepting(&app, "text/event-stream", r#"{"query":"#).await;
     assert_eq!((status, kind.as_str()), (200, "text/event-stream"), "{text}");
