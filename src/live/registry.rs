@@ -64,7 +64,13 @@ struct Registration {
     /// The upstream subscription is being removed; a watcher arriving meanwhile has it set up
     /// again once that is done.
     removing: bool,
+    /// When the upstream last deleted our subscription while it was watched and it was made again.
+    remade: Option<Instant>,
 }
+
+/// An upstream subscription deleted while watched is made again at most this often; a deletion
+/// coming sooner leaves the installation polled.
+const REMAKE_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 impl Registration {
     fn new(id: u64) -> Registration {
@@ -79,6 +85,7 @@ impl Registration {
             poller: None,
             generation: 0,
             removing: false,
+            remade: None,
         }
     }
 
@@ -281,7 +288,9 @@ impl Registry {
         }
     }
 
-    /// The upstream deleted a subscription, said the webhook of `installation`.
+    /// The upstream deleted a subscription, said the webhook of `installation` (a member's
+    /// `unsubscribeAllNotifications` deletes ours too). While the installation is watched, ours is
+    /// made again (at most once per `REMAKE_AT_MOST_EVERY`); it is polled until that one works.
     pub(super) fn deleted(&self, live: &Arc<Live>, installation: i64, subscription_name: Option<&str>) {
         let Some(name) = subscription_name else { return };
         let found = {
@@ -292,12 +301,24 @@ impl Registry {
                     r.subscription_id = None;
                     r.holder = None;
                     r.validated.send_replace(false);
-                    installation
+                    let remake = !r.watchers.is_empty()
+                        && !r.removing
+                        && !r.setting_up
+                        && r.remade.is_none_or(|at| at.elapsed() >= REMAKE_AT_MOST_EVERY);
+                    if remake {
+                        r.setting_up = true;
+                        r.remade = Some(Instant::now());
+                    }
+                    (r.id, remake)
                 })
         };
-        if let Some(i) = found {
-            tracing::warn!(installation = i, "the upstream deleted our event subscription; polling instead");
-            start_polling(live, i);
+        let Some((reg_id, remake)) = found else { return };
+        start_polling(live, installation);
+        if remake {
+            tracing::warn!(installation, "the upstream deleted our event subscription; polling while it is made again");
+            tokio::spawn(setup(live.clone(), installation, reg_id));
+        } else {
+            tracing::warn!(installation, "the upstream deleted our event subscription; polling instead");
         }
     }
 }

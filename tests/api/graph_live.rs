@@ -615,6 +615,34 @@ async fn when_the_upstream_never_validates_the_webhook_polling_delivers_the_even
 }
 
 #[tokio::test]
+async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again_while_watched() {
+    let app = spawn_app().await;
+    let mut ws = watch_events(&app, &app.token_for("alice")).await;
+    let first = validated_webhook(&app).await;
+    // Alice removes all her webhooks, witty-bff's among them (it was made with her token).
+    let r = app.graphql("alice", "mutation { unsubscribeAllNotifications(installationId: 33) }", json!({})).await;
+    assert_eq!(data(&r)["unsubscribeAllNotifications"], true, "{r}");
+    // While she still watches, a new one is made, validated, and polling (the stopgap) ends.
+    let second = eventually("our subscription to be made again and validated", || async {
+        let hooks = bff_hooks(&app, "alice", 33).await;
+        let again = hooks.into_iter().find(|h| h["eventSubscriptionId"] != first["eventSubscriptionId"])?;
+        (again["state"] == "Created").then_some(again)
+    })
+    .await;
+    eventually("polling to stop once the new webhook works", || async {
+        (metric(&app, "witty_bff_polled_installations").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "exactly one: {second}");
+    // Events come through the webhook again, not a poll.
+    app.sim().plug(ALICE_STATION).await;
+    let e = ws_data(&mut ws).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "CABLE_PLUGGED", "{e}");
+    let raw = e["data"]["stationEvents"]["rawType"].as_str().unwrap_or_default();
+    assert!(!raw.starts_with("witty-bff.polled"), "delivered by the webhook: {e}");
+}
+
+#[tokio::test]
 async fn a_watcher_back_within_the_grace_keeps_the_upstream_subscription() {
     let app = spawn_app().await;
     let token = app.token_for("alice");

@@ -89,7 +89,8 @@ impl NotificationMutation {
         Ok(true)
     }
 
-    /// Deletes all of the caller's subscriptions on the installation.
+    /// Deletes all of the caller's subscriptions on the installation. witty-bff's own, if it was
+    /// made with the caller's token, is made again while live subscriptions watch the installation.
     async fn unsubscribe_all_notifications(&self, ctx: &Context<'_>, installation_id: ID) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
         visible(ctx, i).await?;
