@@ -177,7 +177,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
         return response;
     }
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        request = request.data(IdempotencyKey(key.to_string()));
+        request = request.data(IdempotencyKey::new(key));
     }
     if let Ok(caller) = &identity.0 {
         request = request.data(Arc::new(request_loaders(caller.clone(), s.cache.clone())));

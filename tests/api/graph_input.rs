@@ -158,11 +158,17 @@ async fn set_tariffs_refuses_prices_and_begin_dates_out_of_bounds_before_anythin
         (json!([ok.clone(), {"id": "HC", "value": 1000.01}]), "tariffs[1].value", "1000"),
         (json!([{"id": "HC", "value": -0.01}]), "tariffs[0].value", "0"),
         // A name that would be ignored, or one over the upstream's length.
-        (json!([{"id": "HC", "value": 0.2, "friendlyName": "  "}]), "tariffs[0].friendlyName", "1 to 64"),
+        (json!([{"id": "HC", "value": 0.2, "friendlyName": "  "}]), "tariffs[0].friendlyName", "blank"),
         (
             json!([ok.clone(), {"id": "HC", "value": 0.2, "friendlyName": "n".repeat(65)}]),
             "tariffs[1].friendlyName",
-            "1 to 64",
+            "at most 64 characters, got 65",
+        ),
+        // A control character would be stored and shown back everywhere.
+        (
+            json!([{"id": "HC", "value": 0.2, "friendlyName": "Nuit\u{0}\n"}]),
+            "tariffs[0].friendlyName",
+            "U+0000 at character 5",
         ),
         // The upstream's "never", which reads back as null.
         (

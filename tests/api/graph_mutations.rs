@@ -436,6 +436,11 @@ async fn bad_inputs_are_refused_naming_the_field_before_anything_is_sent_upstrea
         ("alice", "webhookUrl", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "not a url") { id } }"#.into()),
         ("alice", "webhookUrl", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "ftp://example.com/hook") { id } }"#.into()),
         ("alice", "webhookUrl", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "/webhooks/witty") { id } }"#.into()),
+        // Blank would widen it to every type.
+        ("alice", "eventType", r#"mutation { subscribeToNotifications(installationId: 33, webhookUrl: "https://example.com/e", eventType: "  ") { id } }"#.into()),
+        // A control character would be stored and shown back everywhere.
+        ("alice", "friendlyName", format!(r#"mutation {{ updateChargingStation(installationId: 33, chargingStationId: "{cs}", input: {{friendlyName: "a\u0007b"}}) {{ status }} }}"#)),
+        ("alice", "name", r#"mutation { createInstallation(input: {name: "Mai\nson", locationName: "Bordeaux", location: {latitude: 0, longitude: 0}}) { id } }"#.into()),
     ];
     app.sim().reset_calls().await;
     for (sub, field, q) in &cases {
@@ -833,6 +838,62 @@ async fn one_idempotency_key_header_covers_each_mutation_of_a_request_whatever_i
 }
 
 #[tokio::test]
+async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_size() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let one = r#"mutation($cs: ID!) { setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED) { status } }"#;
+    let two = r#"mutation($cs: ID!) {
+        a: setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED) { status }
+        b: setChargeMode(installationId: 33, chargingStationId: $cs, mode: IMMEDIATE) { status }
+    }"#;
+    let vars = json!({"cs": ALICE_STATION});
+    // Two mutations, then one that is the first of them under the same key: another request.
+    let r = post_with_key(&app, "alice", "size-1", two, vars.clone()).await;
+    assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
+    let r = post_with_key(&app, "alice", "size-1", one, vars.clone()).await;
+    assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'size-1'", "a request of 2 mutations"]);
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "nothing sent for the second request");
+    // One, then two whose first is that one: both of the two are refused, nothing sent.
+    let r = post_with_key(&app, "alice", "size-2", one, vars.clone()).await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+    let r = post_with_key(&app, "alice", "size-2", two, vars.clone()).await;
+    assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 3, "{:#?}", calls_by_route(&app).await);
+    // Two, then two whose first differs and whose second is the same: the second mutation is
+    // part of another request too, not the first one's second again.
+    let other = r#"mutation($cs: ID!) {
+        a: setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED_EXCLUSIVE) { status }
+        b: setChargeMode(installationId: 33, chargingStationId: $cs, mode: IMMEDIATE) { status }
+    }"#;
+    let r = post_with_key(&app, "alice", "size-3", two, vars.clone()).await;
+    assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
+    let r = post_with_key(&app, "alice", "size-3", other, vars).await;
+    assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
+    assert!(r["errors"][1]["message"].as_str().unwrap().contains("earlier mutation of this request"), "{r:#}");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 5, "{:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn the_idempotency_key_header_covers_mutations_without_the_argument() {
+    let app = spawn_app().await;
+    let ivan = app.sim().account_id("ivan").await;
+    app.sim().reset_calls().await;
+    let disable = "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }";
+    let first = post_with_key(&app, "alice", "off-1", disable, json!({"a": ivan})).await;
+    assert_eq!(data(&first)["disableInstaller"], true, "{first:#}");
+    // The client's retry gets the first answer: nothing is sent again.
+    let retry = post_with_key(&app, "alice", "off-1", disable, json!({"a": ivan})).await;
+    assert_eq!(retry, first);
+    // Another mutation under that key is refused, and nothing is sent.
+    let enable = "mutation($a: ID!) { enableInstaller(installationId: 33, accountId: $a) }";
+    let other = post_with_key(&app, "alice", "off-1", enable, json!({"a": ivan})).await;
+    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key 'off-1'", "disableInstaller"]);
+    let writes = writes(&app).await;
+    assert_eq!(writes.values().sum::<u64>(), 1, "one write in all: {writes:#?}");
+    assert_eq!(sim_user(&app, &ivan).await.unwrap()["enabled"], false);
+}
+
+#[tokio::test]
 async fn a_command_the_upstream_refused_without_running_it_is_sent_again_with_the_same_key() {
     let app = spawn_app().await;
     // Throttled, unavailable, or the token refused (the client refreshes it): nothing ran.
@@ -896,6 +957,12 @@ async fn an_outcome_of_a_command_that_may_have_run_stays_with_its_key() {
             json!({"errorRate": 1.0, "errorStatus": 504, "routes": [SET_MODE_ROUTE]}),
             "UPSTREAM_UNAVAILABLE",
             "answered 504",
+        ),
+        // A failure of its own after taking the request: it may have run too.
+        (
+            json!({"errorRate": 1.0, "errorStatus": 500, "routes": [SET_MODE_ROUTE]}),
+            "UPSTREAM_UNAVAILABLE",
+            "it failed with 500): it may or may not have been delivered",
         ),
         (json!({"errorRate": 1.0, "errorStatus": 400, "routes": [SET_MODE_ROUTE]}), "BAD_USER_INPUT", ""),
     ];
@@ -1466,6 +1533,28 @@ async fn a_caller_with_1000_idempotency_keys_kept_is_refused_a_new_one_and_nothi
         .await;
     assert_eq!(status(&alice, "setChargeMode"), "ACCEPTED", "{alice:#}");
     assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+}
+
+#[tokio::test]
+async fn requests_still_running_count_toward_a_callers_1000_keys() {
+    let app = spawn_app().await;
+    for first in (0..998).step_by(100) {
+        let r = app.graphql("dieter", &keyed_set_modes("run-", first, 100.min(998 - first)), json!({})).await;
+        assert!(data(&r).as_object().unwrap().values().all(|a| a["status"] == "ACCEPTED"), "{r:#}");
+    }
+    // 998 kept; four new keys at once, each held upstream a while: only two have room.
+    let f = app.sim().set_faults(json!({"latencyMs": 1000, "routes": [SET_MODE_ROUTE]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    app.sim().reset_calls().await;
+    let app = &app;
+    let sends = (998..1002).map(|k| {
+        let query = keyed_set_modes("run-", k, 1);
+        async move { app.graphql("dieter", &query, json!({})).await }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let refused = answers.iter().filter(|r| error_codes(r) == vec!["RATE_LIMITED".to_string()]).count();
+    assert_eq!(refused, 2, "{answers:#?}");
+    assert_eq!(count(app, SET_MODE_ROUTE).await, 2, "{:#?}", calls_by_route(app).await);
 }
 
 #[tokio::test]

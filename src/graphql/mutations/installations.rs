@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, InputObject, Object};
 
-use super::{Doubt, services};
+use super::{Doubt, services, text};
 use crate::cache::Resource;
 use crate::graphql::context::caller;
 use crate::graphql::error::{AppError, AppResult};
@@ -25,14 +25,6 @@ pub struct CreateInstallationInput {
 
 /// What a `createInstallation` the upstream did not confirm may have done.
 const CREATED: Doubt = Doubt { what: "the new installation", done: "created", check: "your installations" };
-
-fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
-    let v = value.trim();
-    if v.is_empty() || v.chars().count() > max {
-        return Err(AppError::bad_input(format!("{field} must be 1 to {max} characters")));
-    }
-    Ok(v.to_string())
-}
 
 #[derive(Default)]
 pub struct InstallationMutation;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, InputObject, InputType, Object};
 use chrono::{DateTime, Utc};
 
-use super::{Doubt, command_error, invalidate, services};
+use super::{Doubt, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::caller;
@@ -122,22 +122,27 @@ impl MeterMutation {
         authorize: bool,
     ) -> AppResult<GridMeter> {
         let (i, gm) = meter_id(&installation_id, &grid_meter_id)?;
-        require_owner(ctx, i, "change the TIC consent").await?;
-        let me = caller(ctx)?;
-        let client = services(ctx)?.cache.client();
-        client.authorize_tic(me.token(), i, &gm, authorize).await.map_err(|e| command_error(e, TIC_CHANGED))?;
-        invalidate(ctx, i, |r| {
-            matches!(
-                r,
-                Resource::Meters { .. }
-                    | Resource::Meter { .. }
-                    | Resource::Stations { .. }
-                    | Resource::Station { .. }
-                    | Resource::MeasureValues { .. }
-            )
-        })?;
-        let meter = client.grid_meter(me.token(), i, &gm).await?;
-        Ok(GridMeter::new(i, Arc::new(meter), Utc::now()))
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {gm} {authorize}"), TIC_CHANGED, |sent| async move {
+                require_owner(ctx, i, "change the TIC consent").await?;
+                let me = caller(ctx)?;
+                let client = svc.cache.client();
+                sent.send(client.authorize_tic(me.token(), i, &gm, authorize)).await?;
+                invalidate(ctx, i, |r| {
+                    matches!(
+                        r,
+                        Resource::Meters { .. }
+                            | Resource::Meter { .. }
+                            | Resource::Stations { .. }
+                            | Resource::Station { .. }
+                            | Resource::MeasureValues { .. }
+                    )
+                })?;
+                let meter = client.grid_meter(me.token(), i, &gm).await?;
+                Ok(GridMeter::new(i, Arc::new(meter), Utc::now()))
+            })
+            .await
     }
 
     /// Sets tariff prices. Give only the tariffs to change: witty-bff reads the meter's
@@ -160,10 +165,8 @@ impl MeterMutation {
             let code =
                 t.id.to_upstream().ok_or_else(|| AppError::bad_input(format!("tariffs[{n}].id cannot be UNKNOWN")))?;
             check_price(n, t, Utc::now())?;
-            if let Some(name) = &t.friendly_name
-                && (name.trim().is_empty() || name.trim().chars().count() > 64)
-            {
-                return Err(AppError::bad_input(format!("tariffs[{n}].friendlyName must be 1 to 64 characters")));
+            if let Some(name) = &t.friendly_name {
+                super::text(&format!("tariffs[{n}].friendlyName"), name, 64)?;
             }
             if let Some(c) = &t.currency
                 && currency_code(c).is_none()

@@ -59,8 +59,19 @@ pub fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
 }
 
 /// The `Idempotency-Key` header of the HTTP request, put in the request data by the transport.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey(pub String);
+/// It names the whole request: once one of its mutations finds the key used by another request,
+/// the ones after it are refused too.
+#[derive(Debug)]
+pub struct IdempotencyKey {
+    key: String,
+    refused: AtomicBool,
+}
+
+impl IdempotencyKey {
+    pub fn new(key: impl Into<String>) -> IdempotencyKey {
+        IdempotencyKey { key: key.into(), refused: AtomicBool::new(false) }
+    }
+}
 
 /// What a mutation tells the user when the upstream did not confirm its write: what was asked,
 /// and where to look to learn whether it happened.
@@ -85,15 +96,38 @@ impl Doubt {
 }
 
 /// A failure of a write, said so the user knows whether it may have happened (see [`did_not_run`]).
-pub(crate) fn command_error(e: UpstreamError, doubt: Doubt) -> AppError {
+fn command_error(e: UpstreamError, doubt: Doubt) -> AppError {
     match e {
         UpstreamError::Timeout => doubt.error("no answer in time"),
         UpstreamError::Unreachable(_) => doubt.error("the connection was cut"),
         UpstreamError::Server { status: status @ (502 | 504), .. } => {
             doubt.error(&format!("its gateway answered {status} after passing the request on"))
         }
+        // A failure on its side (but 503, which says it took nothing): it may have written first.
+        UpstreamError::Server { status, .. } if status != 503 => doubt.error(&format!("it failed with {status}")),
         other => other.into(),
     }
+}
+
+/// A name or label given by the user: trimmed, 1 to `max` characters, no control characters (a
+/// newline or a NUL would be stored upstream and shown back everywhere).
+pub(crate) fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(AppError::bad_input(format!("{field} must not be blank")));
+    }
+    let count = v.chars().count();
+    if count > max {
+        return Err(AppError::bad_input(format!("{field} must be at most {max} characters, got {count}")));
+    }
+    if let Some((at, c)) = v.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(AppError::bad_input(format!(
+            "{field} must not contain control characters, found U+{:04X} at character {}",
+            c as u32,
+            at + 1
+        )));
+    }
+    Ok(v.to_string())
 }
 
 /// Whether a failed write certainly did not run upstream, so that sending it again under the same
@@ -160,8 +194,9 @@ impl Sent {
 const MAX_KEY_BYTES: usize = 255;
 
 /// Which request an idempotency key names: the caller, the key and, for the header (which covers
-/// every mutation of the HTTP request), the field's place among the operation's root fields.
-/// Never the alias: a retry may name the field differently.
+/// every mutation of the HTTP request), the field's place among the operation's root fields past
+/// the first (the first takes the key's own slot, as the argument does, so that the key stands
+/// for the whole request there). Never the alias: a retry may name the field differently.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Slot {
     who: Arc<str>,
@@ -173,6 +208,8 @@ struct Slot {
 struct Stored {
     /// The mutation field (not its alias).
     field: String,
+    /// How many mutations the request the key named had (1 for the argument).
+    of: usize,
     /// The field's arguments as the mutation normalised them, hashed (HMAC-SHA256): arguments of
     /// any length take 43 bytes.
     fingerprint: Digest,
@@ -331,10 +368,11 @@ impl Idempotency {
         }
     }
 
-    /// Whether `who` has as many keys kept as they may (`CALLER_KEYS`, `CALLER_BYTES`).
-    fn full(&self, who: &str) -> bool {
+    /// Whether `who` has as many keys as they may (`CALLER_KEYS`, `CALLER_BYTES`), counting the
+    /// `running` requests of theirs, which will be kept.
+    fn full(&self, who: &str, running: usize) -> bool {
         let (keys, bytes) = self.usage.of(who);
-        keys >= CALLER_KEYS || bytes >= CALLER_BYTES || self.usage.total() >= KEPT_BYTES
+        keys + running >= CALLER_KEYS || bytes >= CALLER_BYTES || self.usage.total() >= KEPT_BYTES
     }
 
     /// The refusal of a new key to a caller who has as many as they may, with the time until the
@@ -382,12 +420,12 @@ impl Idempotency {
         let sent = Sent::new(doubt);
         // The argument wins over the header. A header on a request of one mutation names the
         // same request as the argument would; on several, each by its place.
-        let (key, place, name) = match explicit {
-            Some(key) => (key, None, "idempotencyKey"),
+        let (key, place, of, name) = match explicit {
+            Some(key) => (key, None, 1, "idempotencyKey"),
             None => match ctx.data_opt::<IdempotencyKey>() {
                 Some(header) => {
                     let (place, of) = root_field_place(ctx);
-                    (header.0.clone(), (of > 1).then_some(place), "the Idempotency-Key header")
+                    (header.key.clone(), (place > 0).then_some(place), of.max(1), "the Idempotency-Key header")
                 }
                 None => return mutation(sent).await,
             },
@@ -398,20 +436,61 @@ impl Idempotency {
                 key.len()
             )));
         }
-        let arguments = fingerprint.len();
-        let fingerprint = digest(&fingerprint)?;
-        let slot = Slot { who: caller(ctx)?.sub.clone(), key, place };
-        let field = ctx.item.node.name.node.to_string();
+        let header = ctx.data_opt::<IdempotencyKey>().filter(|_| name != "idempotencyKey");
+        let request = Keyed {
+            slot: Slot { who: caller(ctx)?.sub.clone(), key, place },
+            field: ctx.item.node.name.node.to_string(),
+            of,
+            arguments: fingerprint.len(),
+            fingerprint: digest(&fingerprint)?,
+            header,
+        };
+        match self.keyed(&request, sent, mutation).await {
+            Ok(outcome) => outcome,
+            Err(refused) => {
+                if let Some(header) = header {
+                    header.refused.store(true, Ordering::SeqCst);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// [`Idempotency::once`] with the key: the mutation's outcome (run here, or the first one's),
+    /// or `Err` when the key names another request.
+    async fn keyed<T, F, Fut>(&self, request: &Keyed<'_>, sent: Sent, mutation: F) -> Result<AppResult<T>, AppError>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce(Sent) -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        let Keyed { slot, field, of, fingerprint, header, .. } = request;
         let mut tidied = false;
         loop {
             let role = {
                 let mut running = self.running();
-                if let Some(first) = self.kept.get(&slot) {
-                    return replay(&slot, &first, &field, &fingerprint);
+                if header.is_some_and(|h| h.refused.load(Ordering::SeqCst)) {
+                    return Err(AppError::bad_input(format!(
+                        "the idempotency key '{}' was already used for a different request, as an earlier mutation of \
+                         this request found; nothing was sent. Use a new key for a new request",
+                        slot.key
+                    )));
                 }
-                match running.get(&slot) {
+                if let Some(first) = self.kept.get(slot) {
+                    return replay(slot, &first, field, fingerprint, *of);
+                }
+                // A later mutation of a request under the header: the key must name this request
+                // (its first mutation ran before, mutations running one after another).
+                if slot.place.is_some()
+                    && let Some(first) = self.kept.get(&Slot { place: None, ..slot.clone() })
+                    && first.of != *of
+                {
+                    return Err(used_elsewhere(slot, &first));
+                }
+                let theirs = running.keys().filter(|s| s.who == slot.who).count();
+                match running.get(slot) {
                     Some(outcome) => Role::Wait(outcome.clone()),
-                    None if self.full(&slot.who) => Role::Full,
+                    None if self.full(&slot.who, theirs) => Role::Full,
                     None => {
                         let (tx, rx) = watch::channel(None);
                         running.insert(slot.clone(), rx);
@@ -425,21 +504,13 @@ impl Idempotency {
                     tidied = true;
                     self.kept.run_pending_tasks();
                 }
-                Role::Full => return Err(self.too_many(&slot.who)),
+                Role::Full => return Ok(Err(self.too_many(&slot.who))),
                 Role::Lead(tx) => {
-                    let mut lead = Lead {
-                        store: self,
-                        slot: &slot,
-                        field: &field,
-                        fingerprint: &fingerprint,
-                        arguments,
-                        sent: sent.clone(),
-                        tx: Some(tx),
-                        outcome: PhantomData::<T>,
-                    };
+                    let mut lead =
+                        Lead { store: self, request, sent: sent.clone(), tx: Some(tx), outcome: PhantomData::<T> };
                     let outcome = mutation(sent).await;
                     lead.settle(outcome.clone());
-                    return outcome;
+                    return Ok(outcome);
                 }
                 // Another request with this key is running: its outcome is this one's, even one
                 // that is not kept (concurrent duplicates make one upstream call).
@@ -450,12 +521,26 @@ impl Idempotency {
                         Err(_) => continue,
                     };
                     if let Some(first) = first {
-                        return replay(&slot, &first, &field, &fingerprint);
+                        return replay(slot, &first, field, fingerprint, *of);
                     }
                 }
             }
         }
     }
+}
+
+/// A mutation sent under an idempotency key.
+struct Keyed<'a> {
+    slot: Slot,
+    /// The mutation field (not its alias).
+    field: String,
+    /// How many mutations its request has (1 under the argument).
+    of: usize,
+    /// The length of the arguments' fingerprint before it was hashed.
+    arguments: usize,
+    fingerprint: Digest,
+    /// The header, when the key came from it.
+    header: Option<&'a IdempotencyKey>,
 }
 
 enum Role {
@@ -466,31 +551,41 @@ enum Role {
 }
 
 /// The first request's outcome, or a refusal if this request is another one.
-fn replay<T: Clone + 'static>(slot: &Slot, first: &Stored, field: &str, fingerprint: &str) -> AppResult<T> {
-    if first.field != field || *first.fingerprint != *fingerprint {
-        let other = if first.field == field { format!("{field} with other arguments") } else { first.field.clone() };
-        return Err(AppError::bad_input(format!(
-            "the idempotency key '{}' was already used for a different request ({other}); nothing was sent. \
-             Use a new key for a new request",
-            slot.key
-        )));
+fn replay<T: Clone + 'static>(
+    slot: &Slot,
+    first: &Stored,
+    field: &str,
+    fingerprint: &str,
+    of: usize,
+) -> Result<AppResult<T>, AppError> {
+    if first.field != field || *first.fingerprint != *fingerprint || first.of != of {
+        return Err(used_elsewhere(slot, first));
     }
-    first
+    Ok(first
         .outcome
         .downcast_ref::<AppResult<T>>()
         .cloned()
-        .unwrap_or_else(|| Err(AppError::internal("idempotent result of another type")))
+        .unwrap_or_else(|| Err(AppError::internal("idempotent result of another type"))))
+}
+
+/// The refusal of a key that `first`, another request, used.
+fn used_elsewhere(slot: &Slot, first: &Stored) -> AppError {
+    let other = match first.of {
+        1 => first.field.clone(),
+        n => format!("a request of {n} mutations, {} first", first.field),
+    };
+    AppError::bad_input(format!(
+        "the idempotency key '{}' was already used for a different request ({other}); nothing was sent. Use a new \
+         key for a new request",
+        slot.key
+    ))
 }
 
 /// The request that runs the mutation of a key while others with the key wait for it. Dropped
 /// before it settled (the client went away), it keeps a doubt for the key if the write was sent.
 struct Lead<'a, T: Clone + Send + Sync + 'static> {
     store: &'a Idempotency,
-    slot: &'a Slot,
-    field: &'a str,
-    fingerprint: &'a str,
-    /// The length of the arguments' fingerprint before it was hashed.
-    arguments: usize,
+    request: &'a Keyed<'a>,
     sent: Sent,
     tx: Option<watch::Sender<Option<Arc<Stored>>>>,
     outcome: PhantomData<T>,
@@ -499,11 +594,13 @@ struct Lead<'a, T: Clone + Send + Sync + 'static> {
 impl<T: Clone + Send + Sync + 'static> Lead<'_, T> {
     fn settle(&mut self, outcome: AppResult<T>) {
         let Some(tx) = self.tx.take() else { return };
+        let r = self.request;
         let keep = outcome.is_ok() || self.sent.was_sent();
-        let weight = weight(self.slot, self.field, self.arguments + self.fingerprint.len(), &outcome);
+        let weight = weight(&r.slot, &r.field, r.arguments + r.fingerprint.len(), &outcome);
         let stored = Arc::new(Stored {
-            field: self.field.to_string(),
-            fingerprint: self.fingerprint.into(),
+            field: r.field.clone(),
+            of: r.of,
+            fingerprint: r.fingerprint.clone(),
             outcome: Arc::new(outcome),
             weight,
             at: Instant::now(),
@@ -511,10 +608,10 @@ impl<T: Clone + Send + Sync + 'static> Lead<'_, T> {
         let mut running = self.store.running();
         if keep {
             // Counted before the cache has it: the cache may let it go at once (too heavy).
-            self.store.usage.add(&self.slot.who, &stored);
-            self.store.kept.insert(self.slot.clone(), stored.clone());
+            self.store.usage.add(&r.slot.who, &stored);
+            self.store.kept.insert(r.slot.clone(), stored.clone());
         }
-        running.remove(self.slot);
+        running.remove(&r.slot);
         tx.send_replace(Some(stored));
     }
 }
@@ -526,16 +623,19 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<'_, T> {
         }
         if let Some(answer) = self.sent.take_accepted::<T>() {
             tracing::info!(
-                field = self.field,
+                field = self.request.field,
                 "a mutation was dropped while waiting on an accepted write; its key keeps the acceptance"
             );
             self.settle(Ok(answer));
         } else if self.sent.was_sent() {
-            tracing::warn!(field = self.field, "a mutation was dropped after sending its write; its key keeps a doubt");
+            tracing::warn!(
+                field = self.request.field,
+                "a mutation was dropped after sending its write; its key keeps a doubt"
+            );
             self.settle(Err(self.sent.doubt.error("the request that sent it went away before the answer")));
         } else {
             // Nothing was sent: waiters see the channel close and try again themselves.
-            self.store.running().remove(self.slot);
+            self.store.running().remove(&self.request.slot);
             self.tx = None;
         }
     }
@@ -625,8 +725,14 @@ mod tests {
         for n in 0..100 {
             let (s, w) = (slot(if n % 2 == 0 { "a" } else { "b" }, n), heavy);
             let at = Instant::now();
-            let stored =
-                Arc::new(Stored { field: "f".into(), fingerprint: "d".into(), outcome: Arc::new(()), weight: w, at });
+            let stored = Arc::new(Stored {
+                field: "f".into(),
+                of: 1,
+                fingerprint: "d".into(),
+                outcome: Arc::new(()),
+                weight: w,
+                at,
+            });
             store.usage.add(&s.who, &stored);
             store.kept.insert(s, stored);
         }
@@ -639,6 +745,6 @@ mod tests {
         assert_eq!((a.0 + b.0) as u64, store.kept.entry_count());
         // Full for everyone, a caller with no key at all included: new keys are refused rather
         // than kept ones dropped.
-        assert!(store.full("c"));
+        assert!(store.full("c", 0));
     }
 }

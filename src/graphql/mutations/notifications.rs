@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{Doubt, command_error, invalidate, services};
+use super::{Doubt, invalidate, services};
 use crate::cache::Resource;
 use crate::graphql::context::{caller, load};
 use crate::graphql::error::{AppError, AppResult};
@@ -51,11 +51,15 @@ impl NotificationMutation {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => return Err(AppError::bad_input(format!("webhookUrl must be an absolute http(s) URL, got '{url}'"))),
         }
-        let body = NewEventSubscription {
-            protocol_code: "Webhook".into(),
-            protocol_data: url,
-            event_type: event_type.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        let event_type = match event_type.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(AppError::bad_input(
+                    "eventType must name an event type; leave it out to subscribe to every type",
+                ));
+            }
+            t => t.map(str::to_string),
         };
+        let body = NewEventSubscription { protocol_code: "Webhook".into(), protocol_data: url, event_type };
         let svc = services(ctx)?;
         svc.idempotency
             .once(ctx, idempotency_key, format!("{i} {body:?}"), SUBSCRIBED, |sent| async move {
@@ -77,31 +81,31 @@ impl NotificationMutation {
     ) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
         let id = resource_id(&event_subscription_id, "eventSubscriptionId")?;
-        visible(ctx, i).await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .unsubscribe(me.token(), i, &id)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {id}"), UNSUBSCRIBED, |sent| async move {
+                visible(ctx, i).await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().unsubscribe(me.token(), i, &id)).await?;
+                invalidate(ctx, i, stale)?;
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, UNSUBSCRIBED))?;
-        invalidate(ctx, i, stale)?;
-        Ok(true)
     }
 
     /// Deletes all of the caller's subscriptions on the installation. witty-bff's own, if it was
     /// made with the caller's token, is made again while live subscriptions watch the installation.
     async fn unsubscribe_all_notifications(&self, ctx: &Context<'_>, installation_id: ID) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
-        visible(ctx, i).await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .unsubscribe_all(me.token(), i)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, i.to_string(), UNSUBSCRIBED, |sent| async move {
+                visible(ctx, i).await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().unsubscribe_all(me.token(), i)).await?;
+                invalidate(ctx, i, stale)?;
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, UNSUBSCRIBED))?;
-        invalidate(ctx, i, stale)?;
-        Ok(true)
     }
 }

@@ -4,7 +4,7 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{Doubt, command_error, services};
+use super::{Doubt, services};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::caller;
@@ -95,16 +95,16 @@ impl SharingMutation {
     async fn cancel_invitation(&self, ctx: &Context<'_>, installation_id: ID, email: String) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
-        require_owner(ctx, i, "cancel invitations").await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .cancel_invitation(me.token(), i, &email)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {email}"), CANCELLED, |sent| async move {
+                require_owner(ctx, i, "cancel invitations").await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().cancel_invitation(me.token(), i, &email)).await?;
+                super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, CANCELLED))?;
-        super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
-        Ok(true)
     }
 
     /// Accepts an invitation with the code from its e-mail (installer accounts only).
@@ -115,44 +115,49 @@ impl SharingMutation {
         if code.len() > 200 || code.contains('/') {
             return Err(AppError::bad_input("activationCode must be the code from the invitation e-mail"));
         }
-        let me = caller(ctx)?;
         let svc = services(ctx)?;
-        svc.cache.client().accept_invitation(me.token(), code).await.map_err(|e| command_error(e, ACCEPTED))?;
-        // Which installation it was is not said: every cached list of users and installations goes.
-        svc.cache.invalidate(|r| {
-            matches!(r, Resource::Installations | Resource::Users { .. } | Resource::Invitations { .. })
-        });
-        Ok(true)
+        svc.idempotency
+            .once(ctx, None, code.to_string(), ACCEPTED, |sent| async move {
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().accept_invitation(me.token(), code)).await?;
+                // Which installation it was is not said: every cached list of users and
+                // installations goes.
+                svc.cache.invalidate(|r| {
+                    matches!(r, Resource::Installations | Resource::Users { .. } | Resource::Invitations { .. })
+                });
+                Ok(true)
+            })
+            .await
     }
 
     /// Stops sharing with an installer until enabled again; effective at once.
     async fn disable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
         let (i, account) = account(&installation_id, &account_id)?;
-        require_owner(ctx, i, "disable installers").await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .set_installer_enabled(me.token(), i, &account, false)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {account}"), DISABLED, |sent| async move {
+                require_owner(ctx, i, "disable installers").await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().set_installer_enabled(me.token(), i, &account, false)).await?;
+                membership_changed(ctx, i)?;
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, DISABLED))?;
-        membership_changed(ctx, i)?;
-        Ok(true)
     }
 
     /// Shares the installation with a disabled installer again.
     async fn enable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
         let (i, account) = account(&installation_id, &account_id)?;
-        require_owner(ctx, i, "enable installers").await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .set_installer_enabled(me.token(), i, &account, true)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {account}"), ENABLED, |sent| async move {
+                require_owner(ctx, i, "enable installers").await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().set_installer_enabled(me.token(), i, &account, true)).await?;
+                membership_changed(ctx, i)?;
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, ENABLED))?;
-        membership_changed(ctx, i)?;
-        Ok(true)
     }
 
     /// Removes an installer from the installation for good; effective at once.
@@ -163,15 +168,15 @@ impl SharingMutation {
         account_id: ID,
     ) -> AppResult<bool> {
         let (i, account) = account(&installation_id, &account_id)?;
-        require_owner(ctx, i, "remove users").await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .remove_user(me.token(), i, &account)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {account}"), USER_REMOVED, |sent| async move {
+                require_owner(ctx, i, "remove users").await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().remove_user(me.token(), i, &account)).await?;
+                membership_changed(ctx, i)?;
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, USER_REMOVED))?;
-        membership_changed(ctx, i)?;
-        Ok(true)
     }
 }

@@ -10,7 +10,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Doubt, Sent, command_error, invalidate, services, unsettle};
+use super::{Doubt, Sent, invalidate, services, unsettle};
 use crate::cache::Resource;
 use crate::graphql::access::require_owner;
 use crate::graphql::context::caller;
@@ -88,11 +88,7 @@ impl UpdateChargingStationInput {
     fn to_upstream(&self) -> AppResult<UpdateStation> {
         let mut body = UpdateStation::default();
         if let Some(name) = &self.friendly_name {
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 64 {
-                return Err(AppError::bad_input("input.friendlyName must be 1 to 64 characters"));
-            }
-            body.friendly_name = Some(name.to_string());
+            body.friendly_name = Some(super::text("input.friendlyName", name, 64)?);
         }
         if let Some(led) = self.led_power {
             if !(0..=100).contains(&led) {
@@ -353,17 +349,17 @@ impl StationMutation {
         charging_station_id: ID,
     ) -> AppResult<bool> {
         let (i, cs) = station_id(&installation_id, &charging_station_id)?;
-        require_owner(ctx, i, "remove charging stations").await?;
-        let me = caller(ctx)?;
-        services(ctx)?
-            .cache
-            .client()
-            .remove_station(me.token(), i, &cs)
+        let svc = services(ctx)?;
+        svc.idempotency
+            .once(ctx, None, format!("{i} {cs}"), REMOVED, |sent| async move {
+                require_owner(ctx, i, "remove charging stations").await?;
+                let me = caller(ctx)?;
+                sent.send(svc.cache.client().remove_station(me.token(), i, &cs)).await?;
+                invalidate(ctx, i, |_| true)?;
+                svc.cache.invalidate(|r| matches!(r, Resource::Installations));
+                Ok(true)
+            })
             .await
-            .map_err(|e| command_error(e, REMOVED))?;
-        invalidate(ctx, i, |_| true)?;
-        services(ctx)?.cache.invalidate(|r| matches!(r, Resource::Installations));
-        Ok(true)
     }
 
     /// Changes settings (name, LED power, average consumption, tariff slots).
