@@ -131,10 +131,14 @@ fn operator(op: AggregationOperator) -> Operator {
     }
 }
 
-/// Every measure of a device, with its metadata.
-pub async fn measures_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<Measure>>> {
+/// Every measure of a device, with its metadata (their values refused, saying `withheld`).
+pub async fn measures_of(
+    ctx: &Context<'_>,
+    device: Device,
+    withheld: Option<Arc<str>>,
+) -> AppResult<Option<Vec<Measure>>> {
     let (list, _) = load::<Vec<MeasureInfo>>(ctx, Resource::Measures { device: device.clone() }).await?;
-    Ok(Some(list.iter().map(|m| Measure::listed(device.clone(), m.clone())).collect()))
+    Ok(Some(list.iter().map(|m| Measure::listed(device.clone(), m.clone()).withheld(withheld.clone())).collect()))
 }
 
 /// Every log of a device, with its metadata.
@@ -152,15 +156,23 @@ pub struct Measure {
     /// name one fails those fields alone and is never sent.
     id: String,
     info: Option<Arc<MeasureInfo>>,
+    /// Why its values are refused without asking: the upstream refuses them too (a grid meter
+    /// without TIC consent), and a cached answer from before must not be served.
+    withheld: Option<Arc<str>>,
 }
 
 impl Measure {
     pub fn listed(device: Device, info: MeasureInfo) -> Measure {
-        Measure { device, id: info.measure_id.as_text(), info: Some(Arc::new(info)) }
+        Measure { device, id: info.measure_id.as_text(), info: Some(Arc::new(info)), withheld: None }
     }
 
     pub fn by_id(device: Device, id: String) -> Measure {
-        Measure { device, id, info: None }
+        Measure { device, id, info: None, withheld: None }
+    }
+
+    /// Its values are refused, saying `why`.
+    pub fn withheld(self, why: Option<Arc<str>>) -> Measure {
+        Measure { withheld: why, ..self }
     }
 
     fn measure_id(&self) -> AppResult<String> {
@@ -211,6 +223,9 @@ impl Measure {
         let measure_id = self.measure_id()?;
         let range = range(from, to, Some(step))?;
         require_costs(ctx, self.device.installation_id()).await?;
+        if let Some(why) = &self.withheld {
+            return Err(AppError::Forbidden(why.to_string()));
+        }
         let r = Resource::MeasureValues {
             device: self.device.clone(),
             measure_id,

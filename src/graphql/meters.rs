@@ -30,6 +30,20 @@ impl GridMeter {
     fn device(&self) -> Device {
         Device::Meter { installation_id: self.installation_id, meter_id: self.data.id.clone() }
     }
+
+    /// Without TIC consent (as this read of the meter says) the upstream refuses the house's
+    /// measure values: so does witty-bff, whatever it cached while consent was given.
+    fn values_withheld(&self) -> Option<Arc<str>> {
+        let consent = self.data.properties.authorize_tic.as_deref().map(TicConsent::from_upstream);
+        matches!(consent, Some(TicConsent::NoConsent)).then(|| {
+            format!(
+                "TIC data transmission is not authorized for grid meter {} (authorizeTic is NO_CONSENT): the owner \
+                 gives consent with authorizeTic first",
+                self.data.id
+            )
+            .into()
+        })
+    }
 }
 
 #[Object]
@@ -92,11 +106,13 @@ impl GridMeter {
 
     #[graphql(complexity = "UPSTREAM_READ + MEASURES_PER_DEVICE * child_complexity")]
     async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
-        measures_of(ctx, self.device()).await
+        measures_of(ctx, self.device(), self.values_withheld()).await
     }
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn measure(&self, id: ID) -> AppResult<Option<Measure>> {
-        Ok(Some(Measure::by_id(self.device(), super::history::resource_id(&id, "id")?)))
+        Ok(Some(
+            Measure::by_id(self.device(), super::history::resource_id(&id, "id")?).withheld(self.values_withheld()),
+        ))
     }
     #[graphql(complexity = "UPSTREAM_READ + LOGS_PER_METER * child_complexity")]
     async fn logs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Log>>> {

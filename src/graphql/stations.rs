@@ -263,7 +263,7 @@ impl ChargingStation {
 
     #[graphql(complexity = "UPSTREAM_READ + MEASURES_PER_DEVICE * child_complexity")]
     async fn measures(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Measure>>> {
-        measures_of(ctx, self.device()).await
+        measures_of(ctx, self.device(), None).await
     }
     /// One measure by id (`1` is the energy). Its metadata is read only when asked for.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]

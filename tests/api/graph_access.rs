@@ -237,3 +237,34 @@ async fn an_installer_watching_station_updates_gets_the_state_but_not_energy_or_
     assert!(s["currentSession"]["totalSessionEnergy"].is_null(), "{for_ivan}");
     assert_eq!(for_ivan["errors"][0]["extensions"]["code"], "FORBIDDEN", "{for_ivan}");
 }
+
+#[tokio::test]
+async fn house_consumption_cached_before_consent_was_withdrawn_upstream_is_not_served_after() {
+    // Station state read afresh each time; history kept for its hour.
+    let app = spawn_app_with(|c| c.cache_state_ttl_secs = 0).await;
+    let q = format!(
+        r#"{{ installation(id: 43) {{ gridMeter(id: "{BOB_CHALET_METER}") {{ authorizeTic
+            measure(id: "1") {{ values(operator: SUM, from: "2025-01-05T00:00:00Z", to: "2025-01-06T00:00:00Z", step: DAY) {{ value }} }}
+            measures {{ id values(operator: SUM, from: "2025-01-05T00:00:00Z", to: "2025-01-06T00:00:00Z", step: DAY) {{ value }} }} }} }} }}"#
+    );
+    let r = app.graphql("bob", &q, json!({})).await;
+    let meter = &data(&r)["installation"]["gridMeter"];
+    assert_eq!(meter["authorizeTic"], "CONSENT", "{r:#}");
+    assert!(meter["measure"]["values"][0]["value"].is_number(), "{r:#}");
+    // Bob withdraws his consent with another app, straight upstream.
+    let path = format!("{}/operators/authorize-tic", meter_path(BOB_CHALET, BOB_CHALET_METER));
+    let w = app.sim().post("bob", &path, json!({"authorizeTIC": false})).await;
+    assert!(w.status.is_success(), "{:?}", w.body);
+    // The upstream refuses the house's values now; so does witty-bff, though it has them cached.
+    let r = app.graphql("bob", &q, json!({})).await;
+    let meter = &r["data"]["installation"]["gridMeter"];
+    assert_eq!(meter["authorizeTic"], "NO_CONSENT", "{r:#}");
+    assert_eq!(meter["measure"]["values"], Value::Null, "{r:#}");
+    let forbidden = r["errors"].as_array().unwrap();
+    assert!(!forbidden.is_empty(), "{r:#}");
+    for e in forbidden {
+        assert_eq!(e["extensions"]["code"], "FORBIDDEN", "{r:#}");
+        assert!(e["message"].as_str().unwrap().contains("authorizeTic"), "says how to fix it: {r:#}");
+    }
+    assert!(meter["measures"].as_array().unwrap().iter().all(|m| m["values"].is_null()), "{r:#}");
+}
