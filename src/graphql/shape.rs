@@ -84,7 +84,8 @@ impl Extension for Shaping {
         let missing = match request.parsed_query() {
             // An anonymous operation asked for by name: async-graphql knows no such operation.
             Ok(doc) if matches!(doc.operations, DocumentOperations::Single(_)) && operation_name.is_some() => None,
-            Ok(doc) => super::operation(doc, operation_name.as_deref()).and_then(|op| missing_variable(op, &variables)),
+            Ok(doc) => super::operation(doc, operation_name.as_deref())
+                .and_then(|op| missing_variable(op, &variables).or_else(|| unreadable_date(op, &variables))),
             Err(_) => None,
         };
         if let Some(missing) = missing {
@@ -299,6 +300,36 @@ fn missing_variable(op: &Positioned<OperationDefinition>, given: &Variables) -> 
             _ => return None,
         };
         Some(ServerError::new(format!("variable ${name} of type {ty} {problem}"), Some(v.pos)))
+    })
+}
+
+/// A `DateTime` variable whose value is no date-time fails the request as a whole, naming the
+/// variable, as the spec's coercion of variables says; async-graphql (which reads a custom scalar
+/// only where an argument uses it) failed each field using it, naming neither.
+fn unreadable_date(op: &Positioned<OperationDefinition>, given: &Variables) -> Option<ServerError> {
+    use async_graphql::parser::types::BaseType;
+    fn bad<'a>(ty: &BaseType, value: &'a Value) -> Option<&'a Value> {
+        match (ty, value) {
+            (_, Value::Null) => None,
+            (BaseType::List(inner), Value::List(items)) => items.iter().find_map(|v| bad(&inner.base, v)),
+            (BaseType::List(inner), v) => bad(&inner.base, v),
+            (BaseType::Named(name), Value::String(s)) if name.as_str() == "DateTime" => {
+                s.parse::<chrono::DateTime<chrono::Utc>>().is_err().then_some(value)
+            }
+            (BaseType::Named(name), v) if name.as_str() == "DateTime" => Some(v),
+            _ => None,
+        }
+    }
+    op.node.variable_definitions.iter().find_map(|v| {
+        let (name, ty) = (&v.node.name.node, &v.node.var_type.node);
+        let value = bad(&ty.base, given.get(name)?)?;
+        Some(ServerError::new(
+            format!(
+                "variable ${name} of type {ty} was given {value}, which is no date-time: write it as RFC 3339, e.g. \
+                 2025-03-01T00:00:00Z"
+            ),
+            Some(v.pos),
+        ))
     })
 }
 

@@ -115,6 +115,41 @@ async fn a_subscription_refused_at_validation_over_websocket_gets_a_code_as_over
 }
 
 #[tokio::test]
+async fn a_date_time_variable_that_is_no_date_time_fails_the_request_naming_it() {
+    let app = spawn_app().await;
+    let q = format!(
+        r#"query($f: DateTime!, $t: DateTime) {{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{
+            friendlyName measure(id: "1") {{ values(operator: SUM, from: $f, to: $t, step: DAY) {{ value }} }} }} }} }}"#
+    );
+    let post = |variables: Value| {
+        app.client
+            .post(format!("{}/graphql", app.base))
+            .bearer_auth(app.token_for("alice"))
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({"query": q, "variables": variables}))
+            .send()
+    };
+    for (variables, named) in [
+        (json!({"f": "yesterday", "t": "2025-01-02T00:00:00Z"}), "$f of type DateTime! was given \"yesterday\""),
+        (json!({"f": 123, "t": "2025-01-02T00:00:00Z"}), "$f of type DateTime! was given 123"),
+        (json!({"f": "2025-01-01T00:00:00Z", "t": "2025-02-30T00:00:00Z"}), "$t of type DateTime was given"),
+    ] {
+        let r = post(variables.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{variables}: a request error");
+        let r: Value = r.json().await.unwrap();
+        assert!(r.get("data").is_none(), "{r:#}");
+        assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT"], "{r:#}");
+        let message = r["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(named) && message.contains("RFC 3339"), "{message}");
+    }
+    // Good dates, with an offset or not, still run.
+    let r = post(json!({"f": "2025-01-01T00:00:00+01:00", "t": "2025-01-02T00:00:00Z"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    assert!(data(&r)["installation"]["chargingStation"]["measure"]["values"].is_array(), "{r:#}");
+}
+
+#[tokio::test]
 async fn a_required_variable_given_no_value_fails_the_request_naming_it() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
