@@ -85,7 +85,12 @@ impl From<UpstreamError> for AppError {
             UpstreamError::Forbidden { message } => AppError::Forbidden(message),
             UpstreamError::NotFound { message } => AppError::NotFound(message),
             UpstreamError::Conflict { message } => AppError::Conflict(message),
-            UpstreamError::Rejected { message, .. } => AppError::BadUserInput(message),
+            // What the request carried was refused: its arguments are the caller's to fix.
+            UpstreamError::Rejected { status: 400 | 413 | 414 | 422, message } => AppError::BadUserInput(message),
+            // A refusal witty-bff does not expect after its own checks passed: not the caller's fault.
+            UpstreamError::Rejected { status, message } => {
+                AppError::UpstreamError(format!("the Witty-Home service refused the request ({status}): {message}"))
+            }
             UpstreamError::RateLimited { retry_after, message } => AppError::RateLimited { retry_after, message },
             UpstreamError::Server { status, .. } => {
                 AppError::UpstreamUnavailable(format!("the Witty-Home service failed ({status}); try again later"))

@@ -330,6 +330,24 @@ async fn an_upstream_5xx_nulls_only_that_station() {
 }
 
 #[tokio::test]
+async fn an_unexpected_upstream_4xx_is_the_upstreams_error_not_the_callers() {
+    let app = spawn_app().await;
+    for (status, code) in [(418, "UPSTREAM_ERROR"), (410, "UPSTREAM_ERROR"), (422, "BAD_USER_INPUT")] {
+        let bad = format!("0f0f0f0f-{status}-station");
+        let path = format!("/installations/33/charging-stations/{bad}");
+        let faults = json!({"errorRate": 1.0, "errorStatus": status, "routes": [path]});
+        let r = app.sim().control(Method::PUT, "/_sim/faults", Some(faults)).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let r = app.graphql("alice", &two_stations(&bad), json!({})).await;
+        assert_only_b_failed(&r, code);
+        if code == "UPSTREAM_ERROR" {
+            let message = r["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains(&format!("refused the request ({status})")), "{r:#}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_upstream_timeout_nulls_only_that_station() {
     let app = spawn_app_with(|c| {
         c.upstream_timeout_ms = 300;
