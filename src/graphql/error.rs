@@ -86,7 +86,8 @@ impl From<UpstreamError> for AppError {
             UpstreamError::NotFound { message } => AppError::NotFound(message),
             UpstreamError::Conflict { message } => AppError::Conflict(message),
             // What the request carried was refused: its arguments are the caller's to fix.
-            UpstreamError::Rejected { status: 400 | 413 | 414 | 422, message } => AppError::BadUserInput(message),
+            // (0: refused by witty-bff's own checks before sending, naming the argument.)
+            UpstreamError::Rejected { status: 0 | 400 | 413 | 414 | 422, message } => AppError::BadUserInput(message),
             // A refusal witty-bff does not expect after its own checks passed: not the caller's fault.
             UpstreamError::Rejected { status, message } => {
                 AppError::UpstreamError(format!("the Witty-Home service refused the request ({status}): {message}"))

@@ -66,11 +66,9 @@ struct Registration {
     removing: bool,
     /// When the upstream last deleted our subscription while it was watched and it was made again.
     remade: Option<Instant>,
+    /// A task will make it again once it may (see `remake_later`).
+    remake_pending: bool,
 }
-
-/// An upstream subscription deleted while watched is made again at most this often; a deletion
-/// coming sooner leaves the installation polled.
-const REMAKE_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 impl Registration {
     fn new(id: u64) -> Registration {
@@ -86,6 +84,7 @@ impl Registration {
             generation: 0,
             removing: false,
             remade: None,
+            remake_pending: false,
         }
     }
 
@@ -290,9 +289,11 @@ impl Registry {
 
     /// The upstream deleted a subscription, said the webhook of `installation` (a member's
     /// `unsubscribeAllNotifications` deletes ours too). While the installation is watched, ours is
-    /// made again (at most once per `REMAKE_AT_MOST_EVERY`); it is polled until that one works.
+    /// made again, at most once per grace period (and at least a second apart); it is polled
+    /// until the new one works.
     pub(super) fn deleted(&self, live: &Arc<Live>, installation: i64, subscription_name: Option<&str>) {
         let Some(name) = subscription_name else { return };
+        let every = live.settings.grace.max(Duration::from_secs(1));
         let found = {
             let mut regs = self.lock();
             regs.get_mut(&installation)
@@ -301,24 +302,69 @@ impl Registry {
                     r.subscription_id = None;
                     r.holder = None;
                     r.validated.send_replace(false);
-                    let remake = !r.watchers.is_empty()
-                        && !r.removing
-                        && !r.setting_up
-                        && r.remade.is_none_or(|at| at.elapsed() >= REMAKE_AT_MOST_EVERY);
-                    if remake {
+                    let wait = r.remade.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
+                    let remake = if r.watchers.is_empty() || r.removing {
+                        Remake::No
+                    } else if wait.is_zero() && !r.setting_up {
                         r.setting_up = true;
                         r.remade = Some(Instant::now());
-                    }
+                        Remake::Now
+                    } else if !r.remake_pending {
+                        // Too soon, or a setup is still running (one waiting on the very
+                        // subscription just deleted): later, once that is over.
+                        r.remake_pending = true;
+                        Remake::Later(wait.max(Duration::from_millis(100)))
+                    } else {
+                        Remake::No
+                    };
                     (r.id, remake)
                 })
         };
         let Some((reg_id, remake)) = found else { return };
         start_polling(live, installation);
-        if remake {
-            tracing::warn!(installation, "the upstream deleted our event subscription; polling while it is made again");
-            tokio::spawn(setup(live.clone(), installation, reg_id));
-        } else {
-            tracing::warn!(installation, "the upstream deleted our event subscription; polling instead");
+        tracing::warn!(installation, "the upstream deleted our event subscription; polling until it is made again");
+        match remake {
+            Remake::Now => drop(tokio::spawn(setup(live.clone(), installation, reg_id))),
+            Remake::Later(wait) => drop(tokio::spawn(remake_later(live.clone(), installation, reg_id, wait))),
+            Remake::No => {}
+        }
+    }
+}
+
+/// Whether to make a deleted subscription of ours again.
+enum Remake {
+    Now,
+    /// After this long.
+    Later(Duration),
+    No,
+}
+
+/// Makes our subscription again after `wait`, if the installation is still watched and has none;
+/// waits while a setup runs.
+async fn remake_later(live: Arc<Live>, installation_id: i64, reg_id: u64, mut wait: Duration) {
+    loop {
+        tokio::time::sleep(wait).await;
+        // Some(true): make it now; Some(false): nothing to do; None: a setup runs, wait.
+        let now = {
+            let mut regs = live.registry.lock();
+            match current(&mut regs, installation_id, reg_id) {
+                None => Some(false),
+                Some(reg) if reg.setting_up => None,
+                Some(reg) => {
+                    reg.remake_pending = false;
+                    let wanted = !reg.watchers.is_empty() && !reg.removing && reg.subscription_id.is_none();
+                    if wanted {
+                        reg.setting_up = true;
+                        reg.remade = Some(Instant::now());
+                    }
+                    Some(wanted)
+                }
+            }
+        };
+        match now {
+            Some(true) => return setup(live, installation_id, reg_id).await,
+            Some(false) => return,
+            None => wait = Duration::from_millis(500),
         }
     }
 }

@@ -851,7 +851,7 @@ async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_s
     let r = post_with_key(&app, "alice", "size-1", two, vars.clone()).await;
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
     let r = post_with_key(&app, "alice", "size-1", one, vars.clone()).await;
-    assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'size-1'", "a request of 2 mutations"]);
+    assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'size-1'", "different request", "nothing was sent"]);
     assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "nothing sent for the second request");
     // One, then two whose first is that one: both of the two are refused, nothing sent.
     let r = post_with_key(&app, "alice", "size-2", one, vars.clone()).await;
@@ -869,8 +869,46 @@ async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_s
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
     let r = post_with_key(&app, "alice", "size-3", other, vars).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
-    assert!(r["errors"][1]["message"].as_str().unwrap().contains("earlier mutation of this request"), "{r:#}");
+    assert!(r["errors"][1]["message"].as_str().unwrap().contains("different request"), "{r:#}");
     assert_eq!(count(&app, SET_MODE_ROUTE).await, 5, "{:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn a_header_key_whose_first_mutation_sent_nothing_still_names_its_whole_request() {
+    let app = spawn_app().await;
+    // A car at Alice's station: a charge mode change is refused before anything is sent, a start goes.
+    assert_eq!(app.sim().plug(ALICE_STATION).await.status, 200);
+    app.sim().reset_calls().await;
+    let two = r#"mutation($cs: ID!) {
+        a: setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED) { status }
+        b: startCharging(installationId: 33, chargingStationId: $cs) { status }
+    }"#;
+    let vars = json!({"cs": ALICE_STATION});
+    let r = post_with_key(&app, "alice", "half", two, vars.clone()).await;
+    assert_eq!(error_codes(&r), vec!["CONFLICT"], "{r:#}");
+    assert_eq!(count(&app, START_ROUTE).await, 1, "the start was sent");
+    // The start alone under the same key is another request: refused, not sent again.
+    let one = r#"mutation($cs: ID!) { startCharging(installationId: 33, chargingStationId: $cs) { status } }"#;
+    let r = post_with_key(&app, "alice", "half", one, vars).await;
+    assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'half'", "different request"]);
+    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+}
+
+#[tokio::test]
+async fn a_mutations_own_key_equal_to_the_header_does_not_refuse_the_others_of_its_request() {
+    let app = spawn_app().await;
+    app.sim().reset_calls().await;
+    let q = format!(
+        r#"mutation {{
+            a: setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: DEFERRED, idempotencyKey: "same") {{ status }}
+            b: setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: IMMEDIATE) {{ status }}
+        }}"#
+    );
+    let first = post_with_key(&app, "alice", "same", &q, json!({})).await;
+    assert_eq!(data(&first), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{first:#}");
+    let again = post_with_key(&app, "alice", "same", &q, json!({})).await;
+    assert_eq!(again, first, "the retry replays both");
+    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "{:#?}", calls_by_route(&app).await);
 }
 
 #[tokio::test]
@@ -887,7 +925,7 @@ async fn the_idempotency_key_header_covers_mutations_without_the_argument() {
     // Another mutation under that key is refused, and nothing is sent.
     let enable = "mutation($a: ID!) { enableInstaller(installationId: 33, accountId: $a) }";
     let other = post_with_key(&app, "alice", "off-1", enable, json!({"a": ivan})).await;
-    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key 'off-1'", "disableInstaller"]);
+    assert_refused(&other, "BAD_USER_INPUT", &["idempotency key 'off-1'", "different request"]);
     let writes = writes(&app).await;
     assert_eq!(writes.values().sum::<u64>(), 1, "one write in all: {writes:#?}");
     assert_eq!(sim_user(&app, &ivan).await.unwrap()["enabled"], false);
@@ -897,7 +935,14 @@ async fn the_idempotency_key_header_covers_mutations_without_the_argument() {
 async fn a_command_the_upstream_refused_without_running_it_is_sent_again_with_the_same_key() {
     let app = spawn_app().await;
     // Throttled, unavailable, or the token refused (the client refreshes it): nothing ran.
-    let cases = [(503, "UPSTREAM_UNAVAILABLE"), (429, "RATE_LIMITED"), (401, "UNAUTHENTICATED")];
+    // (And a request timeout, or a method it does not implement: it did not run either.)
+    let cases = [
+        (503, "UPSTREAM_UNAVAILABLE"),
+        (429, "RATE_LIMITED"),
+        (401, "UNAUTHENTICATED"),
+        (408, "UPSTREAM_ERROR"),
+        (501, "UPSTREAM_UNAVAILABLE"),
+    ];
     for (status_code, code) in cases {
         let key = format!("refused-{status_code}");
         let f = app

@@ -139,7 +139,14 @@ impl MeterMutation {
                             | Resource::MeasureValues { .. }
                     )
                 })?;
-                let meter = client.grid_meter(me.token(), i, &gm).await?;
+                // The change is made: a failed read-back says so, and not to send it again.
+                let meter = client.grid_meter(me.token(), i, &gm).await.map_err(|e| {
+                    AppError::UpstreamUnavailable(format!(
+                        "the TIC consent was changed, but the grid meter could not be read back ({}): query it \
+                         again rather than sending the change again",
+                        AppError::from(e).message()
+                    ))
+                })?;
                 Ok(GridMeter::new(i, Arc::new(meter), Utc::now()))
             })
             .await

@@ -59,17 +59,15 @@ pub fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
 }
 
 /// The `Idempotency-Key` header of the HTTP request, put in the request data by the transport.
-/// It names the whole request: once one of its mutations finds the key used by another request,
-/// the ones after it are refused too.
+/// It names the whole request: its mutations, their arguments, in their order.
 #[derive(Debug)]
 pub struct IdempotencyKey {
     key: String,
-    refused: AtomicBool,
 }
 
 impl IdempotencyKey {
     pub fn new(key: impl Into<String>) -> IdempotencyKey {
-        IdempotencyKey { key: key.into(), refused: AtomicBool::new(false) }
+        IdempotencyKey { key: key.into() }
     }
 }
 
@@ -103,14 +101,18 @@ fn command_error(e: UpstreamError, doubt: Doubt) -> AppError {
         UpstreamError::Server { status: status @ (502 | 504), .. } => {
             doubt.error(&format!("its gateway answered {status} after passing the request on"))
         }
-        // A failure on its side (but 503, which says it took nothing): it may have written first.
-        UpstreamError::Server { status, .. } if status != 503 => doubt.error(&format!("it failed with {status}")),
+        // A failure on its side after taking the request (not 501 or 503, which say it did not
+        // run): it may have written first.
+        UpstreamError::Server { status: status @ (500 | 505..=599), .. } => {
+            doubt.error(&format!("it failed with {status}"))
+        }
         other => other.into(),
     }
 }
 
-/// A name or label given by the user: trimmed, 1 to `max` characters, no control characters (a
-/// newline or a NUL would be stored upstream and shown back everywhere).
+/// A name or label given by the user: trimmed, 1 to `max` characters, no control or invisible
+/// formatting characters (a newline, a NUL or a right-to-left override would be stored upstream
+/// and shown back everywhere).
 pub(crate) fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
     let v = value.trim();
     if v.is_empty() {
@@ -120,11 +122,17 @@ pub(crate) fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
     if count > max {
         return Err(AppError::bad_input(format!("{field} must be at most {max} characters, got {count}")));
     }
-    if let Some((at, c)) = v.chars().enumerate().find(|(_, c)| c.is_control()) {
+    let unfit = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    };
+    if let Some((at, c)) = v.chars().enumerate().find(|&(_, c)| unfit(c)) {
+        // Counted in the value as given, before trimming.
+        let lead = value.chars().count() - value.trim_start().chars().count();
         return Err(AppError::bad_input(format!(
-            "{field} must not contain control characters, found U+{:04X} at character {}",
+            "{field} must not contain control or invisible formatting characters, found U+{:04X} at character {}",
             c as u32,
-            at + 1
+            lead + at + 1
         )));
     }
     Ok(v.to_string())
@@ -141,7 +149,8 @@ fn did_not_run(e: &UpstreamError) -> bool {
         e,
         UpstreamError::RateLimited { .. }
             | UpstreamError::Unauthorized { .. }
-            | UpstreamError::Server { status: 503, .. }
+            | UpstreamError::Server { status: 501 | 503, .. }
+            | UpstreamError::Rejected { status: 408, .. }
             | UpstreamError::NotConnected(_)
     )
 }
@@ -193,10 +202,9 @@ impl Sent {
 /// The longest idempotency key, in bytes (the `Idempotency-Key` header or `idempotencyKey`).
 const MAX_KEY_BYTES: usize = 255;
 
-/// Which request an idempotency key names: the caller, the key and, for the header (which covers
-/// every mutation of the HTTP request), the field's place among the operation's root fields past
-/// the first (the first takes the key's own slot, as the argument does, so that the key stands
-/// for the whole request there). Never the alias: a retry may name the field differently.
+/// Which mutation an idempotency key names: the caller, the key and, for the header on a request
+/// of several mutations (it covers each), the field's place among the operation's root fields.
+/// Never the alias: a retry may name the field differently.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Slot {
     who: Arc<str>,
@@ -208,8 +216,6 @@ struct Slot {
 struct Stored {
     /// The mutation field (not its alias).
     field: String,
-    /// How many mutations the request the key named had (1 for the argument).
-    of: usize,
     /// The field's arguments as the mutation normalised them, hashed (HMAC-SHA256): arguments of
     /// any length take 43 bytes.
     fingerprint: Digest,
@@ -347,8 +353,15 @@ pub struct Idempotency {
     /// lets it go (expired, evicted or replaced). Never locked around a call to the cache, whose
     /// listener locks it.
     usage: Arc<Usage>,
+    /// Which request each `Idempotency-Key` header named (by caller and key): its mutations with
+    /// their arguments, hashed. Written when one of them runs, under the `running` lock.
+    requests: moka::sync::Cache<(Arc<str>, String), Digest>,
     window: Duration,
 }
+
+/// At most this many `Idempotency-Key` headers are remembered, all callers together (about 400
+/// bytes each at most). Past it the oldest go first; their mutations' own entries still replay.
+const HEADER_REQUESTS: u64 = 100_000;
 
 impl Idempotency {
     pub fn new(window: Duration) -> Idempotency {
@@ -364,6 +377,11 @@ impl Idempotency {
                 .build(),
             running: std::sync::Mutex::new(HashMap::new()),
             usage,
+            // Longer than the window: a request's mutations are kept a window from when each ends.
+            requests: moka::sync::Cache::builder()
+                .max_capacity(HEADER_REQUESTS)
+                .time_to_live(window + Duration::from_secs(120))
+                .build(),
             window,
         }
     }
@@ -419,13 +437,14 @@ impl Idempotency {
     {
         let sent = Sent::new(doubt);
         // The argument wins over the header. A header on a request of one mutation names the
-        // same request as the argument would; on several, each by its place.
-        let (key, place, of, name) = match explicit {
-            Some(key) => (key, None, 1, "idempotencyKey"),
+        // same mutation as the argument would; on several, each by its place.
+        let (key, place, request, name) = match explicit {
+            Some(key) => (key, None, None, "idempotencyKey"),
             None => match ctx.data_opt::<IdempotencyKey>() {
                 Some(header) => {
-                    let (place, of) = root_field_place(ctx);
-                    (header.key.clone(), (place > 0).then_some(place), of.max(1), "the Idempotency-Key header")
+                    let root = root_fields(ctx);
+                    let place = (root.count > 1).then_some(root.place);
+                    (header.key.clone(), place, Some(digest(&root.identity)?), "the Idempotency-Key header")
                 }
                 None => return mutation(sent).await,
             },
@@ -436,56 +455,41 @@ impl Idempotency {
                 key.len()
             )));
         }
-        let header = ctx.data_opt::<IdempotencyKey>().filter(|_| name != "idempotencyKey");
-        let request = Keyed {
+        let keyed = Keyed {
             slot: Slot { who: caller(ctx)?.sub.clone(), key, place },
             field: ctx.item.node.name.node.to_string(),
-            of,
             arguments: fingerprint.len(),
             fingerprint: digest(&fingerprint)?,
-            header,
+            request,
         };
-        match self.keyed(&request, sent, mutation).await {
-            Ok(outcome) => outcome,
-            Err(refused) => {
-                if let Some(header) = header {
-                    header.refused.store(true, Ordering::SeqCst);
-                }
-                Err(refused)
-            }
-        }
+        self.keyed(&keyed, sent, mutation).await
     }
 
-    /// [`Idempotency::once`] with the key: the mutation's outcome (run here, or the first one's),
-    /// or `Err` when the key names another request.
-    async fn keyed<T, F, Fut>(&self, request: &Keyed<'_>, sent: Sent, mutation: F) -> Result<AppResult<T>, AppError>
+    /// [`Idempotency::once`] with the key: the mutation's outcome, run here or the first one's.
+    async fn keyed<T, F, Fut>(&self, keyed: &Keyed, sent: Sent, mutation: F) -> AppResult<T>
     where
         T: Clone + Send + Sync + 'static,
         F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = AppResult<T>>,
     {
-        let Keyed { slot, field, of, fingerprint, header, .. } = request;
+        let Keyed { slot, field, fingerprint, request, .. } = keyed;
+        let named = (slot.who.clone(), slot.key.clone());
         let mut tidied = false;
         loop {
             let role = {
                 let mut running = self.running();
-                if header.is_some_and(|h| h.refused.load(Ordering::SeqCst)) {
+                // Under the header, the key must name this very request.
+                if let Some(request) = request
+                    && self.requests.get(&named).is_some_and(|first| first != *request)
+                {
                     return Err(AppError::bad_input(format!(
-                        "the idempotency key '{}' was already used for a different request, as an earlier mutation of \
-                         this request found; nothing was sent. Use a new key for a new request",
+                        "the idempotency key '{}' (the Idempotency-Key header) was already used for a different request \
+                         (other mutations, or other arguments); nothing was sent. Use a new key for a new request",
                         slot.key
                     )));
                 }
                 if let Some(first) = self.kept.get(slot) {
-                    return replay(slot, &first, field, fingerprint, *of);
-                }
-                // A later mutation of a request under the header: the key must name this request
-                // (its first mutation ran before, mutations running one after another).
-                if slot.place.is_some()
-                    && let Some(first) = self.kept.get(&Slot { place: None, ..slot.clone() })
-                    && first.of != *of
-                {
-                    return Err(used_elsewhere(slot, &first));
+                    return replay(slot, &first, field, fingerprint);
                 }
                 let theirs = running.keys().filter(|s| s.who == slot.who).count();
                 match running.get(slot) {
@@ -494,6 +498,9 @@ impl Idempotency {
                     None => {
                         let (tx, rx) = watch::channel(None);
                         running.insert(slot.clone(), rx);
+                        if let Some(request) = request {
+                            self.requests.insert(named.clone(), request.clone());
+                        }
                         Role::Lead(tx)
                     }
                 }
@@ -504,13 +511,13 @@ impl Idempotency {
                     tidied = true;
                     self.kept.run_pending_tasks();
                 }
-                Role::Full => return Ok(Err(self.too_many(&slot.who))),
+                Role::Full => return Err(self.too_many(&slot.who)),
                 Role::Lead(tx) => {
                     let mut lead =
-                        Lead { store: self, request, sent: sent.clone(), tx: Some(tx), outcome: PhantomData::<T> };
+                        Lead { store: self, keyed, sent: sent.clone(), tx: Some(tx), outcome: PhantomData::<T> };
                     let outcome = mutation(sent).await;
                     lead.settle(outcome.clone());
-                    return Ok(outcome);
+                    return outcome;
                 }
                 // Another request with this key is running: its outcome is this one's, even one
                 // that is not kept (concurrent duplicates make one upstream call).
@@ -521,7 +528,7 @@ impl Idempotency {
                         Err(_) => continue,
                     };
                     if let Some(first) = first {
-                        return replay(slot, &first, field, fingerprint, *of);
+                        return replay(slot, &first, field, fingerprint);
                     }
                 }
             }
@@ -530,17 +537,15 @@ impl Idempotency {
 }
 
 /// A mutation sent under an idempotency key.
-struct Keyed<'a> {
+struct Keyed {
     slot: Slot,
     /// The mutation field (not its alias).
     field: String,
-    /// How many mutations its request has (1 under the argument).
-    of: usize,
     /// The length of the arguments' fingerprint before it was hashed.
     arguments: usize,
     fingerprint: Digest,
-    /// The header, when the key came from it.
-    header: Option<&'a IdempotencyKey>,
+    /// Under the header: the whole request's mutations and arguments, hashed.
+    request: Option<Digest>,
 }
 
 enum Role {
@@ -551,41 +556,27 @@ enum Role {
 }
 
 /// The first request's outcome, or a refusal if this request is another one.
-fn replay<T: Clone + 'static>(
-    slot: &Slot,
-    first: &Stored,
-    field: &str,
-    fingerprint: &str,
-    of: usize,
-) -> Result<AppResult<T>, AppError> {
-    if first.field != field || *first.fingerprint != *fingerprint || first.of != of {
-        return Err(used_elsewhere(slot, first));
+fn replay<T: Clone + 'static>(slot: &Slot, first: &Stored, field: &str, fingerprint: &str) -> AppResult<T> {
+    if first.field != field || *first.fingerprint != *fingerprint {
+        let other = if first.field == field { format!("{field} with other arguments") } else { first.field.clone() };
+        return Err(AppError::bad_input(format!(
+            "the idempotency key '{}' was already used for a different request ({other}); nothing was sent. \
+             Use a new key for a new request",
+            slot.key
+        )));
     }
-    Ok(first
+    first
         .outcome
         .downcast_ref::<AppResult<T>>()
         .cloned()
-        .unwrap_or_else(|| Err(AppError::internal("idempotent result of another type"))))
-}
-
-/// The refusal of a key that `first`, another request, used.
-fn used_elsewhere(slot: &Slot, first: &Stored) -> AppError {
-    let other = match first.of {
-        1 => first.field.clone(),
-        n => format!("a request of {n} mutations, {} first", first.field),
-    };
-    AppError::bad_input(format!(
-        "the idempotency key '{}' was already used for a different request ({other}); nothing was sent. Use a new \
-         key for a new request",
-        slot.key
-    ))
+        .unwrap_or_else(|| Err(AppError::internal("idempotent result of another type")))
 }
 
 /// The request that runs the mutation of a key while others with the key wait for it. Dropped
 /// before it settled (the client went away), it keeps a doubt for the key if the write was sent.
 struct Lead<'a, T: Clone + Send + Sync + 'static> {
     store: &'a Idempotency,
-    request: &'a Keyed<'a>,
+    keyed: &'a Keyed,
     sent: Sent,
     tx: Option<watch::Sender<Option<Arc<Stored>>>>,
     outcome: PhantomData<T>,
@@ -594,12 +585,11 @@ struct Lead<'a, T: Clone + Send + Sync + 'static> {
 impl<T: Clone + Send + Sync + 'static> Lead<'_, T> {
     fn settle(&mut self, outcome: AppResult<T>) {
         let Some(tx) = self.tx.take() else { return };
-        let r = self.request;
+        let r = self.keyed;
         let keep = outcome.is_ok() || self.sent.was_sent();
         let weight = weight(&r.slot, &r.field, r.arguments + r.fingerprint.len(), &outcome);
         let stored = Arc::new(Stored {
             field: r.field.clone(),
-            of: r.of,
             fingerprint: r.fingerprint.clone(),
             outcome: Arc::new(outcome),
             weight,
@@ -610,6 +600,10 @@ impl<T: Clone + Send + Sync + 'static> Lead<'_, T> {
             // Counted before the cache has it: the cache may let it go at once (too heavy).
             self.store.usage.add(&r.slot.who, &stored);
             self.store.kept.insert(r.slot.clone(), stored.clone());
+            // The request's mark lasts as long as what it kept.
+            if let Some(request) = &r.request {
+                self.store.requests.insert((r.slot.who.clone(), r.slot.key.clone()), request.clone());
+            }
         }
         running.remove(&r.slot);
         tx.send_replace(Some(stored));
@@ -623,32 +617,56 @@ impl<T: Clone + Send + Sync + 'static> Drop for Lead<'_, T> {
         }
         if let Some(answer) = self.sent.take_accepted::<T>() {
             tracing::info!(
-                field = self.request.field,
+                field = self.keyed.field,
                 "a mutation was dropped while waiting on an accepted write; its key keeps the acceptance"
             );
             self.settle(Ok(answer));
         } else if self.sent.was_sent() {
             tracing::warn!(
-                field = self.request.field,
+                field = self.keyed.field,
                 "a mutation was dropped after sending its write; its key keeps a doubt"
             );
             self.settle(Err(self.sent.doubt.error("the request that sent it went away before the answer")));
         } else {
             // Nothing was sent: waiters see the channel close and try again themselves.
-            self.store.running().remove(&self.request.slot);
+            self.store.running().remove(&self.keyed.slot);
             self.tx = None;
         }
     }
 }
 
-/// The place of the current field among the operation's root fields (fragments spread in place;
-/// fields answered under one key, and `__typename`, counted once or not at all), and how many
-/// there are, so that one `Idempotency-Key` header covers each mutation of a request whatever its
-/// alias.
-fn root_field_place(ctx: &Context<'_>) -> (usize, usize) {
+/// The operation's root fields as an `Idempotency-Key` header sees them.
+struct RootFields {
+    /// The current field's place (fragments spread in place; fields answered under one key, and
+    /// `__typename`, counted once or not at all), so that the header covers each mutation of a
+    /// request whatever its alias.
+    place: usize,
+    count: usize,
+    /// Every root field with its arguments and directives, in order, without aliases, then the
+    /// request's variables: what the header names.
+    identity: String,
+}
+
+fn root_fields(ctx: &Context<'_>) -> RootFields {
+    use async_graphql::parser::types::Field;
     struct Seen<'a> {
         keys: Vec<&'a str>,
         mine: Option<usize>,
+        identity: String,
+    }
+    /// A field as written, without its alias (its variables are added once, after all fields).
+    fn describe(f: &Field, out: &mut String) {
+        out.push_str(f.name.node.as_str());
+        for (name, value) in &f.arguments {
+            out.push_str(&format!(" {}: {}", name.node, value.node));
+        }
+        for d in &f.directives {
+            out.push_str(&format!(" @{}", d.node.name.node));
+            for (name, value) in &d.node.arguments {
+                out.push_str(&format!(" {}: {}", name.node, value.node));
+            }
+        }
+        out.push('\n');
     }
     fn walk<'a>(set: &'a SelectionSet, ctx: &Context<'a>, seen: &mut Seen<'a>, depth: u8) {
         for selection in &set.items {
@@ -658,6 +676,7 @@ fn root_field_place(ctx: &Context<'_>) -> (usize, usize) {
                     let key = f.node.response_key().node.as_str();
                     let place = seen.keys.iter().position(|k| *k == key).unwrap_or_else(|| {
                         seen.keys.push(key);
+                        describe(&f.node, &mut seen.identity);
                         seen.keys.len() - 1
                     });
                     if f.pos == ctx.item.pos {
@@ -674,9 +693,10 @@ fn root_field_place(ctx: &Context<'_>) -> (usize, usize) {
             }
         }
     }
-    let mut seen = Seen { keys: Vec::new(), mine: None };
+    let mut seen = Seen { keys: Vec::new(), mine: None, identity: String::new() };
     walk(&ctx.query_env.operation.node.selection_set.node, ctx, &mut seen, 0);
-    (seen.mine.unwrap_or(seen.keys.len()), seen.keys.len())
+    seen.identity.push_str(&serde_json::to_string(&ctx.query_env.variables).unwrap_or_default());
+    RootFields { place: seen.mine.unwrap_or(seen.keys.len()), count: seen.keys.len(), identity: seen.identity }
 }
 
 /// Drops every cached resource of an installation that `stale` names, for every caller.
@@ -705,6 +725,21 @@ mod tests {
     }
 
     #[test]
+    fn names_are_trimmed_and_refuse_control_and_invisible_characters_where_they_were_given() {
+        assert_eq!(text("n", "  Garage nord \n", 64).unwrap(), "Garage nord");
+        for (given, at) in [("a\u{0}b", "U+0000 at character 2"), ("  ab\u{202E}c", "U+202E at character 5")] {
+            let e = text("n", given, 64).unwrap_err().message().to_string();
+            assert!(e.contains(at), "{given:?}: {e}");
+        }
+        for bad in ["a\u{200B}b", "a\u{2028}b", "a\u{FEFF}"] {
+            assert!(text("n", bad, 64).is_err(), "{bad:?}");
+        }
+        assert!(text("n", "   ", 64).unwrap_err().message().contains("blank"));
+        assert!(text("n", &"é".repeat(65), 64).unwrap_err().message().contains("at most 64 characters, got 65"));
+        assert_eq!(text("n", "Borne « Été » ⚡", 64).unwrap(), "Borne « Été » ⚡");
+    }
+
+    #[test]
     fn fingerprints_of_any_length_are_kept_as_43_bytes_and_told_apart() {
         let long = "x".repeat(1 << 20);
         let (a, b) = (digest(&long).unwrap(), digest(&format!("{long}y")).unwrap());
@@ -725,14 +760,8 @@ mod tests {
         for n in 0..100 {
             let (s, w) = (slot(if n % 2 == 0 { "a" } else { "b" }, n), heavy);
             let at = Instant::now();
-            let stored = Arc::new(Stored {
-                field: "f".into(),
-                of: 1,
-                fingerprint: "d".into(),
-                outcome: Arc::new(()),
-                weight: w,
-                at,
-            });
+            let stored =
+                Arc::new(Stored { field: "f".into(), fingerprint: "d".into(), outcome: Arc::new(()), weight: w, at });
             store.usage.add(&s.who, &stored);
             store.kept.insert(s, stored);
         }
