@@ -39,18 +39,60 @@ pub async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) 
     }
 }
 
-/// Fields of log values and event data that carry energy or cost.
-const COST_FIELDS: &[&str] =
-    &["energy", "cost", "sessionEnergy", "sessionCost", "totalSessionEnergy", "totalSessionCost"];
+/// Whether a field of a log value or of event data carries energy, cost or consumption, at any
+/// depth (a session's `totalSessionCost`, a settings change's `changed.sessionCost`, ...).
+fn carries_costs(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("energy")
+        || k.contains("cost")
+        || matches!(
+            k.as_str(),
+            "rangerecoveredbyev" | "consumption" | "consumptions" | "consumptiontotalindex" | "generalconsumption"
+        )
+}
 
-/// Removes energy and cost from a log value or event data (what installers are sent).
+/// Removes energy, cost and consumption from a log value or event data, at every depth (what
+/// installers are sent).
 pub fn strip_costs(value: &mut serde_json::Value) {
-    if let Some(map) = value.as_object_mut() {
-        map.retain(|k, _| !COST_FIELDS.contains(&k.as_str()));
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| !carries_costs(k));
+            map.values_mut().for_each(strip_costs);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_costs),
+        _ => {}
     }
 }
 
 /// The guard of fields carrying costs or consumptions.
 pub async fn require_costs(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
     require_owner(ctx, installation_id, "see costs and consumptions").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_costs;
+    use serde_json::json;
+
+    #[test]
+    fn costs_go_at_every_depth_and_settings_stay() {
+        let mut v = json!({
+            "energy": 7.5, "chargeMode": "immediate", "averageEvConsumption": 17.5,
+            "session": {"totalSessionEnergy": 7.5, "TotalSessionCost": 1.62, "rangeRecoveredByEV": 48, "startDate": "x"},
+            "changed": {"sessionCost": 1.62, "ledPower": 20},
+            "entries": [{"value": {"cost": 1, "plugged": true}}],
+            "tic": {"generalConsumption": {"consumptions": [1]}, "consumptionTotalIndex": 3}
+        });
+        strip_costs(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "chargeMode": "immediate", "averageEvConsumption": 17.5,
+                "session": {"startDate": "x"},
+                "changed": {"ledPower": 20},
+                "entries": [{"value": {"plugged": true}}],
+                "tic": {}
+            })
+        );
+    }
 }

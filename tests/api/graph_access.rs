@@ -268,3 +268,30 @@ async fn house_consumption_cached_before_consent_was_withdrawn_upstream_is_not_s
     }
     assert!(meter["measures"].as_array().unwrap().iter().all(|m| m["values"].is_null()), "{r:#}");
 }
+
+#[tokio::test]
+async fn an_installer_hears_events_without_energy_or_cost_nested_in_their_data() {
+    let app = spawn_app().await;
+    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    let q = r#"subscription { stationEvents(installationId: 33) { id data } }"#;
+    ws_subscribe(&mut alice, false, "1", q).await;
+    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ivan, false, "1", q).await;
+    live_subscriptions(&app, 2).await;
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let data = json!({
+        "session": {"totalSessionEnergy": 7.5, "totalSessionCost": 1.62, "rangeRecoveredByEV": 48, "startDate": "2026-11-27T08:00:00Z"},
+        "changed": {"sessionCost": 1.62, "ledPower": 20},
+        "entries": [{"energy": 1.0, "plugged": true}]
+    });
+    let event = grid_event("nested-1", "Hager.WittyHome.SessionEnded", "2026-11-27T09:00:00Z", true, data.clone());
+    assert_eq!(deliver(&app, &url, json!([event])).await, 200);
+    let for_alice = ws_data(&mut alice).await["data"]["stationEvents"]["data"].clone();
+    assert_eq!(for_alice, data, "the owner gets it all");
+    let for_ivan = ws_data(&mut ivan).await["data"]["stationEvents"]["data"].clone();
+    assert_eq!(
+        for_ivan,
+        json!({"session": {"startDate": "2026-11-27T08:00:00Z"}, "changed": {"ledPower": 20}, "entries": [{"plugged": true}]}),
+        "no energy or cost at any depth for an installer"
+    );
+}
