@@ -135,6 +135,10 @@ fn token_end(check: Option<TokenCheck>, caller: Caller) -> BoxFuture<'static, ()
 /// changed through witty-bff are noticed at once).
 const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often a watch that hears no event checks its access anyway: a member removed upstream by
+/// other means may hear nothing more (the upstream stops delivering to their subscription).
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What every watch needs once the resolver has returned.
 struct Watch {
     caller: Caller,
@@ -158,16 +162,26 @@ impl Watch {
         at.elapsed() > ACCESS_RECHECK || generation != self.live.access_generation()
     }
 
-    /// A removed or disabled user stops hearing.
-    async fn still_visible(&self) -> bool {
+    /// A removed or disabled user stops hearing (`FORBIDDEN`), and so does a watch of a station
+    /// that left the installation (`NOT_FOUND`). A failed read is no reason to end.
+    async fn still_watchable(&self) -> Result<(), AppError> {
         *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
             (std::time::Instant::now(), self.live.access_generation());
-        match self.cache.get(&self.caller, Resource::Installations).await {
-            Ok(loaded) => loaded
+        let i = self.installation_id;
+        if let Ok(loaded) = self.cache.get(&self.caller, Resource::Installations).await
+            && loaded
                 .get::<Vec<wire_installations::Installation>>()
-                .is_some_and(|l| l.iter().any(|x| x.installation_id == self.installation_id)),
-            Err(_) => true,
+                .is_some_and(|l| !l.iter().any(|x| x.installation_id == i))
+        {
+            return Err(AppError::Forbidden(format!("you no longer have access to installation {i}")));
         }
+        if let Some(cs) = &self.station
+            && let Ok(loaded) = self.cache.get(&self.caller, Resource::Stations { installation_id: i }).await
+            && loaded.get::<Vec<wire_stations::ChargingStation>>().is_some_and(|l| !l.iter().any(|s| &s.id == cs))
+        {
+            return Err(AppError::NotFound(format!("charging station {cs} is no longer on installation {i}")));
+        }
+        Ok(())
     }
 
     /// Events of the installation: those of the watched station, and those of the whole
@@ -240,7 +254,9 @@ fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = R
     };
     let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());
     let access = watch.access.take();
-    let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, access, done: false };
+    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + IDLE_RECHECK, IDLE_RECHECK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, access, idle, done: false };
     Ok(futures::stream::unfold(feed, |mut feed| async move {
         if feed.done {
             return None;
@@ -262,6 +278,8 @@ struct Feed {
     /// The installations whose memberships witty-bff changed (`None` once that can no longer
     /// happen).
     access: Option<tokio::sync::broadcast::Receiver<i64>>,
+    /// Ticks while no event comes: access is checked then too.
+    idle: tokio::time::Interval,
     /// It ended with an error: nothing follows.
     done: bool,
 }
@@ -269,7 +287,6 @@ struct Feed {
 impl Feed {
     /// The next event of the watch, or the error that ends it; `None` when the bus closed.
     async fn next(&mut self) -> Option<Result<Arc<Event>, AppError>> {
-        let lost = |i: i64| Some(Err(AppError::Forbidden(format!("you no longer have access to installation {i}"))));
         loop {
             // Whether a membership of the watched installation changed (or maybe did: too many
             // changes to tell); `None` when no change can come any more.
@@ -288,22 +305,32 @@ impl Feed {
                 // An expired token hears nothing more.
                 biased;
                 () = &mut self.expiry => return Some(Err(AppError::Unauthenticated(EXPIRED.into()))),
-                // A caller removed (or disabled) through witty-bff is told at once, not at an
-                // event that may never come (their own token may be the one the events came by).
+                // A caller removed (or disabled) through witty-bff, or a station removed through
+                // it, is told at once, not at an event that may never come (their own token may
+                // be the one the events came by).
                 changed = access_changed => {
                     if changed.is_none() {
                         self.access = None;
-                    } else if !self.watch.still_visible().await {
-                        return lost(self.watch.installation_id);
+                    } else if let Err(e) = self.watch.still_watchable().await {
+                        return Some(Err(e));
                     }
                     continue;
                 }
                 received = self.rx.recv() => received,
+                _ = self.idle.tick() => {
+                    if let Err(e) = self.watch.still_watchable().await {
+                        return Some(Err(e));
+                    }
+                    continue;
+                }
             };
             match received {
                 Ok(e) if self.watch.wants(&e) => {
-                    if self.watch.recheck_due() && !self.watch.still_visible().await {
-                        return lost(self.watch.installation_id);
+                    self.idle.reset();
+                    if self.watch.recheck_due()
+                        && let Err(e) = self.watch.still_watchable().await
+                    {
+                        return Some(Err(e));
                     }
                     return Some(Ok(e));
                 }
@@ -356,39 +383,58 @@ impl StationSubscription {
                 async move {
                     let e = match e {
                         Ok(e) => e,
-                        Err(err) => return vec![Err(err.into())],
+                        Err(err) => return vec![(Err(err.into()), true)],
                     };
                     // The intake dropped the stale entries: one upstream read per caller, however
                     // many of their subscriptions are waiting. An event of the whole installation
                     // (no station named) refreshes the watched station, or all of them.
-                    match e.charging_station_id.clone().or(watched) {
-                        Some(cs) => vec![station_now(&cache, &caller, i, cs).await],
+                    let answers = match e.charging_station_id.clone().or(watched.clone()) {
+                        Some(cs) => match station_now(&cache, &caller, i, cs.clone()).await {
+                            // A station the installation does not have: the watched one left it
+                            // (the end), or the event named another (nothing to show).
+                            Err(AppError::NotFound(_)) if watched.as_ref() != Some(&cs) => vec![],
+                            Err(AppError::NotFound(_)) => vec![Err(AppError::NotFound(format!(
+                                "charging station {cs} is no longer on installation {i}"
+                            )))],
+                            answer => vec![answer],
+                        },
                         None => stations_now(&cache, &caller, i).await,
-                    }
+                    };
+                    // Refused (access gone, the token refused): the end; a failed read is not.
+                    answers
+                        .into_iter()
+                        .map(|a| {
+                            let end = matches!(
+                                a,
+                                Err(AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthenticated(_))
+                            );
+                            (a.map_err(Into::into), end)
+                        })
+                        .collect::<Vec<_>>()
                 }
             })
             .flat_map(futures::stream::iter)
+            .scan(false, |ended, (answer, end)| {
+                let next = (!*ended).then_some(answer);
+                *ended = *ended || end;
+                futures::future::ready(next)
+            })
             .boxed())
     }
 }
 
 /// One station's state, as the cache (refilled after the event) has it.
-async fn station_now(
-    cache: &SharedCache,
-    caller: &Caller,
-    i: i64,
-    cs: String,
-) -> async_graphql::Result<ChargingStation> {
+async fn station_now(cache: &SharedCache, caller: &Caller, i: i64, cs: String) -> AppResult<ChargingStation> {
     let loaded =
         cache.get(caller, Resource::Station { installation_id: i, station_id: cs }).await.map_err(AppError::from)?;
     Ok(ChargingStation::new(i, typed(&loaded)?, loaded.fetched_at))
 }
 
 /// Every station of the installation, in one read.
-async fn stations_now(cache: &SharedCache, caller: &Caller, i: i64) -> Vec<async_graphql::Result<ChargingStation>> {
+async fn stations_now(cache: &SharedCache, caller: &Caller, i: i64) -> Vec<AppResult<ChargingStation>> {
     let loaded = cache.get(caller, Resource::Stations { installation_id: i }).await.map_err(AppError::from);
     match loaded.and_then(|l| Ok((typed::<Vec<wire_stations::ChargingStation>>(&l)?, l.fetched_at))) {
         Ok((list, at)) => list.iter().map(|s| Ok(ChargingStation::new(i, Arc::new(s.clone()), at))).collect(),
-        Err(err) => vec![Err(err.into())],
+        Err(err) => vec![Err(err)],
     }
 }

@@ -345,8 +345,8 @@ impl Live {
         self.registry.watch(self, caller, owner, installation_id)
     }
 
-    /// A membership of `installation` changed: its watches check their access at once, every
-    /// other watch at its next event.
+    /// A membership of `installation` changed, or one of its stations left it: its watches check
+    /// their access (and their station) at once, every other watch at its next event.
     pub fn access_changed(&self, installation: i64) {
         self.access.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.access_changes.send(installation);

@@ -1242,3 +1242,83 @@ async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_ch
     assert!(refused["payload"]["data"].is_null(), "{refused}");
     assert_eq!(ws_next(&mut ws).await["type"], "complete");
 }
+
+#[tokio::test]
+async fn watches_of_a_station_removed_through_witty_bff_end_at_once_and_others_go_on() {
+    let app = spawn_app().await;
+    let token = app.token_for("alice");
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let station = format!(r#"installationId: 33, chargingStationId: "{ALICE_STATION}""#);
+    ws_subscribe(&mut ws, false, "ev", &format!("subscription {{ stationEvents({station}) {{ id }} }}")).await;
+    let up = format!("subscription {{ chargingStationUpdated({station}) {{ id }} }}");
+    let second = json!({"id": "up", "type": "subscribe", "payload": {"query": up}});
+    ws.send(Message::Text(second.to_string().into())).await.unwrap();
+    let mut all = watch_events(&app, &token).await;
+    live_subscriptions(&app, 3).await;
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($cs: ID!) { removeChargingStation(installationId: 33, chargingStationId: $cs) }",
+            json!({"cs": ALICE_STATION}),
+        )
+        .await;
+    assert_eq!(data(&r)["removeChargingStation"], true, "{r}");
+    // Both watches of the station end with NOT_FOUND, then complete, without any event.
+    let mut ended = Vec::new();
+    for _ in 0..2 {
+        let v = ws_next(&mut ws).await;
+        assert_eq!(v["type"], "next", "{v}");
+        let error = only_error(&v["payload"]);
+        assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{v}");
+        assert!(error["message"].as_str().unwrap().contains("no longer on installation 33"), "{v}");
+        let end = ws_next(&mut ws).await;
+        assert_eq!((end["type"].as_str(), end["id"].as_str()), (Some("complete"), v["id"].as_str()), "{end}");
+        ended.push(v["id"].as_str().unwrap().to_string());
+    }
+    ended.sort();
+    assert_eq!(ended, ["ev", "up"]);
+    // The installation's own watch goes on.
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let shed = grid_event("after-removal", "Hager.WittyHome.LoadShedding", "2026-11-27T09:00:00Z", false, json!({}));
+    assert_eq!(deliver(&app, &url, json!([shed])).await, 200);
+    assert_eq!(ws_data(&mut all).await["data"]["stationEvents"]["id"], "after-removal");
+}
+
+#[tokio::test]
+async fn station_updates_skip_an_event_of_a_station_the_installation_does_not_have() {
+    let app = spawn_app().await;
+    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut ws, false, "1", "subscription { chargingStationUpdated(installationId: 33) { id } }").await;
+    live_subscriptions(&app, 1).await;
+    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let mut stray = grid_event("stray", "Hager.WittyHome.CablePlugged", "2026-11-27T09:00:00Z", true, json!({}));
+    stray["subject"] = json!("installations/33/charging-stations/not-a-station-of-33");
+    let real = grid_event("real", "Hager.WittyHome.CablePlugged", "2026-11-27T09:00:01Z", true, json!({}));
+    assert_eq!(deliver(&app, &url, json!([stray])).await, 200);
+    assert_eq!(deliver(&app, &url, json!([real])).await, 200);
+    // Nothing for the stray one (no error in the stream), then the real station's state.
+    let v = ws_data(&mut ws).await;
+    assert_eq!(v, json!({"data": {"chargingStationUpdated": {"id": ALICE_STATION}}}), "{v}");
+}
+
+#[tokio::test]
+async fn station_updates_of_a_member_disabled_upstream_end_at_the_first_refusal() {
+    let app = spawn_app().await;
+    // Alice's watch holds the upstream subscription; Ivan watches the station's state.
+    let _alice = watch_events(&app, &app.token_for("alice")).await;
+    let mut ivan = ws_connect(&app, "graphql-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ivan, true, "1", "subscription { chargingStationUpdated(installationId: 33) { id } }").await;
+    live_subscriptions(&app, 2).await;
+    validated_webhook(&app).await;
+    // Alice disables Ivan with another app, straight upstream.
+    let ivan_id = app.sim().account_id("ivan").await;
+    let r = app.sim().post("alice", &format!("/installations/33/users/{ivan_id}/operators/disable"), json!({})).await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    app.sim().plug(ALICE_STATION).await;
+    // The read of the station with his token is refused: that ends it, once.
+    let v = ws_next(&mut ivan).await;
+    assert_eq!(v["type"], "data", "{v}");
+    assert_eq!(only_error(&v["payload"])["extensions"]["code"], "FORBIDDEN", "{v}");
+    let end = ws_next(&mut ivan).await;
+    assert_eq!((end["type"].as_str(), end["id"].as_str()), (Some("complete"), Some("1")), "{end}");
+}

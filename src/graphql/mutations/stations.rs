@@ -357,6 +357,8 @@ impl StationMutation {
                 sent.send(svc.cache.client().remove_station(me.token(), i, &cs)).await?;
                 invalidate(ctx, i, |_| true)?;
                 svc.cache.invalidate(|r| matches!(r, Resource::Installations));
+                // Subscriptions watching that station end now, not at an event that never comes.
+                svc.live.access_changed(i);
                 Ok(true)
             })
             .await
