@@ -72,17 +72,30 @@ pub async fn receive(
             Some(code) => Json(json!({ "validationResponse": code })).into_response(),
             None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
         },
-        DeliveryKind::Notification => match live.accept(installation, subscription, events) {
-            Ok(()) => StatusCode::OK.into_response(),
-            Err(_) => {
-                let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many deliveries waiting; deliver again later");
-                r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-                r
+        DeliveryKind::Notification => {
+            if let Some((n, why)) =
+                events.iter().enumerate().find_map(|(n, e)| crate::live::unreadable_event(e).map(|why| (n, why)))
+            {
+                let message = format!("event {n} of the delivery (id '{}'): {why}; nothing was taken", events[n].id);
+                return refuse(StatusCode::BAD_REQUEST, &message);
             }
-        },
+            notify(&live, installation, subscription, events)
+        }
         DeliveryKind::SubscriptionDeletion => {
             live.subscription_deleted(installation, subscription);
             StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// Hands a delivery's events to the intake (answered at once; handled afterwards).
+fn notify(live: &Live, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>) -> Response {
+    match live.accept(installation, subscription, events) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(_) => {
+            let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many deliveries waiting; deliver again later");
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            r
         }
     }
 }

@@ -385,9 +385,27 @@ impl Burst {
 /// A backlog that has not gone down for this long has a listener that stopped reading.
 const STALLED: Duration = Duration::from_millis(50);
 
-/// Reads an Event Grid event into a station event: the installation and station come from the
-/// subject (`installations/{i}/charging-stations/{cs}`), the data only fills in what it lacks.
-fn to_station_event(e: GridEvent) -> Option<StationEvent> {
+/// What is wrong with a notification's event, if anything: it has no id, no readable
+/// `eventTime`, or names no installation (in its subject, or its data).
+pub fn unreadable_event(e: &GridEvent) -> Option<String> {
+    if e.id.trim().is_empty() {
+        return Some("its id is empty".into());
+    }
+    if DateTime::parse_from_rfc3339(&e.event_time).is_err() {
+        return Some(format!("its eventTime '{}' is no RFC 3339 date-time", e.event_time));
+    }
+    if about(e).0.is_none() {
+        return Some(format!(
+            "its subject '{}' names no installation (installations/{{installationId}}/...), nor does its data",
+            e.subject
+        ));
+    }
+    None
+}
+
+/// The installation and station an event is about: from its subject
+/// (`installations/{i}/charging-stations/{cs}`), its data filling in what that lacks.
+fn about(e: &GridEvent) -> (Option<i64>, Option<String>) {
     let mut parts = e.subject.trim_matches('/').split('/');
     let mut from_subject = (None, None);
     while let Some(p) = parts.next() {
@@ -400,9 +418,16 @@ fn to_station_event(e: GridEvent) -> Option<StationEvent> {
     // The subject names what the event is about (Event Grid filters and routes by it); `data`
     // only fills in what it leaves out, so a `data` naming another installation than the subject
     // cannot carry the event into the wrong one.
-    let installation_id = from_subject.0.or_else(|| e.data.get("installationId").and_then(|v| v.as_i64()))?;
+    let installation = from_subject.0.or_else(|| e.data.get("installationId").and_then(|v| v.as_i64()));
     let station =
         from_subject.1.or_else(|| e.data.get("chargingStationId").and_then(|v| v.as_str()).map(str::to_string));
+    (installation, station)
+}
+
+/// Reads an Event Grid event into a station event (see [`about`]).
+fn to_station_event(e: GridEvent) -> Option<StationEvent> {
+    let (installation_id, station) = about(&e);
+    let installation_id = installation_id?;
     let event_time =
         DateTime::parse_from_rfc3339(&e.event_time).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now());
     Some(StationEvent {

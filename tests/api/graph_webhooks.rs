@@ -85,6 +85,27 @@ async fn a_malformed_or_oversized_delivery_is_refused_saying_what_is_wrong() {
         assert!(message.contains("array of Event Grid events") && message.contains(says), "{message}");
         assert!(!message.contains("expected a string"), "{message}");
     }
+    // Events that read as events, but cannot be told apart, dated or placed: the whole delivery
+    // is refused, naming the event and what is wrong with it.
+    let good = grid_event("good-1", "Hager.WittyHome.CablePlugged", "2026-11-27T09:00:00Z", true, json!({}));
+    let mut no_id = good.clone();
+    no_id["id"] = json!(" ");
+    let mut undated = good.clone();
+    undated["id"] = json!("undated");
+    undated["eventTime"] = json!("yesterday");
+    let mut nowhere = good.clone();
+    nowhere["id"] = json!("nowhere");
+    nowhere["subject"] = json!("stations/x");
+    for (bad, says) in [
+        (no_id, "event 1 of the delivery (id ' '): its id is empty"),
+        (undated, "event 1 of the delivery (id 'undated'): its eventTime 'yesterday' is no RFC 3339 date-time"),
+        (nowhere, "event 1 of the delivery (id 'nowhere'): its subject 'stations/x' names no installation"),
+    ] {
+        let r = send(post(serde_json::to_vec(&json!([good, bad])).unwrap())).await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        let message = r.body["error"].as_str().unwrap_or_default();
+        assert!(message.contains(says) && message.contains("nothing was taken"), "{message}");
+    }
     let r = send(post(vec![b' '; 2 * 1024 * 1024])).await;
     assert_eq!(r.status, 413, "{:?}", r.body);
     assert!(r.body["error"].as_str().unwrap_or_default().contains("at most 1024 KiB"), "{:?}", r.body);
