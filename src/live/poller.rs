@@ -18,6 +18,9 @@ struct Snapshot {
     charging: bool,
     charge_mode: Option<String>,
     error: Option<String>,
+    /// The settings a command or another app may change (name, LED power, average consumption,
+    /// tariff slots, TIC consent), as one text.
+    settings: String,
 }
 
 fn snapshot(s: &ChargingStation) -> Snapshot {
@@ -27,25 +30,44 @@ fn snapshot(s: &ChargingStation) -> Snapshot {
         charging: s.is_charging(),
         charge_mode: p.charge_mode.clone(),
         error: p.error.as_ref().and_then(|e| e.code.as_ref()).map(|c| c.as_text()).filter(|c| c != "0"),
+        settings: format!(
+            "{:?}",
+            (
+                &p.friendly_name,
+                p.led_power,
+                &p.average_ev_consumption,
+                [&p.tariff1, &p.tariff2, &p.tariff3, &p.tariff4, &p.tariff5],
+                [&p.tariff6, &p.tariff7, &p.tariff8, &p.tariff9, &p.tariff10],
+                &p.authorize_tic,
+            )
+        ),
     }
 }
 
-fn changes(before: &Snapshot, after: &Snapshot) -> Vec<StationEventKind> {
+/// The events a change between two reads stands for, each with its type as the upstream names it.
+fn changes(before: &Snapshot, after: &Snapshot) -> Vec<(StationEventKind, &'static str)> {
     let mut out = Vec::new();
     if !before.plugged && after.plugged {
-        out.push(StationEventKind::CablePlugged);
+        out.push((StationEventKind::CablePlugged, "CablePlugged"));
     }
     if before.charging != after.charging {
-        out.push(if after.charging { StationEventKind::SessionStarted } else { StationEventKind::SessionEnded });
+        out.push(match after.charging {
+            true => (StationEventKind::SessionStarted, "SessionStarted"),
+            false => (StationEventKind::SessionEnded, "SessionEnded"),
+        });
     }
     if before.plugged && !after.plugged {
-        out.push(StationEventKind::CableUnplugged);
+        out.push((StationEventKind::CableUnplugged, "CableUnplugged"));
     }
     if before.charge_mode != after.charge_mode {
-        out.push(StationEventKind::ChargeModeChanged);
+        out.push((StationEventKind::ChargeModeChanged, "ChargeModeChanged"));
     }
     if before.error != after.error && after.error.is_some() {
-        out.push(StationEventKind::Error);
+        out.push((StationEventKind::Error, "Error"));
+    }
+    // No type of witty-bff's own (the upstream's SettingsUpdated arrives as UNKNOWN too).
+    if before.settings != after.settings {
+        out.push((StationEventKind::Unknown, "SettingsUpdated"));
     }
     out
 }
@@ -70,11 +92,11 @@ pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
             if let Some(before) = known.get(&s.id)
                 && !first
             {
-                for kind in changes(before, &now) {
+                for (kind, name) in changes(before, &now) {
                     live.publish(StationEvent {
                         id: format!("poll-{}", Uuid::new_v4()),
                         kind,
-                        raw_type: format!("witty-bff.polled.{kind:?}"),
+                        raw_type: format!("witty-bff.polled.{name}"),
                         event_time: Utc::now(),
                         installation_id,
                         charging_station_id: Some(s.id.clone()),
@@ -95,11 +117,20 @@ mod tests {
 
     #[test]
     fn state_changes_become_events() {
-        let idle = Snapshot { plugged: false, charging: false, charge_mode: Some("immediate".into()), error: None };
+        let idle = Snapshot {
+            plugged: false,
+            charging: false,
+            charge_mode: Some("immediate".into()),
+            error: None,
+            settings: "Garage, 20".into(),
+        };
         let charging = Snapshot { plugged: true, charging: true, ..idle.clone() };
-        assert_eq!(changes(&idle, &charging), vec![StationEventKind::CablePlugged, StationEventKind::SessionStarted]);
-        assert_eq!(changes(&charging, &idle), vec![StationEventKind::SessionEnded, StationEventKind::CableUnplugged]);
+        let kinds = |a, b| changes(a, b).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(kinds(&idle, &charging), vec![StationEventKind::CablePlugged, StationEventKind::SessionStarted]);
+        assert_eq!(kinds(&charging, &idle), vec![StationEventKind::SessionEnded, StationEventKind::CableUnplugged]);
         let deferred = Snapshot { charge_mode: Some("deferred".into()), ..idle.clone() };
-        assert_eq!(changes(&idle, &deferred), vec![StationEventKind::ChargeModeChanged]);
+        assert_eq!(kinds(&idle, &deferred), vec![StationEventKind::ChargeModeChanged]);
+        let renamed = Snapshot { settings: "Garage nord, 20".into(), ..idle.clone() };
+        assert_eq!(changes(&idle, &renamed), vec![(StationEventKind::Unknown, "SettingsUpdated")]);
     }
 }

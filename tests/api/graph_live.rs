@@ -170,6 +170,29 @@ async fn with_webhooks_off_polling_delivers_the_same_event() {
     assert_eq!(subs, json!([]));
 }
 
+#[tokio::test]
+async fn with_webhooks_off_polling_reports_a_settings_change() {
+    let app = spawn_polling_app().await;
+    let mut ws = watch_events(&app, &app.token_for("alice")).await;
+    eventually("the poller's first read", || async {
+        let calls = app.sim().calls().await;
+        (calls["byRoute"]["GET /installations/{i}/charging-stations"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    // Renamed with another app, straight upstream.
+    let path = format!("/installations/33/charging-stations/{ALICE_STATION}");
+    let r = app.sim().put("alice", &path, json!({"friendlyName": "Garage nord"})).await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let e = ws_data(&mut ws).await;
+    let event = &e["data"]["stationEvents"];
+    assert_eq!(
+        (event["type"].as_str(), event["rawType"].as_str()),
+        (Some("UNKNOWN"), Some("witty-bff.polled.SettingsUpdated")),
+        "{e}"
+    );
+    assert_eq!(event["chargingStationId"], ALICE_STATION);
+}
+
 /// The BFF's subscriptions on an installation, as the upstream lists them for `sub`.
 async fn bff_hooks(app: &TestApp, sub: &str, i: i64) -> Vec<Value> {
     let subs = app.sim().get(sub, &format!("/installations/{i}/event-subscriptions")).await.body;
