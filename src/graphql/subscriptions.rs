@@ -372,7 +372,7 @@ impl StationSubscription {
         let (watch, _) = open(ctx, &installation_id, charging_station_id).await?;
         let (cache, caller, i) = (watch.cache.clone(), watch.caller.clone(), watch.installation_id);
         let (loaders, watched) = (watch.loaders.clone(), watch.station.clone());
-        Ok(events(ctx, watch)?
+        let answers = events(ctx, watch)?
             .then(move |e| {
                 let (cache, caller, watched) = (cache.clone(), caller.clone(), watched.clone());
                 // The station's nested fields load through the connection's loader: forget what
@@ -414,12 +414,16 @@ impl StationSubscription {
                 }
             })
             .flat_map(futures::stream::iter)
-            .scan(false, |ended, (answer, end)| {
-                let next = (!*ended).then_some(answer);
-                *ended = *ended || end;
-                futures::future::ready(next)
-            })
-            .boxed())
+            .boxed();
+        // Through the answer that ends it, and not a moment longer (not until another event).
+        Ok(futures::stream::unfold((answers, false), |(mut answers, ended)| async move {
+            if ended {
+                return None;
+            }
+            let (answer, end) = answers.next().await?;
+            Some((answer, (answers, end)))
+        })
+        .boxed())
     }
 }
 

@@ -249,6 +249,11 @@ struct ConductState {
     acked: bool,
     /// graphql-transport-ws: the ids of the operations running.
     running: HashSet<String>,
+    /// graphql-transport-ws: operations that got a message already.
+    answered: HashSet<String>,
+    /// graphql-transport-ws: operations refused with an `error` message, whose `complete` is not
+    /// sent (the protocol ends an operation with one or the other).
+    errored: HashSet<String>,
     /// The close the connection ends with: a violation on graphql-transport-ws, too many on the
     /// legacy protocol, a second `connection_init`, a refused token, a message the WebSocket
     /// layer refused.
@@ -386,20 +391,55 @@ impl Conduct {
         self.state().acked = true;
     }
 
-    /// The protocol handler produced `message`. A `complete` frees its operation's id again, right
-    /// when it is produced: the handler reads the client's next messages only after, so the ids
-    /// follow the messages' order (a `complete` answering the client's own, then a `subscribe`
-    /// with the same id, leave that new operation running). Freed when written instead, it would
-    /// free the new operation's id, read in the meantime.
-    fn completed(&self, message: &str) {
-        if !self.legacy && message.starts_with(r#"{"type":"complete""#) {
-            #[derive(serde::Deserialize)]
-            struct Complete {
-                id: String,
+    /// The protocol handler produced `message`: passed on, changed or dropped. A `complete` frees
+    /// its operation's id again, right when it is produced: the handler reads the client's next
+    /// messages only after, so the ids follow the messages' order (a `complete` answering the
+    /// client's own, then a `subscribe` with the same id, leave that new operation running).
+    /// Freed when written instead, it would free the new operation's id, read in the meantime.
+    /// On graphql-transport-ws, an operation refused before it ran (its first message has errors
+    /// without a path and no data: the document or its variables are wrong) gets an `error`
+    /// message instead of `next` and `complete`, as the protocol says; async-graphql sends those.
+    fn produced(&self, message: WsMessage) -> Option<WsMessage> {
+        let WsMessage::Text(text) = &message else { return Some(message) };
+        if self.legacy {
+            return Some(message);
+        }
+        if let Some(id) = operation_of(text, r#"{"type":"complete","id":"#) {
+            let mut state = self.state();
+            state.running.remove(&id);
+            state.answered.remove(&id);
+            return (!state.errored.remove(&id)).then_some(message);
+        }
+        let Some(id) = operation_of(text, r#"{"type":"next","id":"#) else { return Some(message) };
+        let mut state = self.state();
+        if !state.answered.insert(id.clone()) {
+            return Some(message);
+        }
+        #[derive(serde::Deserialize)]
+        struct Next {
+            payload: serde_json::Value,
+        }
+        let refused = serde_json::from_str::<Next>(text).ok().and_then(|Next { payload }| {
+            let errors = payload.get("errors")?.as_array()?;
+            let before_running = payload.get("data").is_none_or(|d| d.is_null())
+                && !errors.is_empty()
+                && errors.iter().all(|e| e.get("path").is_none());
+            before_running.then(|| errors.clone())
+        });
+        match refused {
+            Some(errors) => {
+                state.errored.insert(id.clone());
+                let error = serde_json::json!({"type": "error", "id": id, "payload": errors});
+                Some(WsMessage::Text(error.to_string()))
             }
-            if let Ok(Complete { id }) = serde_json::from_str(message) {
-                self.state().running.remove(&id);
-            }
+            None => Some(message),
+        }
+    }
+
+    /// The operation (its id as JSON) is answered through a lane.
+    fn answered(&self, id_json: &str) {
+        if let Ok(id) = serde_json::from_str::<String>(id_json) {
+            self.state().answered.insert(id);
         }
     }
 
@@ -507,6 +547,13 @@ impl Violation {
     }
 }
 
+/// The operation id of a message of the protocol handler that starts with `prefix` (the type, then
+/// the id: the order async-graphql writes them in); `None` for another message.
+fn operation_of(text: &str, prefix: &str) -> Option<String> {
+    let rest = text.strip_prefix(prefix)?;
+    serde_json::Deserializer::from_str(rest).into_iter::<String>().next()?.ok()
+}
+
 /// A shared answer, framed as the operation's next message.
 fn lane_frame(id_json: &str, payload: &str, legacy: bool) -> Message {
     let kind = if legacy { r#"{"type":"data","id":"# } else { r#"{"type":"next","id":"# };
@@ -607,11 +654,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     // A `complete` frees its id as the handler produces it, before the handler reads on (see
     // `Conduct::completed`), not when the batch it joins is written.
     let produced = conduct.clone();
-    let gql = gql.inspect(move |message| {
-        if let WsMessage::Text(text) = message {
-            produced.completed(text);
-        }
-    });
+    let gql = gql.filter_map(move |message| futures::future::ready(produced.produced(message)));
     let gql = WithNotices { inner: Box::pin(gql), conduct: conduct.clone(), queue: VecDeque::new(), ended: false };
     let mut gql = Gated::new(Box::pin(gql.ready_chunks(WRITE_BATCH)));
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
@@ -643,6 +686,11 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
         let write = async {
             match step {
                 Step::NewLanes(new) => {
+                    // Their answers are written here: the operation's own messages (its end) are
+                    // not its first.
+                    for lane in &new {
+                        conduct.answered(&lane.id_json);
+                    }
                     shared.lanes.extend(new);
                     return Ok(true);
                 }

@@ -1,7 +1,9 @@
 //! The shape of answers, as the GraphQL spec gives it: a field that fails is `null` in its place
 //! (its siblings stay), and fields come in the order the query asked for them.
 
+use futures::SinkExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::bff::*;
 use crate::helpers::*;
@@ -106,12 +108,28 @@ fn at_in(text: &str, key: &str) -> usize {
 #[tokio::test]
 async fn a_subscription_refused_at_validation_over_websocket_gets_a_code_as_over_http() {
     let app = spawn_app().await;
+    // graphql-transport-ws: an `error` message (its payload the errors), and no `complete`; the
+    // id is free again.
     let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
     ws_subscribe(&mut ws, false, "1", "subscription { noSuchField }").await;
     let v = ws_next(&mut ws).await;
-    let error = &v["payload"]["errors"][0];
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("1")), "{v}");
+    let error = &v["payload"][0];
     assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{v}");
     assert!(error["message"].as_str().unwrap_or_default().contains("noSuchField"), "{v}");
+    let again = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { alsoNoSuchField }"}});
+    ws.send(Message::Text(again.to_string().into())).await.unwrap();
+    let v = ws_next(&mut ws).await;
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("1")), "the id was free: {v}");
+    ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await["type"], "pong", "no complete came before it");
+    // The legacy protocol keeps its `data` and `complete`.
+    let mut legacy = ws_connect(&app, "graphql-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut legacy, true, "1", "subscription { noSuchField }").await;
+    let v = ws_next(&mut legacy).await;
+    assert_eq!(v["type"], "data", "{v}");
+    assert_eq!(v["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{v}");
+    assert_eq!(ws_next(&mut legacy).await["type"], "complete");
 }
 
 #[tokio::test]

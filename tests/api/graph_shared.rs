@@ -431,10 +431,11 @@ async fn a_subscription_with_two_root_fields_is_refused_as_the_spec_says_and_lea
     let mut x = connection(&app, false, &token).await;
     subscribe(&mut x, false, "x", two, json!({})).await;
     let v = ws_next(&mut x).await;
-    let error = &v["payload"]["errors"][0];
+    // Refused before it ran: graphql-transport-ws's `error` (no `complete` follows).
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("x")), "{v}");
+    let error = &v["payload"][0];
     assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{v}");
     assert!(error["message"].as_str().unwrap_or_default().contains("exactly one root field"), "{v}");
-    completed(&mut x, "x").await;
     assert_eq!(metric(&app, "witty_bff_live_subscriptions").await, 0.0);
     // The same token's single-field subscriber is served as ever, on the same connection.
     subscribe(&mut x, false, "z", IDS, json!({})).await;
