@@ -72,8 +72,9 @@ pub struct StationEvent {
     /// The event's data as sent (without energy or cost for installers).
     pub data: Json<serde_json::Value>,
     /// True when an event of the same station with a later `eventTime` was delivered before this
-    /// one (the upstream may deliver out of order, and retries late). The station's state in
-    /// `chargingStationUpdated` and in queries is read fresh, so it is right either way.
+    /// one (the upstream may deliver out of order, and retries late); an event dated in the future
+    /// counts, for that, as dated when it arrived. The station's state in `chargingStationUpdated`
+    /// and in queries is read fresh, so it is right either way.
     pub late: bool,
 }
 
