@@ -136,9 +136,11 @@ fn token_end(check: Option<TokenCheck>, caller: Caller) -> BoxFuture<'static, ()
 /// changed through witty-bff are noticed at once).
 const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How often a watch that hears no event checks its access anyway: a member removed upstream by
-/// other means may hear nothing more (the upstream stops delivering to their subscription).
-const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+/// About how often a watch that hears no event checks its access anyway (a member removed
+/// upstream by other means may hear nothing more: the upstream stops delivering to their
+/// subscription). Each check may read the caller's installations upstream, so it is rare, and
+/// spread over a fifth of it either way so that watches opened together do not check together.
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What every watch needs once the resolver has returned.
 struct Watch {
@@ -163,20 +165,27 @@ impl Watch {
         at.elapsed() > ACCESS_RECHECK || generation != self.live.access_generation()
     }
 
-    /// A removed or disabled user stops hearing (`FORBIDDEN`), and so does a watch of a station
-    /// that left the installation (`NOT_FOUND`). A failed read is no reason to end.
-    async fn still_watchable(&self) -> Result<(), AppError> {
+    /// A removed or disabled user stops hearing (`FORBIDDEN`; `UNAUTHENTICATED` when the upstream
+    /// refuses the token), and, with `station`, so does a watch of a station that left the
+    /// installation (`NOT_FOUND`; read only when told the installation changed: an event has just
+    /// made that list stale, and a second read per event would double the upstream's load). A
+    /// failed read (the upstream unavailable, throttling) is no reason to end.
+    async fn still_watchable(&self, station: bool) -> Result<(), AppError> {
         *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
             (std::time::Instant::now(), self.live.access_generation());
         let i = self.installation_id;
-        if let Ok(loaded) = self.cache.get(&self.caller, Resource::Installations).await
-            && loaded
-                .get::<Vec<wire_installations::Installation>>()
-                .is_some_and(|l| !l.iter().any(|x| x.installation_id == i))
-        {
-            return Err(AppError::Forbidden(format!("you no longer have access to installation {i}")));
+        match self.cache.get(&self.caller, Resource::Installations).await.map_err(AppError::from) {
+            Ok(loaded)
+                if loaded
+                    .get::<Vec<wire_installations::Installation>>()
+                    .is_some_and(|l| !l.iter().any(|x| x.installation_id == i)) =>
+            {
+                return Err(AppError::Forbidden(format!("you no longer have access to installation {i}")));
+            }
+            Err(refused @ (AppError::Unauthenticated(_) | AppError::Forbidden(_))) => return Err(refused),
+            _ => {}
         }
-        if let Some(cs) = &self.station
+        if let Some(cs) = self.station.as_ref().filter(|_| station)
             && let Ok(loaded) = self.cache.get(&self.caller, Resource::Stations { installation_id: i }).await
             && loaded.get::<Vec<wire_stations::ChargingStation>>().is_some_and(|l| !l.iter().any(|s| &s.id == cs))
         {
@@ -255,7 +264,8 @@ fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = R
     };
     let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());
     let access = watch.access.take();
-    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + IDLE_RECHECK, IDLE_RECHECK);
+    let every = IDLE_RECHECK.mul_f64(0.8 + 0.4 * rand_fraction());
+    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, access, idle, done: false };
     Ok(futures::stream::unfold(feed, |mut feed| async move {
@@ -266,6 +276,11 @@ fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = R
         feed.done = item.is_err();
         Some((item, feed))
     }))
+}
+
+/// A number in [0, 1) that differs from watch to watch (the spread of their idle checks).
+fn rand_fraction() -> f64 {
+    f64::from(uuid::Uuid::new_v4().as_u128() as u32) / (f64::from(u32::MAX) + 1.0)
 }
 
 /// What a watch's stream holds between events.
@@ -312,14 +327,14 @@ impl Feed {
                 changed = access_changed => {
                     if changed.is_none() {
                         self.access = None;
-                    } else if let Err(e) = self.watch.still_watchable().await {
+                    } else if let Err(e) = self.watch.still_watchable(true).await {
                         return Some(Err(e));
                     }
                     continue;
                 }
                 received = self.rx.recv() => received,
                 _ = self.idle.tick() => {
-                    if let Err(e) = self.watch.still_watchable().await {
+                    if let Err(e) = self.watch.still_watchable(false).await {
                         return Some(Err(e));
                     }
                     continue;
@@ -329,7 +344,7 @@ impl Feed {
                 Ok(e) if self.watch.wants(&e) => {
                     self.idle.reset();
                     if self.watch.recheck_due()
-                        && let Err(e) = self.watch.still_watchable().await
+                        && let Err(e) = self.watch.still_watchable(false).await
                     {
                         return Some(Err(e));
                     }

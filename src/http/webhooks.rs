@@ -73,13 +73,32 @@ pub async fn receive(
             None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
         },
         DeliveryKind::Notification => {
-            if let Some((n, why)) =
-                events.iter().enumerate().find_map(|(n, e)| crate::live::unreadable_event(e).map(|why| (n, why)))
-            {
-                let message = format!("event {n} of the delivery (id '{}'): {why}; nothing was taken", events[n].id);
-                return refuse(StatusCode::BAD_REQUEST, &message);
+            // An event that cannot be told apart, dated or placed is dropped, logged and counted;
+            // the others are taken (Event Grid does not send a batch refused with 400 again: a
+            // refusal would lose them all). Refused only when none is readable.
+            let total = events.len();
+            let mut first_problem = None;
+            let events: Vec<GridEvent> = events
+                .into_iter()
+                .enumerate()
+                .filter(|(n, e)| match crate::live::unreadable_event(e) {
+                    None => true,
+                    Some(why) => {
+                        tracing::warn!(installation, event = n, id = %e.id, problem = %why, "an unreadable event was dropped");
+                        live.metrics().events.with_label_values(&["unreadable"]).inc();
+                        first_problem.get_or_insert_with(|| format!("event {n} of the delivery (id '{}'): {why}", e.id));
+                        false
+                    }
+                })
+                .map(|(_, e)| e)
+                .collect();
+            match first_problem {
+                Some(problem) if events.is_empty() => refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("no event of the delivery ({total}) could be read; the first: {problem}"),
+                ),
+                _ => notify(&live, installation, subscription, events),
             }
-            notify(&live, installation, subscription, events)
         }
         DeliveryKind::SubscriptionDeletion => {
             live.subscription_deleted(installation, subscription);

@@ -328,6 +328,11 @@ impl Conduct {
                 drop(state);
                 return self.refuse(Violation::duplicate(id));
             }
+            // A new operation under an id used before: nothing of the old one's is left for it.
+            ClientMessage::Start { id, .. } if !self.legacy => {
+                state.answered.remove(id);
+                state.errored.remove(id);
+            }
             ClientMessage::Stop { id } => {
                 state.running.remove(id);
             }
@@ -404,15 +409,21 @@ impl Conduct {
         if self.legacy {
             return Some(message);
         }
-        if let Some(id) = operation_of(text, r#"{"type":"complete","id":"#) {
+        if let Some((id, _)) = operation_of(text, r#"{"type":"complete","id":"#) {
             let mut state = self.state();
             state.running.remove(&id);
             state.answered.remove(&id);
             return (!state.errored.remove(&id)).then_some(message);
         }
-        let Some(id) = operation_of(text, r#"{"type":"next","id":"#) else { return Some(message) };
+        let Some((id, rest)) = operation_of(text, r#"{"type":"next","id":"#) else { return Some(message) };
         let mut state = self.state();
-        if !state.answered.insert(id.clone()) {
+        if state.answered.contains(&id) {
+            return Some(message);
+        }
+        state.answered.insert(id.clone());
+        // A refusal has no data: anything else is passed on unread (async-graphql writes `data`
+        // first).
+        if !rest.starts_with(r#","payload":{"data":null"#) {
             return Some(message);
         }
         #[derive(serde::Deserialize)]
@@ -428,6 +439,8 @@ impl Conduct {
         });
         match refused {
             Some(errors) => {
+                // The operation is over: its id may be used again at once.
+                state.running.remove(&id);
                 state.errored.insert(id.clone());
                 let error = serde_json::json!({"type": "error", "id": id, "payload": errors});
                 Some(WsMessage::Text(error.to_string()))
@@ -438,6 +451,9 @@ impl Conduct {
 
     /// The operation (its id as JSON) is answered through a lane.
     fn answered(&self, id_json: &str) {
+        if self.legacy {
+            return;
+        }
         if let Ok(id) = serde_json::from_str::<String>(id_json) {
             self.state().answered.insert(id);
         }
@@ -548,10 +564,13 @@ impl Violation {
 }
 
 /// The operation id of a message of the protocol handler that starts with `prefix` (the type, then
-/// the id: the order async-graphql writes them in); `None` for another message.
-fn operation_of(text: &str, prefix: &str) -> Option<String> {
+/// the id: the order async-graphql writes them in), and what follows the id; `None` for another
+/// message.
+fn operation_of<'a>(text: &'a str, prefix: &str) -> Option<(String, &'a str)> {
     let rest = text.strip_prefix(prefix)?;
-    serde_json::Deserializer::from_str(rest).into_iter::<String>().next()?.ok()
+    let mut ids = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let id = ids.next()?.ok()?;
+    Some((id, &rest[ids.byte_offset()..]))
 }
 
 /// A shared answer, framed as the operation's next message.

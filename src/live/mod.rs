@@ -388,6 +388,10 @@ const STALLED: Duration = Duration::from_millis(50);
 /// What is wrong with a notification's event, if anything: it has no id, no readable
 /// `eventTime`, or names no installation (in its subject, or its data).
 pub fn unreadable_event(e: &GridEvent) -> Option<String> {
+    // A validation event sent as a notification is the intake's to drop.
+    if e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT) {
+        return None;
+    }
     if e.id.trim().is_empty() {
         return Some("its id is empty".into());
     }
