@@ -1345,3 +1345,25 @@ async fn station_updates_of_a_member_disabled_upstream_end_at_the_first_refusal(
     let end = ws_next(&mut ivan).await;
     assert_eq!((end["type"].as_str(), end["id"].as_str()), (Some("complete"), Some("1")), "{end}");
 }
+
+#[tokio::test]
+async fn a_watch_whose_membership_read_the_upstream_refuses_ends_saying_so() {
+    let app = spawn_app().await;
+    let mut alice = watch_events(&app, &app.token_for("alice")).await;
+    live_subscriptions(&app, 1).await;
+    // The upstream now refuses Alice's token (a 403 of the simulator is its quota, not this).
+    let f = app.sim().set_faults(json!({"errorRate": 1.0, "errorStatus": 401, "routes": ["GET /installations"]})).await;
+    assert_eq!(f.status, 200, "{:?}", f.body);
+    // A membership change of her installation makes her watch check its access at once.
+    let ivan = app.sim().account_id("ivan").await;
+    let r = app
+        .graphql(
+            "alice",
+            "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }",
+            json!({"a": ivan}),
+        )
+        .await;
+    assert_eq!(data(&r)["disableInstaller"], true, "{r}");
+    let message = ws_ended_with(&mut alice, "UNAUTHENTICATED").await;
+    assert!(message.contains("refused your token"), "{message}");
+}
