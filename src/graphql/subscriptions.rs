@@ -189,7 +189,7 @@ impl Watch {
             && let Ok(loaded) = self.cache.get(&self.caller, Resource::Stations { installation_id: i }).await
             && loaded.get::<Vec<wire_stations::ChargingStation>>().is_some_and(|l| !l.iter().any(|s| &s.id == cs))
         {
-            return Err(AppError::NotFound(format!("charging station {cs} is no longer on installation {i}")));
+            return Err(station_gone(cs, i));
         }
         Ok(())
     }
@@ -264,7 +264,7 @@ fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = R
     };
     let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());
     let access = watch.access.take();
-    let every = IDLE_RECHECK.mul_f64(0.8 + 0.4 * rand_fraction());
+    let every = IDLE_RECHECK.mul_f64(0.8 + 0.4 * fastrand::f64());
     let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let feed = Feed { rx, _guard: guard, watch: Arc::new(watch), expiry, access, idle, done: false };
@@ -276,11 +276,6 @@ fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = R
         feed.done = item.is_err();
         Some((item, feed))
     }))
-}
-
-/// A number in [0, 1) that differs from watch to watch (the spread of their idle checks).
-fn rand_fraction() -> f64 {
-    f64::from(uuid::Uuid::new_v4().as_u128() as u32) / (f64::from(u32::MAX) + 1.0)
 }
 
 /// What a watch's stream holds between events.
@@ -409,9 +404,7 @@ impl StationSubscription {
                             // A station the installation does not have: the watched one left it
                             // (the end), or the event named another (nothing to show).
                             Err(AppError::NotFound(_)) if watched.as_ref() != Some(&cs) => vec![],
-                            Err(AppError::NotFound(_)) => vec![Err(AppError::NotFound(format!(
-                                "charging station {cs} is no longer on installation {i}"
-                            )))],
+                            Err(AppError::NotFound(_)) => vec![Err(station_gone(&cs, i))],
                             answer => vec![answer],
                         },
                         None => stations_now(&cache, &caller, i).await,
@@ -441,6 +434,11 @@ impl StationSubscription {
         })
         .boxed())
     }
+}
+
+/// What ends a watch of a station that left its installation.
+fn station_gone(cs: &str, i: i64) -> AppError {
+    AppError::NotFound(format!("charging station {cs} is no longer on installation {i}"))
 }
 
 /// One station's state, as the cache (refilled after the event) has it.

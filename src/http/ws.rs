@@ -431,10 +431,9 @@ impl Conduct {
             payload: serde_json::Value,
         }
         let refused = serde_json::from_str::<Next>(text).ok().and_then(|Next { payload }| {
+            // (Its data is null: see above.)
             let errors = payload.get("errors")?.as_array()?;
-            let before_running = payload.get("data").is_none_or(|d| d.is_null())
-                && !errors.is_empty()
-                && errors.iter().all(|e| e.get("path").is_none());
+            let before_running = !errors.is_empty() && errors.iter().all(|e| e.get("path").is_none());
             before_running.then(|| errors.clone())
         });
         match refused {
@@ -671,7 +670,7 @@ pub async fn serve(state: HttpState, socket: WebSocket, protocol: WebSocketProto
     let mut shared = OpenLanes::default();
     // Messages that are ready together (a burst of events) go out in one write.
     // A `complete` frees its id as the handler produces it, before the handler reads on (see
-    // `Conduct::completed`), not when the batch it joins is written.
+    // `Conduct::produced`), not when the batch it joins is written.
     let produced = conduct.clone();
     let gql = gql.filter_map(move |message| futures::future::ready(produced.produced(message)));
     let gql = WithNotices { inner: Box::pin(gql), conduct: conduct.clone(), queue: VecDeque::new(), ended: false };

@@ -302,45 +302,24 @@ impl Registry {
                     r.subscription_id = None;
                     r.holder = None;
                     r.validated.send_replace(false);
+                    // Once the throttle allows (at once, the first time).
                     let wait = r.remade.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
-                    let remake = if r.watchers.is_empty() || r.removing {
-                        Remake::No
-                    } else if wait.is_zero() && !r.setting_up {
-                        r.setting_up = true;
-                        r.remade = Some(Instant::now());
-                        Remake::Now
-                    } else if !r.remake_pending {
-                        // Too soon, or a setup is still running (one waiting on the very
-                        // subscription just deleted): later, once that is over.
-                        r.remake_pending = true;
-                        Remake::Later(wait.max(Duration::from_millis(100)))
-                    } else {
-                        Remake::No
-                    };
-                    (r.id, remake)
+                    let remake = !r.watchers.is_empty() && !r.removing && !r.remake_pending;
+                    r.remake_pending |= remake;
+                    (r.id, remake.then_some(wait))
                 })
         };
         let Some((reg_id, remake)) = found else { return };
         start_polling(live, installation);
         tracing::warn!(installation, "the upstream deleted our event subscription; polling until it is made again");
-        match remake {
-            Remake::Now => drop(tokio::spawn(setup(live.clone(), installation, reg_id))),
-            Remake::Later(wait) => drop(tokio::spawn(remake_later(live.clone(), installation, reg_id, wait))),
-            Remake::No => {}
+        if let Some(wait) = remake {
+            tokio::spawn(remake_later(live.clone(), installation, reg_id, wait));
         }
     }
 }
 
-/// Whether to make a deleted subscription of ours again.
-enum Remake {
-    Now,
-    /// After this long.
-    Later(Duration),
-    No,
-}
-
 /// Makes our subscription again after `wait`, if the installation is still watched and has none;
-/// waits while a setup runs.
+/// waits while a setup runs (one waiting on the very subscription just deleted, say).
 async fn remake_later(live: Arc<Live>, installation_id: i64, reg_id: u64, mut wait: Duration) {
     loop {
         tokio::time::sleep(wait).await;

@@ -185,16 +185,22 @@ async fn a_pem_key_verifies_websocket_connections_too() {
     let _ = ws.send(Message::Close(None)).await;
 }
 
+/// Alice (owner) then Ivan (installer) watching `stationEvents` of installation 33, selecting
+/// `fields`. Alice watches first: the upstream subscription is hers, so deliveries carry everything.
+async fn owner_and_installer_watching(app: &TestApp, fields: &str) -> (Ws, Ws) {
+    let q = format!("subscription {{ stationEvents(installationId: 33) {{ {fields} }} }}");
+    let mut alice = ws_connect(app, "graphql-transport-ws", &app.token_for("alice")).await;
+    ws_subscribe(&mut alice, false, "1", &q).await;
+    let mut ivan = ws_connect(app, "graphql-transport-ws", &app.token_for("ivan")).await;
+    ws_subscribe(&mut ivan, false, "1", &q).await;
+    live_subscriptions(app, 2).await;
+    (alice, ivan)
+}
+
 #[tokio::test]
 async fn an_installer_hears_events_without_energy_or_cost() {
     let app = spawn_app().await;
-    // Alice watches first: the upstream subscription is hers, so deliveries carry everything.
-    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    let q = r#"subscription { stationEvents(installationId: 33) { type data } }"#;
-    ws_subscribe(&mut alice, false, "1", q).await;
-    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ivan, false, "1", q).await;
-    live_subscriptions(&app, 2).await;
+    let (mut alice, mut ivan) = owner_and_installer_watching(&app, "type data").await;
     validated_webhook(&app).await;
     app.sim().plug(ALICE_STATION).await;
     app.sim().unplug(ALICE_STATION).await;
@@ -272,12 +278,7 @@ async fn house_consumption_cached_before_consent_was_withdrawn_upstream_is_not_s
 #[tokio::test]
 async fn an_installer_hears_events_without_energy_or_cost_nested_in_their_data() {
     let app = spawn_app().await;
-    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    let q = r#"subscription { stationEvents(installationId: 33) { id data } }"#;
-    ws_subscribe(&mut alice, false, "1", q).await;
-    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ivan, false, "1", q).await;
-    live_subscriptions(&app, 2).await;
+    let (mut alice, mut ivan) = owner_and_installer_watching(&app, "id data").await;
     let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
     let data = json!({
         "session": {"totalSessionEnergy": 7.5, "totalSessionCost": 1.62, "rangeRecoveredByEV": 48, "startDate": "2026-11-27T08:00:00Z"},

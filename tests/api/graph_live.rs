@@ -643,35 +643,28 @@ async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again
     let app = spawn_app_with(|c| c.watch_grace_secs = 2).await;
     let mut ws = watch_events(&app, &app.token_for("alice")).await;
     let first = validated_webhook(&app).await;
-    // Alice removes all her webhooks, witty-bff's among them (it was made with her token).
-    let r = app.graphql("alice", "mutation { unsubscribeAllNotifications(installationId: 33) }", json!({})).await;
-    assert_eq!(data(&r)["unsubscribeAllNotifications"], true, "{r}");
-    // While she still watches, a new one is made, validated, and polling (the stopgap) ends.
-    let second = eventually("our subscription to be made again and validated", || async {
-        let hooks = bff_hooks(&app, "alice", 33).await;
-        let again = hooks.into_iter().find(|h| h["eventSubscriptionId"] != first["eventSubscriptionId"])?;
-        (again["state"] == "Created").then_some(again)
-    })
-    .await;
-    eventually("polling to stop once the new webhook works", || async {
-        (metric(&app, "witty_bff_polled_installations").await == 0.0).then_some(())
-    })
-    .await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "exactly one: {second}");
+    /// Alice removes all her webhooks, witty-bff's `previous` among them (it was made with her
+    /// token); while she still watches, a new one is made and validated, polling (the stopgap)
+    /// ends, and it is the only one. Returns it.
+    async fn removed_and_made_again(app: &TestApp, previous: &Value) -> Value {
+        let r = app.graphql("alice", "mutation { unsubscribeAllNotifications(installationId: 33) }", json!({})).await;
+        assert_eq!(data(&r)["unsubscribeAllNotifications"], true, "{r}");
+        let again = eventually("our subscription to be made again and validated", || async {
+            let hooks = bff_hooks(app, "alice", 33).await;
+            let again = hooks.into_iter().find(|h| h["eventSubscriptionId"] != previous["eventSubscriptionId"])?;
+            (again["state"] == "Created").then_some(again)
+        })
+        .await;
+        eventually("polling to stop once the new webhook works", || async {
+            (metric(app, "witty_bff_polled_installations").await == 0.0).then_some(())
+        })
+        .await;
+        assert_eq!(bff_hooks(app, "alice", 33).await.len(), 1, "exactly one: {again}");
+        again
+    }
+    let second = removed_and_made_again(&app, &first).await;
     // Deleted again at once, within the grace period: made again once it has passed.
-    let r = app.graphql("alice", "mutation { unsubscribeAllNotifications(installationId: 33) }", json!({})).await;
-    assert_eq!(data(&r)["unsubscribeAllNotifications"], true, "{r}");
-    let third = eventually("our subscription to be made again, a grace period later", || async {
-        let hooks = bff_hooks(&app, "alice", 33).await;
-        let again = hooks.into_iter().find(|h| h["eventSubscriptionId"] != second["eventSubscriptionId"])?;
-        (again["state"] == "Created").then_some(again)
-    })
-    .await;
-    eventually("polling to stop once the third one works", || async {
-        (metric(&app, "witty_bff_polled_installations").await == 0.0).then_some(())
-    })
-    .await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "exactly one: {third}");
+    removed_and_made_again(&app, &second).await;
     // Events come through the webhook again, not a poll.
     app.sim().plug(ALICE_STATION).await;
     let e = ws_data(&mut ws).await;

@@ -56,6 +56,27 @@ fn membership_changed(ctx: &Context<'_>, i: i64) -> AppResult<()> {
     Ok(())
 }
 
+/// Disables or enables an installer (owners only; once per idempotency key).
+async fn set_installer_enabled(
+    ctx: &Context<'_>,
+    installation_id: &ID,
+    account_id: &ID,
+    enabled: bool,
+) -> AppResult<bool> {
+    let (i, account) = account(installation_id, account_id)?;
+    let (doubt, what) = if enabled { (ENABLED, "enable installers") } else { (DISABLED, "disable installers") };
+    let svc = services(ctx)?;
+    svc.idempotency
+        .once(ctx, None, format!("{i} {account}"), doubt, |sent| async move {
+            require_owner(ctx, i, what).await?;
+            let me = caller(ctx)?;
+            sent.send(svc.cache.client().set_installer_enabled(me.token(), i, &account, enabled)).await?;
+            membership_changed(ctx, i)?;
+            Ok(true)
+        })
+        .await
+}
+
 #[derive(Default)]
 pub struct SharingMutation;
 
@@ -132,32 +153,12 @@ impl SharingMutation {
 
     /// Stops sharing with an installer until enabled again; effective at once.
     async fn disable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
-        let (i, account) = account(&installation_id, &account_id)?;
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, format!("{i} {account}"), DISABLED, |sent| async move {
-                require_owner(ctx, i, "disable installers").await?;
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().set_installer_enabled(me.token(), i, &account, false)).await?;
-                membership_changed(ctx, i)?;
-                Ok(true)
-            })
-            .await
+        set_installer_enabled(ctx, &installation_id, &account_id, false).await
     }
 
     /// Shares the installation with a disabled installer again.
     async fn enable_installer(&self, ctx: &Context<'_>, installation_id: ID, account_id: ID) -> AppResult<bool> {
-        let (i, account) = account(&installation_id, &account_id)?;
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, format!("{i} {account}"), ENABLED, |sent| async move {
-                require_owner(ctx, i, "enable installers").await?;
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().set_installer_enabled(me.token(), i, &account, true)).await?;
-                membership_changed(ctx, i)?;
-                Ok(true)
-            })
-            .await
+        set_installer_enabled(ctx, &installation_id, &account_id, true).await
     }
 
     /// Removes an installer from the installation for good; effective at once.
