@@ -41,69 +41,81 @@ pub async fn receive(
     };
     let body = match body {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = MAX_DELIVERY_BYTES / 1024;
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("a delivery is at most {limit} KiB; send fewer events at once"),
-            );
-        }
-        Err(rejection) => return refuse(rejection.status(), &rejection.body_text()),
+        Err(rejection) => return body_refusal(rejection),
     };
     live.metrics().webhook_deliveries.with_label_values(&[kind.name()]).inc();
-    let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
-    // An array of events; a single event not wrapped in one is accepted too. The error names
-    // what was wrong with what was sent.
-    let array = body.trim_ascii_start().starts_with(b"[");
-    let events: Result<Vec<GridEvent>, _> = match array {
-        true => serde_json::from_slice::<Vec<GridEvent>>(&body),
-        false => serde_json::from_slice::<GridEvent>(&body).map(|e| vec![e]),
-    };
-    let events = match events {
+    let events = match events_of(&body) {
         Ok(events) => events,
-        Err(e) => {
-            let what =
-                if array { "an array of Event Grid events" } else { "an Event Grid event (or an array of them)" };
-            return refuse(StatusCode::BAD_REQUEST, &format!("the body is not {what}: {e}"));
-        }
+        Err(refusal) => return refusal,
     };
+    let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
     match kind {
         DeliveryKind::SubscriptionValidation => match live.validation_code(installation, subscription, &events) {
             Some(code) => Json(json!({ "validationResponse": code })).into_response(),
             None => refuse(StatusCode::BAD_REQUEST, "no SubscriptionValidationEvent with a validationCode"),
         },
-        DeliveryKind::Notification => {
-            // An event that cannot be told apart, dated or placed is dropped, logged and counted;
-            // the others are taken (Event Grid does not send a batch refused with 400 again: a
-            // refusal would lose them all). Refused only when none is readable.
-            let total = events.len();
-            let mut first_problem = None;
-            let events: Vec<GridEvent> = events
-                .into_iter()
-                .enumerate()
-                .filter(|(n, e)| match crate::live::unreadable_event(e) {
-                    None => true,
-                    Some(why) => {
-                        tracing::warn!(installation, event = n, id = %e.id, problem = %why, "an unreadable event was dropped");
-                        live.metrics().events.with_label_values(&["unreadable"]).inc();
-                        first_problem.get_or_insert_with(|| format!("event {n} of the delivery (id '{}'): {why}", e.id));
-                        false
-                    }
-                })
-                .map(|(_, e)| e)
-                .collect();
-            match first_problem {
-                Some(problem) if events.is_empty() => refuse(
-                    StatusCode::BAD_REQUEST,
-                    &format!("no event of the delivery ({total}) could be read; the first: {problem}"),
-                ),
-                _ => notify(&live, installation, subscription, events),
-            }
-        }
+        DeliveryKind::Notification => match readable(&live, installation, events) {
+            Ok(events) => notify(&live, installation, subscription, events),
+            Err(refusal) => refusal,
+        },
         DeliveryKind::SubscriptionDeletion => {
             live.subscription_deleted(installation, subscription);
             StatusCode::OK.into_response()
         }
+    }
+}
+
+fn body_refusal(rejection: BytesRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let limit = MAX_DELIVERY_BYTES / 1024;
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("a delivery is at most {limit} KiB; send fewer events at once"),
+        );
+    }
+    refuse(rejection.status(), &rejection.body_text())
+}
+
+/// An array of events; a single event not wrapped in one is accepted too. The refusal names what
+/// was wrong with what was sent.
+fn events_of(body: &[u8]) -> Result<Vec<GridEvent>, Response> {
+    let array = body.trim_ascii_start().starts_with(b"[");
+    let events = match array {
+        true => serde_json::from_slice::<Vec<GridEvent>>(body),
+        false => serde_json::from_slice::<GridEvent>(body).map(|e| vec![e]),
+    };
+    events.map_err(|e| {
+        let what = if array { "an array of Event Grid events" } else { "an Event Grid event (or an array of them)" };
+        refuse(StatusCode::BAD_REQUEST, &format!("the body is not {what}: {e}"))
+    })
+}
+
+/// The events of a notification that can be told apart, dated and placed. The others are dropped,
+/// logged and counted rather than refusing the delivery: Event Grid does not send a batch refused
+/// with 400 again, so a refusal would lose them all. Refused only when none is readable.
+fn readable(live: &Live, installation: i64, events: Vec<GridEvent>) -> Result<Vec<GridEvent>, Response> {
+    let total = events.len();
+    let mut first_problem = None;
+    let events: Vec<GridEvent> = events
+        .into_iter()
+        .enumerate()
+        .filter(|(n, e)| match crate::live::unreadable_event(e) {
+            None => true,
+            Some(why) => {
+                tracing::warn!(installation, event = n, id = %e.id, problem = %why, "an unreadable event was dropped");
+                live.metrics().events.with_label_values(&["unreadable"]).inc();
+                first_problem.get_or_insert_with(|| format!("event {n} of the delivery (id '{}'): {why}", e.id));
+                false
+            }
+        })
+        .map(|(_, e)| e)
+        .collect();
+    match first_problem {
+        Some(problem) if events.is_empty() => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("no event of the delivery ({total}) could be read; the first: {problem}"),
+        )),
+        _ => Ok(events),
     }
 }
 

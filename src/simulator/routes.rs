@@ -676,40 +676,7 @@ async fn update_station(
     store.require_owner(&a, i, "change a charging station's settings")?;
     let plugged = store.station(i, &cs)?.plugged();
     drop(store);
-    if let Some(name) = &req.friendly_name
-        && (name.trim().is_empty() || name.chars().count() > 64)
-    {
-        return Err(SimError::bad_request("friendlyName must be 1 to 64 characters"));
-    }
-    if let Some(led) = req.led_power
-        && !(0..=100).contains(&led)
-    {
-        return Err(SimError::bad_request(format!("ledPower must be between 0 and 100, got {led}")));
-    }
-    if let Some(avg) = req.average_ev_consumption
-        && !(avg.is_finite() && avg > 0.0 && avg <= 100.0)
-    {
-        return Err(SimError::bad_request(format!(
-            "averageEvConsumption must be more than 0 and at most 100 kWh/100 km, got {avg}"
-        )));
-    }
-    let mut tariffs = Vec::new();
-    for (n, value) in req.tariffs() {
-        if let Some(v) = value {
-            let t = TariffType::parse(v)
-                .ok_or_else(|| SimError::bad_request(format!("tariff{n} must be 'hc' or 'hp', got '{v}'")))?;
-            tariffs.push((n, t));
-        }
-    }
-    if req.friendly_name.is_none()
-        && req.led_power.is_none()
-        && req.average_ev_consumption.is_none()
-        && tariffs.is_empty()
-    {
-        return Err(SimError::bad_request(
-            "the body names nothing to update (friendlyName, ledPower, averageEvConsumption, tariff1 … tariff10)",
-        ));
-    }
+    let tariffs = checked_settings(&req)?;
     if plugged && req.led_power.is_some() {
         return Err(unplug_first(&cs, "ledPower"));
     }
@@ -745,6 +712,46 @@ async fn update_station(
         vec![notice]
     });
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The settings of an update, each within the bounds the upstream documents, and the tariff
+/// switches it names; an update naming nothing is refused.
+fn checked_settings(req: &UpdateStationRequest) -> SimResult<Vec<(usize, TariffType)>> {
+    if let Some(name) = &req.friendly_name
+        && (name.trim().is_empty() || name.chars().count() > 64)
+    {
+        return Err(SimError::bad_request("friendlyName must be 1 to 64 characters"));
+    }
+    if let Some(led) = req.led_power
+        && !(0..=100).contains(&led)
+    {
+        return Err(SimError::bad_request(format!("ledPower must be between 0 and 100, got {led}")));
+    }
+    if let Some(avg) = req.average_ev_consumption
+        && !(avg.is_finite() && avg > 0.0 && avg <= 100.0)
+    {
+        return Err(SimError::bad_request(format!(
+            "averageEvConsumption must be more than 0 and at most 100 kWh/100 km, got {avg}"
+        )));
+    }
+    let mut tariffs = Vec::new();
+    for (n, value) in req.tariffs() {
+        if let Some(v) = value {
+            let t = TariffType::parse(v)
+                .ok_or_else(|| SimError::bad_request(format!("tariff{n} must be 'hc' or 'hp', got '{v}'")))?;
+            tariffs.push((n, t));
+        }
+    }
+    if req.friendly_name.is_none()
+        && req.led_power.is_none()
+        && req.average_ev_consumption.is_none()
+        && tariffs.is_empty()
+    {
+        return Err(SimError::bad_request(
+            "the body names nothing to update (friendlyName, ledPower, averageEvConsumption, tariff1 … tariff10)",
+        ));
+    }
+    Ok(tariffs)
 }
 
 // ---- measures ----
