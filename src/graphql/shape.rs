@@ -16,13 +16,16 @@ use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextResolve,
-    ResolveInfo,
+    NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{
-    Name, Positioned, QueryPathNode, QueryPathSegment, Request, Response, ServerError, ServerResult, Value, Variables,
+    Name, Positioned, QueryPathNode, QueryPathSegment, Request, Response, ServerError, ServerResult, ValidationResult,
+    Value, Variables,
 };
+
+use super::error::{over_limits, request_error};
 
 /// The extension, registered on the schema.
 pub struct ResponseShape;
@@ -89,7 +92,7 @@ impl Extension for Shaping {
             Err(_) => None,
         };
         if let Some(missing) = missing {
-            return Err(missing);
+            return Err(request_error(missing));
         }
         request.variables = variables;
         next.run(ctx, request).await
@@ -102,28 +105,43 @@ impl Extension for Shaping {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let mut doc = next.run(ctx, query, variables).await?;
+        let mut doc = next.run(ctx, query, variables).await.map_err(request_error)?;
         inline_subscription_root_fragments(&mut doc);
         for (_, op) in doc.operations.iter().filter(|(_, op)| op.node.ty == OperationType::Subscription) {
             let items = &op.node.selection_set.node.items;
             if items.len() != 1 {
-                return Err(ServerError::new(
+                return Err(request_error(ServerError::new(
                     "a subscription selects exactly one root field (subscribe once per field)",
                     Some(op.pos),
-                ));
+                )));
             }
             // The spec's rule too: what it streams may not depend on a variable.
             if let Selection::Field(field) = &items[0].node
                 && field.node.directives.iter().any(|d| ["skip", "include"].contains(&d.node.name.node.as_str()))
             {
-                return Err(ServerError::new(
+                return Err(request_error(ServerError::new(
                     "a subscription's root field cannot carry @skip or @include (nor can a fragment spreading it)",
                     Some(items[0].pos),
-                ));
+                )));
             }
         }
         *lock(&self.doc) = Some(Arc::new(doc.clone()));
         Ok(doc)
+    }
+
+    /// Validation errors are the request's (`BAD_USER_INPUT`); a valid document is then held to
+    /// the schema's limits, from async-graphql's typed measure of it (see [`over_limits`]).
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let measured =
+            next.run(ctx).await.map_err(|errors| errors.into_iter().map(request_error).collect::<Vec<_>>())?;
+        match over_limits(&measured) {
+            Some(refused) => Err(vec![refused]),
+            None => Ok(measured),
+        }
     }
 
     async fn execute(

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{Name, Positioned, ServerError};
 
+use super::error::AppError;
+
 /// How many selections (fields, fragment spreads, inline fragments) a document may make with its
 /// fragments written out, all operations together. A real query makes a few hundred.
 pub const MAX_SELECTIONS: usize = 20_000;
@@ -84,12 +86,8 @@ impl<'a> Walk<'a> {
         let measure = match self.sizes.get(name) {
             Some(Some(known)) => *known,
             Some(None) => {
-                let mut e = ServerError::new(
-                    format!("fragment {name} spreads itself (directly or through other fragments)"),
-                    None,
-                );
-                e.extensions.get_or_insert_with(Default::default).set("code", "BAD_USER_INPUT");
-                return Err(e);
+                let cycle = format!("fragment {name} spreads itself (directly or through other fragments)");
+                return Err(AppError::BadUserInput(cycle).into_request_error());
             }
             None => {
                 let Some(def) = self.fragments.get(name) else { return Ok(None) };
@@ -118,9 +116,7 @@ fn too_deep() -> ServerError {
 }
 
 fn too_complex(message: String) -> ServerError {
-    let mut e = ServerError::new(message, None);
-    e.extensions.get_or_insert_with(Default::default).set("code", "QUERY_TOO_COMPLEX");
-    e
+    AppError::QueryTooComplex(message).into_request_error()
 }
 
 #[cfg(test)]
