@@ -5,9 +5,9 @@
 //!   served to another. Concurrent misses for one key wait on a single upstream call
 //!   (`get_with`). Entries expire per resource class ([`Ttls`]); failures are kept only for the
 //!   short negative TTL. An invalidation also reaches answers whose fetch was under way when it
-//!   was made (see [`Invalidations`]), so nothing fetched before an event is served after it.
+//!   was made (see `Invalidations`), so nothing fetched before an event is served after it.
 //! - A refused token (the upstream's 401: expired, revoked) is about that token, not its user: it
-//!   is never stored under the user's key, only remembered for that token ([`Refusals`]), and a
+//!   is never stored under the user's key, only remembered for that token (`Refusals`), and a
 //!   reader who waited on a fetch made with another token that was refused fetches again with its
 //!   own. Everything else (data, a 403, a 404, throttling, 5xx) is the same for all of a user's
 //!   tokens and shared by them.
@@ -86,7 +86,7 @@ impl Loaded {
 type LoadResult = Result<Loaded, UpstreamError>;
 
 /// Said when a key's kind and the value stored under its resource differ: [`read`] declares them
-/// together and [`Resource::fetch`] stores each resource's own kind, so this is a bug of ours.
+/// together and `Resource::fetch` stores each resource's own kind, so this is a bug of ours.
 pub const MISMATCH: &str = "a cached resource holds another kind of value than its key's";
 
 #[derive(Clone)]
@@ -147,7 +147,7 @@ impl Invalidations {
     }
 }
 
-/// How long an answer is kept while a command may still change it (see [`Unsettled`]).
+/// How long an answer is kept while a command may still change it (see `Unsettled`).
 pub const UNSETTLED_TTL: Duration = Duration::from_millis(500);
 
 /// Resources that a command the upstream accepted (202) may still change: the station applies it

@@ -5,7 +5,7 @@
 //! installation_id }`) and gets the value's own type back (`Arc<Vec<ChargingStation>>`): the key
 //! type, the resource it stands for, the [`Fetched`] variant and the value type are written once,
 //! in the table below, so no reader names a type the compiler cannot check against the resource.
-//! [`Resource::fetch`] puts each client method's result in its resource's variant, which holds
+//! `Resource::fetch` puts each client method's result in its resource's variant, which holds
 //! only that value type: fetching a resource with another's method does not compile.
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The GraphQL schema, split by domain and merged. Never imports axum: the transport puts the
-//! caller's [`Identity`](context::Identity), the request's loaders and any `Idempotency-Key` into
+//! caller's [`Identity`], the request's loaders and any `Idempotency-Key` into
 //! the request data; [`Services`] (the shared cache, the event bus, command settings) are schema
 //! data.
 

@@ -1,10 +1,20 @@
-//! How much a document stands for once its fragments are written out, measured before anything
-//! else walks it. async-graphql's recursion-depth check, its validation, the complexity count and
-//! execution all visit a fragment's selections again at every spread of it, so fragments that
-//! each spread the next a few times (or themselves) stand, in a few hundred bytes, for millions
-//! of visits: seconds to years of CPU for one request, with or without a token. Here each
-//! fragment is walked once (its size remembered), to a bounded depth, so the measure itself costs
-//! one pass over the document.
+//! How much a document stands for once its fragments are written out, measured before
+//! async-graphql walks it (called from [`ResponseShape`](super::shape::ResponseShape)'s
+//! `prepare_request`).
+//!
+//! What it corrects in async-graphql 7.2: every pass over a document walks a fragment again at
+//! each spread of it: the recursion-depth check of the parse phase (`check_recursive_depth`), the
+//! validation rules and the complexity count (`visit_fragment_spread` in `VisitMode::Inline`), and
+//! execution. Fragments that each spread the next four times stand, in a few hundred bytes, for
+//! 4^levels visits: seconds to years of CPU for one request, with or without a token, before any
+//! limit of async-graphql's answers. The spec sets no limit here (it leaves the cost of a query to
+//! the service); its "Fragment spreads must not form cycles" (§5.5.2.2, October 2021) refuses a
+//! fragment spreading itself, but async-graphql's depth check walks such a cycle to its limit, every
+//! way, before validation says so.
+//!
+//! Here each fragment is walked once (its size remembered), to a bounded depth, so the measure
+//! costs one pass over the document. `plain_async_graphql_still_walks_a_fragment_again_at_every_spread`
+//! in `tests/api/graph_corrections.rs` fails the day async-graphql walks each fragment once.
 
 use std::collections::HashMap;
 
