@@ -345,7 +345,7 @@ fn missing_variable(op: &Positioned<OperationDefinition>, given: &Variables) -> 
 
 /// A `DateTime` variable whose value is no date-time fails the request as a whole, naming the
 /// variable, as the spec's coercion of variables says; async-graphql (which reads a custom scalar
-/// only where an argument uses it) failed each field using it, naming neither.
+/// only where an argument uses it) fails each field using it, naming neither.
 fn unreadable_date(op: &Positioned<OperationDefinition>, given: &Variables) -> Option<ServerError> {
     use async_graphql::parser::types::BaseType;
     fn bad<'a>(ty: &BaseType, value: &'a Value) -> Option<&'a Value> {
