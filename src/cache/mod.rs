@@ -17,6 +17,8 @@
 //! - Each request's loader has a budget of upstream reads ([`READ_BUDGET`], see [`ReadBudget`]):
 //!   the static complexity limit counts a list's items once, so a query fanning out over many
 //!   installations and stations could otherwise send thousands of reads on the shared partner key.
+//! - Values are typed by their key: a reader asks with a key of [`read`] (`read::Stations {
+//!   installation_id }`) and gets that resource's value type back, checked by the compiler.
 
 pub mod read;
 mod resource;
@@ -76,8 +78,8 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The value as `key`'s type, with when it was fetched (`None` only if this was loaded for
-    /// another kind of resource than `K`'s).
+    /// The value as `K`'s value type, with when it was fetched (`None` only if this was loaded
+    /// for another kind of resource than `K`).
     pub fn of<K: Read>(&self) -> Option<(Arc<K::Value>, DateTime<Utc>)> {
         Some((K::pick(&self.value)?, self.fetched_at))
     }
