@@ -5,9 +5,9 @@
 //!   served to another. Concurrent misses for one key wait on a single upstream call
 //!   (`get_with`). Entries expire per resource class ([`Ttls`]); failures are kept only for the
 //!   short negative TTL. An invalidation also reaches answers whose fetch was under way when it
-//!   was made (see [`Invalidations`]), so nothing fetched before an event is served after it.
+//!   was made (see `Invalidations`), so nothing fetched before an event is served after it.
 //! - A refused token (the upstream's 401: expired, revoked) is about that token, not its user: it
-//!   is never stored under the user's key, only remembered for that token ([`Refusals`]), and a
+//!   is never stored under the user's key, only remembered for that token (`Refusals`), and a
 //!   reader who waited on a fetch made with another token that was refused fetches again with its
 //!   own. Everything else (data, a 403, a 404, throttling, 5xx) is the same for all of a user's
 //!   tokens and shared by them.
@@ -17,12 +17,15 @@
 //! - Each request's loader has a budget of upstream reads ([`READ_BUDGET`], see [`ReadBudget`]):
 //!   the static complexity limit counts a list's items once, so a query fanning out over many
 //!   installations and stations could otherwise send thousands of reads on the shared partner key.
+//! - Values are typed by their key: a reader asks with a key of [`read`] (`read::Stations {
+//!   installation_id }`) and gets that resource's value type back, checked by the compiler.
 
+pub mod read;
 mod resource;
 
+pub use read::{Fetched, Read};
 pub use resource::Resource;
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -67,21 +70,26 @@ impl Default for Ttls {
     }
 }
 
-/// A loaded resource: the typed value (downcast by the reader) and when it was fetched.
+/// A loaded resource: its value, of its resource's kind, and when it was fetched.
 #[derive(Clone)]
 pub struct Loaded {
-    pub value: Arc<dyn Any + Send + Sync>,
+    pub value: Fetched,
     pub fetched_at: DateTime<Utc>,
 }
 
 impl Loaded {
-    /// The value as `T`, the type the resource's fetch produced.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.value.clone().downcast::<T>().ok()
+    /// The value as `K`'s value type, with when it was fetched (`None` only if this was loaded
+    /// for another kind of resource than `K`).
+    pub fn of<K: Read>(&self) -> Option<(Arc<K::Value>, DateTime<Utc>)> {
+        Some((K::pick(&self.value)?, self.fetched_at))
     }
 }
 
-pub type LoadResult = Result<Loaded, UpstreamError>;
+type LoadResult = Result<Loaded, UpstreamError>;
+
+/// Said when a key's kind and the value stored under its resource differ: [`read`] declares them
+/// together and `Resource::fetch` stores each resource's own kind, so this is a bug of ours.
+pub const MISMATCH: &str = "a cached resource holds another kind of value than its key's";
 
 #[derive(Clone)]
 struct Entry {
@@ -141,7 +149,7 @@ impl Invalidations {
     }
 }
 
-/// How long an answer is kept while a command may still change it (see [`Unsettled`]).
+/// How long an answer is kept while a command may still change it (see `Unsettled`).
 pub const UNSETTLED_TTL: Duration = Duration::from_millis(500);
 
 /// Resources that a command the upstream accepted (202) may still change: the station applies it
@@ -269,13 +277,15 @@ impl SharedCache {
         &self.client
     }
 
-    /// The resource as `caller` sees it: from the cache, or fetched once for all concurrent askers.
-    /// Not counted in any request's budget (the live watches' own reads).
-    pub async fn get(&self, caller: &Caller, resource: Resource) -> LoadResult {
-        self.read(caller, resource, None).await.map_err(|e| match e {
+    /// The resource `key` names as `caller` sees it, with when it was fetched: from the cache, or
+    /// fetched once for all concurrent askers. Not counted in any request's budget (the live
+    /// watches' own reads).
+    pub async fn get<K: Read>(&self, caller: &Caller, key: K) -> Result<(Arc<K::Value>, DateTime<Utc>), UpstreamError> {
+        let loaded = self.read(caller, key.into(), None).await.map_err(|e| match e {
             ReadError::Upstream(e) => e,
             ReadError::OverBudget { .. } => unreachable!("a read without a budget is never refused"),
-        })
+        })?;
+        loaded.of::<K>().ok_or_else(|| UpstreamError::Decode(MISMATCH.into()))
     }
 
     /// As [`SharedCache::get`]; a read this call would send upstream itself takes one read of

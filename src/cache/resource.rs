@@ -1,12 +1,12 @@
 //! Every upstream read, as a cache key: what to fetch, with which client method, and for how long
 //! the answer may be kept.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::Ttls;
+use super::read::Fetched;
 use crate::upstream::history::{Device, Operator, Range};
 use crate::upstream::{UpstreamClient, UpstreamError};
 
@@ -83,8 +83,10 @@ pub enum Resource {
     },
 }
 
-fn boxed<T: Any + Send + Sync>(r: Result<T, UpstreamError>) -> Result<Arc<dyn Any + Send + Sync>, UpstreamError> {
-    r.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
+/// The upstream's answer as the [`Fetched`] `variant` of its resource: a variant holds only its
+/// own value type, so a resource fetched with another's client method does not compile.
+fn boxed<T>(variant: fn(Arc<T>) -> Fetched, r: Result<T, UpstreamError>) -> Result<Fetched, UpstreamError> {
+    r.map(|value| variant(Arc::new(value)))
 }
 
 impl Resource {
@@ -133,40 +135,48 @@ impl Resource {
         }
     }
 
-    pub(super) async fn fetch(
-        &self,
-        client: &UpstreamClient,
-        bearer: &str,
-    ) -> Result<Arc<dyn Any + Send + Sync>, UpstreamError> {
+    pub(super) async fn fetch(&self, client: &UpstreamClient, bearer: &str) -> Result<Fetched, UpstreamError> {
         use Resource::*;
         match self {
-            Installations => boxed(client.installations(bearer).await),
-            Users { installation_id } => boxed(client.users(bearer, *installation_id).await),
-            Invitations { installation_id } => boxed(client.invitations(bearer, *installation_id).await),
-            EventSubscriptions { installation_id } => boxed(client.event_subscriptions(bearer, *installation_id).await),
+            Installations => boxed(Fetched::Installations, client.installations(bearer).await),
+            Users { installation_id } => boxed(Fetched::Users, client.users(bearer, *installation_id).await),
+            Invitations { installation_id } => {
+                boxed(Fetched::Invitations, client.invitations(bearer, *installation_id).await)
+            }
+            EventSubscriptions { installation_id } => {
+                boxed(Fetched::EventSubscriptions, client.event_subscriptions(bearer, *installation_id).await)
+            }
             EventSubscription { installation_id, id } => {
-                boxed(client.event_subscription(bearer, *installation_id, id).await)
+                boxed(Fetched::EventSubscription, client.event_subscription(bearer, *installation_id, id).await)
             }
-            Stations { installation_id } => boxed(client.charging_stations(bearer, *installation_id).await),
+            Stations { installation_id } => {
+                boxed(Fetched::Stations, client.charging_stations(bearer, *installation_id).await)
+            }
             Station { installation_id, station_id } => {
-                boxed(client.charging_station(bearer, *installation_id, station_id).await)
+                boxed(Fetched::Station, client.charging_station(bearer, *installation_id, station_id).await)
             }
-            Meters { installation_id } => boxed(client.grid_meters(bearer, *installation_id).await),
-            Meter { installation_id, meter_id } => boxed(client.grid_meter(bearer, *installation_id, meter_id).await),
-            Tariffs { installation_id, meter_id } => boxed(client.tariffs(bearer, *installation_id, meter_id).await),
+            Meters { installation_id } => boxed(Fetched::Meters, client.grid_meters(bearer, *installation_id).await),
+            Meter { installation_id, meter_id } => {
+                boxed(Fetched::Meter, client.grid_meter(bearer, *installation_id, meter_id).await)
+            }
+            Tariffs { installation_id, meter_id } => {
+                boxed(Fetched::Tariffs, client.tariffs(bearer, *installation_id, meter_id).await)
+            }
             Tariff { installation_id, meter_id, tariff } => {
-                boxed(client.tariff(bearer, *installation_id, meter_id, tariff).await)
+                boxed(Fetched::Tariff, client.tariff(bearer, *installation_id, meter_id, tariff).await)
             }
-            Measures { device } => boxed(client.measures(bearer, device).await),
-            Measure { device, measure_id } => boxed(client.measure(bearer, device, measure_id).await),
+            Measures { device } => boxed(Fetched::Measures, client.measures(bearer, device).await),
+            Measure { device, measure_id } => boxed(Fetched::Measure, client.measure(bearer, device, measure_id).await),
             MeasureValues { device, measure_id, operator, range } => {
-                boxed(client.aggregate(bearer, device, measure_id, *operator, range).await)
+                boxed(Fetched::MeasureValues, client.aggregate(bearer, device, measure_id, *operator, range).await)
             }
-            Logs { device } => boxed(client.logs(bearer, device).await),
-            Log { device, log_id } => boxed(client.log(bearer, device, log_id).await),
-            LogCounts { device, log_id, range } => boxed(client.log_counts(bearer, device, log_id, range).await),
+            Logs { device } => boxed(Fetched::Logs, client.logs(bearer, device).await),
+            Log { device, log_id } => boxed(Fetched::Log, client.log(bearer, device, log_id).await),
+            LogCounts { device, log_id, range } => {
+                boxed(Fetched::LogCounts, client.log_counts(bearer, device, log_id, range).await)
+            }
             LogEntries { device, log_id, range } => {
-                boxed(client.log_entries(bearer, device, log_id.as_deref(), range).await)
+                boxed(Fetched::LogEntries, client.log_entries(bearer, device, log_id.as_deref(), range).await)
             }
         }
     }

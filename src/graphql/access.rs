@@ -8,13 +8,12 @@ use async_graphql::Context;
 use super::context::{caller, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
-use crate::cache::Resource;
-use crate::upstream::sharing::User;
+use crate::cache::read;
 
 /// The caller's role on an installation.
 pub async fn role(ctx: &Context<'_>, installation_id: i64) -> AppResult<UserRole> {
     let me = caller(ctx)?;
-    let users = match load::<Vec<User>>(ctx, Resource::Users { installation_id }).await {
+    let users = match load(ctx, read::Users { installation_id }).await {
         Ok((users, _)) => users,
         // An upstream that hides the users from installers: the caller is not the owner.
         Err(AppError::Forbidden(_)) => return Ok(UserRole::Installer),

@@ -1,6 +1,5 @@
 //! What resolvers read from the request: the caller and the per-request loader.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use async_graphql::Context;
@@ -8,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::{AppError, AppResult};
 use crate::auth::{AuthError, Caller};
-use crate::cache::{Loaded, Loaders, ReadError, Resource};
+use crate::cache::{Loaders, MISMATCH, Read, ReadError};
 
 /// The outcome of checking the request's credentials, put in the request data by the transport.
 #[derive(Clone, Debug)]
@@ -23,16 +22,18 @@ pub fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     }
 }
 
-/// Loads a resource for the caller and returns it as `T` with the time it was fetched.
-pub async fn load<T: Any + Send + Sync>(ctx: &Context<'_>, resource: Resource) -> AppResult<(Arc<T>, DateTime<Utc>)> {
+/// Loads the resource `key` names for the caller, through the request's loader: its value, of
+/// the key's type, and when it was fetched. `load(ctx, read::Users { installation_id })` gives an
+/// `Arc<Vec<User>>`.
+pub async fn load<K: Read>(ctx: &Context<'_>, key: K) -> AppResult<(Arc<K::Value>, DateTime<Utc>)> {
     caller(ctx)?;
     let loaders = ctx.data::<Arc<Loaders>>().map_err(|_| AppError::internal("no loaders in the request"))?;
-    let loaded = match loaders.load_one(resource).await {
+    let loaded = match loaders.load_one(key.into()).await {
         Ok(Some(result)) => result.map_err(read_error)?,
         Ok(None) => return Err(AppError::internal("the loader returned nothing")),
         Err(never) => match never {},
     };
-    Ok((typed(&loaded)?, loaded.fetched_at))
+    loaded.of::<K>().ok_or_else(|| AppError::internal(MISMATCH))
 }
 
 /// What the client is told of a read that failed: the upstream's error, or the request's budget
@@ -45,9 +46,4 @@ fn read_error(e: ReadError) -> AppError {
              (fewer installations or stations at a time)"
         )),
     }
-}
-
-/// A loaded resource as the type its fetch produced.
-pub fn typed<T: Any + Send + Sync>(loaded: &Loaded) -> AppResult<Arc<T>> {
-    loaded.get::<T>().ok_or_else(|| AppError::internal("a loaded resource has an unexpected type"))
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_graphql::ErrorExtensions;
+use async_graphql::{ErrorExtensions, ServerError, ValidationResult};
 
 use crate::auth::AuthError;
 use crate::upstream::UpstreamError;
@@ -24,13 +24,15 @@ pub enum AppError {
     Internal,
 }
 
+const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+
 impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
-            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::BadUserInput(_) => BAD_USER_INPUT,
             AppError::Conflict(_) => "CONFLICT",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
@@ -136,30 +138,57 @@ impl From<AppError> for async_graphql::Error {
 
 pub type AppResult<T> = Result<T, AppError>;
 
-/// Gives every error of a response a code: those async-graphql makes itself (a syntax error, a
-/// limit) have none. A query over the complexity limit is told how to fix it.
-pub fn with_codes(response: &mut async_graphql::Response) {
-    for e in response.errors.iter_mut() {
-        let has_code = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
-        if has_code {
-            continue;
-        }
-        let lower = e.message.to_ascii_lowercase();
-        let code = if lower.contains("too complex") {
-            e.message = format!(
-                "the query asks the Witty-Home service for too much at once: each field that reads it (a \
-                 measure's values, a log's entries or counts, a list, a resource by id), and each alias of \
-                 one, counts {} of the {} allowed; split it into smaller queries",
-                super::history::UPSTREAM_READ,
-                super::MAX_COMPLEXITY
-            );
-            "QUERY_TOO_COMPLEX"
-        } else if lower.contains("nested too deep") {
-            e.message = format!("the query is nested deeper than {} levels; ask for less at once", super::MAX_DEPTH);
-            "QUERY_TOO_COMPLEX"
-        } else {
-            "BAD_USER_INPUT"
-        };
-        e.extensions.get_or_insert_with(Default::default).set("code", code);
+/// An error async-graphql raised while reading the request (the query does not parse, is not valid
+/// against the schema, or breaks a rule of ours checked before it runs): the caller's to fix, so
+/// `BAD_USER_INPUT` unless it already has a code. Called with the errors of those phases only,
+/// which is what decides the code; their messages are async-graphql's and are never read.
+pub fn request_error(mut e: ServerError) -> ServerError {
+    bad_input_unless_coded(&mut e);
+    e
+}
+
+fn bad_input_unless_coded(e: &mut ServerError) {
+    let extensions = e.extensions.get_or_insert_with(Default::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", BAD_USER_INPUT);
     }
+}
+
+impl AppError {
+    /// This error as one of the whole request (no field, no place in the document), with its code.
+    pub fn into_request_error(self) -> ServerError {
+        let error = self.extend();
+        let mut e = ServerError::new(error.message, None);
+        e.extensions = error.extensions;
+        e
+    }
+}
+
+/// The schema's limits of depth and complexity, from async-graphql's typed measure of the
+/// document. (async-graphql's own `limit_depth`/`limit_complexity` refuse with an English message
+/// and no code, which is why they are not used.) Complexity is checked first, as they do.
+pub fn over_limits(measured: &ValidationResult) -> Option<ServerError> {
+    let message = if measured.complexity > super::MAX_COMPLEXITY {
+        format!(
+            "the query asks the Witty-Home service for too much at once: each field that reads it (a measure's \
+             values, a log's entries or counts, a list, a resource by id), and each alias of one, counts {} of the \
+             {} allowed; split it into smaller queries",
+            super::history::UPSTREAM_READ,
+            super::MAX_COMPLEXITY
+        )
+    } else if measured.depth > super::MAX_DEPTH {
+        format!("the query is nested deeper than {} levels; ask for less at once", super::MAX_DEPTH)
+    } else {
+        return None;
+    };
+    Some(AppError::QueryTooComplex(message).into_request_error())
+}
+
+/// Gives a code to every error of a response that has none. Errors of ours carry theirs, and so
+/// do those of parsing and validation (tagged by [`request_error`] in the phase they come from)
+/// and the limits ([`over_limits`]). What is left is what async-graphql raises outside the
+/// extension's hooks: choosing the operation to run (an unknown name, several and none named)
+/// and coercing an argument's value as its field runs. Both are about what the request asked.
+pub fn with_codes(response: &mut async_graphql::Response) {
+    response.errors.iter_mut().for_each(bad_input_unless_coded);
 }

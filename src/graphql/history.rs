@@ -12,7 +12,7 @@ use super::access::{require_costs, role, strip_costs};
 use super::context::load;
 use super::enums::{AggregationOperator, Step, TariffId, TariffType, UserRole};
 use super::error::{AppError, AppResult};
-use crate::cache::Resource;
+use crate::cache::read;
 use crate::upstream::history::{self as wire, Device, LogInfo, MeasureInfo, Operator, Range};
 use crate::upstream::quirks::parse_time;
 
@@ -137,13 +137,13 @@ pub async fn measures_of(
     device: Device,
     withheld: Option<Arc<str>>,
 ) -> AppResult<Option<Vec<Measure>>> {
-    let (list, _) = load::<Vec<MeasureInfo>>(ctx, Resource::Measures { device: device.clone() }).await?;
+    let (list, _) = load(ctx, read::Measures { device: device.clone() }).await?;
     Ok(Some(list.iter().map(|m| Measure::listed(device.clone(), m.clone()).withheld(withheld.clone())).collect()))
 }
 
 /// Every log of a device, with its metadata.
 pub async fn logs_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<Log>>> {
-    let (list, _) = load::<Vec<LogInfo>>(ctx, Resource::Logs { device: device.clone() }).await?;
+    let (list, _) = load(ctx, read::Logs { device: device.clone() }).await?;
     Ok(Some(list.iter().map(|l| Log::listed(device.clone(), l.clone())).collect()))
 }
 
@@ -183,8 +183,8 @@ impl Measure {
         match &self.info {
             Some(info) => Ok(info.clone()),
             None => {
-                let r = Resource::Measure { device: self.device.clone(), measure_id: self.measure_id()? };
-                Ok(load::<MeasureInfo>(ctx, r).await?.0)
+                let r = read::Measure { device: self.device.clone(), measure_id: self.measure_id()? };
+                Ok(load(ctx, r).await?.0)
             }
         }
     }
@@ -226,13 +226,9 @@ impl Measure {
         if let Some(why) = &self.withheld {
             return Err(AppError::Forbidden(why.to_string()));
         }
-        let r = Resource::MeasureValues {
-            device: self.device.clone(),
-            measure_id,
-            operator: self::operator(operator),
-            range,
-        };
-        let (points, _) = load::<Vec<wire::AggregatePoint>>(ctx, r).await?;
+        let r =
+            read::MeasureValues { device: self.device.clone(), measure_id, operator: self::operator(operator), range };
+        let (points, _) = load(ctx, r).await?;
         Ok(Some(points.iter().map(MeasurePoint::from).collect()))
     }
 }
@@ -304,8 +300,8 @@ impl Log {
         match &self.info {
             Some(info) => Ok(info.clone()),
             None => {
-                let r = Resource::Log { device: self.device.clone(), log_id: self.log_id()? };
-                Ok(load::<LogInfo>(ctx, r).await?.0)
+                let r = read::Log { device: self.device.clone(), log_id: self.log_id()? };
+                Ok(load(ctx, r).await?.0)
             }
         }
     }
@@ -342,12 +338,12 @@ impl Log {
         to: DateTime<Utc>,
         step: Step,
     ) -> AppResult<Option<Vec<LogCount>>> {
-        let r = Resource::LogCounts {
+        let r = read::LogCounts {
             device: self.device.clone(),
             log_id: self.log_id()?,
             range: range(from, to, Some(step))?,
         };
-        let (counts, _) = load::<Vec<wire::LogCount>>(ctx, r).await?;
+        let (counts, _) = load(ctx, r).await?;
         Ok(Some(
             counts
                 .iter()
@@ -370,7 +366,7 @@ pub async fn entries(
     range: Range,
 ) -> AppResult<Vec<LogEntry>> {
     let owner = role(ctx, device.installation_id()).await? == UserRole::Owner;
-    let (list, _) = load::<Vec<wire::LogEntry>>(ctx, Resource::LogEntries { device, log_id, range }).await?;
+    let (list, _) = load(ctx, read::LogEntries { device, log_id, range }).await?;
     Ok(list
         .iter()
         .map(|e| {

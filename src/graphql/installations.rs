@@ -13,9 +13,9 @@ use super::error::{AppError, AppResult};
 use super::history::{UPSTREAM_READ, installation_arg, resource_id};
 use super::meters::GridMeter;
 use super::stations::ChargingStation;
-use crate::cache::Resource;
+use crate::cache::read;
 use crate::upstream::quirks::parse_time;
-use crate::upstream::{installations as wire, meters, notifications, sharing, stations};
+use crate::upstream::{installations as wire, notifications, sharing};
 
 #[derive(Default)]
 pub struct InstallationQuery;
@@ -25,7 +25,7 @@ impl InstallationQuery {
     /// The caller's installations (as owner, or as an enabled installer).
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn installations(&self, ctx: &Context<'_>) -> AppResult<Vec<Installation>> {
-        let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
+        let (list, _) = load(ctx, read::Installations).await?;
         Ok(list.iter().cloned().map(Installation::from).collect())
     }
 
@@ -33,7 +33,7 @@ impl InstallationQuery {
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn installation(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Installation>> {
         let wanted = installation_arg(&id, "id")?;
-        let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
+        let (list, _) = load(ctx, read::Installations).await?;
         list.iter()
             .find(|i| i.installation_id == wanted)
             .cloned()
@@ -85,10 +85,7 @@ impl Installation {
     async fn charging_stations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<ChargingStation>>> {
         let i = self.data.installation_id;
         // The caller's role is needed below (costs); fetch it alongside, not after.
-        let (stations, _) = futures::join!(
-            load::<Vec<stations::ChargingStation>>(ctx, Resource::Stations { installation_id: i }),
-            role(ctx, i)
-        );
+        let (stations, _) = futures::join!(load(ctx, read::Stations { installation_id: i }), role(ctx, i));
         let (list, at) = stations?;
         Ok(Some(list.iter().map(|s| ChargingStation::new(i, Arc::new(s.clone()), at)).collect()))
     }
@@ -96,16 +93,15 @@ impl Installation {
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn charging_station(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<ChargingStation>> {
         let i = self.data.installation_id;
-        let r = Resource::Station { installation_id: i, station_id: resource_id(&id, "chargingStationId")? };
-        let (station, at) = load::<stations::ChargingStation>(ctx, r).await?;
+        let r = read::Station { installation_id: i, station_id: resource_id(&id, "chargingStationId")? };
+        let (station, at) = load(ctx, r).await?;
         Ok(Some(ChargingStation::new(i, station, at)))
     }
 
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn grid_meters(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<GridMeter>>> {
         let i = self.data.installation_id;
-        let (meters, _) =
-            futures::join!(load::<Vec<meters::GridMeter>>(ctx, Resource::Meters { installation_id: i }), role(ctx, i));
+        let (meters, _) = futures::join!(load(ctx, read::Meters { installation_id: i }), role(ctx, i));
         let (list, at) = meters?;
         Ok(Some(list.iter().map(|m| GridMeter::new(i, Arc::new(m.clone()), at)).collect()))
     }
@@ -113,40 +109,40 @@ impl Installation {
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn grid_meter(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<GridMeter>> {
         let i = self.data.installation_id;
-        let r = Resource::Meter { installation_id: i, meter_id: resource_id(&id, "gridMeterId")? };
-        let (meter, at) = load::<meters::GridMeter>(ctx, r).await?;
+        let r = read::Meter { installation_id: i, meter_id: resource_id(&id, "gridMeterId")? };
+        let (meter, at) = load(ctx, r).await?;
         Ok(Some(GridMeter::new(i, meter, at)))
     }
 
     /// The owner and installers of the installation.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn users(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<InstallationUser>>> {
-        let r = Resource::Users { installation_id: self.data.installation_id };
-        let (list, _) = load::<Vec<sharing::User>>(ctx, r).await?;
+        let r = read::Users { installation_id: self.data.installation_id };
+        let (list, _) = load(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(InstallationUser::from).collect()))
     }
 
     /// Pending installer invitations.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn invitations(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Invitation>>> {
-        let r = Resource::Invitations { installation_id: self.data.installation_id };
-        let (list, _) = load::<Vec<sharing::Invitation>>(ctx, r).await?;
+        let r = read::Invitations { installation_id: self.data.installation_id };
+        let (list, _) = load(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(Invitation::from).collect()))
     }
 
     /// The caller's notification subscriptions on this installation.
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn event_subscriptions(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<EventSubscription>>> {
-        let r = Resource::EventSubscriptions { installation_id: self.data.installation_id };
-        let (list, _) = load::<Vec<notifications::EventSubscription>>(ctx, r).await?;
+        let r = read::EventSubscriptions { installation_id: self.data.installation_id };
+        let (list, _) = load(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(EventSubscription::from).collect()))
     }
 
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn event_subscription(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<EventSubscription>> {
         let id = resource_id(&id, "eventSubscriptionId")?;
-        let r = Resource::EventSubscription { installation_id: self.data.installation_id, id };
-        let (sub, _) = load::<notifications::EventSubscription>(ctx, r).await?;
+        let r = read::EventSubscription { installation_id: self.data.installation_id, id };
+        let (sub, _) = load(ctx, r).await?;
         Ok(Some(EventSubscription::from((*sub).clone())))
     }
 }

@@ -10,7 +10,7 @@ use super::context::load;
 use super::enums::{GridSubscription, TariffId, TicConsent, TicType, tic_type_of};
 use super::error::AppResult;
 use super::history::{LOGS_PER_METER, Log, MEASURES_PER_DEVICE, Measure, UPSTREAM_READ, logs_of, measures_of};
-use crate::cache::Resource;
+use crate::cache::read;
 use crate::upstream::history::Device;
 use crate::upstream::meters as wire;
 use crate::upstream::quirks::parse_time;
@@ -126,20 +126,20 @@ impl GridMeter {
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn tariffs(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<Tariff>>> {
         require_costs(ctx, self.installation_id).await?;
-        let r = Resource::Tariffs { installation_id: self.installation_id, meter_id: self.data.id.clone() };
-        let (list, _) = load::<Vec<wire::Tariff>>(ctx, r).await?;
+        let r = read::Tariffs { installation_id: self.installation_id, meter_id: self.data.id.clone() };
+        let (list, _) = load(ctx, r).await?;
         Ok(Some(list.iter().cloned().map(Tariff::from).collect()))
     }
     #[graphql(complexity = "UPSTREAM_READ + child_complexity")]
     async fn tariff(&self, ctx: &Context<'_>, id: TariffId) -> AppResult<Option<Tariff>> {
         require_costs(ctx, self.installation_id).await?;
         let code = id.to_upstream().ok_or_else(|| super::error::AppError::bad_input("UNKNOWN is not a tariff id"))?;
-        let r = Resource::Tariff {
+        let r = read::Tariff {
             installation_id: self.installation_id,
             meter_id: self.data.id.clone(),
             tariff: code.to_string(),
         };
-        let (t, _) = load::<wire::Tariff>(ctx, r).await?;
+        let (t, _) = load(ctx, r).await?;
         Ok(Some(Tariff::from((*t).clone())))
     }
 }

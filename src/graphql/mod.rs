@@ -1,5 +1,5 @@
 //! The GraphQL schema, split by domain and merged. Never imports axum: the transport puts the
-//! caller's [`Identity`](context::Identity), the request's loaders and any `Idempotency-Key` into
+//! caller's [`Identity`], the request's loaders and any `Idempotency-Key` into
 //! the request data; [`Services`] (the shared cache, the event bus, command settings) are schema
 //! data.
 
@@ -45,15 +45,14 @@ pub fn operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<
     }
 }
 
-/// Limits that keep one query from costing the upstream too much.
+/// Limits that keep one query from costing the upstream too much, checked by
+/// [`shape::ResponseShape`] from async-graphql's measure of the document (see
+/// [`error::over_limits`]), not by the schema's own `limit_depth`/`limit_complexity`.
 pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .extension(shape::ResponseShape)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default()).extension(shape::ResponseShape)
 }
 
 pub fn build_schema(services: Services) -> WittySchema {

@@ -1,14 +1,36 @@
-//! Keeps every answer in the shape the GraphQL spec gives it ("Handling Field Errors" and
-//! "Serialized Map Ordering"), which async-graphql 7.2 does not on its own: there, a field that
-//! fails is left out of its object (and an object whose fields all failed becomes `null`, even
-//! where the schema says non-null), and an object's fields come in the order they finished.
+//! The one place where witty-bff corrects async-graphql 7.2: [`ResponseShape`], an extension
+//! registered on the schema. Each correction below names what async-graphql does on its own and
+//! the spec section (GraphQL, October 2021) it answers to; `tests/api/graph_corrections.rs` shows
+//! each one still needed (a `plain_async_graphql_*` test fails the day async-graphql does it
+//! itself, and the correction can go).
 //!
-//! With this extension a failing field is `null` with its error in `errors`; when that field is
-//! non-null, the `null` goes up to the nearest nullable field or list item (or to `data`); and
-//! every object lists its fields in the order the query asked for them. The nulls go up once the
-//! whole answer is there (a field asked twice, in two fragments say, is resolved twice and merged:
-//! only the merged answer can say what its parent is). A subscription selects one root field, as
-//! the spec asks, so its events never run side by side.
+//! - Field errors, "Handling Field Errors" (§6.4.4). async-graphql leaves a failed field out of
+//!   its object (`{"thing":{"ok":2}}` for `{ thing { maybe ok } }`) and never sends a failed
+//!   non-null field's null up to its parent. Here ([`Extension::resolve`], then `execute`) the
+//!   failed field is `null` in its place with its error in `errors`; when it is non-null, the null
+//!   goes up to the nearest nullable field or list item (or to `data`). The nulls go up once the
+//!   whole answer is there: a field asked twice (in two fragments, say) is resolved twice and
+//!   merged, and only the merged answer says what its parent is.
+//! - Field order, "Field Collection" (§6.3.2) and "Serialized Map Ordering" (§7.2.2).
+//!   async-graphql writes an object's fields in the order they finish resolving; here they are
+//!   put in the order the query asked for them (`in_order`).
+//! - Variables, "Coercing Variable Values" (§6.1.2). async-graphql runs a request whose non-null
+//!   variable was given no value (failing only the fields using it, "Variable n is not defined")
+//!   and reads a `DateTime` variable only where an argument uses it; here either fails the whole
+//!   request, naming the variable (`missing_variable`, `unreadable_date`).
+//! - Subscriptions, "Single root field" (§5.2.3.1). async-graphql runs only fields written at a
+//!   subscription's root: one spread from a fragment ends the stream at once, with no event and
+//!   no error. Here such fragments are written out (`inline_subscription_root_fragments`), and a
+//!   subscription selecting more than one root field, or one under `@skip`/`@include`, is refused.
+//! - Error codes (witty-bff's contract: every error has `extensions.code`; the spec's "Errors",
+//!   §7.1.2, leaves `extensions` to the service). async-graphql gives its parse and validation
+//!   errors, and its own depth and complexity limits, no code and only an English message. Here
+//!   the parse and validation hooks tag their phase's errors `BAD_USER_INPUT`
+//!   ([`request_error`]), and the limits are checked from async-graphql's typed
+//!   [`ValidationResult`] ([`over_limits`]), never from message text. What async-graphql raises
+//!   outside these hooks (choosing the operation, coercing an argument) gets `BAD_USER_INPUT`
+//!   from [`with_codes`](super::error::with_codes), which every transport calls.
+//! - Document size ([`super::size`]), checked before async-graphql walks the document.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +38,16 @@ use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextResolve,
-    ResolveInfo,
+    NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{
-    Name, Positioned, QueryPathNode, QueryPathSegment, Request, Response, ServerError, ServerResult, Value, Variables,
+    Name, Positioned, QueryPathNode, QueryPathSegment, Request, Response, ServerError, ServerResult, ValidationResult,
+    Value, Variables,
 };
+
+use super::error::{over_limits, request_error};
 
 /// The extension, registered on the schema.
 pub struct ResponseShape;
@@ -89,7 +114,7 @@ impl Extension for Shaping {
             Err(_) => None,
         };
         if let Some(missing) = missing {
-            return Err(missing);
+            return Err(request_error(missing));
         }
         request.variables = variables;
         next.run(ctx, request).await
@@ -102,28 +127,43 @@ impl Extension for Shaping {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let mut doc = next.run(ctx, query, variables).await?;
+        let mut doc = next.run(ctx, query, variables).await.map_err(request_error)?;
         inline_subscription_root_fragments(&mut doc);
         for (_, op) in doc.operations.iter().filter(|(_, op)| op.node.ty == OperationType::Subscription) {
             let items = &op.node.selection_set.node.items;
             if items.len() != 1 {
-                return Err(ServerError::new(
+                return Err(request_error(ServerError::new(
                     "a subscription selects exactly one root field (subscribe once per field)",
                     Some(op.pos),
-                ));
+                )));
             }
             // The spec's rule too: what it streams may not depend on a variable.
             if let Selection::Field(field) = &items[0].node
                 && field.node.directives.iter().any(|d| ["skip", "include"].contains(&d.node.name.node.as_str()))
             {
-                return Err(ServerError::new(
+                return Err(request_error(ServerError::new(
                     "a subscription's root field cannot carry @skip or @include (nor can a fragment spreading it)",
                     Some(items[0].pos),
-                ));
+                )));
             }
         }
         *lock(&self.doc) = Some(Arc::new(doc.clone()));
         Ok(doc)
+    }
+
+    /// Validation errors are the request's (`BAD_USER_INPUT`); a valid document is then held to
+    /// the schema's limits, from async-graphql's typed measure of it (see [`over_limits`]).
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let measured =
+            next.run(ctx).await.map_err(|errors| errors.into_iter().map(request_error).collect::<Vec<_>>())?;
+        match over_limits(&measured) {
+            Some(refused) => Err(vec![refused]),
+            None => Ok(measured),
+        }
     }
 
     async fn execute(
@@ -305,7 +345,7 @@ fn missing_variable(op: &Positioned<OperationDefinition>, given: &Variables) -> 
 
 /// A `DateTime` variable whose value is no date-time fails the request as a whole, naming the
 /// variable, as the spec's coercion of variables says; async-graphql (which reads a custom scalar
-/// only where an argument uses it) failed each field using it, naming neither.
+/// only where an argument uses it) fails each field using it, naming neither.
 fn unreadable_date(op: &Positioned<OperationDefinition>, given: &Variables) -> Option<ServerError> {
     use async_graphql::parser::types::BaseType;
     fn bad<'a>(ty: &BaseType, value: &'a Value) -> Option<&'a Value> {

@@ -1,15 +1,27 @@
-//! How much a document stands for once its fragments are written out, measured before anything
-//! else walks it. async-graphql's recursion-depth check, its validation, the complexity count and
-//! execution all visit a fragment's selections again at every spread of it, so fragments that
-//! each spread the next a few times (or themselves) stand, in a few hundred bytes, for millions
-//! of visits: seconds to years of CPU for one request, with or without a token. Here each
-//! fragment is walked once (its size remembered), to a bounded depth, so the measure itself costs
-//! one pass over the document.
+//! How much a document stands for once its fragments are written out, measured before
+//! async-graphql walks it (called from [`ResponseShape`](super::shape::ResponseShape)'s
+//! `prepare_request`).
+//!
+//! What it corrects in async-graphql 7.2: every pass over a document walks a fragment again at
+//! each spread of it: the recursion-depth check of the parse phase (`check_recursive_depth`), the
+//! validation rules and the complexity count (`visit_fragment_spread` in `VisitMode::Inline`), and
+//! execution. Fragments that each spread the next four times stand, in a few hundred bytes, for
+//! 4^levels visits: seconds to years of CPU for one request, with or without a token, before any
+//! limit of async-graphql's answers. The spec sets no limit here (it leaves the cost of a query to
+//! the service); its "Fragment spreads must not form cycles" (§5.5.2.2, October 2021) refuses a
+//! fragment spreading itself, but async-graphql's depth check walks such a cycle to its limit, every
+//! way, before validation says so.
+//!
+//! Here each fragment is walked once (its size remembered), to a bounded depth, so the measure
+//! costs one pass over the document. `plain_async_graphql_still_walks_a_fragment_again_at_every_spread`
+//! in `tests/api/graph_corrections.rs` fails the day async-graphql walks each fragment once.
 
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::{Name, Positioned, ServerError};
+
+use super::error::AppError;
 
 /// How many selections (fields, fragment spreads, inline fragments) a document may make with its
 /// fragments written out, all operations together. A real query makes a few hundred.
@@ -84,12 +96,8 @@ impl<'a> Walk<'a> {
         let measure = match self.sizes.get(name) {
             Some(Some(known)) => *known,
             Some(None) => {
-                let mut e = ServerError::new(
-                    format!("fragment {name} spreads itself (directly or through other fragments)"),
-                    None,
-                );
-                e.extensions.get_or_insert_with(Default::default).set("code", "BAD_USER_INPUT");
-                return Err(e);
+                let cycle = format!("fragment {name} spreads itself (directly or through other fragments)");
+                return Err(AppError::BadUserInput(cycle).into_request_error());
             }
             None => {
                 let Some(def) = self.fragments.get(name) else { return Ok(None) };
@@ -118,9 +126,7 @@ fn too_deep() -> ServerError {
 }
 
 fn too_complex(message: String) -> ServerError {
-    let mut e = ServerError::new(message, None);
-    e.extensions.get_or_insert_with(Default::default).set("code", "QUERY_TOO_COMPLEX");
-    e
+    AppError::QueryTooComplex(message).into_request_error()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::{role, strip_costs};
-use super::context::{caller, load, typed};
+use super::context::{caller, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
 use super::fanout::Arming;
@@ -23,10 +23,9 @@ use super::history::{installation_arg, resource_id};
 use super::mutations::services;
 use super::stations::ChargingStation;
 use crate::auth::{Caller, Verifier};
-use crate::cache::{Loaders, Resource, SharedCache};
+use crate::cache::{Loaders, Resource, SharedCache, read};
 use crate::events::{StationEvent as Event, StationEventKind};
 use crate::live::Live;
-use crate::upstream::{installations as wire_installations, stations as wire_stations};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StationEventType {
@@ -174,20 +173,16 @@ impl Watch {
         *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
             (std::time::Instant::now(), self.live.access_generation());
         let i = self.installation_id;
-        match self.cache.get(&self.caller, Resource::Installations).await.map_err(AppError::from) {
-            Ok(loaded)
-                if loaded
-                    .get::<Vec<wire_installations::Installation>>()
-                    .is_some_and(|l| !l.iter().any(|x| x.installation_id == i)) =>
-            {
+        match self.cache.get(&self.caller, read::Installations).await.map_err(AppError::from) {
+            Ok((list, _)) if !list.iter().any(|x| x.installation_id == i) => {
                 return Err(AppError::Forbidden(format!("you no longer have access to installation {i}")));
             }
             Err(refused @ (AppError::Unauthenticated(_) | AppError::Forbidden(_))) => return Err(refused),
             _ => {}
         }
         if let Some(cs) = self.station.as_ref().filter(|_| station)
-            && let Ok(loaded) = self.cache.get(&self.caller, Resource::Stations { installation_id: i }).await
-            && loaded.get::<Vec<wire_stations::ChargingStation>>().is_some_and(|l| !l.iter().any(|s| &s.id == cs))
+            && let Ok((list, _)) = self.cache.get(&self.caller, read::Stations { installation_id: i }).await
+            && !list.iter().any(|s| &s.id == cs)
         {
             return Err(station_gone(cs, i));
         }
@@ -220,7 +215,7 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
     let live = svc.live.clone();
     let access = Some(live.access_changes());
     let checked = std::sync::Mutex::new((std::time::Instant::now(), live.access_generation()));
-    let (list, _) = load::<Vec<wire_installations::Installation>>(ctx, Resource::Installations).await?;
+    let (list, _) = load(ctx, read::Installations).await?;
     if !list.iter().any(|x| x.installation_id == i) {
         return Err(AppError::NotFound(format!("installation {i} not found")));
     }
@@ -228,8 +223,8 @@ async fn open(ctx: &Context<'_>, id: &ID, station: Option<ID>) -> AppResult<(Wat
     // A station of another installation (or none) would never have an event: refused, as an
     // unknown installation is. The request's loader reads the stations once, through the cache.
     if let Some(cs) = &station {
-        let resource = Resource::Stations { installation_id: i };
-        let (stations, _) = load::<Vec<wire_stations::ChargingStation>>(ctx, resource).await?;
+        let resource = read::Stations { installation_id: i };
+        let (stations, _) = load(ctx, resource).await?;
         if !stations.iter().any(|s| s.id == cs.0) {
             return Err(AppError::NotFound(format!("charging station {} not found on installation {i}", cs.0)));
         }
@@ -443,15 +438,14 @@ fn station_gone(cs: &str, i: i64) -> AppError {
 
 /// One station's state, as the cache (refilled after the event) has it.
 async fn station_now(cache: &SharedCache, caller: &Caller, i: i64, cs: String) -> AppResult<ChargingStation> {
-    let loaded =
-        cache.get(caller, Resource::Station { installation_id: i, station_id: cs }).await.map_err(AppError::from)?;
-    Ok(ChargingStation::new(i, typed(&loaded)?, loaded.fetched_at))
+    let (station, at) =
+        cache.get(caller, read::Station { installation_id: i, station_id: cs }).await.map_err(AppError::from)?;
+    Ok(ChargingStation::new(i, station, at))
 }
 
 /// Every station of the installation, in one read.
 async fn stations_now(cache: &SharedCache, caller: &Caller, i: i64) -> Vec<AppResult<ChargingStation>> {
-    let loaded = cache.get(caller, Resource::Stations { installation_id: i }).await.map_err(AppError::from);
-    match loaded.and_then(|l| Ok((typed::<Vec<wire_stations::ChargingStation>>(&l)?, l.fetched_at))) {
+    match cache.get(caller, read::Stations { installation_id: i }).await.map_err(AppError::from) {
         Ok((list, at)) => list.iter().map(|s| Ok(ChargingStation::new(i, Arc::new(s.clone()), at))).collect(),
         Err(err) => vec![Err(err)],
     }

@@ -481,8 +481,7 @@ async fn try_orphan(live: &Arc<Live>, installation_id: i64, subscription_id: &st
 /// Looks, with `caller`'s token, for subscriptions of ours left on the stray installations they
 /// are a member of, and removes them (as an orphan's removal: adopted instead if a watcher came).
 async fn remove_strays(live: Arc<Live>, caller: Caller, candidates: Vec<i64>) {
-    let Ok(loaded) = live.cache.get(&caller, crate::cache::Resource::Installations).await else { return };
-    let Some(theirs) = loaded.get::<Vec<crate::upstream::installations::Installation>>() else { return };
+    let Ok((theirs, _)) = live.cache.get(&caller, crate::cache::read::Installations).await else { return };
     let ours = live.webhook_base();
     for i in candidates.into_iter().filter(|i| theirs.iter().any(|x| x.installation_id == *i)) {
         let Ok(subs) = live.cache.client().event_subscriptions(caller.token(), i).await else { continue };

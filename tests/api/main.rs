@@ -3,6 +3,7 @@
 mod auth_tokens;
 mod bff;
 mod graph_access;
+mod graph_corrections;
 mod graph_drift;
 mod graph_input;
 mod graph_live;

@@ -3,12 +3,11 @@
 use async_graphql::{Context, ID, Object};
 
 use super::{Doubt, invalidate, services};
-use crate::cache::Resource;
+use crate::cache::{Resource, read};
 use crate::graphql::context::{caller, load};
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::installations::EventSubscription;
-use crate::upstream::installations as wire;
 use crate::upstream::notifications::NewEventSubscription;
 
 const SUBSCRIBED: Doubt =
@@ -22,7 +21,7 @@ fn stale(r: &Resource) -> bool {
 
 /// The caller must see the installation (as owner or enabled installer).
 async fn visible(ctx: &Context<'_>, i: i64) -> AppResult<()> {
-    let (list, _) = load::<Vec<wire::Installation>>(ctx, Resource::Installations).await?;
+    let (list, _) = load(ctx, read::Installations).await?;
     if list.iter().any(|x| x.installation_id == i) {
         Ok(())
     } else {
