@@ -214,7 +214,7 @@ impl<'a> Write<'a> {
     fn invalidate(&self) {
         let (changes, i) = (&self.command.changes, self.installation_id);
         let (here, everywhere) = (changes.installation, changes.everywhere);
-        if i.is_some() && !here.is_empty() || !everywhere.is_empty() {
+        if (i.is_some() && !here.is_empty()) || !everywhere.is_empty() {
             let here = move |r: &crate::cache::Resource| i.is_some_and(|i| in_installation(i, here)(r));
             self.svc.cache.invalidate(move |r| here(r) || everywhere.contains(&Kind::of(r)));
         }

@@ -244,3 +244,165 @@ fn item(
         value: price.value,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::meters::TariffPrice;
+
+    fn now() -> DateTime<Utc> {
+        "2026-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn price(value: f64) -> Price {
+        Price { value, currency: None, begin_date: None, friendly_name: None }
+    }
+
+    fn given(id: TariffId, price: Price) -> Given {
+        Given { id, price }
+    }
+
+    /// A tariff the meter has, priced from `begin` (and earlier at 9.0).
+    fn tariff(id: &str, currency: Option<&str>, value: f64, begin: &str) -> Tariff {
+        Tariff {
+            id: id.into(),
+            installation_parent_id: Some(1),
+            friendly_name: Some(format!("name {id}")),
+            currency: currency.map(str::to_string),
+            is_default: None,
+            values: vec![
+                TariffPrice { begin_date: begin.into(), value },
+                TariffPrice { begin_date: "2021-01-01T00:00:00Z".into(), value: 9.0 },
+            ],
+        }
+    }
+
+    fn merged(wanted: &[Given], subscription: Option<&str>, current: &[Tariff]) -> AppResult<Vec<SetTariff>> {
+        merge(&super::wanted(wanted, now())?, &Meter { subscription, current }, now())
+    }
+
+    fn message(r: AppResult<impl std::fmt::Debug>) -> String {
+        r.unwrap_err().message().to_string()
+    }
+
+    #[test]
+    fn each_subscription_sends_its_whole_set_the_others_unchanged() {
+        let current = [
+            tariff("HC", Some("EUR"), 0.2, "2024-01-01T00:00:00Z"),
+            tariff("hp", Some("eur"), 0.3, "2024-01-01T00:00:00Z"),
+        ];
+        let body = merged(&[given(TariffId::Hc, price(0.25))], Some("HCHP"), &current).unwrap();
+        let ids: Vec<&str> = body.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["hc", "hp"]);
+        assert_eq!((body[0].value, body[0].begin_date.as_str()), (0.25, "2026-06-01T12:00:00.000Z"));
+        // Unchanged: its latest price from the same date, its name and currency.
+        assert_eq!((body[1].value, body[1].begin_date.as_str()), (0.3, "2024-01-01T00:00:00.000Z"));
+        assert_eq!((body[1].currency.as_str(), body[1].friendly_name.as_deref()), ("eur", Some("name hp")));
+        for (subscription, count) in [("BASE", 1), ("EJP", 2), ("tempo", 6)] {
+            let wanted: Vec<Given> = tariffs_of(GridSubscription::from_upstream(subscription))
+                .unwrap()
+                .into_iter()
+                .map(|id| given(id, Price { currency: Some("EUR".into()), ..price(0.1) }))
+                .collect();
+            assert_eq!(merged(&wanted, Some(subscription), &[]).unwrap().len(), count, "{subscription}");
+        }
+    }
+
+    #[test]
+    fn standard_needs_all_ten_tariffs_with_a_price() {
+        let ten: Vec<Tariff> =
+            (1..=10).map(|n| tariff(&format!("tariff{n}"), Some("eur"), 0.1, "2025-01-01T00:00:00Z")).collect();
+        let body = merged(&[given(TariffId::Tariff3, price(0.5))], Some("STANDARD"), &ten).unwrap();
+        assert_eq!(body.len(), 10);
+        assert_eq!(body.iter().filter(|t| t.value == 0.5).count(), 1);
+        // One of the ten missing or without a price to keep: the caller must give it.
+        let missing = "tariff TARIFF10 has no current price to keep: give it a price too";
+        assert_eq!(message(merged(&[given(TariffId::Tariff3, price(0.5))], Some("STANDARD"), &ten[..9])), missing);
+        let mut priceless = ten.clone();
+        priceless[9].values.clear();
+        assert_eq!(message(merged(&[given(TariffId::Tariff3, price(0.5))], Some("STANDARD"), &priceless)), missing);
+    }
+
+    #[test]
+    fn a_tariff_outside_the_subscription_is_refused_naming_the_valid_ones() {
+        let e = message(merged(&[given(TariffId::Th, price(0.2)), given(TariffId::Pm, price(0.2))], Some("HCHP"), &[]));
+        assert_eq!(e, "PM, TH are not tariffs of this meter's HCHP subscription; valid tariffs: HC, HP");
+        // An unknown subscription: the meter's own tariffs are the set.
+        let current = [tariff("th", Some("eur"), 0.2, "2024-01-01T00:00:00Z")];
+        let e = message(merged(&[given(TariffId::Hc, price(0.2))], Some("SOLAR"), &current));
+        assert_eq!(e, "HC is not a tariff of this meter's SOLAR subscription; valid tariffs: TH");
+        assert_eq!(merged(&[given(TariffId::Th, price(0.2))], None, &current).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_currency_is_the_given_one_then_the_tariffs_then_the_meters_and_never_guessed() {
+        let eur = |id: &str| tariff(id, Some("EUR"), 0.2, "2024-01-01T00:00:00Z");
+        let with = |c: &str| Price { currency: Some(c.into()), ..price(0.2) };
+        // Given for this tariff wins over its own.
+        let body = merged(&[given(TariffId::Hc, with(" chf "))], Some("HCHP"), &[eur("hc"), eur("hp")]).unwrap();
+        assert_eq!((body[0].currency.as_str(), body[1].currency.as_str()), ("chf", "eur"));
+        // A new tariff takes a currency given in the request for another one...
+        let body =
+            merged(&[given(TariffId::Hc, price(0.2)), given(TariffId::Hp, with("SEK"))], Some("HCHP"), &[eur("hc")])
+                .unwrap();
+        assert_eq!((body[0].currency.as_str(), body[1].currency.as_str()), ("eur", "sek"));
+        // ...or else that of the meter's other tariffs.
+        let body = merged(&[given(TariffId::Hp, price(0.2))], Some("HCHP"), &[eur("hc")]).unwrap();
+        assert_eq!(body[1].currency, "eur");
+        // Nothing to read it from.
+        let e = message(merged(&[given(TariffId::Th, price(0.2))], Some("BASE"), &[]));
+        assert!(e.starts_with("tariff TH is new on this meter and no currency is known for it"), "{e}");
+        // An unreadable currency upstream is not guessed: the upstream is at fault.
+        let odd = tariff("th", Some("euro"), 0.2, "2024-01-01T00:00:00Z");
+        let r = merged(&[given(TariffId::Th, price(0.2))], Some("BASE"), std::slice::from_ref(&odd));
+        assert!(matches!(&r, Err(AppError::UpstreamError(m)) if m.ends_with("give its currency too")), "{r:?}");
+        let r = merged(
+            &[given(TariffId::Hc, with("eur"))],
+            Some("HCHP"),
+            &[odd.clone(), tariff("hp", None, 0.1, "2024-01-01T00:00:00Z")],
+        );
+        assert!(
+            matches!(&r, Err(AppError::UpstreamError(m)) if m.contains("tariff HP") && m.ends_with("with its price and currency")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn names_are_trimmed_bounded_and_kept_when_not_given() {
+        let current = [tariff("th", Some("eur"), 0.2, "2024-01-01T00:00:00Z")];
+        let named = |n: &str| Price { friendly_name: Some(n.into()), ..price(0.2) };
+        let body = merged(&[given(TariffId::Th, named("  Jour  "))], Some("BASE"), &current).unwrap();
+        assert_eq!(body[0].friendly_name.as_deref(), Some("Jour"));
+        let body = merged(&[given(TariffId::Th, price(0.2))], Some("BASE"), &current).unwrap();
+        assert_eq!(body[0].friendly_name.as_deref(), Some("name th"));
+        let e = message(merged(&[given(TariffId::Th, named(&"x".repeat(65)))], Some("BASE"), &current));
+        assert_eq!(e, "tariffs[0].friendlyName must be at most 64 characters, got 65");
+        assert!(
+            message(merged(&[given(TariffId::Th, named(" "))], Some("BASE"), &current)).contains("must not be blank")
+        );
+    }
+
+    #[test]
+    fn what_is_given_is_checked_before_anything_is_read() {
+        assert_eq!(message(wanted(&[], now())), "tariffs must name at least one tariff to price");
+        assert_eq!(message(wanted(&[given(TariffId::Unknown, price(1.0))], now())), "tariffs[0].id cannot be UNKNOWN");
+        let twice = [given(TariffId::Th, price(1.0)), given(TariffId::Th, price(2.0))];
+        assert_eq!(message(wanted(&twice, now())), "tariffs[1].id TH is given twice");
+        for bad in [-0.01, 1000.5, f64::NAN] {
+            assert!(message(wanted(&[given(TariffId::Th, price(bad))], now())).starts_with("tariffs[0].value must be"));
+        }
+        assert!(message(wanted(&[given(TariffId::Th, price(1e300))], now())).ends_with("got 1e300"));
+        let at = |d: &str| Price { begin_date: Some(d.parse().unwrap()), ..price(1.0) };
+        let e = message(wanted(&[given(TariffId::Th, at("1999-12-31T23:59:59Z"))], now()));
+        assert_eq!(
+            e,
+            "tariffs[0].beginDate must be from 2000-01-01 to a year from now (2027-06-02), got 1999-12-31T23:59:59Z"
+        );
+        assert!(wanted(&[given(TariffId::Th, at("2027-06-02T00:00:00Z"))], now()).is_ok());
+        let e = message(wanted(&[given(TariffId::Th, Price { currency: Some("EURO".into()), ..price(1.0) })], now()));
+        assert_eq!(e, "tariffs[0].currency must be a 3-letter code such as EUR, got 'EURO'");
+        // -0 is kept as 0.
+        let w = wanted(&[given(TariffId::Th, price(-0.0))], now()).unwrap();
+        assert!(w["th"].value.is_sign_positive());
+    }
+}

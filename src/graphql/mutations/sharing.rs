@@ -74,24 +74,18 @@ impl SharingMutation {
     ) -> AppResult<Invitation> {
         let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
-        let culture_code = match culture {
-            Some(c) => {
-                Some(c.to_upstream().ok_or_else(|| AppError::bad_input("culture cannot be UNKNOWN"))?.to_string())
-            }
-            None => None,
-        };
-        let body = NewInvitation { email, culture_code };
+        let culture = culture.map(|c| c.to_upstream().ok_or_else(|| AppError::bad_input("culture cannot be UNKNOWN")));
+        let body = NewInvitation { email, culture_code: culture.transpose()?.map(str::to_string) };
         let (access, call, svc) = call(ctx, Some(i), idempotency_key, format!("{i} {body:?}"))?;
-        let inv =
+        let invitation =
             send(
                 &access,
                 call,
                 svc,
                 &INVITE_INSTALLER,
                 |client, token| async move { client.invite(token, i, &body).await },
-            )
-            .await?;
-        Ok(Invitation::from(inv))
+            );
+        Ok(Invitation::from(invitation.await?))
     }
 
     /// Cancels a pending invitation.
