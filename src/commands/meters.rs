@@ -51,7 +51,7 @@ pub async fn authorize_tic(
     gm: String,
     authorize: bool,
 ) -> AppResult<MeterState> {
-    let i = call.installation_id.unwrap_or_default();
+    let i = call.installation()?;
     run(svc, access, &AUTHORIZE_TIC, call, |w| async move {
         let client = svc.cache.client();
         w.send(client.authorize_tic(w.token(), i, &gm, authorize)).await?;
@@ -77,7 +77,7 @@ pub async fn set_tariffs(
     gm: String,
     wanted: BTreeMap<String, Price>,
 ) -> AppResult<Vec<wire::Tariff>> {
-    let i = call.installation_id.unwrap_or_default();
+    let i = call.installation()?;
     run(svc, access, &SET_TARIFFS, call, |w| async move {
         let client = svc.cache.client();
         let (meter, current) =

@@ -61,6 +61,13 @@ pub struct Invocation<'a> {
     pub fingerprint: String,
 }
 
+impl Invocation<'_> {
+    /// The installation of a command that needs one.
+    pub fn installation(&self) -> AppResult<i64> {
+        self.installation_id.ok_or_else(|| AppError::internal("a command on an installation was called without it"))
+    }
+}
+
 /// Runs `write` once per idempotency key: claims the key (a replay or a wait for the first request
 /// answers without running it), checks who may run `command`, then runs `write`, which sends the
 /// command's one upstream write through [`Write::send`]. An outcome that shows nothing ran

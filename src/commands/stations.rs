@@ -162,7 +162,7 @@ pub async fn command(
     order: Order,
     wait: bool,
 ) -> AppResult<Commanded> {
-    let i = call.installation_id.unwrap_or_default();
+    let i = call.installation()?;
     run(svc, access, order.command(), call, |w| async move {
         let client = svc.cache.client();
         let before = client.charging_station(w.token(), i, &cs).await?;
@@ -238,7 +238,7 @@ pub async fn associate(
     svc: &super::Services,
     body: AssociateStation,
 ) -> AppResult<StationState> {
-    let i = call.installation_id.unwrap_or_default();
+    let i = call.installation()?;
     run(svc, access, &ASSOCIATE_CHARGING_STATION, call, |w| async move {
         let station = w.send(svc.cache.client().associate_station(w.token(), i, &body)).await?;
         Ok(StationState::now(station))

@@ -134,3 +134,44 @@ fn root_fields(ctx: &Context<'_>) -> RootFields {
     seen.identity.push_str(&serde_json::to_string(&ctx.query_env.variables).unwrap_or_default());
     RootFields { place: seen.mine.unwrap_or(seen.keys.len()), count: seen.keys.len(), identity: seen.identity }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_mutation_is_described_once_under_its_field_name() {
+        let sdl = crate::graphql::sdl();
+        let mutation = sdl.split("type Mutation {").nth(1).and_then(|m| m.split("\n}").next()).unwrap();
+        let fields: Vec<&str> = mutation
+            .lines()
+            .filter_map(|l| l.strip_prefix('\t').or_else(|| l.strip_prefix("  ")))
+            .filter_map(|l| l.split_once('(').or_else(|| l.split_once(':')).map(|(name, _)| name))
+            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()))
+            .collect();
+        use crate::commands::{installations, meters, notifications, sharing, stations};
+        let all = [
+            &installations::CREATE_INSTALLATION,
+            &stations::ASSOCIATE_CHARGING_STATION,
+            &stations::REMOVE_CHARGING_STATION,
+            &stations::UPDATE_CHARGING_STATION,
+            &stations::SET_CHARGE_MODE,
+            &stations::START_CHARGING,
+            &stations::STOP_CHARGING,
+            &sharing::INVITE_INSTALLER,
+            &sharing::CANCEL_INVITATION,
+            &sharing::ACCEPT_INVITATION,
+            &sharing::DISABLE_INSTALLER,
+            &sharing::ENABLE_INSTALLER,
+            &sharing::REMOVE_INSTALLATION_USER,
+            &meters::AUTHORIZE_TIC,
+            &meters::SET_TARIFFS,
+            &notifications::SUBSCRIBE_TO_NOTIFICATIONS,
+            &notifications::UNSUBSCRIBE_FROM_NOTIFICATIONS,
+            &notifications::UNSUBSCRIBE_ALL_NOTIFICATIONS,
+        ];
+        let mut named: Vec<&str> = all.iter().map(|c| c.name).collect();
+        named.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(named, fields);
+    }
+}
