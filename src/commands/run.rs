@@ -407,4 +407,32 @@ mod tests {
             assert_eq!(error(failure(&e)), e);
         }
     }
+
+    #[test]
+    fn kept_answers_read_back_as_they_were() {
+        use super::super::stations::{Commanded, StationState, Status};
+        use crate::upstream::meters::GridMeter;
+        let station = serde_json::json!({
+            "id": "cs-1", "serialNumber": "SN", "installationParentId": 33, "type": "witty",
+            "properties": {
+                "friendlyName": "Garage", "averageEvConsumption": "17.5", "tariff1": "hc", "ledPower": 20,
+                "chargeMode": "immediate", "erlConnected": true, "unknownMember": [1],
+                "currentSession": {"startDate": "2026-01-01T00:00:00Z"}, "heartbeat": {}
+            }
+        });
+        let state = StationState { station: serde_json::from_value(station).unwrap(), fetched_at: chrono::Utc::now() };
+        let first = Commanded { status: Status::Accepted, state };
+        let Completion::Keep(outcome) = kept(&Ok::<_, AppError>(first.clone())) else { panic!("not kept") };
+        let again: Commanded = answer(outcome).unwrap();
+        assert_eq!(
+            (again.status, &again.state.station, again.state.fetched_at),
+            (first.status, &first.state.station, first.state.fetched_at)
+        );
+        let meter: GridMeter = serde_json::from_value(serde_json::json!({
+            "id": "gm", "properties": {"ticType": 2, "gridSubscription": "HCHP", "authorizeTic": "true"}
+        }))
+        .unwrap();
+        let Completion::Keep(outcome) = kept(&Ok::<_, AppError>(vec![meter.clone()])) else { panic!("not kept") };
+        assert_eq!(answer::<Vec<GridMeter>>(outcome).unwrap(), vec![meter]);
+    }
 }
