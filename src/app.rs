@@ -15,8 +15,9 @@ use crate::cache::SharedCache;
 use crate::config::Config;
 use crate::events::{LocalBus, SharedBus};
 use crate::graphql::fanout::Fanout;
-use crate::graphql::{CommandSettings, Idempotency, Services, build_schema};
+use crate::graphql::{CommandSettings, Services, build_schema};
 use crate::http::{HttpState, router};
+use crate::idempotency::MemoryStore;
 use crate::live::{Live, LiveSettings};
 use crate::simulator::{self, SimConfig, Simulator};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
@@ -123,7 +124,7 @@ impl App {
             cache: cache.clone(),
             bus,
             commands: CommandSettings { wait_timeout: Duration::from_millis(config.command_wait_timeout_ms) },
-            idempotency: Idempotency::new(Duration::from_secs(config.idempotency_window_secs.max(1))),
+            idempotency: Arc::new(MemoryStore::new(Duration::from_secs(config.idempotency_window_secs.max(1)))),
             live: live.clone(),
         };
         let state = HttpState {

@@ -9,6 +9,9 @@
 //! - [`cache`]: the shared moka cache and the per-request DataLoaders, above [`upstream`].
 //! - [`auth`]: JWT verification and the verified `Caller`.
 //! - [`graphql`]: the schema, split by domain. Never imports axum.
+//! - `commands`: the write path every mutation runs through (idempotency, role check, one
+//!   upstream write, invalidation); the mutation resolvers are thin adapters over it.
+//! - `idempotency`: the `Idempotency-Key` store behind a trait (in memory; shared in a fleet).
 //! - [`http`]: the only axum module of the BFF: `/graphql`, `/graphiql`, `/webhooks/witty`,
 //!   `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: what the process counts (Prometheus text format).
@@ -19,10 +22,12 @@
 pub mod app;
 pub mod auth;
 pub mod cache;
+mod commands;
 pub mod config;
 pub mod events;
 pub mod graphql;
 pub mod http;
+mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod simulator;

@@ -9,6 +9,21 @@ use super::context::{caller, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
 use crate::cache::read;
+use crate::commands::{Access, Who};
+
+/// Who may run a command, read through the request's loaders like the rest of the request.
+pub struct RequestAccess<'r, 'c>(pub &'r Context<'c>);
+
+impl Access for RequestAccess<'_, '_> {
+    async fn allow(&self, who: Who, installation_id: Option<i64>) -> AppResult<()> {
+        let installation = || installation_id.ok_or_else(|| AppError::internal("a command's installation is missing"));
+        match who {
+            Who::Owner { what } => require_owner(self.0, installation()?, what).await,
+            Who::Member => require_member(self.0, installation()?).await,
+            Who::Anyone => caller(self.0).map(drop),
+        }
+    }
+}
 
 /// The caller's role on an installation.
 pub async fn role(ctx: &Context<'_>, installation_id: i64) -> AppResult<UserRole> {
@@ -35,6 +50,16 @@ pub async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) 
     match role(ctx, installation_id).await? {
         UserRole::Owner => Ok(()),
         _ => Err(AppError::Forbidden(format!("only the installation's owner can {what}; installers cannot"))),
+    }
+}
+
+/// Refuses anyone who does not see the installation (as owner or enabled installer).
+pub async fn require_member(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
+    let (list, _) = load(ctx, read::Installations).await?;
+    if list.iter().any(|x| x.installation_id == installation_id) {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!("installation {installation_id} not found")))
     }
 }
 

@@ -22,7 +22,7 @@ use async_graphql::{MergedObject, MergedSubscription, Positioned, Schema, Schema
 
 pub use context::Identity;
 pub use error::{AppError, AppResult};
-pub use mutations::{CommandSettings, Idempotency, IdempotencyKey, Mutation, Services};
+pub use mutations::{CommandSettings, IdempotencyKey, Mutation, Services};
 
 /// The query root.
 #[derive(MergedObject, Default)]

@@ -2,9 +2,9 @@
 
 use async_graphql::{Context, InputObject, Object};
 
-use super::{Doubt, services, text};
-use crate::cache::Resource;
-use crate::graphql::context::caller;
+use super::call;
+use crate::commands::installations::CREATE_INSTALLATION;
+use crate::commands::{send, text};
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::installations::Installation;
 use crate::upstream::installations::{GpsCoordinates, NewInstallation};
@@ -23,8 +23,24 @@ pub struct CreateInstallationInput {
     pub location: LocationInput,
 }
 
-/// What a `createInstallation` the upstream did not confirm may have done.
-const CREATED: Doubt = Doubt { what: "the new installation", done: "created", check: "your installations" };
+impl CreateInstallationInput {
+    /// The upstream body, checked field by field.
+    fn to_upstream(&self) -> AppResult<NewInstallation> {
+        let name = text("input.name", &self.name, 100)?;
+        let location_name = text("input.locationName", &self.location_name, 100)?;
+        let (lat, lon) = (self.location.latitude, self.location.longitude);
+        if !(-90.0..=90.0).contains(&lat) {
+            return Err(AppError::bad_input(format!("input.location.latitude must be between -90 and 90, got {lat}")));
+        }
+        if !(-180.0..=180.0).contains(&lon) {
+            return Err(AppError::bad_input(format!(
+                "input.location.longitude must be between -180 and 180, got {lon}"
+            )));
+        }
+        let location_gps_coordinates = GpsCoordinates { latitude: lat, longitude: lon };
+        Ok(NewInstallation { name, location_name, location_gps_coordinates })
+    }
+}
 
 #[derive(Default)]
 pub struct InstallationMutation;
@@ -38,32 +54,12 @@ impl InstallationMutation {
         input: CreateInstallationInput,
         idempotency_key: Option<String>,
     ) -> AppResult<Installation> {
-        let name = text("input.name", &input.name, 100)?;
-        let location_name = text("input.locationName", &input.location_name, 100)?;
-        let (lat, lon) = (input.location.latitude, input.location.longitude);
-        if !(-90.0..=90.0).contains(&lat) {
-            return Err(AppError::bad_input(format!("input.location.latitude must be between -90 and 90, got {lat}")));
-        }
-        if !(-180.0..=180.0).contains(&lon) {
-            return Err(AppError::bad_input(format!(
-                "input.location.longitude must be between -180 and 180, got {lon}"
-            )));
-        }
-        let new = NewInstallation {
-            name,
-            location_name,
-            location_gps_coordinates: GpsCoordinates { latitude: lat, longitude: lon },
-        };
-        let fingerprint = format!("{new:?}");
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, idempotency_key, fingerprint, CREATED, |sent| async move {
-                let me = caller(ctx)?;
-                let created = sent.send(svc.cache.client().create_installation(me.token(), &new)).await?;
-                let sub = me.sub.clone();
-                svc.cache.invalidate_caller_resource(&sub, |r| matches!(r, Resource::Installations));
-                Ok(Installation::from(created))
-            })
-            .await
+        let new = input.to_upstream()?;
+        let (access, call, svc) = call(ctx, None, idempotency_key, format!("{new:?}"))?;
+        let created = send(&access, call, svc, &CREATE_INSTALLATION, |client, token| async move {
+            client.create_installation(token, &new).await
+        })
+        .await?;
+        Ok(Installation::from(created))
     }
 }

@@ -2,31 +2,32 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{Doubt, invalidate, services};
-use crate::cache::{Resource, read};
-use crate::graphql::context::{caller, load};
+use super::call;
+use crate::commands::notifications::{
+    SUBSCRIBE_TO_NOTIFICATIONS, UNSUBSCRIBE_ALL_NOTIFICATIONS, UNSUBSCRIBE_FROM_NOTIFICATIONS,
+};
+use crate::commands::send;
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::installations::EventSubscription;
 use crate::upstream::notifications::NewEventSubscription;
 
-const SUBSCRIBED: Doubt =
-    Doubt { what: "the subscription", done: "made", check: "the installation's eventSubscriptions" };
-const UNSUBSCRIBED: Doubt =
-    Doubt { what: "the removal of the subscription", done: "made", check: "the installation's eventSubscriptions" };
-
-fn stale(r: &Resource) -> bool {
-    matches!(r, Resource::EventSubscriptions { .. } | Resource::EventSubscription { .. })
-}
-
-/// The caller must see the installation (as owner or enabled installer).
-async fn visible(ctx: &Context<'_>, i: i64) -> AppResult<()> {
-    let (list, _) = load(ctx, read::Installations).await?;
-    if list.iter().any(|x| x.installation_id == i) {
-        Ok(())
-    } else {
-        Err(AppError::NotFound(format!("installation {i} not found")))
+/// The subscription's body: an absolute http(s) URL and, if given, an event type.
+fn subscription(webhook_url: &str, event_type: Option<&str>) -> AppResult<NewEventSubscription> {
+    let url = webhook_url.trim().to_string();
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => return Err(AppError::bad_input(format!("webhookUrl must be an absolute http(s) URL, got '{url}'"))),
     }
+    let event_type = match event_type.map(str::trim) {
+        Some("") => {
+            return Err(AppError::bad_input(
+                "eventType must name an event type; leave it out to subscribe to every type",
+            ));
+        }
+        t => t.map(str::to_string),
+    };
+    Ok(NewEventSubscription { protocol_code: "Webhook".into(), protocol_data: url, event_type })
 }
 
 #[derive(Default)]
@@ -45,30 +46,13 @@ impl NotificationMutation {
         idempotency_key: Option<String>,
     ) -> AppResult<EventSubscription> {
         let i = installation_arg(&installation_id, "installationId")?;
-        let url = webhook_url.trim().to_string();
-        match reqwest::Url::parse(&url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => return Err(AppError::bad_input(format!("webhookUrl must be an absolute http(s) URL, got '{url}'"))),
-        }
-        let event_type = match event_type.as_deref().map(str::trim) {
-            Some("") => {
-                return Err(AppError::bad_input(
-                    "eventType must name an event type; leave it out to subscribe to every type",
-                ));
-            }
-            t => t.map(str::to_string),
-        };
-        let body = NewEventSubscription { protocol_code: "Webhook".into(), protocol_data: url, event_type };
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, idempotency_key, format!("{i} {body:?}"), SUBSCRIBED, |sent| async move {
-                visible(ctx, i).await?;
-                let me = caller(ctx)?;
-                let sub = sent.send(svc.cache.client().subscribe(me.token(), i, &body)).await?;
-                invalidate(ctx, i, stale)?;
-                Ok(EventSubscription::from(sub))
-            })
-            .await
+        let body = subscription(&webhook_url, event_type.as_deref())?;
+        let (access, call, svc) = call(ctx, Some(i), idempotency_key, format!("{i} {body:?}"))?;
+        let sub = send(&access, call, svc, &SUBSCRIBE_TO_NOTIFICATIONS, |client, token| async move {
+            client.subscribe(token, i, &body).await
+        })
+        .await?;
+        Ok(EventSubscription::from(sub))
     }
 
     /// Deletes one of the caller's subscriptions.
@@ -80,31 +64,21 @@ impl NotificationMutation {
     ) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
         let id = resource_id(&event_subscription_id, "eventSubscriptionId")?;
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, format!("{i} {id}"), UNSUBSCRIBED, |sent| async move {
-                visible(ctx, i).await?;
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().unsubscribe(me.token(), i, &id)).await?;
-                invalidate(ctx, i, stale)?;
-                Ok(true)
-            })
-            .await
+        let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {id}"))?;
+        send(&access, call, svc, &UNSUBSCRIBE_FROM_NOTIFICATIONS, |client, token| async move {
+            client.unsubscribe(token, i, &id).await
+        })
+        .await?;
+        Ok(true)
     }
 
     /// Deletes all of the caller's subscriptions on the installation. witty-bff's own, if it was
     /// made with the caller's token, is made again while live subscriptions watch the installation.
     async fn unsubscribe_all_notifications(&self, ctx: &Context<'_>, installation_id: ID) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, i.to_string(), UNSUBSCRIBED, |sent| async move {
-                visible(ctx, i).await?;
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().unsubscribe_all(me.token(), i)).await?;
-                invalidate(ctx, i, stale)?;
-                Ok(true)
-            })
-            .await
+        let (access, call, svc) = call(ctx, Some(i), None, i.to_string())?;
+        send(&access, call, svc, &UNSUBSCRIBE_ALL_NOTIFICATIONS, |client, token| client.unsubscribe_all(token, i))
+            .await?;
+        Ok(true)
     }
 }

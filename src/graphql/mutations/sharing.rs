@@ -4,23 +4,17 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{Doubt, services};
-use crate::cache::Resource;
-use crate::graphql::access::require_owner;
-use crate::graphql::context::caller;
+use super::call;
+use crate::commands::send;
+use crate::commands::sharing::{
+    ACCEPT_INVITATION, CANCEL_INVITATION, DISABLE_INSTALLER, ENABLE_INSTALLER, INVITE_INSTALLER,
+    REMOVE_INSTALLATION_USER,
+};
 use crate::graphql::enums::Culture;
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::installations::Invitation;
 use crate::upstream::sharing::NewInvitation;
-
-const INVITED: Doubt = Doubt { what: "the invitation", done: "sent", check: "the installation's invitations" };
-const CANCELLED: Doubt =
-    Doubt { what: "the cancellation of the invitation", done: "made", check: "the installation's invitations" };
-const ACCEPTED: Doubt = Doubt { what: "the acceptance of the invitation", done: "made", check: "your installations" };
-const DISABLED: Doubt = Doubt { what: "disabling the installer", done: "done", check: "the installation's users" };
-const ENABLED: Doubt = Doubt { what: "enabling the installer", done: "done", check: "the installation's users" };
-const USER_REMOVED: Doubt = Doubt { what: "the removal of the user", done: "made", check: "the installation's users" };
 
 /// A plausible e-mail address: one `@`, something before it, a dotted domain after it.
 pub(crate) fn check_email(field: &str, email: &str) -> AppResult<String> {
@@ -47,16 +41,7 @@ fn account(installation_id: &ID, account_id: &ID) -> AppResult<(i64, String)> {
     Ok((installation_arg(installation_id, "installationId")?, resource_id(account_id, "accountId")?))
 }
 
-/// A membership changed: nobody keeps a cached view of the installation, and everyone's list of
-/// installations is read again.
-fn membership_changed(ctx: &Context<'_>, i: i64) -> AppResult<()> {
-    let svc = services(ctx)?;
-    svc.cache.invalidate(move |r| r.installation_id() == Some(i) || matches!(r, Resource::Installations));
-    svc.live.access_changed(i);
-    Ok(())
-}
-
-/// Disables or enables an installer (owners only; once per idempotency key).
+/// Disables or enables an installer.
 async fn set_installer_enabled(
     ctx: &Context<'_>,
     installation_id: &ID,
@@ -64,17 +49,13 @@ async fn set_installer_enabled(
     enabled: bool,
 ) -> AppResult<bool> {
     let (i, account) = account(installation_id, account_id)?;
-    let (doubt, what) = if enabled { (ENABLED, "enable installers") } else { (DISABLED, "disable installers") };
-    let svc = services(ctx)?;
-    svc.idempotency
-        .once(ctx, None, format!("{i} {account}"), doubt, |sent| async move {
-            require_owner(ctx, i, what).await?;
-            let me = caller(ctx)?;
-            sent.send(svc.cache.client().set_installer_enabled(me.token(), i, &account, enabled)).await?;
-            membership_changed(ctx, i)?;
-            Ok(true)
-        })
-        .await
+    let command = if enabled { &ENABLE_INSTALLER } else { &DISABLE_INSTALLER };
+    let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {account}"))?;
+    send(&access, call, svc, command, |client, token| async move {
+        client.set_installer_enabled(token, i, &account, enabled).await
+    })
+    .await?;
+    Ok(true)
 }
 
 #[derive(Default)]
@@ -93,39 +74,30 @@ impl SharingMutation {
     ) -> AppResult<Invitation> {
         let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
-        let culture_code = match culture {
-            Some(c) => {
-                Some(c.to_upstream().ok_or_else(|| AppError::bad_input("culture cannot be UNKNOWN"))?.to_string())
-            }
-            None => None,
-        };
-        let body = NewInvitation { email, culture_code };
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, idempotency_key, format!("{i} {body:?}"), INVITED, |sent| async move {
-                require_owner(ctx, i, "invite installers").await?;
-                let me = caller(ctx)?;
-                let inv = sent.send(svc.cache.client().invite(me.token(), i, &body)).await?;
-                super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
-                Ok(Invitation::from(inv))
-            })
-            .await
+        let culture = culture.map(|c| c.to_upstream().ok_or_else(|| AppError::bad_input("culture cannot be UNKNOWN")));
+        let body = NewInvitation { email, culture_code: culture.transpose()?.map(str::to_string) };
+        let (access, call, svc) = call(ctx, Some(i), idempotency_key, format!("{i} {body:?}"))?;
+        let invitation =
+            send(
+                &access,
+                call,
+                svc,
+                &INVITE_INSTALLER,
+                |client, token| async move { client.invite(token, i, &body).await },
+            );
+        Ok(Invitation::from(invitation.await?))
     }
 
     /// Cancels a pending invitation.
     async fn cancel_invitation(&self, ctx: &Context<'_>, installation_id: ID, email: String) -> AppResult<bool> {
         let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, format!("{i} {email}"), CANCELLED, |sent| async move {
-                require_owner(ctx, i, "cancel invitations").await?;
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().cancel_invitation(me.token(), i, &email)).await?;
-                super::invalidate(ctx, i, |r| matches!(r, Resource::Invitations { .. }))?;
-                Ok(true)
-            })
-            .await
+        let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {email}"))?;
+        send(&access, call, svc, &CANCEL_INVITATION, |client, token| async move {
+            client.cancel_invitation(token, i, &email).await
+        })
+        .await?;
+        Ok(true)
     }
 
     /// Accepts an invitation with the code from its e-mail (installer accounts only).
@@ -136,19 +108,9 @@ impl SharingMutation {
         if code.len() > 200 || code.contains('/') {
             return Err(AppError::bad_input("activationCode must be the code from the invitation e-mail"));
         }
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, code.to_string(), ACCEPTED, |sent| async move {
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().accept_invitation(me.token(), code)).await?;
-                // Which installation it was is not said: every cached list of users and
-                // installations goes.
-                svc.cache.invalidate(|r| {
-                    matches!(r, Resource::Installations | Resource::Users { .. } | Resource::Invitations { .. })
-                });
-                Ok(true)
-            })
-            .await
+        let (access, call, svc) = call(ctx, None, None, code.to_string())?;
+        send(&access, call, svc, &ACCEPT_INVITATION, |client, token| client.accept_invitation(token, code)).await?;
+        Ok(true)
     }
 
     /// Stops sharing with an installer until enabled again; effective at once.
@@ -169,15 +131,11 @@ impl SharingMutation {
         account_id: ID,
     ) -> AppResult<bool> {
         let (i, account) = account(&installation_id, &account_id)?;
-        let svc = services(ctx)?;
-        svc.idempotency
-            .once(ctx, None, format!("{i} {account}"), USER_REMOVED, |sent| async move {
-                require_owner(ctx, i, "remove users").await?;
-                let me = caller(ctx)?;
-                sent.send(svc.cache.client().remove_user(me.token(), i, &account)).await?;
-                membership_changed(ctx, i)?;
-                Ok(true)
-            })
-            .await
+        let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {account}"))?;
+        send(&access, call, svc, &REMOVE_INSTALLATION_USER, |client, token| async move {
+            client.remove_user(token, i, &account).await
+        })
+        .await?;
+        Ok(true)
     }
 }
