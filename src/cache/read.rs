@@ -35,6 +35,24 @@ macro_rules! reads {
             $($name(Arc<$value>),)*
         }
 
+        /// The kinds of resource ([`Resource`] without its parameters): what a write says it
+        /// makes stale.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Kind {
+            $($name,)*
+        }
+
+        impl Kind {
+            /// Every kind: what a change of who sees an installation makes stale.
+            pub const EVERY: &'static [Kind] = &[$(Kind::$name,)*];
+
+            pub fn of(resource: &Resource) -> Kind {
+                match resource {
+                    $(Resource::$name { .. } => Kind::$name,)*
+                }
+            }
+        }
+
         $(
             reads!(@key $(#[$doc])* $name { $($field: $ty),* });
 

@@ -24,7 +24,8 @@ use std::time::Duration;
 pub use input::text;
 pub use run::{Invocation, Key, KeySource, Write, run, send};
 
-use crate::cache::{Resource, SharedCache};
+use crate::cache::SharedCache;
+pub use crate::cache::read::Kind;
 use crate::events::SharedBus;
 use crate::graphql::error::{AppError, AppResult};
 use crate::idempotency::IdempotencyStore;
@@ -74,76 +75,6 @@ pub trait Access: Sync {
     fn allow(&self, who: Who, installation_id: Option<i64>) -> impl Future<Output = AppResult<()>> + Send;
 }
 
-/// The kinds of cached resource ([`Resource`] without its parameters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Installations,
-    Users,
-    Invitations,
-    EventSubscriptions,
-    EventSubscription,
-    Stations,
-    Station,
-    Meters,
-    Meter,
-    Tariffs,
-    Tariff,
-    Measures,
-    Measure,
-    MeasureValues,
-    Logs,
-    Log,
-    LogCounts,
-    LogEntries,
-}
-
-impl Kind {
-    /// Every kind: what a change of who sees an installation makes stale.
-    pub const EVERY: &'static [Kind] = &[
-        Kind::Installations,
-        Kind::Users,
-        Kind::Invitations,
-        Kind::EventSubscriptions,
-        Kind::EventSubscription,
-        Kind::Stations,
-        Kind::Station,
-        Kind::Meters,
-        Kind::Meter,
-        Kind::Tariffs,
-        Kind::Tariff,
-        Kind::Measures,
-        Kind::Measure,
-        Kind::MeasureValues,
-        Kind::Logs,
-        Kind::Log,
-        Kind::LogCounts,
-        Kind::LogEntries,
-    ];
-
-    pub fn of(r: &Resource) -> Kind {
-        match r {
-            Resource::Installations => Kind::Installations,
-            Resource::Users { .. } => Kind::Users,
-            Resource::Invitations { .. } => Kind::Invitations,
-            Resource::EventSubscriptions { .. } => Kind::EventSubscriptions,
-            Resource::EventSubscription { .. } => Kind::EventSubscription,
-            Resource::Stations { .. } => Kind::Stations,
-            Resource::Station { .. } => Kind::Station,
-            Resource::Meters { .. } => Kind::Meters,
-            Resource::Meter { .. } => Kind::Meter,
-            Resource::Tariffs { .. } => Kind::Tariffs,
-            Resource::Tariff { .. } => Kind::Tariff,
-            Resource::Measures { .. } => Kind::Measures,
-            Resource::Measure { .. } => Kind::Measure,
-            Resource::MeasureValues { .. } => Kind::MeasureValues,
-            Resource::Logs { .. } => Kind::Logs,
-            Resource::Log { .. } => Kind::Log,
-            Resource::LogCounts { .. } => Kind::LogCounts,
-            Resource::LogEntries { .. } => Kind::LogEntries,
-        }
-    }
-}
-
 /// What a command's write makes stale in the shared cache, dropped once the write is accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Changes {
@@ -184,44 +115,5 @@ impl Doubt {
              sending it again",
             self.what, self.done, self.check
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::upstream::history::{Device, Operator, Range};
-
-    #[test]
-    fn every_kind_of_resource_is_listed() {
-        let (i, device) = (1, Device::Station { installation_id: 1, station_id: "s".into() });
-        let range = Range { start_date: chrono::Utc::now(), end_date: chrono::Utc::now(), step: None };
-        let resources = [
-            Resource::Installations,
-            Resource::Users { installation_id: i },
-            Resource::Invitations { installation_id: i },
-            Resource::EventSubscriptions { installation_id: i },
-            Resource::EventSubscription { installation_id: i, id: "e".into() },
-            Resource::Stations { installation_id: i },
-            Resource::Station { installation_id: i, station_id: "s".into() },
-            Resource::Meters { installation_id: i },
-            Resource::Meter { installation_id: i, meter_id: "m".into() },
-            Resource::Tariffs { installation_id: i, meter_id: "m".into() },
-            Resource::Tariff { installation_id: i, meter_id: "m".into(), tariff: "th".into() },
-            Resource::Measures { device: device.clone() },
-            Resource::Measure { device: device.clone(), measure_id: "x".into() },
-            Resource::MeasureValues {
-                device: device.clone(),
-                measure_id: "x".into(),
-                operator: Operator::Sum,
-                range: range.clone(),
-            },
-            Resource::Logs { device: device.clone() },
-            Resource::Log { device: device.clone(), log_id: "l".into() },
-            Resource::LogCounts { device: device.clone(), log_id: "l".into(), range: range.clone() },
-            Resource::LogEntries { device, log_id: None, range },
-        ];
-        let kinds: Vec<Kind> = resources.iter().map(Kind::of).collect();
-        assert_eq!(kinds, Kind::EVERY);
     }
 }
