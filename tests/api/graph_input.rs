@@ -2,11 +2,8 @@
 //! (an empty, `.` or `..` id names its argument), `setTariffs`' price and begin date bounds, and the
 //! upstream's range limits (3660 days, 10000 points) checked naming `from`, `to` and `step`.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
-use crate::bff::*;
 use crate::helpers::*;
 
 /// Ids that cannot name an upstream resource.
@@ -21,15 +18,10 @@ fn id_message(argument: &str, bad: &str) -> String {
     }
 }
 
-/// `byRoute` of `GET /_sim/calls`.
-async fn calls_by_route(app: &TestApp) -> BTreeMap<String, u64> {
-    serde_json::from_value(app.sim().calls().await["byRoute"].clone()).unwrap()
-}
-
 /// Asserts nothing reached the upstream since the last reset.
 async fn assert_nothing_sent(app: &TestApp, what: &str) {
-    let calls = app.sim().calls().await;
-    assert_eq!(calls["total"], 0, "{what}: refused before anything was sent upstream: {calls:#}");
+    let calls = app.sim().calls_by_route().await;
+    assert_eq!(app.sim().total_calls().await, 0, "{what}: refused before anything was sent upstream: {calls:#?}");
 }
 
 /// The one error of a response: its code and message.
@@ -111,7 +103,7 @@ async fn every_id_argument_that_cannot_name_a_resource_is_refused_naming_it_befo
     // installationId in 16 mutations, chargingStationId in 5, gridMeterId in 2, accountId in 3,
     // eventSubscriptionId and activationCode in 1, and the query's installation id.
     assert_eq!(tried, (16 + 5 + 2 + 3 + 1 + 1 + 1) * BAD_IDS.len(), "every id argument was tried");
-    let by_route = calls_by_route(&app).await;
+    let by_route = app.sim().calls_by_route().await;
     assert!(by_route.is_empty(), "nothing was sent upstream: {by_route:#?}");
     assert_nothing_sent(&app, "bad ids").await;
 }
