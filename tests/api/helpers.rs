@@ -161,7 +161,8 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        TestApp { _stop: stop, sim, base, client: reqwest::Client::new(), config }
+        let client = sim.client.clone();
+        TestApp { _stop: stop, sim, base, client, config }
     }
 
     /// Stops witty-bff without any cleaning up (a crash or a deploy) and starts it again with the
@@ -474,7 +475,7 @@ impl TestSim {
         init_test_log();
         let server = Simulator::spawn(config).await.expect("simulator starts");
         let base = server.base_url();
-        TestSim { _server: server, client: reqwest::Client::new(), base }
+        TestSim { _server: server, client: loopback_client(), base }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -595,6 +596,12 @@ impl TestSim {
     pub async fn clear_faults(&self) -> Reply {
         self.control(Method::DELETE, "/_sim/faults", None).await
     }
+}
+
+/// A client for plain HTTP on loopback: without root certificates, whose loading would cost each
+/// test about 40 ms of CPU.
+fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder().tls_certs_only([]).build().expect("a client")
 }
 
 /// A JWT-shaped token that names `sub`. The simulator reads claims without checking signatures,
