@@ -67,7 +67,8 @@ impl<'a> TestAppBuilder<'a> {
         self
     }
 
-    /// Changes witty-bff's configuration (see [`TestApp::config`] for what it starts from).
+    /// Changes witty-bff's configuration (the simulator as upstream, known secrets, short timeouts
+    /// otherwise).
     pub fn bff(mut self, tune: impl FnOnce(&mut Config) + 'a) -> Self {
         self.bff.push(Box::new(tune));
         self
