@@ -14,10 +14,8 @@ use base64::Engine;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{Value, json};
-use witty_bff::app::App;
 
-use crate::bff::{JWT_SECRET, TestApp, data, error_codes, spawn_app_with, test_config};
-use crate::helpers::spawn_sim;
+use crate::helpers::{JWT_SECRET, TestApp, data, error_codes, spawn_app_with};
 
 const QUERY: &str = "{ installations { id } }";
 
@@ -130,7 +128,6 @@ async fn an_ec_public_key_from_a_pem_file_verifies_es256_tokens_only() {
 
 #[tokio::test]
 async fn a_public_key_file_that_cannot_be_used_stops_the_start_with_its_path() {
-    let sim = spawn_sim().await;
     let cases = [
         (PathBuf::from("/nonexistent/idp-public-key.pem"), "cannot read"),
         (fixture_path("test-only-rsa-a.key.pem"), "private key"),
@@ -138,12 +135,16 @@ async fn a_public_key_file_that_cannot_be_used_stops_the_start_with_its_path() {
         (fixture_path("test-only-rsa-1024.pub.pem"), "2048 bits"),
     ];
     for (path, reason) in cases {
-        let mut config = test_config(&sim);
-        config.jwt_secret = None;
-        config.jwt_public_key = Some(path.clone());
-        let error = match App::build(config).await {
+        let started = TestApp::builder()
+            .bff(|config| {
+                config.jwt_secret = None;
+                config.jwt_public_key = Some(path.clone());
+            })
+            .try_spawn()
+            .await;
+        let error = match started {
             Ok(_) => panic!("{} was accepted", path.display()),
-            Err(e) => format!("{e:#}"),
+            Err(e) => e,
         };
         assert!(error.contains(&path.display().to_string()) && error.contains(reason), "{error}");
     }

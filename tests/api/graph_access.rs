@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bff::*;
 use crate::helpers::*;
 
 /// Everything about Alice's installation, costs included.
@@ -100,11 +99,11 @@ async fn an_installer_sees_general_data_only_even_right_after_the_owner_filled_t
     assert!(session_end.get("energy").is_none() && session_end.get("cost").is_none(), "{session_end}");
     assert!(session_end.get("sessionDuration").is_some());
     // The BFF refused them itself: no tariff or measure-value call went upstream for Ivan.
-    let calls = app.sim().calls().await["byRoute"].clone();
-    assert!(calls.get("GET /installations/{i}/grid-meters/{gm}/tariffs").is_none(), "{calls:#}");
+    let calls = app.sim().calls_by_route().await;
+    assert!(!calls.contains_key("GET /installations/{i}/grid-meters/{gm}/tariffs"), "{calls:#?}");
     assert!(
-        calls.get("POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum").is_none(),
-        "{calls:#}"
+        !calls.contains_key("POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"),
+        "{calls:#?}"
     );
 
     // Commands too, right after.
@@ -137,7 +136,7 @@ async fn a_subscription_ends_when_its_token_expires() {
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     // `exp` is in whole seconds: this token expires 2 to 3 s from now.
     let token = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
-    let mut ws = watch_events(&app, &token).await;
+    let mut ws = app.watch_events(&token).await;
     let started = std::time::Instant::now();
     // It says why, then completes.
     let end = ws_next(&mut ws).await;
@@ -167,10 +166,10 @@ async fn a_pem_key_verifies_websocket_connections_too() {
             Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/test-only-rsa-a.pub.pem").into());
     })
     .await;
-    let mut ws = watch_events(&app, &rs256_token("alice")).await;
+    let mut ws = app.watch_events(&rs256_token("alice")).await;
     // An HS256 token is refused on this server: the connection is closed with 4403.
     let hs = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 600, None, None);
-    let mut bad = ws_connect(&app, "graphql-transport-ws", &hs).await;
+    let mut bad = app.ws_connect("graphql-transport-ws", &hs).await;
     let code = timeout(PATIENCE, async {
         while let Some(Ok(m)) = bad.next().await {
             if let Message::Close(Some(frame)) = m {
@@ -189,11 +188,9 @@ async fn a_pem_key_verifies_websocket_connections_too() {
 /// `fields`. Alice watches first: the upstream subscription is hers, so deliveries carry everything.
 async fn owner_and_installer_watching(app: &TestApp, fields: &str) -> (Ws, Ws) {
     let q = format!("subscription {{ stationEvents(installationId: 33) {{ {fields} }} }}");
-    let mut alice = ws_connect(app, "graphql-transport-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut alice, false, "1", &q).await;
-    let mut ivan = ws_connect(app, "graphql-transport-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ivan, false, "1", &q).await;
-    live_subscriptions(app, 2).await;
+    let alice = app.subscribe_as("alice", &q).await;
+    let ivan = app.subscribe_as("ivan", &q).await;
+    app.live_subscriptions(2).await;
     (alice, ivan)
 }
 
@@ -201,7 +198,7 @@ async fn owner_and_installer_watching(app: &TestApp, fields: &str) -> (Ws, Ws) {
 async fn an_installer_hears_events_without_energy_or_cost() {
     let app = spawn_app().await;
     let (mut alice, mut ivan) = owner_and_installer_watching(&app, "type data").await;
-    validated_webhook(&app).await;
+    app.validated_webhook().await;
     app.sim().plug(ALICE_STATION).await;
     app.sim().unplug(ALICE_STATION).await;
     async fn unplugged(ws: &mut Ws) -> Value {
@@ -225,12 +222,10 @@ async fn an_installer_watching_station_updates_gets_the_state_but_not_energy_or_
     let q = format!(
         r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ availability currentSession {{ startDate totalSessionEnergy }} }} }}"#
     );
-    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ivan, false, "1", &q).await;
-    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut alice, false, "1", &q).await;
-    live_subscriptions(&app, 2).await;
-    validated_webhook(&app).await;
+    let mut ivan = app.subscribe_as("ivan", &q).await;
+    let mut alice = app.subscribe_as("alice", &q).await;
+    app.live_subscriptions(2).await;
+    app.validated_webhook().await;
     app.sim().plug(ALICE_STATION).await;
     let for_alice = ws_data(&mut alice).await;
     let s = &for_alice["data"]["chargingStationUpdated"];
@@ -279,14 +274,14 @@ async fn house_consumption_cached_before_consent_was_withdrawn_upstream_is_not_s
 async fn an_installer_hears_events_without_energy_or_cost_nested_in_their_data() {
     let app = spawn_app().await;
     let (mut alice, mut ivan) = owner_and_installer_watching(&app, "id data").await;
-    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let url = app.webhook_url().await;
     let data = json!({
         "session": {"totalSessionEnergy": 7.5, "totalSessionCost": 1.62, "rangeRecoveredByEV": 48, "startDate": "2026-11-27T08:00:00Z"},
         "changed": {"sessionCost": 1.62, "ledPower": 20},
         "entries": [{"energy": 1.0, "plugged": true}]
     });
     let event = grid_event("nested-1", "Hager.WittyHome.SessionEnded", "2026-11-27T09:00:00Z", true, data.clone());
-    assert_eq!(deliver(&app, &url, json!([event])).await, 200);
+    assert_eq!(app.deliver(&url, json!([event])).await, 200);
     let for_alice = ws_data(&mut alice).await["data"]["stationEvents"]["data"].clone();
     assert_eq!(for_alice, data, "the owner gets it all");
     let for_ivan = ws_data(&mut ivan).await["data"]["stationEvents"]["data"].clone();

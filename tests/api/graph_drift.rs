@@ -8,7 +8,6 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::bff::*;
 use crate::helpers::*;
 
 /// `PUT /_sim/stations/{cs}/properties`, asserting 200.
@@ -276,9 +275,9 @@ async fn set_tariffs_never_sends_a_guessed_currency_for_a_tariff_whose_currency_
         let message = e["message"].as_str().unwrap();
         assert!(message.contains("readable currency for tariff HP") && message.contains(asked), "{tariffs}: {message}");
     }
-    let calls = app.sim().calls().await;
-    let posted = calls["byRoute"].as_object().unwrap().keys().filter(|k| k.starts_with("POST")).count();
-    assert_eq!(posted, 0, "nothing was priced: {calls:#}");
+    let calls = app.sim().calls_by_route().await;
+    let posted = calls.keys().filter(|k| k.starts_with("POST")).count();
+    assert_eq!(posted, 0, "nothing was priced: {calls:#?}");
 
     // Named by the caller, it is sent as given.
     let r = set(json!([{"id": "HC", "value": 0.11}, {"id": "HP", "value": 0.22, "currency": "EUR"}])).await;

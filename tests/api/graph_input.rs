@@ -2,11 +2,8 @@
 //! (an empty, `.` or `..` id names its argument), `setTariffs`' price and begin date bounds, and the
 //! upstream's range limits (3660 days, 10000 points) checked naming `from`, `to` and `step`.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
-use crate::bff::*;
 use crate::helpers::*;
 
 /// Ids that cannot name an upstream resource.
@@ -21,15 +18,10 @@ fn id_message(argument: &str, bad: &str) -> String {
     }
 }
 
-/// `byRoute` of `GET /_sim/calls`.
-async fn calls_by_route(app: &TestApp) -> BTreeMap<String, u64> {
-    serde_json::from_value(app.sim().calls().await["byRoute"].clone()).unwrap()
-}
-
 /// Asserts nothing reached the upstream since the last reset.
 async fn assert_nothing_sent(app: &TestApp, what: &str) {
-    let calls = app.sim().calls().await;
-    assert_eq!(calls["total"], 0, "{what}: refused before anything was sent upstream: {calls:#}");
+    let calls = app.sim().calls_by_route().await;
+    assert_eq!(app.sim().total_calls().await, 0, "{what}: refused before anything was sent upstream: {calls:#?}");
 }
 
 /// The one error of a response: its code and message.
@@ -111,7 +103,7 @@ async fn every_id_argument_that_cannot_name_a_resource_is_refused_naming_it_befo
     // installationId in 16 mutations, chargingStationId in 5, gridMeterId in 2, accountId in 3,
     // eventSubscriptionId and activationCode in 1, and the query's installation id.
     assert_eq!(tried, (16 + 5 + 2 + 3 + 1 + 1 + 1) * BAD_IDS.len(), "every id argument was tried");
-    let by_route = calls_by_route(&app).await;
+    let by_route = app.sim().calls_by_route().await;
     assert!(by_route.is_empty(), "nothing was sent upstream: {by_route:#?}");
     assert_nothing_sent(&app, "bad ids").await;
 }
@@ -239,6 +231,7 @@ async fn warm_app() -> TestApp {
         r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{ id }} gridMeter(id: "{ALICE_METER}") {{ id }} }} }}"#
     );
     data(&app.graphql("alice", &warm, json!({})).await);
+    app.sim().reset_calls().await;
     app
 }
 
@@ -298,7 +291,6 @@ async fn assert_range_refused(app: &TestApp, fields: Vec<(&str, String)>, words:
 #[tokio::test]
 async fn a_range_longer_than_3660_days_is_refused_naming_from_and_to_before_anything_is_sent() {
     let app = warm_app().await;
-    app.sim().reset_calls().await;
     let range = r#"from: "0001-01-01T00:00:00Z", to: "9999-12-31T00:00:00Z""#;
     assert_range_refused(&app, range_fields(range, "DAY"), &["`from`", "`to`", "3660 days"]).await;
     // One millisecond over.
@@ -310,7 +302,6 @@ async fn a_range_longer_than_3660_days_is_refused_naming_from_and_to_before_anyt
 #[tokio::test]
 async fn a_range_of_more_than_10000_points_is_refused_naming_step_before_anything_is_sent() {
     let app = warm_app().await;
-    app.sim().reset_calls().await;
     // 10 000 hours: 10 001 hourly points as the upstream counts them (a step begun counts).
     let range = r#"from: "2024-01-01T00:00:00Z", to: "2025-02-20T16:00:00Z""#;
     let fields: Vec<_> = range_fields(range, "HOUR").into_iter().take(3).collect();
@@ -321,7 +312,6 @@ async fn a_range_of_more_than_10000_points_is_refused_naming_step_before_anythin
 #[tokio::test]
 async fn from_and_to_the_same_millisecond_are_refused_naming_them_as_the_upstream_sees_only_milliseconds() {
     let app = warm_app().await;
-    app.sim().reset_calls().await;
     let range = r#"from: "2025-01-01T00:00:00.0001Z", to: "2025-01-01T00:00:00.0009Z""#;
     assert_range_refused(&app, range_fields(range, "DAY"), &["`to`", "`from`", "must be after"]).await;
     assert_nothing_sent(&app, "a range within one millisecond").await;

@@ -5,32 +5,19 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use witty_bff::app::App;
-use witty_bff::config::Config;
 
-use crate::bff::*;
 use crate::helpers::*;
 
 #[tokio::test]
 async fn a_plugged_car_reaches_both_websocket_protocols_and_sse() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut modern = watch_events(&app, &token).await;
-    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
-    ws_subscribe(&mut legacy, true, "1", EVENTS).await;
-    let sse = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .bearer_auth(&token)
-        .header("accept", "text/event-stream")
-        .json(&json!({"query": EVENTS}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sse.status(), 200);
+    let mut modern = app.watch_events(&token).await;
+    let mut legacy = app.subscribe("graphql-ws", &token, "1", EVENTS).await;
+    let sse = app.sse(&token, EVENTS).await;
     assert!(sse.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    live_subscriptions(&app, 3).await;
-    let hook = validated_webhook(&app).await;
+    app.live_subscriptions(3).await;
+    let hook = app.validated_webhook().await;
     assert!(hook["protocolData"].as_str().unwrap().starts_with(&app.base), "{hook}");
 
     let r = app.sim().plug(ALICE_STATION).await;
@@ -69,12 +56,11 @@ async fn charging_station_updated_shows_the_new_state_and_queries_are_fresh() {
     );
     let before = app.graphql("alice", &q, json!({})).await;
     assert_eq!(data(&before)["installation"]["chargingStation"]["availability"], "AVAILABLE");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
     let sub = format!(
         r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id availability carPlugStatus currentSession {{ startDate totalSessionEnergy }} }} }}"#
     );
-    ws_subscribe(&mut ws, false, "s", &sub).await;
-    validated_webhook(&app).await;
+    let mut ws = app.subscribe("graphql-transport-ws", &token, "s", &sub).await;
+    app.validated_webhook().await;
     app.sim().plug(ALICE_STATION).await;
     let update = ws_data(&mut ws).await;
     let s = &update["data"]["chargingStationUpdated"];
@@ -90,25 +76,24 @@ async fn charging_station_updated_shows_the_new_state_and_queries_are_fresh() {
 async fn a_duplicated_delivery_produces_one_event_and_a_wrong_secret_is_refused() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut ws = watch_events(&app, &token).await;
-    let hook = validated_webhook(&app).await;
-    let url = hook["protocolData"].as_str().unwrap().to_string();
+    let mut ws = app.watch_events(&token).await;
+    let url = app.webhook_url().await;
     let event = |id: &str, kind: &str| {
         let data = json!({"installationId": 33, "chargingStationId": ALICE_STATION});
         json!([grid_event(id, kind, "2026-01-01T10:00:00Z", true, data)])
     };
     // A wrong secret: refused, and nothing is published.
     let wrong = url.rsplit_once('/').unwrap().0.to_string() + "/not-the-secret";
-    assert_eq!(deliver(&app, &wrong, event("e-wrong", "Hager.WittyHome.LoadShedding")).await, 404);
+    assert_eq!(app.deliver(&wrong, event("e-wrong", "Hager.WittyHome.LoadShedding")).await, 404);
     // Malformed bodies and kinds: 400.
     let r = app.client.post(&url).header("aeg-event-type", "Notification").body("{oops").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let r = app.client.post(&url).header("aeg-event-type", "Gossip").json(&event("x", "y")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The same event twice, then another: the subscriber sees the first once, then the second.
-    assert_eq!(deliver(&app, &url, event("e-1", "Hager.WittyHome.Error")).await, 200);
-    assert_eq!(deliver(&app, &url, event("e-1", "Hager.WittyHome.Error")).await, 200);
-    assert_eq!(deliver(&app, &url, event("e-2", "Hager.WittyHome.SomethingNew")).await, 200);
+    assert_eq!(app.deliver(&url, event("e-1", "Hager.WittyHome.Error")).await, 200);
+    assert_eq!(app.deliver(&url, event("e-1", "Hager.WittyHome.Error")).await, 200);
+    assert_eq!(app.deliver(&url, event("e-2", "Hager.WittyHome.SomethingNew")).await, 200);
     let first = ws_data(&mut ws).await;
     assert_eq!(first["data"]["stationEvents"]["id"], "e-1");
     assert_eq!(first["data"]["stationEvents"]["type"], "ERROR");
@@ -122,7 +107,7 @@ async fn a_duplicated_delivery_produces_one_event_and_a_wrong_secret_is_refused(
 async fn watching_someone_elses_installation_or_with_a_bad_token_is_refused() {
     let app = spawn_app().await;
     let bob = app.token_for("bob");
-    let mut ws = watch_events(&app, &bob).await;
+    let mut ws = app.watch_events(&bob).await;
     // Refused at once with NOT_FOUND (as a `next` carrying only the error), then completed.
     let v = ws_next(&mut ws).await;
     let errors = if v["type"] == "error" { v["payload"].clone() } else { v["payload"]["errors"].clone() };
@@ -131,7 +116,7 @@ async fn watching_someone_elses_installation_or_with_a_bad_token_is_refused() {
     assert_eq!(ws_next(&mut ws).await["type"], "complete");
 
     // A bad token: the connection is closed with 4403.
-    let mut ws = ws_connect(&app, "graphql-transport-ws", "not-a-token").await;
+    let mut ws = app.ws_connect("graphql-transport-ws", "not-a-token").await;
     let closed = timeout(PATIENCE, async {
         loop {
             match ws.next().await {
@@ -145,20 +130,19 @@ async fn watching_someone_elses_installation_or_with_a_bad_token_is_refused() {
     .unwrap();
     assert_eq!(closed, Some(4403));
     // The legacy protocol hears connection_error, then the close.
-    let mut ws = ws_connect(&app, "graphql-ws", "not-a-token").await;
+    let mut ws = app.ws_connect("graphql-ws", "not-a-token").await;
     let v = ws_next(&mut ws).await;
     assert_eq!(v["type"], "connection_error", "{v}");
 }
 
 #[tokio::test]
 async fn with_webhooks_off_polling_delivers_the_same_event() {
-    let app = spawn_polling_app().await;
+    let app = spawn_app_with(polling).await;
     let token = app.token_for("alice");
-    let mut ws = watch_events(&app, &token).await;
+    let mut ws = app.watch_events(&token).await;
     // The poller's first read is the baseline.
     eventually("the poller's first read", || async {
-        let calls = app.sim().calls().await;
-        (calls["byRoute"]["GET /installations/{i}/charging-stations"].as_u64()? >= 1).then_some(())
+        (app.sim().calls_to("GET /installations/{i}/charging-stations").await >= 1).then_some(())
     })
     .await;
     app.sim().plug(ALICE_STATION).await;
@@ -172,11 +156,10 @@ async fn with_webhooks_off_polling_delivers_the_same_event() {
 
 #[tokio::test]
 async fn with_webhooks_off_polling_reports_a_settings_change() {
-    let app = spawn_polling_app().await;
-    let mut ws = watch_events(&app, &app.token_for("alice")).await;
+    let app = spawn_app_with(polling).await;
+    let mut ws = app.watch_events(&app.token_for("alice")).await;
     eventually("the poller's first read", || async {
-        let calls = app.sim().calls().await;
-        (calls["byRoute"]["GET /installations/{i}/charging-stations"].as_u64()? >= 1).then_some(())
+        (app.sim().calls_to("GET /installations/{i}/charging-stations").await >= 1).then_some(())
     })
     .await;
     // Renamed with another app, straight upstream.
@@ -218,11 +201,10 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
         .await;
     assert_eq!(r.status, 201);
     let token = app.token_for("alice");
-    let a = watch_events(&app, &token).await;
-    let mut b = ws_connect(&app, "graphql-ws", &token).await;
-    ws_subscribe(&mut b, true, "1", EVENTS).await;
-    live_subscriptions(&app, 2).await;
-    validated_webhook(&app).await;
+    let a = app.watch_events(&token).await;
+    let b = app.subscribe("graphql-ws", &token, "1", EVENTS).await;
+    app.live_subscriptions(2).await;
+    app.validated_webhook().await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "one for both watchers");
     // Both watchers leave: after the grace (0 s here) witty-bff's subscription goes, Alice's stays.
     drop(a);
@@ -246,13 +228,13 @@ async fn watching_with_a_short_token(sub: &str) -> (TestApp, Ws) {
     })
     .await;
     let short = witty_bff::auth::mint_dev_token(JWT_SECRET, sub, 3, None, None);
-    let ws = watch_events(&app, &short).await;
+    let ws = app.watch_events(&short).await;
     (app, ws)
 }
 
 /// Waits until `n` upstream subscriptions of ours wait to be removed (none is being tried).
 async fn unremoved(app: &TestApp, n: f64, what: &str) {
-    eventually(what, || async { (metric(app, "witty_bff_unremoved_upstream_subscriptions").await == n).then_some(()) })
+    eventually(what, || async { (app.metric("witty_bff_unremoved_upstream_subscriptions").await == n).then_some(()) })
         .await;
 }
 
@@ -261,7 +243,7 @@ async fn unremoved(app: &TestApp, n: f64, what: &str) {
 /// token has expired), so it waits for her next token. Returns the app and that subscription.
 async fn left_with_an_expired_token() -> (TestApp, Value) {
     let (app, mut ws) = watching_with_a_short_token("alice").await;
-    let hook = validated_webhook(&app).await;
+    let hook = app.validated_webhook().await;
     ws_ended_with(&mut ws, "UNAUTHENTICATED").await;
     unremoved(&app, 1.0, "the removal to wait for a fresh token").await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
@@ -278,10 +260,10 @@ async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_nex
         bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
     })
     .await;
-    assert_eq!(metric(&app, "witty_bff_unremoved_upstream_subscriptions").await, 0.0);
+    assert_eq!(app.metric("witty_bff_unremoved_upstream_subscriptions").await, 0.0);
     // A later watch by Alice registers afresh, and events flow.
-    let mut again = watch_events(&app, &app.token_for("alice")).await;
-    validated_webhook(&app).await;
+    let mut again = app.watch_events(&app.token_for("alice")).await;
+    app.validated_webhook().await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
@@ -296,7 +278,7 @@ async fn a_removal_that_fails_with_the_users_fresh_token_is_tried_again_with_it_
     // Alice's one request: a grace later, its removal fails upstream.
     let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
     assert!(r["errors"].is_null(), "{r}");
-    eventually("the first try", || async { (app.sim().calls().await["byRoute"][DELETE] == 1).then_some(()) }).await;
+    eventually("the first try", || async { (app.sim().calls_to(DELETE).await == 1).then_some(()) }).await;
     unremoved(&app, 1.0, "the failed try to be kept").await;
     assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
     // The upstream recovers; with no request from Alice, the removal is tried again with her token.
@@ -306,7 +288,7 @@ async fn a_removal_that_fails_with_the_users_fresh_token_is_tried_again_with_it_
     })
     .await;
     unremoved(&app, 0.0, "the removal to be settled").await;
-    assert_eq!(app.sim().calls().await["byRoute"][DELETE], 2, "one failed try, one that removed it");
+    assert_eq!(app.sim().calls_to(DELETE).await, 2, "one failed try, one that removed it");
 }
 
 #[tokio::test]
@@ -314,14 +296,14 @@ async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_le
     let (app, left) = left_with_an_expired_token().await;
     // Alice subscribes again with a fresh token: the subscription left behind is adopted (it is
     // validated already, so events flow at once), not removed and made anew.
-    let mut again = watch_events(&app, &app.token_for("alice")).await;
-    live_subscriptions(&app, 1).await;
+    let mut again = app.watch_events(&app.token_for("alice")).await;
+    app.live_subscriptions(1).await;
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
     // A grace after her token came, the removal looks again, finds it adopted, and keeps it.
     unremoved(&app, 0.0, "the removal to be settled").await;
-    let calls = app.sim().calls().await;
-    assert!(calls["byRoute"]["DELETE /installations/{i}/event-subscriptions/{id}"].is_null(), "{calls}");
+    let calls = app.sim().calls_by_route().await;
+    assert!(!calls.contains_key("DELETE /installations/{i}/event-subscriptions/{id}"), "{calls:#?}");
     let hooks = bff_hooks(&app, "alice", 33).await;
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(hooks[0]["eventSubscriptionId"], left["eventSubscriptionId"], "the same one");
@@ -339,11 +321,11 @@ async fn a_sole_watcher_removed_through_witty_bff_is_told_at_once_without_waitin
         let mut ws = None;
         let mut sse = None;
         if transport == "websocket" {
-            ws = Some(watch_events(&app, &ivan).await);
+            ws = Some(app.watch_events(&ivan).await);
         } else {
-            sse = Some(sse_subscribe(&app, &ivan, EVENTS).await);
+            sse = Some(app.sse(&ivan, EVENTS).await);
         }
-        live_subscriptions(&app, 1).await;
+        app.live_subscriptions(1).await;
         let m = format!(r#"mutation {{ {mutation}(installationId: 33, accountId: "ivan") }}"#);
         let r = app.graphql("alice", &m, json!({})).await;
         assert_eq!(data(&r)[mutation], true, "{r}");
@@ -358,13 +340,12 @@ async fn a_sole_watcher_removed_through_witty_bff_is_told_at_once_without_waitin
             (None, None) => unreachable!(),
         };
         assert!(message.contains("no longer have access to installation 33"), "{mutation}: {message}");
-        live_subscriptions(&app, 0).await;
+        app.live_subscriptions(0).await;
     }
     // A watcher of another installation is not disturbed by a change of 33's members.
     let app = spawn_app().await;
-    let mut bob = ws_connect(&app, "graphql-transport-ws", &app.token_for("bob")).await;
-    ws_subscribe(&mut bob, false, "1", "subscription { stationEvents(installationId: 42) { type } }").await;
-    live_subscriptions(&app, 1).await;
+    let mut bob = app.subscribe_as("bob", "subscription { stationEvents(installationId: 42) { type } }").await;
+    app.live_subscriptions(1).await;
     eventually("Bob's subscription to be validated", || async {
         bff_hooks(&app, "bob", 42).await.iter().any(|h| h["state"] == "Created").then_some(())
     })
@@ -386,7 +367,7 @@ async fn a_sole_watcher_removed_through_witty_bff_is_told_at_once_without_waitin
 async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_every_request() {
     let app = spawn_app_with(|c| c.watch_grace_secs = 1).await;
     // Ivan (installer on 33) is the only watcher, so the subscription is his.
-    let ivan = watch_events(&app, &app.token_for("ivan")).await;
+    let ivan = app.watch_events(&app.token_for("ivan")).await;
     eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
     // Alice disables him, then he leaves: after the grace, the upstream refuses his removal (403).
     let r = app
@@ -395,13 +376,13 @@ async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_ever
     assert_eq!(data(&r)["disableInstaller"], true, "{r}");
     drop(ivan);
     eventually("the removal to be given up", || async {
-        (metric(&app, "witty_bff_abandoned_upstream_subscriptions_total").await == 1.0).then_some(())
+        (app.metric("witty_bff_abandoned_upstream_subscriptions_total").await == 1.0).then_some(())
     })
     .await;
     // One try, and nothing kept to try again with his next requests.
-    let calls = app.sim().calls().await;
-    assert_eq!(calls["byRoute"]["DELETE /installations/{i}/event-subscriptions/{id}"], 1, "{calls}");
-    assert_eq!(metric(&app, "witty_bff_unremoved_upstream_subscriptions").await, 0.0);
+    let calls = app.sim().calls_by_route().await;
+    assert_eq!(calls.get("DELETE /installations/{i}/event-subscriptions/{id}"), Some(&1), "{calls:#?}");
+    assert_eq!(app.metric("witty_bff_unremoved_upstream_subscriptions").await, 0.0);
 }
 
 #[tokio::test]
@@ -411,8 +392,8 @@ async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_whi
     eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
     ws_ended_with(&mut ivan, "UNAUTHENTICATED").await;
     // Alice (owner) comes within the grace: hers replaces his, whose removal waits for his next token.
-    let mut alice = watch_events(&app, &app.token_for("alice")).await;
-    validated_webhook(&app).await;
+    let mut alice = app.watch_events(&app.token_for("alice")).await;
+    app.validated_webhook().await;
     unremoved(&app, 1.0, "the removal to wait for Ivan's next token").await;
     assert_eq!(bff_hooks(&app, "ivan", 33).await.len(), 1, "still there");
     // Ivan's next request removes it, while Alice's goes on serving her.
@@ -429,24 +410,16 @@ async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_whi
 
 #[tokio::test]
 async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one() {
-    let sim = std::sync::Arc::new(spawn_sim().await);
-    // One address for both processes: the webhook URL registered by the first stays right.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = Config { listen: format!("127.0.0.1:{port}").parse().unwrap(), ..test_config(&sim) };
-    let first = start_app(sim.clone(), App::build(config.clone()).await.expect("builds"), config.clone());
+    let first = spawn_app().await;
     let token = first.token_for("alice");
-    let ws = watch_events(&first, &token).await;
-    let registered = validated_webhook(&first).await;
+    let ws = first.watch_events(&token).await;
+    let registered = first.validated_webhook().await;
     // The first process goes without cleaning up (a crash or a deploy; its grace period is long).
-    drop(first);
+    // One address for both processes: the webhook URL registered by the first stays right.
     drop(ws);
-    let second = eventually("the address to be free for the restarted witty-bff", || async {
-        App::build(config.clone()).await.ok()
-    })
-    .await;
-    let second = start_app(sim.clone(), second, config.clone());
-    let mut ws = watch_events(&second, &token).await;
-    live_subscriptions(&second, 1).await;
+    let second = first.restart().await;
+    let mut ws = second.watch_events(&token).await;
+    second.live_subscriptions(1).await;
     // The restarted process hears events through the subscription it finds upstream.
     let r = second
         .sim()
@@ -469,12 +442,11 @@ async fn many_watchers_of_a_station_cost_one_upstream_read_per_event() {
     );
     let mut watchers = Vec::new();
     for _ in 0..5 {
-        let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-        ws_subscribe(&mut ws, false, "u", &sub).await;
+        let ws = app.subscribe("graphql-transport-ws", &token, "u", &sub).await;
         watchers.push(ws);
     }
-    live_subscriptions(&app, 5).await;
-    validated_webhook(&app).await;
+    app.live_subscriptions(5).await;
+    app.validated_webhook().await;
     app.sim().reset_calls().await;
     let r =
         app.sim().control(reqwest::Method::POST, &format!("/_sim/stations/{ALICE_STATION}/load-shedding"), None).await;
@@ -483,10 +455,11 @@ async fn many_watchers_of_a_station_cost_one_upstream_read_per_event() {
         let update = ws_data(ws).await;
         assert_eq!(update["data"]["chargingStationUpdated"]["id"], ALICE_STATION, "{update}");
     }
-    let calls = app.sim().calls().await;
+    let calls = app.sim().calls_by_route().await;
     assert_eq!(
-        calls["byRoute"]["GET /installations/{i}/charging-stations/{cs}"], 1,
-        "one read for five watchers: {calls}"
+        calls.get("GET /installations/{i}/charging-stations/{cs}"),
+        Some(&1),
+        "one read for five watchers: {calls:#?}"
     );
 }
 
@@ -494,16 +467,14 @@ async fn many_watchers_of_a_station_cost_one_upstream_read_per_event() {
 async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_state() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut events = ws_connect(&app, "graphql-transport-ws", &token).await;
     let one_station = format!(
         r#"subscription {{ stationEvents(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id type chargingStationId }} }}"#
     );
-    ws_subscribe(&mut events, false, "e", &one_station).await;
-    let mut updates = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let mut events = app.subscribe("graphql-transport-ws", &token, "e", &one_station).await;
     let all_stations = "subscription { chargingStationUpdated(installationId: 33) { id availability } }";
-    ws_subscribe(&mut updates, false, "u", all_stations).await;
-    live_subscriptions(&app, 2).await;
-    let hook = validated_webhook(&app).await;
+    let mut updates = app.subscribe("graphql-transport-ws", &token, "u", all_stations).await;
+    app.live_subscriptions(2).await;
+    let url = app.webhook_url().await;
     // The station is cached as available.
     let q = format!(r#"{{ installation(id: 33) {{ chargingStation(id: "{ALICE_STATION}") {{ availability }} }} }}"#);
     let before = app.graphql("alice", &q, json!({})).await;
@@ -525,7 +496,7 @@ async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_
         false,
         json!({"installationId": 33}),
     );
-    assert_eq!(deliver(&app, hook["protocolData"].as_str().unwrap(), json!([whole])).await, 200);
+    assert_eq!(app.deliver(&url, json!([whole])).await, 200);
     let e = ws_data(&mut events).await;
     assert_eq!(e["data"]["stationEvents"]["type"], "LOAD_SHEDDING", "{e}");
     assert!(e["data"]["stationEvents"]["chargingStationId"].is_null(), "{e}");
@@ -540,47 +511,53 @@ async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_
 async fn metrics_count_live_subscriptions_deliveries_duplicates_and_upstream_calls() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let ws = watch_events(&app, &token).await;
-    live_subscriptions(&app, 1).await;
-    let hook = validated_webhook(&app).await;
-    assert_eq!(metric(&app, "witty_bff_watched_installations").await, 1.0);
-    assert_eq!(metric(&app, r#"witty_bff_webhook_deliveries_total{kind="SubscriptionValidation"}"#).await, 1.0);
+    let ws = app.watch_events(&token).await;
+    app.live_subscriptions(1).await;
+    let url = app.webhook_url().await;
+    assert_eq!(app.metric("witty_bff_watched_installations").await, 1.0);
+    assert_eq!(app.metric(r#"witty_bff_webhook_deliveries_total{kind="SubscriptionValidation"}"#).await, 1.0);
     let event = grid_event("m-1", "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, json!({"installationId": 33}));
     for _ in 0..2 {
-        assert_eq!(deliver(&app, hook["protocolData"].as_str().unwrap(), json!([event])).await, 200);
+        assert_eq!(app.deliver(&url, json!([event])).await, 200);
     }
     eventually("the duplicate to be counted", || async {
-        (metric(&app, r#"witty_bff_events_total{outcome="duplicate"}"#).await == 1.0).then_some(())
+        (app.metric(r#"witty_bff_events_total{outcome="duplicate"}"#).await == 1.0).then_some(())
     })
     .await;
-    assert_eq!(metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await, 1.0);
-    assert!(metric(&app, r#"witty_bff_upstream_calls_total{kind="read",outcome="ok"}"#).await >= 1.0);
+    assert_eq!(app.metric(r#"witty_bff_events_total{outcome="published"}"#).await, 1.0);
+    assert!(app.metric(r#"witty_bff_upstream_calls_total{kind="read",outcome="ok"}"#).await >= 1.0);
     let r = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     // The subscriber leaves: the gauge goes back to zero.
     drop(ws);
-    live_subscriptions(&app, 0).await;
+    app.live_subscriptions(0).await;
 }
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_dropped_with_a_notice_and_slows_nobody() {
     let app = spawn_app_with(|c| c.live_buffer_events = 16).await;
     let token = app.token_for("alice");
-    let mut fast = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut fast, false, "f", "subscription { stationEvents(installationId: 33) { id } }").await;
+    let mut fast = app
+        .subscribe("graphql-transport-ws", &token, "f", "subscription { stationEvents(installationId: 33) { id } }")
+        .await;
     // The slow one asks for the events' (large) data, then reads nothing for a while.
-    let mut slow = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut slow, false, "s", "subscription { stationEvents(installationId: 33) { id data } }").await;
-    live_subscriptions(&app, 2).await;
-    let hook = validated_webhook(&app).await;
-    let url = hook["protocolData"].as_str().unwrap().to_string();
+    let mut slow = app
+        .subscribe(
+            "graphql-transport-ws",
+            &token,
+            "s",
+            "subscription { stationEvents(installationId: 33) { id data } }",
+        )
+        .await;
+    app.live_subscriptions(2).await;
+    let url = app.webhook_url().await;
     // 300 events of 64 KiB (19 MiB): far more than the socket buffers and the 16 events the bus keeps.
     let blob = "x".repeat(64 * 1024);
     let total = 300;
     for n in 0..total {
         let data = json!({"installationId": 33, "blob": blob});
         let event = grid_event(&format!("big-{n}"), "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
-        assert_eq!(deliver(&app, &url, json!([event])).await, 200);
+        assert_eq!(app.deliver(&url, json!([event])).await, 200);
     }
     // The reading subscriber gets every event, in order, while the other one is stuck.
     for n in 0..total {
@@ -591,7 +568,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_notice_and_slows_nobo
     let received = ws_until_lag_notice(&mut slow, None).await;
     assert!(received < total, "it got {received} events");
     assert_eq!(ws_next(&mut slow).await["type"], "complete");
-    assert_eq!(metric(&app, "witty_bff_lagging_subscribers_dropped_total").await, 1.0);
+    assert_eq!(app.metric("witty_bff_lagging_subscribers_dropped_total").await, 1.0);
 }
 
 #[tokio::test]
@@ -603,12 +580,12 @@ async fn a_command_waiting_for_its_outcome_hears_the_station_event_without_any_s
     let r = app.graphql("alice", set_mode, json!({"cs": ALICE_STATION})).await;
     assert_eq!(data(&r)["setChargeMode"]["status"], "APPLIED", "{r}");
     // The wait registered the webhook, and the station's ChargeModeChanged came through it.
-    validated_webhook(&app).await;
+    app.validated_webhook().await;
     eventually("the command's event to arrive by webhook", || async {
-        (metric(&app, r#"witty_bff_events_total{outcome="published"}"#).await >= 1.0).then_some(())
+        (app.metric(r#"witty_bff_events_total{outcome="published"}"#).await >= 1.0).then_some(())
     })
     .await;
-    assert_eq!(metric(&app, "witty_bff_polled_installations").await, 0.0);
+    assert_eq!(app.metric("witty_bff_polled_installations").await, 0.0);
 }
 
 #[tokio::test]
@@ -620,16 +597,15 @@ async fn when_the_upstream_never_validates_the_webhook_polling_delivers_the_even
         c.poll_interval_ms = 100;
     })
     .await;
-    let mut ws = watch_events(&app, &app.token_for("alice")).await;
+    let mut ws = app.watch_events(&app.token_for("alice")).await;
     eventually("the polling fallback to start", || async {
-        (metric(&app, "witty_bff_polled_installations").await == 1.0).then_some(())
+        (app.metric("witty_bff_polled_installations").await == 1.0).then_some(())
     })
     .await;
     // The poller's first read is the baseline.
     app.sim().reset_calls().await;
     eventually("a poll", || async {
-        let calls = app.sim().calls().await;
-        (calls["byRoute"]["GET /installations/{i}/charging-stations"].as_u64()? >= 1).then_some(())
+        (app.sim().calls_to("GET /installations/{i}/charging-stations").await >= 1).then_some(())
     })
     .await;
     app.sim().plug(ALICE_STATION).await;
@@ -641,8 +617,8 @@ async fn when_the_upstream_never_validates_the_webhook_polling_delivers_the_even
 async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again_while_watched() {
     // Made again at most once per grace period.
     let app = spawn_app_with(|c| c.watch_grace_secs = 2).await;
-    let mut ws = watch_events(&app, &app.token_for("alice")).await;
-    let first = validated_webhook(&app).await;
+    let mut ws = app.watch_events(&app.token_for("alice")).await;
+    let first = app.validated_webhook().await;
     /// Alice removes all her webhooks, witty-bff's `previous` among them (it was made with her
     /// token); while she still watches, a new one is made and validated, polling (the stopgap)
     /// ends, and it is the only one. Returns it.
@@ -656,7 +632,7 @@ async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again
         })
         .await;
         eventually("polling to stop once the new webhook works", || async {
-            (metric(app, "witty_bff_polled_installations").await == 0.0).then_some(())
+            (app.metric("witty_bff_polled_installations").await == 0.0).then_some(())
         })
         .await;
         assert_eq!(bff_hooks(app, "alice", 33).await.len(), 1, "exactly one: {again}");
@@ -677,12 +653,12 @@ async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again
 async fn a_watcher_back_within_the_grace_keeps_the_upstream_subscription() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let ws = watch_events(&app, &token).await;
-    let first = validated_webhook(&app).await;
+    let ws = app.watch_events(&token).await;
+    let first = app.validated_webhook().await;
     drop(ws);
-    live_subscriptions(&app, 0).await;
-    let mut ws = watch_events(&app, &token).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(0).await;
+    let mut ws = app.watch_events(&token).await;
+    app.live_subscriptions(1).await;
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut ws).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
     let hooks = bff_hooks(&app, "alice", 33).await;
@@ -695,18 +671,16 @@ async fn the_owner_holds_the_upstream_subscription_and_its_removal_uses_the_owne
     let app = spawn_app_with(|c| c.watch_grace_secs = 0).await;
     let q = r#"subscription { stationEvents(installationId: 33) { type data } }"#;
     // The installer watches first; the owner comes next.
-    let mut ivan = ws_connect(&app, "graphql-transport-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ivan, false, "1", q).await;
-    live_subscriptions(&app, 1).await;
+    let ivan = app.subscribe_as("ivan", q).await;
+    app.live_subscriptions(1).await;
     eventually("the installer's subscription", || async {
         (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(())
     })
     .await;
-    let mut alice = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut alice, false, "1", q).await;
-    live_subscriptions(&app, 2).await;
+    let mut alice = app.subscribe_as("alice", q).await;
+    app.live_subscriptions(2).await;
     // The owner's replaces the installer's, so deliveries carry everything.
-    validated_webhook(&app).await;
+    app.validated_webhook().await;
     eventually("the installer's subscription to be replaced", || async {
         bff_hooks(&app, "ivan", 33).await.is_empty().then_some(())
     })
@@ -722,7 +696,7 @@ async fn the_owner_holds_the_upstream_subscription_and_its_removal_uses_the_owne
     assert!(ended["data"]["stationEvents"]["data"].to_string().contains("nergy"), "the owner sees energy: {ended}");
     // The owner leaves first; the installer last. The removal still reaches the owner's subscription.
     drop(alice);
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     drop(ivan);
     eventually("witty-bff's subscription to be removed upstream", || async {
         bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
@@ -743,8 +717,8 @@ async fn a_client_offering_both_protocols_is_answered_in_the_one_it_preferred() 
     futures::SinkExt::send(&mut ws, Message::Text(init.to_string().into())).await.unwrap();
     // The legacy protocol: `start`, then `data`.
     ws_subscribe(&mut ws, true, "1", EVENTS).await;
-    live_subscriptions(&app, 1).await;
-    validated_webhook(&app).await;
+    app.live_subscriptions(1).await;
+    app.validated_webhook().await;
     app.sim().plug(ALICE_STATION).await;
     let v = ws_next(&mut ws).await;
     assert_eq!(v["type"], "data", "{v}");
@@ -753,18 +727,16 @@ async fn a_client_offering_both_protocols_is_answered_in_the_one_it_preferred() 
 #[tokio::test]
 async fn deliveries_out_of_order_are_sorted_within_a_delivery_and_marked_late_across_them() {
     let app = spawn_app().await;
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
     let q = r#"subscription { stationEvents(installationId: 33) { id eventTime late } }"#;
-    ws_subscribe(&mut ws, false, "1", q).await;
-    let hook = validated_webhook(&app).await;
-    let url = hook["protocolData"].as_str().unwrap().to_string();
+    let mut ws = app.subscribe_as("alice", q).await;
+    let url = app.webhook_url().await;
     let event = |id: &str, at: &str| {
         grid_event(id, "Hager.WittyHome.ChargeModeChanged", at, true, json!({"installationId": 33}))
     };
     // One delivery with two events in the wrong order, then a retry of an older one.
     let both = json!([event("b", "2026-01-01T10:00:02Z"), event("a", "2026-01-01T10:00:01Z")]);
-    assert_eq!(deliver(&app, &url, both).await, 200);
-    assert_eq!(deliver(&app, &url, json!([event("old", "2026-01-01T09:59:00Z")])).await, 200);
+    assert_eq!(app.deliver(&url, both).await, 200);
+    assert_eq!(app.deliver(&url, json!([event("old", "2026-01-01T09:59:00Z")])).await, 200);
     let mut got = Vec::new();
     for _ in 0..3 {
         let e = ws_data(&mut ws).await;
@@ -782,18 +754,9 @@ async fn deliveries_out_of_order_are_sorted_within_a_delivery_and_marked_late_ac
 async fn idle_connections_get_keep_alives_on_both_websocket_protocols_and_sse() {
     let app = spawn_app_with(|c| c.ws_keepalive_secs = 1).await;
     let token = app.token_for("alice");
-    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
-    ws_subscribe(&mut legacy, true, "1", EVENTS).await;
-    let mut modern = watch_events(&app, &token).await;
-    let mut sse = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .bearer_auth(&token)
-        .header("accept", "text/event-stream")
-        .json(&json!({"query": EVENTS}))
-        .send()
-        .await
-        .unwrap();
+    let mut legacy = app.subscribe("graphql-ws", &token, "1", EVENTS).await;
+    let mut modern = app.watch_events(&token).await;
+    let mut sse = app.sse(&token, EVENTS).await;
     // Nothing happens at the station; each connection still hears from the server.
     let (mut pinged, mut ka) = (false, false);
     timeout(PATIENCE, async {
@@ -825,20 +788,18 @@ async fn idle_connections_get_keep_alives_on_both_websocket_protocols_and_sse() 
 
 #[tokio::test]
 async fn a_watcher_back_within_the_grace_of_a_polled_installation_hears_events() {
-    let app = spawn_polling_app().await;
+    let app = spawn_app_with(polling).await;
     let token = app.token_for("alice");
-    let ws = watch_events(&app, &token).await;
-    live_subscriptions(&app, 1).await;
+    let ws = app.watch_events(&token).await;
+    app.live_subscriptions(1).await;
     drop(ws);
-    live_subscriptions(&app, 0).await;
+    app.live_subscriptions(0).await;
     // Nobody watches, but within the grace the poller goes on reading.
     app.sim().reset_calls().await;
-    let polls = || async {
-        app.sim().calls().await["byRoute"]["GET /installations/{i}/charging-stations"].as_u64().unwrap_or(0)
-    };
+    let polls = || async { app.sim().calls_to("GET /installations/{i}/charging-stations").await };
     eventually("the poller to go on through the grace", || async { (polls().await >= 2).then_some(()) }).await;
-    let mut ws = watch_events(&app, &token).await;
-    live_subscriptions(&app, 1).await;
+    let mut ws = app.watch_events(&token).await;
+    app.live_subscriptions(1).await;
     // A poll after the return is the baseline the plug is compared with.
     let seen = polls().await;
     eventually("a poll after the return", || async { (polls().await > seen).then_some(()) }).await;
@@ -851,8 +812,8 @@ async fn a_watcher_back_within_the_grace_of_a_polled_installation_hears_events()
 async fn a_removed_member_resubscribing_on_the_same_connection_is_refused() {
     let app = spawn_app().await;
     // Ivan (installer on 33) watches; Alice then removes him through witty-bff.
-    let mut ws = watch_events(&app, &app.token_for("ivan")).await;
-    live_subscriptions(&app, 1).await;
+    let mut ws = app.watch_events(&app.token_for("ivan")).await;
+    app.live_subscriptions(1).await;
     let r = app
         .graphql("alice", r#"mutation { removeInstallationUser(installationId: 33, accountId: "ivan") }"#, json!({}))
         .await;
@@ -874,21 +835,6 @@ async fn a_removed_member_resubscribing_on_the_same_connection_is_refused() {
 }
 
 // ---- How a subscription ends, and what a client that breaks the protocol hears ----
-
-/// A graphql-sse subscription (distinct connections mode) to `query` with `token`.
-async fn sse_subscribe(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
-    let r = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .bearer_auth(token)
-        .header("accept", "text/event-stream")
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r
-}
 
 /// The events of an SSE subscription up to its `complete`: (event name, JSON data).
 async fn sse_until_complete(mut sse: reqwest::Response) -> Vec<(String, Value)> {
@@ -933,7 +879,7 @@ async fn ws_ended_with(ws: &mut Ws, code: &str) -> String {
 async fn a_subscription_with_a_bad_id_is_refused_naming_the_argument() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
+    let mut ws = app.ws_connect("graphql-transport-ws", &token).await;
     let cases = [
         (r#"installationId: "x""#, "installationId must be a whole number, got 'x'"),
         (r#"installationId: " ""#, "installationId must not be empty"),
@@ -958,10 +904,9 @@ async fn a_subscription_ended_by_token_expiry_says_why_on_both_websocket_protoco
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     // `exp` is in whole seconds: this token expires 3 to 4 s from now.
     let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
-    let mut modern = watch_events(&app, &short).await;
-    let mut legacy = ws_connect(&app, "graphql-ws", &short).await;
-    ws_subscribe(&mut legacy, true, "1", EVENTS).await;
-    let sse = sse_subscribe(&app, &short, EVENTS).await;
+    let mut modern = app.watch_events(&short).await;
+    let mut legacy = app.subscribe("graphql-ws", &short, "1", EVENTS).await;
+    let sse = app.sse(&short, EVENTS).await;
     for (name, ws) in [("graphql-transport-ws", &mut modern), ("graphql-ws", &mut legacy)] {
         let message = ws_ended_with(ws, "UNAUTHENTICATED").await;
         assert!(message.contains("expired") && message.contains("fresh token"), "{name}: {message}");
@@ -983,19 +928,19 @@ async fn a_token_past_its_exp_but_within_the_leeway_is_served_as_long_as_http_ac
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 10).await;
     // Alice watches with a fresh token: what her subscriptions read is cached for her (the
     // simulator, as upstream, refuses expired tokens without any leeway).
-    let _fresh = watch_events(&app, &app.token_for("alice")).await;
-    live_subscriptions(&app, 1).await;
+    let _fresh = app.watch_events(&app.token_for("alice")).await;
+    app.live_subscriptions(1).await;
     // Expired a second ago: accepted for 9 to 10 s more.
     let late = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", -1, None, None);
     let query = json!({"query": "{ installations { id } }"});
     let r = app.post_graphql(Some(&late), query.clone()).await;
     assert!(error_codes(&r.body).is_empty(), "HTTP accepts it: {:?}", r.body);
-    let mut ws = watch_events(&app, &late).await;
-    live_subscriptions(&app, 2).await;
+    let mut ws = app.watch_events(&late).await;
+    app.live_subscriptions(2).await;
     let event =
         grid_event("in-leeway", "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, json!({"installationId": 33}));
-    let hook = validated_webhook(&app).await;
-    assert_eq!(deliver(&app, hook["protocolData"].as_str().unwrap(), json!([event])).await, 200);
+    let url = app.webhook_url().await;
+    assert_eq!(app.deliver(&url, json!([event])).await, 200);
     assert_eq!(ws_data(&mut ws).await["data"]["stationEvents"]["id"], "in-leeway");
     // It ends, saying why, once the token is refused: an HTTP request with it is refused too.
     let message = ws_ended_with(&mut ws, "UNAUTHENTICATED").await;
@@ -1013,8 +958,7 @@ async fn a_station_not_on_the_installation_is_refused_when_subscribing_with_one_
     let bobs = format!(
         r#"subscription {{ chargingStationUpdated(installationId: 33, chargingStationId: "{BOB_STATION}") {{ id }} }}"#
     );
-    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut modern, false, "x", unknown).await;
+    let mut modern = app.subscribe("graphql-transport-ws", &token, "x", unknown).await;
     let message = ws_ended_with(&mut modern, "NOT_FOUND").await;
     assert_eq!(message, "charging station does-not-exist not found on installation 33");
     // The id is free again once the server completed it.
@@ -1022,30 +966,20 @@ async fn a_station_not_on_the_installation_is_refused_when_subscribing_with_one_
     modern.send(Message::Text(again.to_string().into())).await.unwrap();
     let message = ws_ended_with(&mut modern, "NOT_FOUND").await;
     assert_eq!(message, format!("charging station {BOB_STATION} not found on installation 33"));
-    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
-    ws_subscribe(&mut legacy, true, "1", &bobs).await;
+    let mut legacy = app.subscribe("graphql-ws", &token, "1", &bobs).await;
     ws_ended_with(&mut legacy, "NOT_FOUND").await;
-    let events = sse_until_complete(sse_subscribe(&app, &token, unknown).await).await;
+    let events = sse_until_complete(app.sse(&token, unknown).await).await;
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(only_error(&events[0].1)["extensions"]["code"], "NOT_FOUND", "{events:?}");
     // Alice's own station is still watched.
     let mine = format!(
         r#"subscription {{ stationEvents(installationId: 33, chargingStationId: "{ALICE_STATION}") {{ id }} }}"#
     );
-    let mut ok = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ok, false, "1", &mine).await;
-    live_subscriptions(&app, 1).await;
+    let _ok = app.subscribe("graphql-transport-ws", &token, "1", &mine).await;
+    app.live_subscriptions(1).await;
     // Every check read the installation's stations through the cache: once upstream.
-    let calls = app.sim().calls().await;
-    assert_eq!(calls["byRoute"]["GET /installations/{i}/charging-stations"], 1, "{calls}");
-}
-
-/// A WebSocket on /graphql speaking `protocol`, with nothing sent yet.
-async fn ws_open(app: &TestApp, protocol: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("{}/graphql", app.base.replace("http://", "ws://")).into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.expect("websocket upgrade").0
+    let calls = app.sim().calls_by_route().await;
+    assert_eq!(calls.get("GET /installations/{i}/charging-stations"), Some(&1), "{calls:#?}");
 }
 
 /// The close frame the server ends the connection with (code and reason), skipping anything before.
@@ -1061,50 +995,42 @@ async fn ws_close_frame(ws: &mut Ws) -> (u16, String) {
     }
 }
 
-async fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::Text(text.to_string().into())).await.unwrap();
-}
-
 #[tokio::test]
 async fn graphql_transport_ws_clients_breaking_the_protocol_are_closed_with_its_codes_and_short_reasons() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let acked = || async {
-        let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-        assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
-        ws
-    };
+    let acked = || app.ws_acked("graphql-transport-ws", &token);
     // An unknown message type.
     let mut ws = acked().await;
-    send_text(&mut ws, r#"{"type":"foo"}"#).await;
+    ws_send_text(&mut ws, r#"{"type":"foo"}"#).await;
     assert_eq!(ws_close_frame(&mut ws).await, (4400, "unknown message type foo".to_string()));
     // Not JSON.
     let mut ws = acked().await;
-    send_text(&mut ws, "{oops").await;
+    ws_send_text(&mut ws, "{oops").await;
     let (code, reason) = ws_close_frame(&mut ws).await;
     assert_eq!(code, 4400, "{reason}");
     assert!(reason.starts_with("malformed JSON"), "{reason}");
     // A known type without its fields.
     let mut ws = acked().await;
-    send_text(&mut ws, r#"{"type":"subscribe"}"#).await;
+    ws_send_text(&mut ws, r#"{"type":"subscribe"}"#).await;
     let (code, reason) = ws_close_frame(&mut ws).await;
     assert_eq!(code, 4400, "{reason}");
     assert!(reason.contains("subscribe") && reason.contains("id"), "{reason}");
     // A type name longer than a close frame holds, in two-byte characters: cut to fit, still UTF-8.
     let mut ws = acked().await;
-    send_text(&mut ws, &json!({"type": "é".repeat(200)}).to_string()).await;
+    ws_send_text(&mut ws, &json!({"type": "é".repeat(200)}).to_string()).await;
     let (code, reason) = ws_close_frame(&mut ws).await;
     assert_eq!(code, 4400);
     assert!(reason.len() <= 123 && reason.starts_with("unknown message type é"), "{} bytes: {reason}", reason.len());
     // An id already in use.
     let mut ws = acked().await;
     let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS}}).to_string();
-    send_text(&mut ws, &subscribe).await;
-    send_text(&mut ws, &subscribe).await;
+    ws_send_text(&mut ws, &subscribe).await;
+    ws_send_text(&mut ws, &subscribe).await;
     assert_eq!(ws_close_frame(&mut ws).await, (4409, "Subscriber for 1 already exists".to_string()));
     // `subscribe` before `connection_init`.
-    let mut ws = ws_open(&app, "graphql-transport-ws").await;
-    send_text(&mut ws, &subscribe).await;
+    let mut ws = app.ws_open("graphql-transport-ws").await;
+    ws_send_text(&mut ws, &subscribe).await;
     assert_eq!(ws_close_frame(&mut ws).await, (4401, "Unauthorized".to_string()));
 }
 
@@ -1113,55 +1039,34 @@ async fn legacy_graphql_ws_clients_breaking_the_protocol_hear_its_error_messages
     let app = spawn_app().await;
     let token = app.token_for("alice");
     // `start` before `connection_init`: that operation's error; the connection goes on.
-    let mut ws = ws_open(&app, "graphql-ws").await;
-    send_text(&mut ws, &json!({"id": "0", "type": "start", "payload": {"query": EVENTS}}).to_string()).await;
+    let mut ws = app.ws_open("graphql-ws").await;
+    ws_send_text(&mut ws, &json!({"id": "0", "type": "start", "payload": {"query": EVENTS}}).to_string()).await;
     let v = ws_next(&mut ws).await;
     assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("0")), "{v}");
     assert!(v["payload"]["message"].as_str().unwrap().contains("connection_init"), "{v}");
     let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
-    send_text(&mut ws, &init.to_string()).await;
+    ws_send_text(&mut ws, &init.to_string()).await;
     assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
     // An unknown type: `error`, naming the operation when the message does.
-    send_text(&mut ws, r#"{"type":"foo","id":"9"}"#).await;
+    ws_send_text(&mut ws, r#"{"type":"foo","id":"9"}"#).await;
     let v = ws_next(&mut ws).await;
     assert_eq!(v, json!({"type": "error", "id": "9", "payload": {"message": "unknown message type foo"}}));
     // Not JSON: `connection_error`.
-    send_text(&mut ws, "{oops").await;
+    ws_send_text(&mut ws, "{oops").await;
     let v = ws_next(&mut ws).await;
     assert_eq!(v["type"], "connection_error", "{v}");
     assert!(v["payload"]["message"].as_str().unwrap().starts_with("malformed JSON"), "{v}");
     // The connection still serves operations.
     let other = "subscription { stationEvents(installationId: 42) { id } }";
-    send_text(&mut ws, &json!({"id": "1", "type": "start", "payload": {"query": other}}).to_string()).await;
+    ws_send_text(&mut ws, &json!({"id": "1", "type": "start", "payload": {"query": other}}).to_string()).await;
     assert_eq!(ws_ended_with(&mut ws, "NOT_FOUND").await, "installation 42 not found");
-}
-
-/// The next frame that is a close or a JSON text message other than a keep-alive: `Err` with the
-/// close's code and reason, `Ok` with the message.
-async fn ws_next_or_close(ws: &mut Ws) -> Result<Value, (u16, String)> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.expect("a frame in time") {
-            Some(Ok(Message::Close(Some(frame)))) => return Err((u16::from(frame.code), frame.reason.to_string())),
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] != "ka" && v["type"] != "ping" {
-                    return Ok(v);
-                }
-            }
-            Some(Ok(Message::Close(None))) => panic!("closed without a code"),
-            Some(Ok(_)) => continue,
-            other => panic!("the connection ended without a valid close frame: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
 async fn an_id_completed_by_the_client_and_subscribed_again_at_once_is_still_in_use() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    let mut ws = app.ws_acked("graphql-transport-ws", &token).await;
     let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS}}).to_string();
     let complete = json!({"id": "1", "type": "complete"}).to_string();
     // In one write, so that the server reads them together: the server's `complete` answering the
@@ -1174,21 +1079,17 @@ async fn an_id_completed_by_the_client_and_subscribed_again_at_once_is_still_in_
     assert_eq!(ws_next(&mut ws).await, json!({"type": "complete", "id": "1"}));
     // Operation 1 runs again: a third `subscribe 1` breaks the protocol (rather than replacing it
     // silently), and the ping after it is never answered.
-    send_text(&mut ws, &subscribe).await;
-    send_text(&mut ws, r#"{"type":"ping"}"#).await;
+    ws_send_text(&mut ws, &subscribe).await;
+    ws_send_text(&mut ws, r#"{"type":"ping"}"#).await;
     assert_eq!(ws_next_or_close(&mut ws).await, Err((4409, "Subscriber for 1 already exists".to_string())));
 }
 
 #[tokio::test]
 async fn a_legacy_client_flooding_malformed_messages_is_closed_after_a_few_answers() {
     let app = spawn_app().await;
-    let mut ws = ws_open(&app, "graphql-ws").await;
-    let init =
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", app.token_for("alice"))}});
-    send_text(&mut ws, &init.to_string()).await;
-    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    let mut ws = app.ws_acked("graphql-ws", &app.token_for("alice")).await;
     for n in 0..100 {
-        send_text(&mut ws, &format!(r#"{{"type":"foo","id":"{n}"}}"#)).await;
+        ws_send_text(&mut ws, &format!(r#"{{"type":"foo","id":"{n}"}}"#)).await;
     }
     let mut answered = 0;
     let (code, reason) = loop {
@@ -1211,11 +1112,9 @@ async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_ch
     let token = app.token_for("alice");
     let spread = "subscription { ...F } fragment F on Subscription { stationEvents(installationId: 33) { id type } }";
     let inline = "subscription { ... on Subscription { ... { stationEvents(installationId: 33) { type } } } }";
-    let mut modern = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut modern, false, "1", spread).await;
-    let mut legacy = ws_connect(&app, "graphql-ws", &token).await;
-    ws_subscribe(&mut legacy, true, "1", inline).await;
-    live_subscriptions(&app, 2).await;
+    let mut modern = app.subscribe("graphql-transport-ws", &token, "1", spread).await;
+    let mut legacy = app.subscribe("graphql-ws", &token, "1", inline).await;
+    app.live_subscriptions(2).await;
     app.sim().plug(ALICE_STATION).await;
     for (name, ws) in [("spread", &mut modern), ("inline", &mut legacy)] {
         let e = ws_data(ws).await;
@@ -1224,16 +1123,16 @@ async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_ch
     // Checked as written inline: one root field only, and only an installation of the caller's.
     let two = "subscription { ...F } fragment F on Subscription { a: stationEvents(installationId: 33) { id } \
                b: stationEvents(installationId: 33) { id } }";
-    let events = sse_until_complete(sse_subscribe(&app, &token, two).await).await;
+    let events = sse_until_complete(app.sse(&token, two).await).await;
     assert_eq!(only_error(&events[0].1)["extensions"]["code"], "BAD_USER_INPUT", "{events:?}");
     assert!(events[0].1.to_string().contains("exactly one root field"), "{events:?}");
     let others = "subscription { ...F } fragment F on Subscription { stationEvents(installationId: 42) { id } }";
-    let events = sse_until_complete(sse_subscribe(&app, &token, others).await).await;
+    let events = sse_until_complete(app.sse(&token, others).await).await;
     assert_eq!(only_error(&events[0].1)["extensions"]["code"], "NOT_FOUND", "{events:?}");
     // A root field that may be skipped: refused, as the spec asks, not a silent end.
     let skipped =
         "subscription { ...F @skip(if: true) } fragment F on Subscription { stationEvents(installationId: 33) { id } }";
-    let events = sse_until_complete(sse_subscribe(&app, &token, skipped).await).await;
+    let events = sse_until_complete(app.sse(&token, skipped).await).await;
     assert_eq!(only_error(&events[0].1)["extensions"]["code"], "BAD_USER_INPUT", "{events:?}");
     assert!(events[0].1.to_string().contains("@skip or @include"), "{events:?}");
     // A fragment tree standing for 4^24 root fields: refused at once, on both transports.
@@ -1243,14 +1142,12 @@ async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_ch
         24,
         "stationEvents(installationId: 33) { id }",
     );
-    let events = timeout(std::time::Duration::from_secs(60), async {
-        sse_until_complete(sse_subscribe(&app, &token, &bomb).await).await
-    })
-    .await
-    .expect("answered, not written out");
+    let events =
+        timeout(std::time::Duration::from_secs(60), async { sse_until_complete(app.sse(&token, &bomb).await).await })
+            .await
+            .expect("answered, not written out");
     assert_eq!(only_error(&events[0].1)["extensions"]["code"], "QUERY_TOO_COMPLEX", "{events:?}");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
-    ws_subscribe(&mut ws, false, "bomb", &bomb).await;
+    let mut ws = app.subscribe("graphql-transport-ws", &token, "bomb", &bomb).await;
     let refused = ws_next(&mut ws).await;
     // As every refusal before running there: graphql-transport-ws's `error`, and no `complete`.
     assert_eq!((refused["type"].as_str(), refused["id"].as_str()), (Some("error"), Some("bomb")), "{refused}");
@@ -1263,14 +1160,14 @@ async fn a_subscription_whose_root_field_comes_through_a_fragment_runs_and_is_ch
 async fn watches_of_a_station_removed_through_witty_bff_end_at_once_and_others_go_on() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &token).await;
     let station = format!(r#"installationId: 33, chargingStationId: "{ALICE_STATION}""#);
-    ws_subscribe(&mut ws, false, "ev", &format!("subscription {{ stationEvents({station}) {{ id }} }}")).await;
+    let events = format!("subscription {{ stationEvents({station}) {{ id }} }}");
+    let mut ws = app.subscribe("graphql-transport-ws", &token, "ev", &events).await;
     let up = format!("subscription {{ chargingStationUpdated({station}) {{ id }} }}");
     let second = json!({"id": "up", "type": "subscribe", "payload": {"query": up}});
     ws.send(Message::Text(second.to_string().into())).await.unwrap();
-    let mut all = watch_events(&app, &token).await;
-    live_subscriptions(&app, 3).await;
+    let mut all = app.watch_events(&token).await;
+    app.live_subscriptions(3).await;
     let r = app
         .graphql(
             "alice",
@@ -1294,24 +1191,23 @@ async fn watches_of_a_station_removed_through_witty_bff_end_at_once_and_others_g
     ended.sort();
     assert_eq!(ended, ["ev", "up"]);
     // The installation's own watch goes on.
-    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let url = app.webhook_url().await;
     let shed = grid_event("after-removal", "Hager.WittyHome.LoadShedding", "2026-11-27T09:00:00Z", false, json!({}));
-    assert_eq!(deliver(&app, &url, json!([shed])).await, 200);
+    assert_eq!(app.deliver(&url, json!([shed])).await, 200);
     assert_eq!(ws_data(&mut all).await["data"]["stationEvents"]["id"], "after-removal");
 }
 
 #[tokio::test]
 async fn station_updates_skip_an_event_of_a_station_the_installation_does_not_have() {
     let app = spawn_app().await;
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut ws, false, "1", "subscription { chargingStationUpdated(installationId: 33) { id } }").await;
-    live_subscriptions(&app, 1).await;
-    let url = validated_webhook(&app).await["protocolData"].as_str().unwrap().to_string();
+    let mut ws = app.subscribe_as("alice", "subscription { chargingStationUpdated(installationId: 33) { id } }").await;
+    app.live_subscriptions(1).await;
+    let url = app.webhook_url().await;
     let mut stray = grid_event("stray", "Hager.WittyHome.CablePlugged", "2026-11-27T09:00:00Z", true, json!({}));
     stray["subject"] = json!("installations/33/charging-stations/not-a-station-of-33");
     let real = grid_event("real", "Hager.WittyHome.CablePlugged", "2026-11-27T09:00:01Z", true, json!({}));
-    assert_eq!(deliver(&app, &url, json!([stray])).await, 200);
-    assert_eq!(deliver(&app, &url, json!([real])).await, 200);
+    assert_eq!(app.deliver(&url, json!([stray])).await, 200);
+    assert_eq!(app.deliver(&url, json!([real])).await, 200);
     // Nothing for the stray one (no error in the stream), then the real station's state.
     let v = ws_data(&mut ws).await;
     assert_eq!(v, json!({"data": {"chargingStationUpdated": {"id": ALICE_STATION}}}), "{v}");
@@ -1321,11 +1217,17 @@ async fn station_updates_skip_an_event_of_a_station_the_installation_does_not_ha
 async fn station_updates_of_a_member_disabled_upstream_end_at_the_first_refusal() {
     let app = spawn_app().await;
     // Alice's watch holds the upstream subscription; Ivan watches the station's state.
-    let _alice = watch_events(&app, &app.token_for("alice")).await;
-    let mut ivan = ws_connect(&app, "graphql-ws", &app.token_for("ivan")).await;
-    ws_subscribe(&mut ivan, true, "1", "subscription { chargingStationUpdated(installationId: 33) { id } }").await;
-    live_subscriptions(&app, 2).await;
-    validated_webhook(&app).await;
+    let _alice = app.watch_events(&app.token_for("alice")).await;
+    let mut ivan = app
+        .subscribe(
+            "graphql-ws",
+            &app.token_for("ivan"),
+            "1",
+            "subscription { chargingStationUpdated(installationId: 33) { id } }",
+        )
+        .await;
+    app.live_subscriptions(2).await;
+    app.validated_webhook().await;
     // Alice disables Ivan with another app, straight upstream.
     let ivan_id = app.sim().account_id("ivan").await;
     let r = app.sim().post("alice", &format!("/installations/33/users/{ivan_id}/operators/disable"), json!({})).await;
@@ -1342,8 +1244,8 @@ async fn station_updates_of_a_member_disabled_upstream_end_at_the_first_refusal(
 #[tokio::test]
 async fn a_watch_whose_membership_read_the_upstream_refuses_ends_saying_so() {
     let app = spawn_app().await;
-    let mut alice = watch_events(&app, &app.token_for("alice")).await;
-    live_subscriptions(&app, 1).await;
+    let mut alice = app.watch_events(&app.token_for("alice")).await;
+    app.live_subscriptions(1).await;
     // The upstream now refuses Alice's token (a 403 of the simulator is its quota, not this).
     let f = app.sim().set_faults(json!({"errorRate": 1.0, "errorStatus": 401, "routes": ["GET /installations"]})).await;
     assert_eq!(f.status, 200, "{:?}", f.body);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::bff::*;
 use crate::helpers::*;
 
 // ---- helpers ----
@@ -94,19 +93,9 @@ async fn sim_props(app: &TestApp, sub: &str, i: i64, cs: &str) -> Value {
     app.sim().station(sub, i, cs).await["properties"].clone()
 }
 
-/// `byRoute` of `GET /_sim/calls`.
-async fn calls_by_route(app: &TestApp) -> BTreeMap<String, u64> {
-    serde_json::from_value(app.sim().calls().await["byRoute"].clone()).unwrap()
-}
-
-/// How many times `route` was called.
-async fn count(app: &TestApp, route: &str) -> u64 {
-    calls_by_route(app).await.get(route).copied().unwrap_or(0)
-}
-
 /// The calls that could change something upstream (every method but GET).
 async fn writes(app: &TestApp) -> BTreeMap<String, u64> {
-    calls_by_route(app).await.into_iter().filter(|(k, _)| !k.starts_with("GET ")).collect()
+    app.sim().calls_by_route().await.into_iter().filter(|(k, _)| !k.starts_with("GET ")).collect()
 }
 
 async fn set_command_delay(app: &TestApp, ms: u64) {
@@ -164,7 +153,12 @@ async fn set_charge_mode_with_wait_is_applied_and_the_next_query_shows_the_new_m
     assert_eq!(sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "deferred");
     assert_eq!(gql_station(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "DEFERRED");
     assert_eq!(gql_station(&app, "ivan", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "DEFERRED");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "the command is sent once: {:#?}", calls_by_route(&app).await);
+    assert_eq!(
+        app.sim().calls_to(SET_MODE_ROUTE).await,
+        1,
+        "the command is sent once: {:#?}",
+        app.sim().calls_by_route().await
+    );
 }
 
 #[tokio::test]
@@ -183,7 +177,7 @@ async fn set_charge_mode_times_out_when_the_station_is_slower_than_the_wait_boun
     assert!(took < Duration::from_millis(2_500), "it did not wait for the station: {took:?}");
     // Not applied yet, and not sent again while waiting.
     assert_eq!(sim_props(&app, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "immediate");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1);
 }
 
 #[tokio::test]
@@ -228,8 +222,8 @@ async fn start_and_stop_with_wait_on_a_plugged_car_are_applied_and_show_in_the_s
     assert_eq!(sim["currentSession"]["chargingSpeed"], "none");
     let after = gql_station(&app, "bob", BOB_INSTALLATION, BOB_STATION).await;
     assert_eq!(after["currentSession"]["chargingSpeed"], "none");
-    assert_eq!(count(&app, START_ROUTE).await, 1);
-    assert_eq!(count(&app, STOP_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(STOP_ROUTE).await, 1);
 }
 
 #[tokio::test]
@@ -259,7 +253,7 @@ async fn update_charging_station_with_wait_applies_the_settings_and_the_next_que
     assert_eq!(after["ledPower"], 20);
     assert_eq!(after["averageEvConsumption"], 17.5);
     assert_eq!(after["tariff3"], "HP");
-    assert_eq!(count(&app, UPDATE_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(UPDATE_ROUTE).await, 1);
 }
 
 #[tokio::test]
@@ -449,8 +443,8 @@ async fn bad_inputs_are_refused_naming_the_field_before_anything_is_sent_upstrea
         let message = r["errors"][0]["message"].as_str().unwrap_or_default();
         assert!(message.contains(field), "the message should name '{field}': {q}: {r:#}");
     }
-    let calls = app.sim().calls().await;
-    assert_eq!(calls["total"], 0, "refused before anything was sent upstream: {calls:#}");
+    let calls = app.sim().calls_by_route().await;
+    assert_eq!(app.sim().total_calls().await, 0, "refused before anything was sent upstream: {calls:#?}");
 }
 
 #[tokio::test]
@@ -518,7 +512,7 @@ async fn set_tariffs_with_one_hchp_price_sends_both_and_keeps_the_other() {
     let r = app.graphql("alice", SET_TARIFFS, vars).await;
     let saved = data(&r)["setTariffs"].as_array().unwrap().clone();
     assert_eq!(saved.len(), 2, "{r:#}");
-    assert_eq!(count(&app, SET_TARIFFS_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(SET_TARIFFS_ROUTE).await, 1);
 
     let after = sim_tariffs(&app, "alice", ALICE_INSTALLATION, ALICE_METER).await;
     assert_eq!(after["hc"]["values"][0]["value"], 0.1234);
@@ -554,7 +548,7 @@ async fn set_tariffs_with_three_standard_prices_sends_all_ten_and_keeps_the_seve
     let r = app.graphql("dieter", SET_TARIFFS, json!({"i": "51", "gm": DIETER_METER, "tariffs": prices})).await;
     let saved = data(&r)["setTariffs"].as_array().unwrap().clone();
     assert_eq!(saved.len(), 10, "the complete set: {r:#}");
-    assert_eq!(count(&app, SET_TARIFFS_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(SET_TARIFFS_ROUTE).await, 1);
 
     let changed: BTreeMap<&str, f64> = [("tariff1", 0.11), ("tariff4", 0.22), ("tariff9", 0.33)].into_iter().collect();
     let after = sim_tariffs(&app, "dieter", DIETER_INSTALLATION, DIETER_METER).await;
@@ -608,12 +602,12 @@ async fn the_same_start_sent_twice_with_one_idempotency_key_header_reaches_the_u
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
     let second = post_with_key(&app, "bob", "start-7f3a", START, vars.clone()).await;
     assert_eq!(second, first, "the first answer again");
-    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 
     // A new key is a new command.
     let third = post_with_key(&app, "bob", "start-other", START, vars).await;
     assert_eq!(status(&third, "startCharging"), "ACCEPTED", "{third:#}");
-    assert_eq!(count(&app, START_ROUTE).await, 2);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 2);
 }
 
 #[tokio::test]
@@ -625,7 +619,7 @@ async fn the_same_start_sent_twice_with_one_idempotency_key_argument_reaches_the
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
     let second = app.graphql("bob", START_KEYED, vars).await;
     assert_eq!(second, first);
-    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -640,14 +634,14 @@ async fn reusing_an_idempotency_key_with_other_arguments_is_bad_user_input() {
     let other =
         post_with_key(&app, "bob", "k-1", START, json!({"i": "43", "cs": BOB_CHALET_STATION, "wait": false})).await;
     assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
-    assert_eq!(count(&app, START_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
 
     let vars = |mode: &str| json!({"i": "33", "cs": ALICE_STATION, "mode": mode, "key": "mode-1"});
     let first = app.graphql("alice", SET_MODE_KEYED, vars("DEFERRED")).await;
     assert_eq!(status(&first, "setChargeMode"), "ACCEPTED", "{first:#}");
     let other = app.graphql("alice", SET_MODE_KEYED, vars("DEFERRED_EXCLUSIVE")).await;
     assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1);
 }
 
 #[tokio::test]
@@ -661,7 +655,7 @@ async fn concurrent_duplicates_with_one_idempotency_key_reach_the_upstream_once(
     for a in &answers {
         assert_eq!(a, &answers[0]);
     }
-    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -674,7 +668,7 @@ async fn a_key_reused_with_another_wait_is_bad_user_input() {
     // Another request under the same key: refused, not answered with the first (ACCEPTED) result.
     let other = post_with_key(&app, "bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
     assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
-    assert_eq!(count(&app, START_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
 }
 
 #[tokio::test]
@@ -700,7 +694,7 @@ async fn different_callers_may_use_the_same_idempotency_key() {
     assert_eq!(status(&a, "setChargeMode"), "ACCEPTED", "{a:#}");
     assert_eq!(status(&d, "setChargeMode"), "ACCEPTED", "{d:#}");
     assert_eq!(data(&d)["setChargeMode"]["chargingStation"]["id"], DIETER_STATION);
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2);
 }
 
 #[tokio::test]
@@ -719,13 +713,13 @@ async fn a_failure_before_the_command_was_sent_does_not_pin_the_idempotency_key(
     let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
     let first = post_with_key(&app, "bob", "retry-me", START, vars.clone()).await;
     assert_refused(&first, "UPSTREAM_UNAVAILABLE", &[]);
-    assert_eq!(count(&app, START_ROUTE).await, 0, "nothing was sent");
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 0, "nothing was sent");
 
     // The client retries with the same key once the service is back: the command goes through.
     app.sim().clear_faults().await;
     let retry = post_with_key(&app, "bob", "retry-me", START, vars).await;
     assert_eq!(status(&retry, "startCharging"), "ACCEPTED", "{retry:#}");
-    assert_eq!(count(&app, START_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
 }
 
 /// `setChargeMode` of Alice's station with an `idempotencyKey` argument, under `alias` (none:
@@ -746,7 +740,7 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
     assert_eq!(status(&first, "setChargeMode"), "ACCEPTED", "{first:#}");
     let retry = app.graphql("alice", &keyed_set_mode(Some("retry"), "IMMEDIATE", "K"), json!({})).await;
     assert_eq!(data(&retry)["retry"], data(&first)["setChargeMode"], "the first answer again");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 
     // The same with the `Idempotency-Key` header.
     let start = |alias: &str| {
@@ -760,7 +754,7 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
     let retry = post_with_key(&app, "bob", "start-h", &start("again: "), vars).await;
     assert_eq!(data(&retry)["again"], data(&first)["startCharging"]);
-    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 
     // A key given as the argument, then as the header (the request being one mutation, beside
     // `__typename`): the same key of the same request, both ways.
@@ -771,7 +765,7 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
     let by_argument = app.graphql("alice", &keyed_set_mode(None, "IMMEDIATE", "both-ways"), json!({})).await;
     let by_header = post_with_key(&app, "alice", "both-ways", &unkeyed, json!({})).await;
     assert_eq!(data(&by_header)["setChargeMode"], data(&by_argument)["setChargeMode"], "{by_header:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "K and both-ways: {:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "K and both-ways: {:#?}", app.sim().calls_by_route().await);
 
     // An invitation sent again under another alias is the same invitation, not a CONFLICT.
     let invite = |alias: &str| {
@@ -784,7 +778,7 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
     assert_eq!(data(&first)["inviteInstaller"]["email"], "tech@installer.example.com", "{first:#}");
     let retry = app.graphql("alice", &invite("b: "), json!({})).await;
     assert_eq!(data(&retry)["b"], data(&first)["inviteInstaller"]);
-    assert_eq!(count(&app, "POST /installations/{i}/invitations").await, 1);
+    assert_eq!(app.sim().calls_to("POST /installations/{i}/invitations").await, 1);
 }
 
 #[tokio::test]
@@ -824,17 +818,17 @@ async fn one_idempotency_key_header_covers_each_mutation_of_a_request_whatever_i
     let vars = json!({"cs": ALICE_STATION});
     let r = post_with_key(&app, "alice", "two", &two("a", "b", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}));
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "each mutation of the request is sent");
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "each mutation of the request is sent");
 
     // The same request with other aliases: the first answers, nothing sent.
     let r = post_with_key(&app, "alice", "two", &two("x", "y", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
     assert_eq!(data(&r), &json!({"x": {"status": "ACCEPTED"}, "y": {"status": "ACCEPTED"}}));
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2);
 
     // Another request under the same header: refused, nothing sent.
     let r = post_with_key(&app, "alice", "two", &two("a", "b", "IMMEDIATE", "DEFERRED"), vars).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2);
 }
 
 #[tokio::test]
@@ -852,13 +846,13 @@ async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_s
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
     let r = post_with_key(&app, "alice", "size-1", one, vars.clone()).await;
     assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'size-1'", "different request", "nothing was sent"]);
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "nothing sent for the second request");
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "nothing sent for the second request");
     // One, then two whose first is that one: both of the two are refused, nothing sent.
     let r = post_with_key(&app, "alice", "size-2", one, vars.clone()).await;
     assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
     let r = post_with_key(&app, "alice", "size-2", two, vars.clone()).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 3, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 3, "{:#?}", app.sim().calls_by_route().await);
     // Two, then two whose first differs and whose second is the same: the second mutation is
     // part of another request too, not the first one's second again.
     let other = r#"mutation($cs: ID!) {
@@ -870,7 +864,7 @@ async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_s
     let r = post_with_key(&app, "alice", "size-3", other, vars).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
     assert!(r["errors"][1]["message"].as_str().unwrap().contains("different request"), "{r:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 5, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 5, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -886,12 +880,12 @@ async fn a_header_key_whose_first_mutation_sent_nothing_still_names_its_whole_re
     let vars = json!({"cs": ALICE_STATION});
     let r = post_with_key(&app, "alice", "half", two, vars.clone()).await;
     assert_eq!(error_codes(&r), vec!["CONFLICT"], "{r:#}");
-    assert_eq!(count(&app, START_ROUTE).await, 1, "the start was sent");
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "the start was sent");
     // The start alone under the same key is another request: refused, not sent again.
     let one = r#"mutation($cs: ID!) { startCharging(installationId: 33, chargingStationId: $cs) { status } }"#;
     let r = post_with_key(&app, "alice", "half", one, vars).await;
     assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'half'", "different request"]);
-    assert_eq!(count(&app, START_ROUTE).await, 1, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -908,7 +902,7 @@ async fn a_mutations_own_key_equal_to_the_header_does_not_refuse_the_others_of_i
     assert_eq!(data(&first), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{first:#}");
     let again = post_with_key(&app, "alice", "same", &q, json!({})).await;
     assert_eq!(again, first, "the retry replays both");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -953,16 +947,16 @@ async fn a_command_the_upstream_refused_without_running_it_is_sent_again_with_th
         app.sim().reset_calls().await;
         let r = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
         assert_refused(&r, code, &[]);
-        assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "{status_code}");
+        assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1, "{status_code}");
 
         // The service is back: the same key sends the command, and from then on keeps its answer.
         app.sim().clear_faults().await;
         let retry = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
         assert_eq!(status(&retry, "setChargeMode"), "ACCEPTED", "{status_code}: {retry:#}");
-        assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "{status_code}");
+        assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "{status_code}");
         let again = app.graphql("alice", &keyed_set_mode(Some("again"), "DEFERRED", &key), json!({})).await;
         assert_eq!(data(&again)["again"], data(&retry)["setChargeMode"]);
-        assert_eq!(count(&app, SET_MODE_ROUTE).await, 2, "{status_code}");
+        assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "{status_code}");
     }
 }
 
@@ -981,7 +975,7 @@ async fn a_creation_the_upstream_refused_without_running_it_is_sent_again_with_t
     assert_eq!(data(&retry)["createInstallation"]["name"], "Grange", "{retry:#}");
     let again = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
     assert_eq!(again, retry);
-    assert_eq!(count(&app, "POST /installations").await, 2);
+    assert_eq!(app.sim().calls_to("POST /installations").await, 2);
     assert_eq!(gql_installation_ids(&app, "alice").await.len(), 2, "one installation created");
 }
 
@@ -1021,7 +1015,7 @@ async fn an_outcome_of_a_command_that_may_have_run_stays_with_its_key() {
         app.sim().clear_faults().await;
         let retry = app.graphql("alice", &keyed_set_mode(None, "DEFERRED", &key), json!({})).await;
         assert_eq!(retry, first, "{faults}: the first answer again");
-        assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "{faults}: sent once");
+        assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1, "{faults}: sent once");
     }
 }
 
@@ -1045,15 +1039,17 @@ async fn a_request_dropped_by_its_client_after_sending_keeps_its_key() {
     app.sim().reset_calls().await;
     let query = keyed_set_mode(None, "DEFERRED", "dropped");
     let first = post_in_background(&app, "alice", &query);
-    eventually("the command reaches the upstream", || async { (count(&app, SET_MODE_ROUTE).await == 1).then_some(()) })
-        .await;
+    eventually("the command reaches the upstream", || async {
+        (app.sim().calls_to(SET_MODE_ROUTE).await == 1).then_some(())
+    })
+    .await;
     // The client goes away (its connection closes) while the upstream has the command.
     first.abort();
     let _ = first.await;
 
     let retry = app.graphql("alice", &query, json!({})).await;
     assert_refused(&retry, "UPSTREAM_UNAVAILABLE", &["may or may not", "charging station's state"]);
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", app.sim().calls_by_route().await);
 }
 
 // ---- upstream failures, transport ----
@@ -1069,7 +1065,7 @@ async fn a_command_the_upstream_does_not_confirm_in_time_is_unavailable_and_not_
     let r = app.graphql("bob", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
     assert!(started.elapsed() < Duration::from_millis(2_500), "gave up at the upstream timeout");
     assert_refused(&r, "UPSTREAM_UNAVAILABLE", &["may or may not"]);
-    assert_eq!(count(&app, START_ROUTE).await, 1, "never retried: {:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "never retried: {:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -1086,7 +1082,12 @@ async fn command_failures_are_reported_with_their_code_and_never_retried() {
         app.sim().reset_calls().await;
         let r = app.graphql("bob", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
         assert_refused(&r, code, &[words]);
-        assert_eq!(count(&app, START_ROUTE).await, 1, "{faults}: never retried: {:#?}", calls_by_route(&app).await);
+        assert_eq!(
+            app.sim().calls_to(START_ROUTE).await,
+            1,
+            "{faults}: never retried: {:#?}",
+            app.sim().calls_by_route().await
+        );
     }
 }
 
@@ -1198,7 +1199,7 @@ async fn create_installation_shows_upstream_and_in_the_next_query_and_is_idempot
     let a = post_with_key(&app, "alice", "create-1", CREATE, new_installation("Chalet")).await;
     let b = post_with_key(&app, "alice", "create-1", CREATE, new_installation("Chalet")).await;
     assert_eq!(a, b);
-    assert_eq!(count(&app, "POST /installations").await, 1);
+    assert_eq!(app.sim().calls_to("POST /installations").await, 1);
     assert_eq!(gql_installation_ids(&app, "alice").await.len(), 3);
 }
 
@@ -1316,7 +1317,7 @@ async fn invite_and_cancel_show_upstream_and_in_the_next_query() {
     let b = post_with_key(&app, "alice", "inv-1", invite, json!({"e": email})).await;
     assert_eq!(data(&a)["inviteInstaller"]["email"], email);
     assert_eq!(a, b);
-    assert_eq!(count(&app, "POST /installations/{i}/invitations").await, 1);
+    assert_eq!(app.sim().calls_to("POST /installations/{i}/invitations").await, 1);
 }
 
 #[tokio::test]
@@ -1505,7 +1506,7 @@ async fn subscribe_and_unsubscribe_show_upstream_and_in_the_next_query() {
     let a = post_with_key(&app, "alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
     let b = post_with_key(&app, "alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
     assert_eq!(a, b);
-    assert_eq!(count(&app, "POST /installations/{i}/event-subscriptions").await, 1);
+    assert_eq!(app.sim().calls_to("POST /installations/{i}/event-subscriptions").await, 1);
     assert_eq!(sim_subscription_ids(&app).await.len(), 1);
 }
 
@@ -1523,7 +1524,7 @@ async fn an_idempotency_key_longer_than_255_bytes_is_bad_user_input_naming_where
     let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false});
     let header = post_with_key(&app, "alice", &long, SET_MODE, vars.clone()).await;
     assert_refused(&header, "BAD_USER_INPUT", &["Idempotency-Key header", "255", "nothing was sent"]);
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 0, "nothing was sent");
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 0, "nothing was sent");
     // 255 bytes are a key.
     let r = post_with_key(&app, "alice", &"k".repeat(255), SET_MODE, vars).await;
     assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
@@ -1559,11 +1560,11 @@ async fn a_caller_with_1000_idempotency_keys_kept_is_refused_a_new_one_and_nothi
     // When the oldest key is free again: the 600 s window, less the moments since it was kept.
     let wait = r["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().expect("retryAfterSeconds");
     assert!((500..=601).contains(&wait), "{r:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 0, "nothing was sent");
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 0, "nothing was sent");
     // A key already kept still answers with its first result, without calling the upstream.
     let again = app.graphql("dieter", &keyed_set_modes("cap-", 7, 1), json!({})).await;
     assert_eq!(data(&again)["m7"]["status"], "ACCEPTED", "{again:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 0);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 0);
     // Without a key Dieter's command goes through; other callers' keys are theirs.
     let plain = app
         .graphql("dieter", SET_MODE, json!({"i": "51", "cs": DIETER_STATION, "mode": "DEFERRED", "wait": false}))
@@ -1577,7 +1578,7 @@ async fn a_caller_with_1000_idempotency_keys_kept_is_refused_a_new_one_and_nothi
         )
         .await;
     assert_eq!(status(&alice, "setChargeMode"), "ACCEPTED", "{alice:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 2);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2);
 }
 
 #[tokio::test]
@@ -1599,7 +1600,7 @@ async fn requests_still_running_count_toward_a_callers_1000_keys() {
     let answers = futures::future::join_all(sends).await;
     let refused = answers.iter().filter(|r| error_codes(r) == vec!["RATE_LIMITED".to_string()]).count();
     assert_eq!(refused, 2, "{answers:#?}");
-    assert_eq!(count(app, SET_MODE_ROUTE).await, 2, "{:#?}", calls_by_route(app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -1616,15 +1617,15 @@ async fn a_command_accepted_upstream_whose_client_left_while_waiting_replays_as_
     let first = post_in_background(&app, "alice", &query);
     // Re-reading the station, so waiting: the command was accepted (the read before it was one).
     eventually("the wait to have begun", || async {
-        (count(&app, "GET /installations/{i}/charging-stations/{cs}").await >= 2).then_some(())
+        (app.sim().calls_to("GET /installations/{i}/charging-stations/{cs}").await >= 2).then_some(())
     })
     .await;
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1);
     first.abort();
     let _ = first.await;
     let retry = app.graphql("alice", &query, json!({})).await;
     assert_eq!(status(&retry, "setChargeMode"), "ACCEPTED", "{retry:#}");
-    assert_eq!(count(&app, SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 1, "not sent again: {:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]

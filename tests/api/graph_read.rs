@@ -5,14 +5,7 @@ use std::collections::BTreeMap;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::bff::*;
 use crate::helpers::*;
-
-/// `byRoute` of `GET /_sim/calls`.
-async fn calls_by_route(app: &TestApp) -> BTreeMap<String, u64> {
-    let calls = app.sim().calls().await;
-    serde_json::from_value(calls["byRoute"].clone()).unwrap()
-}
 
 #[tokio::test]
 async fn the_dashboard_costs_one_upstream_call_per_resource_and_nothing_when_warm() {
@@ -24,7 +17,7 @@ async fn the_dashboard_costs_one_upstream_call_per_resource_and_nothing_when_war
     assert_eq!(station["friendlyName"], "my garage charging station");
     assert_eq!(station["energy"]["values"].as_array().unwrap().len(), 24, "one point per hour: {station:#}");
     assert_eq!(d["installations"][0]["gridMeters"][0]["tariffs"].as_array().unwrap().len(), 2);
-    let calls = calls_by_route(&app).await;
+    let calls = app.sim().calls_by_route().await;
     let expected: BTreeMap<String, u64> = [
         "GET /installations",
         "GET /installations/{i}/charging-stations",
@@ -43,7 +36,7 @@ async fn the_dashboard_costs_one_upstream_call_per_resource_and_nothing_when_war
     app.sim().reset_calls().await;
     let again = app.graphql("alice", DASHBOARD, dashboard_variables()).await;
     assert_eq!(again, r);
-    assert_eq!(app.sim().calls().await["total"], 0);
+    assert_eq!(app.sim().total_calls().await, 0);
 }
 
 #[tokio::test]
@@ -57,7 +50,7 @@ async fn sixteen_concurrent_cold_dashboards_cost_what_one_does() {
         data(a);
     }
     // Bob has two installations: 1 + 2 × (users, stations, energy, meters, tariffs).
-    assert_eq!(app.sim().calls().await["total"], 11, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().total_calls().await, 11, "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -75,7 +68,7 @@ async fn an_aliased_duplicate_costs_nothing_extra() {
     let i = &data(&r)["installation"];
     assert_eq!(i["a"]["id"], ALICE_STATION);
     assert_eq!(i["b"]["serialNumber"], "1234ABCDEF5678");
-    let calls = calls_by_route(&app).await;
+    let calls = app.sim().calls_by_route().await;
     assert_eq!(calls.get("GET /installations/{i}/charging-stations/{cs}"), Some(&1));
     assert_eq!(calls.get("GET /installations"), Some(&1));
 }
@@ -204,7 +197,7 @@ async fn every_read_route_is_reachable_through_the_graph() {
     let d = data(&r);
     assert_eq!(d["installation"]["eventSubscription"]["id"], sub_id.as_str());
     assert!(!d["installation"]["gridMeter"]["log"]["entries"].as_array().unwrap().is_empty());
-    let calls = calls_by_route(&app).await;
+    let calls = app.sim().calls_by_route().await;
     let mut expected = vec![
         "GET /installations",
         "GET /installations/{i}/users",
@@ -375,7 +368,7 @@ async fn reads_are_retried_after_a_transient_failure_but_not_forever() {
     app.sim().reset_calls().await;
     let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
     assert_eq!(error_codes(&r), vec!["UPSTREAM_UNAVAILABLE"]);
-    assert_eq!(app.sim().calls().await["byRoute"]["GET /installations"], 3, "one try and two retries");
+    assert_eq!(app.sim().calls_to("GET /installations").await, 3, "one try and two retries");
 }
 
 #[tokio::test]
@@ -393,7 +386,7 @@ async fn bad_credentials_are_unauthenticated() {
     assert_eq!(error_codes(&r.body), vec!["UNAUTHENTICATED"]);
     assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("expired"));
     // No upstream call was made for any of them.
-    assert_eq!(app.sim().calls().await["total"], 0);
+    assert_eq!(app.sim().total_calls().await, 0);
 }
 
 #[tokio::test]
@@ -433,10 +426,10 @@ async fn malformed_requests_get_clear_errors() {
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT"]);
     assert!(r["errors"][0]["message"].as_str().unwrap().contains("must be after"));
     assert!(r["data"]["installation"]["chargingStation"]["measure"]["values"].is_null());
-    assert_eq!(
-        app.sim().calls().await["byRoute"]
-            .get("POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"),
-        None
+    let calls = app.sim().calls_by_route().await;
+    assert!(
+        !calls.contains_key("POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"),
+        "{calls:#?}"
     );
 }
 
@@ -613,7 +606,7 @@ async fn a_query_that_would_cost_hundreds_of_upstream_calls_is_refused_before_an
         let message = r["errors"][0]["message"].as_str().unwrap_or_default();
         assert!(message.contains("split it into smaller queries"), "says what to do: {message}");
         assert!(r["data"].is_null(), "{aliases} aliases: nothing runs");
-        assert_eq!(app.sim().calls().await["total"], 0, "{aliases} aliases: {:#?}", calls_by_route(&app).await);
+        assert_eq!(app.sim().total_calls().await, 0, "{aliases} aliases: {:#?}", app.sim().calls_by_route().await);
     }
 }
 
@@ -649,7 +642,7 @@ async fn fragments_spread_into_millions_of_fields_are_refused_at_once_and_a_few_
         assert!(message.contains("20000 selections once its fragments are written out"), "{message}");
         assert!(r["data"].is_null(), "{r}");
     }
-    assert_eq!(app.sim().calls().await["total"], 0, "{:#?}", calls_by_route(&app).await);
+    assert_eq!(app.sim().total_calls().await, 0, "{:#?}", app.sim().calls_by_route().await);
     // A fragment tree of 4^3 = 64 spreads of one field is an ordinary query.
     let r = app.graphql("alice", &fragment_tree("query", "Query", 3, "installations { id }"), json!({})).await;
     assert_eq!(data(&r)["installations"][0]["id"], "33", "{r}");
@@ -709,7 +702,8 @@ async fn a_heavy_but_realistic_station_page_still_passes() {
     assert_eq!(days(&station["energy"]["m13"]), 29, "February 2024, day by day");
     assert_eq!(station["logs"].as_array().unwrap().len(), 6);
     // Each alias is a resource of its own: the page costs what it asks for, no more.
-    let sums = calls_by_route(&app).await["POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"];
+    let sums =
+        app.sim().calls_by_route().await["POST /installations/{i}/charging-stations/{cs}/measures/{m}/operators/sum"];
     assert_eq!(sums, 25);
 }
 
@@ -783,7 +777,7 @@ async fn an_empty_id_is_bad_user_input_naming_the_argument_and_never_sent_upstre
         expected.sort();
         assert_eq!(got, expected, "{bad:?}");
         // Only what the valid ids needed reached the upstream (and nothing when cached already).
-        let calls = calls_by_route(&app).await;
+        let calls = app.sim().calls_by_route().await;
         let allowed = [
             "GET /installations",
             "GET /installations/{i}/charging-stations/{cs}",
@@ -829,8 +823,8 @@ async fn a_query_fanning_out_past_the_budget_of_upstream_reads_fails_only_the_re
     );
     app.sim().reset_calls().await;
     let r = app.graphql("quentin", &q, json!({})).await;
-    let calls = app.sim().calls().await["total"].as_u64().unwrap();
-    assert!(calls <= 200, "{calls} upstream calls: {:#?}", calls_by_route(&app).await);
+    let calls = app.sim().total_calls().await;
+    assert!(calls <= 200, "{calls} upstream calls: {:#?}", app.sim().calls_by_route().await);
 
     let errors = r["errors"].as_array().expect("the reads past the budget fail");
     for e in errors {
@@ -863,7 +857,7 @@ async fn a_query_fanning_out_past_the_budget_of_upstream_reads_fails_only_the_re
     app.sim().reset_calls().await;
     let again = app.graphql("quentin", &q, json!({})).await;
     data(&again);
-    assert!(app.sim().calls().await["total"].as_u64().unwrap() <= 200);
+    assert!(app.sim().total_calls().await <= 200);
 
     // A normal dashboard is far within the budget.
     let dashboard = app.graphql("quentin", DASHBOARD, dashboard_variables()).await;

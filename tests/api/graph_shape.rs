@@ -5,7 +5,6 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bff::*;
 use crate::helpers::*;
 
 /// The response's body as sent (its key order is what is checked).
@@ -110,8 +109,7 @@ async fn a_subscription_refused_at_validation_over_websocket_gets_a_code_as_over
     let app = spawn_app().await;
     // graphql-transport-ws: an `error` message (its payload the errors), and no `complete`; the
     // id is free again.
-    let mut ws = ws_connect(&app, "graphql-transport-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut ws, false, "1", "subscription { noSuchField }").await;
+    let mut ws = app.subscribe_as("alice", "subscription { noSuchField }").await;
     let v = ws_next(&mut ws).await;
     assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("1")), "{v}");
     let error = &v["payload"][0];
@@ -124,8 +122,7 @@ async fn a_subscription_refused_at_validation_over_websocket_gets_a_code_as_over
     ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
     assert_eq!(ws_next(&mut ws).await["type"], "pong", "no complete came before it");
     // The legacy protocol keeps its `data` and `complete`.
-    let mut legacy = ws_connect(&app, "graphql-ws", &app.token_for("alice")).await;
-    ws_subscribe(&mut legacy, true, "1", "subscription { noSuchField }").await;
+    let mut legacy = app.subscribe("graphql-ws", &app.token_for("alice"), "1", "subscription { noSuchField }").await;
     let v = ws_next(&mut legacy).await;
     assert_eq!(v["type"], "data", "{v}");
     assert_eq!(v["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{v}");

@@ -7,7 +7,6 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bff::*;
 use crate::helpers::*;
 
 /// The operation most tests share: events of Alice's installation, named by their id.
@@ -22,18 +21,9 @@ fn webhook_url(app: &TestApp) -> String {
     format!("{}/webhooks/witty/{}", app.base, witty_bff::live::webhook_key(WEBHOOK_SECRET, 33))
 }
 
-/// Waits for the `connection_ack` of a freshly initialised socket.
-async fn acked(ws: &mut Ws) {
-    let ack = ws_next(ws).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-}
-
 /// An initialised (acknowledged) connection for `token`.
 async fn connection(app: &TestApp, legacy: bool, token: &str) -> Ws {
-    let protocol = if legacy { "graphql-ws" } else { "graphql-transport-ws" };
-    let mut ws = ws_connect(app, protocol, token).await;
-    acked(&mut ws).await;
-    ws
+    app.ws_acked(if legacy { "graphql-ws" } else { "graphql-transport-ws" }, token).await
 }
 
 /// Sends `subscribe` (`start` on the legacy protocol) for operation `id` on an acknowledged socket.
@@ -77,7 +67,7 @@ async fn deliver_event(app: &TestApp, id: &str, data: Value) {
     let mut event = grid_event(id, "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
     // The subject names the station the event is about (it wins over the data).
     event["subject"] = json!(format!("installations/33/charging-stations/{station}"));
-    assert_eq!(deliver(app, &webhook_url(app), json!([event])).await, 200);
+    assert_eq!(app.deliver(&webhook_url(app), json!([event])).await, 200);
 }
 
 /// An event of Alice's station.
@@ -91,10 +81,10 @@ async fn two_connections_with_one_token_and_one_subscription_each_hear_every_eve
     let token = app.token_for("alice");
     let mut x = connection(&app, false, &token).await;
     subscribe(&mut x, false, "a", IDS, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     let mut y = connection(&app, false, &token).await;
     subscribe(&mut y, false, "b", IDS, json!({})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     for n in 1..=3 {
         deliver_station_event(&app, &format!("e-{n}")).await;
     }
@@ -114,10 +104,10 @@ async fn a_legacy_and_a_modern_connection_sharing_a_subscription_each_get_their_
     let token = app.token_for("alice");
     let mut modern = connection(&app, false, &token).await;
     subscribe(&mut modern, false, "a", IDS, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     let mut legacy = connection(&app, true, &token).await;
     subscribe(&mut legacy, true, "b", IDS, json!({})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     deliver_station_event(&app, "e-1").await;
     deliver_station_event(&app, "e-2").await;
     // `next` on graphql-transport-ws, `data` on graphql-ws; each under its own id.
@@ -129,10 +119,10 @@ async fn a_legacy_and_a_modern_connection_sharing_a_subscription_each_get_their_
     let mut legacy_first = connection(&app, true, &token).await;
     let q = r#"subscription { stationEvents(installationId: 33) { id } }"#;
     subscribe(&mut legacy_first, true, "c", q, json!({})).await;
-    live_subscriptions(&app, 3).await;
+    app.live_subscriptions(3).await;
     let mut modern_second = connection(&app, false, &token).await;
     subscribe(&mut modern_second, false, "d", q, json!({})).await;
-    live_subscriptions(&app, 4).await;
+    app.live_subscriptions(4).await;
     deliver_station_event(&app, "e-3").await;
     assert_eq!(event_id_for(&mut legacy_first, true, "c").await, "e-3");
     assert_eq!(event_id_for(&mut modern_second, false, "d").await, "e-3");
@@ -147,7 +137,7 @@ async fn one_connection_two_ids(legacy: bool) {
     let mut ws = connection(&app, legacy, &token).await;
     subscribe(&mut ws, legacy, "a", IDS, json!({})).await;
     subscribe(&mut ws, legacy, "b", IDS, json!({})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     deliver_station_event(&app, "e-1").await;
     deliver_station_event(&app, "e-2").await;
     // The two operations' answers may interleave; each operation's come in order.
@@ -182,11 +172,11 @@ async fn one_subscriber_leaves_the_others_go_on(legacy: bool) {
     let token = app.token_for("alice");
     let mut x = connection(&app, legacy, &token).await;
     subscribe(&mut x, legacy, "a", IDS, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     let mut y = connection(&app, legacy, &token).await;
     subscribe(&mut y, legacy, "b", IDS, json!({})).await;
     subscribe(&mut x, legacy, "probe", IDS, json!({})).await;
-    live_subscriptions(&app, 3).await;
+    app.live_subscriptions(3).await;
     deliver_station_event(&app, "e-1").await;
     let kind = if legacy { "data" } else { "next" };
     let mut on_x = Vec::new();
@@ -203,7 +193,7 @@ async fn one_subscriber_leaves_the_others_go_on(legacy: bool) {
     // `a` leaves: the server completes it, and its watch goes.
     unsubscribe(&mut x, legacy, "a").await;
     completed(&mut x, "a").await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
 
     // The sharing subscribers hear later events; `a` hears nothing more: X's next messages are
     // the probe's, event after event.
@@ -218,10 +208,10 @@ async fn one_subscriber_leaves_the_others_go_on(legacy: bool) {
     completed(&mut y, "b").await;
     unsubscribe(&mut x, legacy, "probe").await;
     completed(&mut x, "probe").await;
-    live_subscriptions(&app, 0).await;
+    app.live_subscriptions(0).await;
     // Subscribing again to the same operation works, with a fresh execution.
     subscribe(&mut y, legacy, "b2", IDS, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     deliver_station_event(&app, "e-4").await;
     assert_eq!(event_id_for(&mut y, legacy, "b2").await, "e-4");
 }
@@ -249,7 +239,7 @@ async fn owner_and_installer_do_not_share(installer_first: bool) {
         let mut ws = connection(&app, false, token).await;
         // The same operation id too: only the token differs.
         subscribe(&mut ws, false, "1", q, json!({})).await;
-        live_subscriptions(&app, n + 1).await;
+        app.live_subscriptions(n + 1).await;
         sockets.push((who, ws));
     }
     let data = json!({
@@ -291,10 +281,10 @@ async fn subscriptions_differing_only_in_their_variables_do_not_share() {
     // The whole installation first, then the same query filtered to Alice's station.
     let mut whole = connection(&app, false, &token).await;
     subscribe(&mut whole, false, "all", q, json!({"cs": null})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     let mut one = connection(&app, false, &token).await;
     subscribe(&mut one, false, "one", q, json!({"cs": ALICE_STATION})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     // An event of another station reaches the whole-installation subscriber only...
     deliver_event(&app, "other-1", json!({"installationId": 33, "chargingStationId": OTHER_STATION})).await;
     let e = event_for(&mut whole, false, "all").await;
@@ -314,10 +304,10 @@ async fn joining_a_shared_subscription_works_and_is_refused_once_the_caller_lost
     // Ivan (installer on 33) watches on one connection; a second one joins the same operation.
     let mut first = connection(&app, false, &ivan).await;
     subscribe(&mut first, false, "a", q, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     let mut second = connection(&app, false, &ivan).await;
     subscribe(&mut second, false, "b", q, json!({})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     deliver_station_event(&app, "e-1").await;
     assert_eq!(event_id_for(&mut first, false, "a").await, "e-1");
     assert_eq!(event_id_for(&mut second, false, "b").await, "e-1", "the join works");
@@ -334,7 +324,7 @@ async fn joining_a_shared_subscription_works_and_is_refused_once_the_caller_lost
         assert_eq!(v["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
         completed(ws, id).await;
     }
-    live_subscriptions(&app, 0).await;
+    app.live_subscriptions(0).await;
     // A third subscriber with the same token and operation is checked on its own, and refused.
     let mut third = connection(&app, false, &ivan).await;
     subscribe(&mut third, false, "c", q, json!({})).await;
@@ -347,7 +337,7 @@ async fn joining_a_shared_subscription_works_and_is_refused_once_the_caller_lost
     if refused["type"] == "next" {
         completed(&mut third, "c").await;
     }
-    assert_eq!(metric(&app, "witty_bff_live_subscriptions").await, 0.0, "the refused one never watched");
+    assert_eq!(app.metric("witty_bff_live_subscriptions").await, 0.0, "the refused one never watched");
 }
 
 #[tokio::test]
@@ -363,12 +353,12 @@ async fn two_tokens_of_one_user_never_share_an_execution() {
     let mut s = connection(&app, false, &short).await;
     // q1: the long-lived token first; q2: the short-lived one first.
     subscribe(&mut l, false, "l1", q1, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     subscribe(&mut s, false, "s1", q1, json!({})).await;
     subscribe(&mut s, false, "s2", q2, json!({})).await;
-    live_subscriptions(&app, 3).await;
+    app.live_subscriptions(3).await;
     subscribe(&mut l, false, "l2", q2, json!({})).await;
-    live_subscriptions(&app, 4).await;
+    app.live_subscriptions(4).await;
     // The short-lived token's subscriptions end at its expiry, both of them, each saying why...
     let mut ended = Vec::new();
     for _ in 0..4 {
@@ -380,7 +370,7 @@ async fn two_tokens_of_one_user_never_share_an_execution() {
         assert_eq!(of[0]["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{ended:?}");
         assert_eq!(of[1]["type"], "complete", "{ended:?}");
     }
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     // ...and the long-lived token's go on, whoever subscribed first.
     deliver_station_event(&app, "after-expiry").await;
     let mut got = vec![ws_next(&mut l).await, ws_next(&mut l).await];
@@ -399,10 +389,10 @@ async fn a_sharing_subscriber_that_stops_reading_is_dropped_alone() {
     // The one that will stop reading opens the shared execution; the other joins it.
     let mut slow = connection(&app, false, &token).await;
     subscribe(&mut slow, false, "s", q, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     let mut fast = connection(&app, false, &token).await;
     subscribe(&mut fast, false, "f", q, json!({})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     // 300 events of 64 KiB (19 MiB): far more than the socket buffers and the 16 answers a
     // subscriber may be behind. The reading subscriber takes each one as it comes.
     let blob = "x".repeat(64 * 1024);
@@ -415,8 +405,8 @@ async fn a_sharing_subscriber_that_stops_reading_is_dropped_alone() {
     let received = ws_until_lag_notice(&mut slow, Some("s")).await;
     assert!(received < total, "it got {received} events");
     completed(&mut slow, "s").await;
-    assert_eq!(metric(&app, "witty_bff_lagging_subscribers_dropped_total").await, 1.0);
-    live_subscriptions(&app, 1).await;
+    assert_eq!(app.metric("witty_bff_lagging_subscribers_dropped_total").await, 1.0);
+    app.live_subscriptions(1).await;
     // The execution it opened goes on for the other one.
     deliver_station_event(&app, "after-drop").await;
     assert_eq!(event_id_for(&mut fast, false, "f").await, "after-drop");
@@ -436,10 +426,10 @@ async fn a_subscription_with_two_root_fields_is_refused_as_the_spec_says_and_lea
     let error = &v["payload"][0];
     assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{v}");
     assert!(error["message"].as_str().unwrap_or_default().contains("exactly one root field"), "{v}");
-    assert_eq!(metric(&app, "witty_bff_live_subscriptions").await, 0.0);
+    assert_eq!(app.metric("witty_bff_live_subscriptions").await, 0.0);
     // The same token's single-field subscriber is served as ever, on the same connection.
     subscribe(&mut x, false, "z", IDS, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     deliver_station_event(&app, "e-2").await;
     assert_eq!(event_id_for(&mut x, false, "z").await, "e-2");
 }
@@ -451,10 +441,10 @@ async fn the_subscriber_that_opened_a_shared_execution_may_leave_at_once_and_the
     for round in 0..3 {
         let mut opener = connection(&app, false, &token).await;
         subscribe(&mut opener, false, "a", IDS, json!({})).await;
-        live_subscriptions(&app, 1).await;
+        app.live_subscriptions(1).await;
         let mut joiner = connection(&app, false, &token).await;
         subscribe(&mut joiner, false, "b", IDS, json!({})).await;
-        live_subscriptions(&app, 2).await;
+        app.live_subscriptions(2).await;
         // The opener leaves before any event: by `complete` or by closing its connection.
         if round % 2 == 0 {
             unsubscribe(&mut opener, false, "a").await;
@@ -462,18 +452,18 @@ async fn the_subscriber_that_opened_a_shared_execution_may_leave_at_once_and_the
         } else {
             drop(opener);
         }
-        live_subscriptions(&app, 1).await;
+        app.live_subscriptions(1).await;
         deliver_station_event(&app, &format!("e-{round}-1")).await;
         assert_eq!(event_id_for(&mut joiner, false, "b").await, format!("e-{round}-1"));
         // A newcomer joins what the opener left behind; both hear the next event.
         let mut newcomer = connection(&app, false, &token).await;
         subscribe(&mut newcomer, false, "c", IDS, json!({})).await;
-        live_subscriptions(&app, 2).await;
+        app.live_subscriptions(2).await;
         deliver_station_event(&app, &format!("e-{round}-2")).await;
         assert_eq!(event_id_for(&mut joiner, false, "b").await, format!("e-{round}-2"));
         assert_eq!(event_id_for(&mut newcomer, false, "c").await, format!("e-{round}-2"));
         drop((joiner, newcomer));
-        live_subscriptions(&app, 0).await;
+        app.live_subscriptions(0).await;
     }
 }
 
@@ -485,7 +475,7 @@ async fn a_subscriber_joining_while_the_opener_is_stuck_writing_hears_events_at_
     // The opener runs the execution on its own connection, and stops reading.
     let mut stuck = connection(&app, false, &token).await;
     subscribe(&mut stuck, false, "s", q, json!({})).await;
-    live_subscriptions(&app, 1).await;
+    app.live_subscriptions(1).await;
     // 80 events of 64 KiB (5 MiB): more than the socket buffers can hold (4 MiB at most for the
     // server's send buffer, 128 KiB for a receiver that never read), so the opener's connection
     // is left waiting to write, its execution with it.
@@ -498,7 +488,7 @@ async fn a_subscriber_joining_while_the_opener_is_stuck_writing_hears_events_at_
     // first, then the event delivered after it joined.
     let mut joiner = connection(&app, false, &token).await;
     subscribe(&mut joiner, false, "j", q, json!({})).await;
-    live_subscriptions(&app, 2).await;
+    app.live_subscriptions(2).await;
     deliver_station_event(&app, "after-join").await;
     loop {
         let id = event_id_for(&mut joiner, false, "j").await;

@@ -7,7 +7,6 @@
 use serde_json::{Value, json};
 use witty_bff::auth::mint_dev_token;
 
-use crate::bff::*;
 use crate::helpers::*;
 
 const INSTALLATIONS_ROUTE: &str = "GET /installations";
@@ -57,11 +56,6 @@ fn assert_refused_upstream(response: &Value) {
     }
 }
 
-/// Upstream calls of `route` so far.
-async fn calls_of(app: &TestApp, route: &str) -> u64 {
-    app.sim().calls().await["byRoute"][route].as_u64().unwrap_or(0)
-}
-
 fn dieter_query() -> String {
     format!(
         r#"{{ installations {{ id }} installation(id: {DIETER_INSTALLATION}) {{ id name chargingStation(id: "{DIETER_STATION}") {{ id availability }} }} }}"#
@@ -83,19 +77,19 @@ async fn a_token_refused_upstream_does_not_fail_the_users_valid_token_afterwards
 
     let first = query(&app, &expired, &q).await;
     assert_refused_upstream(&first);
-    assert_eq!(calls_of(&app, INSTALLATIONS_ROUTE).await, 1);
+    assert_eq!(app.sim().calls_to(INSTALLATIONS_ROUTE).await, 1);
     // The same token again within the negative TTL: its refusal stands, and is not sent again.
     let again = query(&app, &expired, &q).await;
     assert_refused_upstream(&again);
-    assert_eq!(calls_of(&app, INSTALLATIONS_ROUTE).await, 1, "a refused token is remembered as refused");
+    assert_eq!(app.sim().calls_to(INSTALLATIONS_ROUTE).await, 1, "a refused token is remembered as refused");
 
     // The user's valid token is answered at once, not a negative TTL later.
     let fresh = query(&app, &valid, &q).await;
     assert_dieter_data(&fresh);
-    assert_eq!(calls_of(&app, INSTALLATIONS_ROUTE).await, 2, "fetched with the valid token");
+    assert_eq!(app.sim().calls_to(INSTALLATIONS_ROUTE).await, 2, "fetched with the valid token");
     // And what it fetched is cached for the user as usual.
     assert_dieter_data(&query(&app, &valid, &q).await);
-    assert_eq!(calls_of(&app, INSTALLATIONS_ROUTE).await, 2);
+    assert_eq!(app.sim().calls_to(INSTALLATIONS_ROUTE).await, 2);
 }
 
 #[tokio::test]
@@ -114,7 +108,7 @@ async fn a_valid_token_that_joined_a_refused_tokens_fetch_fetches_with_its_own()
         async move { query(&app, &expired, q).await }
     });
     eventually("the refused token's fetch to reach the upstream", || async {
-        (calls_of(&app, INSTALLATIONS_ROUTE).await == 1).then_some(())
+        (app.sim().calls_to(INSTALLATIONS_ROUTE).await == 1).then_some(())
     })
     .await;
     // While it is in flight: the same token again, and the user's valid token.
@@ -128,8 +122,8 @@ async fn a_valid_token_that_joined_a_refused_tokens_fetch_fetches_with_its_own()
     // The valid token's read was sent with its own token; the refused token's second read joined
     // the first (or, on a very slow machine, came after it and was sent again: failures are not
     // kept here).
-    let calls = calls_of(&app, INSTALLATIONS_ROUTE).await;
-    assert!((2..=3).contains(&calls), "{}", app.sim().calls().await);
+    let calls = app.sim().calls_to(INSTALLATIONS_ROUTE).await;
+    assert!((2..=3).contains(&calls), "{:#?}", app.sim().calls_by_route().await);
 }
 
 #[tokio::test]
@@ -138,9 +132,9 @@ async fn a_station_watcher_with_a_valid_token_is_not_sent_another_tokens_refusal
     let (expired, valid) = (expired_token("alice"), valid_token("alice"));
     // The valid token watches the installation first (the upstream event subscription is made with
     // it) and reads its stations: what the other subscriptions check is cached for alice.
-    let mut events = watch_events(&app, &valid).await;
-    live_subscriptions(&app, 1).await;
-    let hook = validated_webhook(&app).await;
+    let mut events = app.watch_events(&valid).await;
+    app.live_subscriptions(1).await;
+    let url = app.webhook_url().await;
     let stations = "{ installation(id: 33) { chargingStations { id } } }";
     assert!(data(&query(&app, &valid, stations).await)["installation"]["chargingStations"].is_array());
     let updated = format!(
@@ -148,21 +142,18 @@ async fn a_station_watcher_with_a_valid_token_is_not_sent_another_tokens_refusal
     );
     // A session whose token the upstream now refuses, then one with the valid token; each
     // re-reads the station once per event, through the shared cache.
-    let mut refused = ws_connect(&app, "graphql-transport-ws", &expired).await;
-    ws_subscribe(&mut refused, false, "r", &updated).await;
-    live_subscriptions(&app, 2).await;
-    let mut fine = ws_connect(&app, "graphql-transport-ws", &valid).await;
-    ws_subscribe(&mut fine, false, "f", &updated).await;
-    live_subscriptions(&app, 3).await;
+    let mut refused = app.subscribe("graphql-transport-ws", &expired, "r", &updated).await;
+    app.live_subscriptions(2).await;
+    let mut fine = app.subscribe("graphql-transport-ws", &valid, "f", &updated).await;
+    app.live_subscriptions(3).await;
 
-    let url = hook["protocolData"].as_str().unwrap().to_string();
     let mut refused_open = true;
     for n in 0..3 {
         let id = format!("tokens-{n}");
         let at = format!("2026-01-01T10:00:0{n}Z");
         let data = json!({"installationId": 33, "chargingStationId": ALICE_STATION});
         let event = grid_event(&id, "Hager.WittyHome.LoadShedding", &at, true, data);
-        assert_eq!(deliver(&app, &url, json!([event])).await, 200);
+        assert_eq!(app.deliver(&url, json!([event])).await, 200);
         let e = ws_data(&mut events).await;
         assert_eq!(e["data"]["stationEvents"]["id"], id.as_str(), "{e}");
 
@@ -188,5 +179,5 @@ async fn a_station_watcher_with_a_valid_token_is_not_sent_another_tokens_refusal
     }
     // At most: the refused token's read and the valid token's own for the first event, then only
     // the valid token's (the refusal is remembered for the refused token).
-    assert!(calls_of(&app, STATION_ROUTE).await <= 4, "{}", app.sim().calls().await);
+    assert!(app.sim().calls_to(STATION_ROUTE).await <= 4, "{:#?}", app.sim().calls_by_route().await);
 }

@@ -1,7 +1,6 @@
 //! The one integration-test binary: everything runs over real HTTP on loopback ports.
 
 mod auth_tokens;
-mod bff;
 mod graph_access;
 mod graph_corrections;
 mod graph_drift;

@@ -62,31 +62,33 @@ fn installation_routes() -> impl Iterator<Item = usize> {
 
 #[tokio::test]
 async fn another_owner_gets_404_on_every_route_of_an_installation_not_theirs() {
-    let app = spawn_sim().await;
-    let ivan = app.account_id("ivan").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ivan = sim.account_id("ivan").await;
     let ids = alice_ids("33", &ivan);
     let mut checked = 0;
     for n in installation_routes() {
         let (path, body) = concrete(n, &ids);
-        let r = call_route(&app, "bob", n, &path, body).await;
+        let r = call_route(sim, "bob", n, &path, body).await;
         assert_eq!(r.status, 404, "bob on route {n} {path}: {:?}", r.body);
         assert!(r.message().contains("installation 33"), "route {n}: the message names the installation: {:?}", r.body);
         checked += 1;
     }
     assert_eq!(checked, 47, "every route but GET/POST /installations and accept names an installation");
     // Alice's own installation list is untouched by Bob's attempts, and his own does not show hers.
-    let bobs = app.get("bob", "/installations").await;
+    let bobs = sim.get("bob", "/installations").await;
     assert!(bobs.body.as_array().unwrap().iter().all(|i| i["installationId"] != ALICE_INSTALLATION));
 }
 
 #[tokio::test]
 async fn an_unknown_installation_is_404_on_every_route() {
-    let app = spawn_sim().await;
-    let ivan = app.account_id("ivan").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ivan = sim.account_id("ivan").await;
     let ids = alice_ids("999999", &ivan);
     for n in installation_routes() {
         let (path, body) = concrete(n, &ids);
-        let r = call_route(&app, "alice", n, &path, body).await;
+        let r = call_route(sim, "alice", n, &path, body).await;
         assert_eq!(r.status, 404, "route {n} {path}: {:?}", r.body);
         assert!(r.message().contains("999999"), "route {n}: the message names the id: {:?}", r.body);
     }
@@ -94,20 +96,21 @@ async fn an_unknown_installation_is_404_on_every_route() {
 
 #[tokio::test]
 async fn a_non_numeric_installation_id_is_400_naming_it_on_every_route() {
-    let app = spawn_sim().await;
-    let ivan = app.account_id("ivan").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ivan = sim.account_id("ivan").await;
     for bad in ["abc", "33x", "3.3", "99999999999999999999999"] {
         let ids = alice_ids(bad, &ivan);
         for n in installation_routes() {
             let (path, body) = concrete(n, &ids);
-            let r = call_route(&app, "alice", n, &path, body).await;
+            let r = call_route(sim, "alice", n, &path, body).await;
             assert_eq!(r.status, 400, "route {n} {path}: {:?}", r.body);
             assert!(r.message().contains("installationId"), "route {n}: {:?}", r.body);
             assert!(r.message().contains(bad), "route {n}: the message quotes the value: {:?}", r.body);
         }
     }
     // Nothing above hurt the simulator.
-    assert_eq!(app.get("alice", "/installations").await.status, 200);
+    assert_eq!(sim.get("alice", "/installations").await.status, 200);
 }
 
 /// The installer of an installation sees general data only: no commands, no costs or
@@ -115,15 +118,16 @@ async fn a_non_numeric_installation_id_is_400_naming_it_on_every_route() {
 /// installation with your installer").
 #[tokio::test]
 async fn an_installer_reads_general_data_but_gets_403_on_commands_costs_and_sharing() {
-    let app = spawn_sim().await;
-    let ivan = app.account_id("ivan").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ivan = sim.account_id("ivan").await;
     let ids = alice_ids("33", &ivan);
     let forbidden = [2, 8, 9, 10, 13, 14, 15, 18, 19, 20, 21, 22, 23, 26, 27, 28, 29, 37, 40, 41, 42, 43, 48, 49, 50];
     // Routes 4 and 7 name an event subscription that does not exist, 11 an unknown code.
     let not_found = [4, 7, 11];
     for n in 1..=50 {
         let (path, body) = concrete(n, &ids);
-        let r = call_route(&app, "ivan", n, &path, body).await;
+        let r = call_route(sim, "ivan", n, &path, body).await;
         let expected = if forbidden.contains(&n) {
             403
         } else if not_found.contains(&n) {
@@ -138,7 +142,7 @@ async fn an_installer_reads_general_data_but_gets_403_on_commands_costs_and_shar
         }
     }
     // Nothing changed on Alice's station: the commands were refused, not queued.
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(st["properties"]["friendlyName"], "my garage charging station");
     assert_eq!(st["properties"]["chargeMode"], "immediate");
 }

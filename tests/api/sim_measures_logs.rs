@@ -36,7 +36,7 @@ impl Device<'_> {
 
 /// POSTs an aggregation and returns its rows, asserting 200.
 async fn aggregate(
-    app: &TestSim,
+    sim: &TestSim,
     sub: &str,
     device: Device<'_>,
     measure: &str,
@@ -45,7 +45,7 @@ async fn aggregate(
     step: &str,
 ) -> Vec<Value> {
     let path = format!("{}/measures/{measure}/operators/{op}", device.path());
-    let r = app.post(sub, &path, range_body(range.0, range.1, Some(step))).await;
+    let r = sim.post(sub, &path, range_body(range.0, range.1, Some(step))).await;
     assert_eq!(r.status, 200, "{path} {range:?} {step}: {:?}", r.body);
     r.body.as_array().expect("an array of rows").clone()
 }
@@ -76,12 +76,12 @@ fn iso(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-async fn logs(app: &TestSim, sub: &str, device: Device<'_>, log: Option<&str>, from: &str, to: &str) -> Vec<Value> {
+async fn logs(sim: &TestSim, sub: &str, device: Device<'_>, log: Option<&str>, from: &str, to: &str) -> Vec<Value> {
     let path = match log {
         Some(l) => format!("{}/logs/{l}/operators/list", device.path()),
         None => format!("{}/logs/operators/list", device.path()),
     };
-    let r = app.post(sub, &path, range_body(from, to, None)).await;
+    let r = sim.post(sub, &path, range_body(from, to, None)).await;
     assert_eq!(r.status, 200, "{path}: {:?}", r.body);
     r.body.as_array().unwrap().clone()
 }
@@ -109,10 +109,11 @@ const SEEDED: [(&str, Device<'static>); 8] = [
 
 #[tokio::test]
 async fn measures_and_logs_are_described_by_their_metadata() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, device, cost) in [("alice", ALICE_CS, "ChargingCost"), ("alice", ALICE_GM, "ConsumptionCost")] {
         let base = device.path();
-        let r = app.get(sub, &format!("{base}/measures")).await;
+        let r = sim.get(sub, &format!("{base}/measures")).await;
         assert_eq!(r.status, 200);
         assert_eq!(
             r.body,
@@ -122,15 +123,15 @@ async fn measures_and_logs_are_described_by_their_metadata() {
             ])
         );
         for m in r.body.as_array().unwrap() {
-            let one = app.get(sub, &format!("{base}/measures/{}", m["measureId"].as_str().unwrap())).await;
+            let one = sim.get(sub, &format!("{base}/measures/{}", m["measureId"].as_str().unwrap())).await;
             assert_eq!(one.status, 200);
             assert_eq!(&one.body, m);
         }
-        let unknown = app.get(sub, &format!("{base}/measures/9")).await;
+        let unknown = sim.get(sub, &format!("{base}/measures/9")).await;
         assert_eq!(unknown.status, 404);
         assert!(unknown.message().contains("measure 9"), "{:?}", unknown.body);
     }
-    let station_logs = app.get("alice", &format!("{}/logs", ALICE_CS.path())).await.body;
+    let station_logs = sim.get("alice", &format!("{}/logs", ALICE_CS.path())).await.body;
     let names: Vec<(&str, &str)> = station_logs
         .as_array()
         .unwrap()
@@ -148,7 +149,7 @@ async fn measures_and_logs_are_described_by_their_metadata() {
             ("6", "CyberSecurity")
         ]
     );
-    let meter_logs = app.get("alice", &format!("{}/logs", ALICE_GM.path())).await.body;
+    let meter_logs = sim.get("alice", &format!("{}/logs", ALICE_GM.path())).await.body;
     assert_eq!(
         meter_logs,
         json!([
@@ -159,11 +160,11 @@ async fn measures_and_logs_are_described_by_their_metadata() {
     for (device, list) in [(ALICE_CS, &station_logs), (ALICE_GM, &meter_logs)] {
         for l in list.as_array().unwrap() {
             assert_eq!(l["periodicity"], "Immediate");
-            let one = app.get("alice", &format!("{}/logs/{}", device.path(), l["logId"].as_str().unwrap())).await;
+            let one = sim.get("alice", &format!("{}/logs/{}", device.path(), l["logId"].as_str().unwrap())).await;
             assert_eq!(one.status, 200);
             assert_eq!(&one.body, l);
         }
-        let unknown = app.get("alice", &format!("{}/logs/7", device.path())).await;
+        let unknown = sim.get("alice", &format!("{}/logs/7", device.path())).await;
         assert_eq!(unknown.status, 404);
         assert!(unknown.message().contains("log 7"));
     }
@@ -171,40 +172,45 @@ async fn measures_and_logs_are_described_by_their_metadata() {
 
 #[tokio::test]
 async fn the_same_query_twice_gives_identical_json_even_on_another_simulator() {
-    let app = spawn_sim().await;
-    let other = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let other_app = spawn_app().await;
+    let other = other_app.sim();
     let range = ("2025-02-03T00:00:00Z", "2025-02-06T00:00:00Z");
     for (sub, device) in SEEDED {
         for measure in ["1", "2"] {
             for op in ["sum", "count", "average", "min-max"] {
-                let first = aggregate(&app, sub, device, measure, op, range, "hour").await;
-                let again = aggregate(&app, sub, device, measure, op, range, "hour").await;
-                let elsewhere = aggregate(&other, sub, device, measure, op, range, "hour").await;
+                let first = aggregate(sim, sub, device, measure, op, range, "hour").await;
+                let again = aggregate(sim, sub, device, measure, op, range, "hour").await;
+                let elsewhere = aggregate(other, sub, device, measure, op, range, "hour").await;
                 assert!(!first.is_empty(), "{} {measure} {op}", device.path());
                 assert_eq!(serde_json::to_string(&first).unwrap(), serde_json::to_string(&again).unwrap());
                 assert_eq!(first, elsewhere, "the history is a function of the seed, not of the run");
             }
         }
-        let a = logs(&app, sub, device, Some("1"), range.0, range.1).await;
-        assert_eq!(a, logs(&other, sub, device, Some("1"), range.0, range.1).await);
+        let a = logs(sim, sub, device, Some("1"), range.0, range.1).await;
+        assert_eq!(a, logs(other, sub, device, Some("1"), range.0, range.1).await);
     }
-    let all = logs(&app, "alice", ALICE_CS, None, "2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z").await;
-    assert_eq!(all, logs(&other, "alice", ALICE_CS, None, "2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z").await);
+    let all = logs(sim, "alice", ALICE_CS, None, "2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z").await;
+    assert_eq!(all, logs(other, "alice", ALICE_CS, None, "2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z").await);
 }
 
 #[tokio::test]
 async fn another_seed_gives_another_history() {
-    let app = spawn_sim().await;
-    let other = spawn_sim_with(witty_bff::simulator::SimConfig { seed: 7, ..test_sim_config() }).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let other_app = TestApp::builder().sim(|s| s.seed = 7).spawn().await;
+    let other = other_app.sim();
     let range = ("2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z");
-    let a = aggregate(&app, "alice", ALICE_CS, "1", "sum", range, "day").await;
-    let b = aggregate(&other, "alice", ALICE_CS, "1", "sum", range, "day").await;
+    let a = aggregate(sim, "alice", ALICE_CS, "1", "sum", range, "day").await;
+    let b = aggregate(other, "alice", ALICE_CS, "1", "sum", range, "day").await;
     assert_ne!(a, b);
 }
 
 #[tokio::test]
 async fn hours_add_up_to_days_and_days_to_months() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let yesterday = (Utc::now() - Duration::days(1)).duration_trunc(Duration::days(1)).unwrap();
     let days = [
         ("2025-01-03T00:00:00Z".to_string(), "2025-01-04T00:00:00Z".to_string()),
@@ -214,8 +220,8 @@ async fn hours_add_up_to_days_and_days_to_months() {
     for (sub, device) in SEEDED {
         for measure in ["1", "2"] {
             for (from, to) in &days {
-                let hours = aggregate(&app, sub, device, measure, "sum", (from, to), "hour").await;
-                let day = aggregate(&app, sub, device, measure, "sum", (from, to), "day").await;
+                let hours = aggregate(sim, sub, device, measure, "sum", (from, to), "hour").await;
+                let day = aggregate(sim, sub, device, measure, "sum", (from, to), "day").await;
                 let what = format!("{} measure {measure} on {from}", device.path());
                 let tolerance = if measure == "1" { ENERGY_TOLERANCE } else { cost_tolerance(hours.len() + day.len()) };
                 assert!(day.len() <= 2, "{what}: one row per tariff type: {day:?}");
@@ -236,36 +242,36 @@ async fn hours_add_up_to_days_and_days_to_months() {
         }
     }
     // Days add up to the month, months to the year.
-    let days =
-        aggregate(&app, "bob", BOB_GM, "1", "sum", ("2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z"), "day").await;
+    let days = aggregate(sim, "bob", BOB_GM, "1", "sum", ("2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z"), "day").await;
     let month =
-        aggregate(&app, "bob", BOB_GM, "1", "sum", ("2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z"), "month").await;
+        aggregate(sim, "bob", BOB_GM, "1", "sum", ("2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z"), "month").await;
     assert!((total(&days) - total(&month)).abs() <= ENERGY_TOLERANCE);
     let months =
-        aggregate(&app, "alice", ALICE_CS, "1", "sum", ("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), "month").await;
+        aggregate(sim, "alice", ALICE_CS, "1", "sum", ("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), "month").await;
     let year =
-        aggregate(&app, "alice", ALICE_CS, "1", "sum", ("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), "year").await;
+        aggregate(sim, "alice", ALICE_CS, "1", "sum", ("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), "year").await;
     assert!((total(&months) - total(&year)).abs() <= ENERGY_TOLERANCE);
     assert!(total(&year) > 100.0, "a year of charging: {}", total(&year));
 }
 
 #[tokio::test]
 async fn every_step_buckets_by_its_period() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let range = ("2025-01-01T00:00:00Z", "2025-03-01T00:00:00Z");
     let dates = |rows: &[Value]| rows.iter().map(|r| r["date"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
-    let month = aggregate(&app, "bob", BOB_GM, "1", "sum", range, "month").await;
+    let month = aggregate(sim, "bob", BOB_GM, "1", "sum", range, "month").await;
     assert_eq!(dates(&month), BTreeSet::from(["2025-01-01T00:00:00.000Z".into(), "2025-02-01T00:00:00.000Z".into()]));
-    let year = aggregate(&app, "bob", BOB_GM, "1", "sum", range, "year").await;
+    let year = aggregate(sim, "bob", BOB_GM, "1", "sum", range, "year").await;
     assert_eq!(dates(&year), BTreeSet::from(["2025-01-01T00:00:00.000Z".to_string()]));
-    let week = aggregate(&app, "bob", BOB_GM, "1", "sum", range, "week").await;
+    let week = aggregate(sim, "bob", BOB_GM, "1", "sum", range, "week").await;
     for d in dates(&week) {
         assert_eq!(date(&json!(d)).format("%a %H:%M").to_string(), "Mon 00:00", "weeks start on Monday: {d}");
     }
-    let day = aggregate(&app, "bob", BOB_GM, "1", "sum", range, "day").await;
+    let day = aggregate(sim, "bob", BOB_GM, "1", "sum", range, "day").await;
     assert_eq!(dates(&day).len(), 59);
     let hour =
-        aggregate(&app, "bob", BOB_GM, "1", "sum", ("2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z"), "hour").await;
+        aggregate(sim, "bob", BOB_GM, "1", "sum", ("2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z"), "hour").await;
     assert_eq!(dates(&hour).len(), 24);
     for rows in [&month, &year, &week, &day] {
         assert!(
@@ -280,7 +286,7 @@ async fn every_step_buckets_by_its_period() {
     sorted.sort();
     assert_eq!(keys, sorted);
     // Step names are case-insensitive.
-    assert_eq!(aggregate(&app, "bob", BOB_GM, "1", "sum", range, "Month").await, month);
+    assert_eq!(aggregate(sim, "bob", BOB_GM, "1", "sum", range, "Month").await, month);
 }
 
 /// The `value<Tariff>` fields of each tariff type, per subscription, as the document's model.
@@ -306,13 +312,14 @@ fn expected_fields(device: Device<'_>) -> [(&'static str, Vec<&'static str>); 2]
 
 #[tokio::test]
 async fn per_tariff_fields_are_the_subscriptions_and_add_up_to_the_value() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let range = ("2025-01-06T00:00:00Z", "2025-01-20T00:00:00Z");
     for (sub, device) in SEEDED {
         let fields = expected_fields(device);
         for measure in ["1", "2"] {
             for op in ["sum", "count"] {
-                let rows = aggregate(&app, sub, device, measure, op, range, "day").await;
+                let rows = aggregate(sim, sub, device, measure, op, range, "day").await;
                 assert!(!rows.is_empty());
                 for row in &rows {
                     let kind = row["tariffType"].as_str().unwrap();
@@ -339,14 +346,15 @@ async fn per_tariff_fields_are_the_subscriptions_and_add_up_to_the_value() {
 
 #[tokio::test]
 async fn count_average_and_min_max_agree_with_sum() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let range = ("2025-04-07T00:00:00Z", "2025-04-08T00:00:00Z");
     for (sub, device) in SEEDED {
         for measure in ["1", "2"] {
-            let sum = aggregate(&app, sub, device, measure, "sum", range, "hour").await;
-            let count = aggregate(&app, sub, device, measure, "count", range, "hour").await;
-            let average = aggregate(&app, sub, device, measure, "average", range, "hour").await;
-            let min_max = aggregate(&app, sub, device, measure, "min-max", range, "hour").await;
+            let sum = aggregate(sim, sub, device, measure, "sum", range, "hour").await;
+            let count = aggregate(sim, sub, device, measure, "count", range, "hour").await;
+            let average = aggregate(sim, sub, device, measure, "average", range, "hour").await;
+            let min_max = aggregate(sim, sub, device, measure, "min-max", range, "hour").await;
             let what = format!("{} measure {measure}", device.path());
             assert_eq!(total(&count), 144.0, "{what}: a day holds 144 ten-minute samples");
             assert_eq!(sum.len(), count.len());
@@ -380,10 +388,11 @@ async fn count_average_and_min_max_agree_with_sum() {
 
 #[tokio::test]
 async fn sessions_in_the_logs_agree_with_the_measured_energy() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let mut checked = 0;
     for (sub, device) in [("alice", ALICE_CS), ("bob", BOB_CS), ("bob", CHALET_CS), ("dieter", DIETER_CS)] {
-        let entries = logs(&app, sub, device, None, "2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z").await;
+        let entries = logs(sim, sub, device, None, "2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z").await;
         let sessions: Vec<&Value> =
             entries.iter().filter(|e| e["logName"] == "SessionStart" || e["logName"] == "SessionEnd").collect();
         assert!(sessions.len() >= 10, "{}: a month has sessions: {sessions:?}", device.path());
@@ -404,14 +413,14 @@ async fn sessions_in_the_logs_agree_with_the_measured_energy() {
             assert!(v["chargingDuration"].as_i64().unwrap() <= v["sessionDuration"].as_i64().unwrap(), "{e}");
             assert!(energy > 0.0, "{e}");
             let range = (iso(start), iso(at + Duration::minutes(10)));
-            let measured = aggregate(&app, sub, device, "1", "sum", (&range.0, &range.1), "hour").await;
+            let measured = aggregate(sim, sub, device, "1", "sum", (&range.0, &range.1), "hour").await;
             assert!(
                 (total(&measured) - energy).abs() <= ENERGY_TOLERANCE,
                 "{}: session {start} .. {at}: SessionEnd energy {energy} vs measured {}",
                 device.path(),
                 total(&measured)
             );
-            let costs = aggregate(&app, sub, device, "2", "sum", (&range.0, &range.1), "hour").await;
+            let costs = aggregate(sim, sub, device, "2", "sum", (&range.0, &range.1), "hour").await;
             // The log writes the cost with four decimals.
             assert!(
                 (total(&costs) - cost).abs() <= 5e-5 + cost_tolerance(costs.len()),
@@ -426,13 +435,14 @@ async fn sessions_in_the_logs_agree_with_the_measured_energy() {
 
 #[tokio::test]
 async fn the_stations_last_session_is_the_last_session_end_logged() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, device) in [("alice", ALICE_CS), ("bob", CHALET_CS), ("dieter", DIETER_CS)] {
         let Device::Station(i, cs) = device else { unreachable!() };
-        let last = app.station(sub, i, cs).await["properties"]["lastSession"].clone();
+        let last = sim.station(sub, i, cs).await["properties"]["lastSession"].clone();
         let now = Utc::now();
         let entries =
-            logs(&app, sub, device, Some("2"), &iso(now - Duration::days(60)), &iso(now + Duration::minutes(1))).await;
+            logs(sim, sub, device, Some("2"), &iso(now - Duration::days(60)), &iso(now + Duration::minutes(1))).await;
         let end = entries.last().unwrap_or_else(|| panic!("{}: a SessionEnd in 60 days", device.path()));
         assert_eq!(end["date"], last["endDate"], "{}", device.path());
         assert_eq!(end["value"]["energy"], last["totalSessionEnergy"]);
@@ -446,49 +456,51 @@ async fn the_stations_last_session_is_the_last_session_end_logged() {
         let minutes = end["value"]["sessionDuration"].as_i64().unwrap() / 60;
         assert_eq!(last["sessionDuration"], format!("{:02}:{:02}", minutes / 60, minutes % 60));
         let starts =
-            logs(&app, sub, device, Some("1"), &iso(now - Duration::days(60)), &iso(now + Duration::minutes(1))).await;
+            logs(sim, sub, device, Some("1"), &iso(now - Duration::days(60)), &iso(now + Duration::minutes(1))).await;
         assert!(starts.iter().any(|s| s["date"] == last["startDate"]), "{}: the SessionStart is logged", device.path());
     }
 }
 
 #[tokio::test]
 async fn a_live_session_is_measured_and_logged_alike() {
-    let app = spawn_sim().await;
-    app.plug(ALICE_STATION).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    sim.plug(ALICE_STATION).await;
     // Let the car take a few watt-hours.
     eventually("some energy to be charged", || async {
-        let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+        let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
         (st["properties"]["currentSession"]["totalSessionEnergy"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
     })
     .await;
-    let r = app.unplug(ALICE_STATION).await;
+    let r = sim.unplug(ALICE_STATION).await;
     let last = r.body["properties"]["lastSession"].clone();
     let start = date(&last["startDate"]);
     let end = date(&last["endDate"]);
     let energy = last["totalSessionEnergy"].as_f64().unwrap();
     assert!(energy > 0.0, "{last}");
-    let entries = logs(&app, "alice", ALICE_CS, Some("2"), &iso(start), &iso(end + Duration::minutes(1))).await;
+    let entries = logs(sim, "alice", ALICE_CS, Some("2"), &iso(start), &iso(end + Duration::minutes(1))).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["value"]["energy"].as_f64().unwrap(), energy);
     // Measured from the start of the ten-minute slot the car was plugged in.
     let from = iso(start.duration_trunc(Duration::minutes(10)).unwrap());
     let to = iso(end + Duration::minutes(10));
-    let measured = total(&aggregate(&app, "alice", ALICE_CS, "1", "sum", (&from, &to), "hour").await);
+    let measured = total(&aggregate(sim, "alice", ALICE_CS, "1", "sum", (&from, &to), "hour").await);
     assert!((measured - energy).abs() <= ENERGY_TOLERANCE, "measured {measured} vs logged {energy}");
     // The house meter saw it too.
-    let house = total(&aggregate(&app, "alice", ALICE_GM, "1", "sum", (&from, &to), "hour").await);
+    let house = total(&aggregate(sim, "alice", ALICE_GM, "1", "sum", (&from, &to), "hour").await);
     assert!(house >= measured, "house {house} >= station {measured}");
 }
 
 #[tokio::test]
 async fn the_grid_meter_measures_the_whole_house_including_the_station() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let range = ("2025-01-03T00:00:00Z", "2025-01-05T00:00:00Z");
     for (sub, station, meter) in
         [("alice", ALICE_CS, ALICE_GM), ("bob", BOB_CS, BOB_GM), ("dieter", DIETER_CS, DIETER_GM)]
     {
-        let cs = aggregate(&app, sub, station, "1", "sum", range, "hour").await;
-        let gm = aggregate(&app, sub, meter, "1", "sum", range, "hour").await;
+        let cs = aggregate(sim, sub, station, "1", "sum", range, "hour").await;
+        let gm = aggregate(sim, sub, meter, "1", "sum", range, "hour").await;
         for row in &cs {
             let house = gm
                 .iter()
@@ -501,14 +513,15 @@ async fn the_grid_meter_measures_the_whole_house_including_the_station() {
 
 #[tokio::test]
 async fn log_counts_agree_with_log_lists() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let range = ("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
     let mut seen = BTreeSet::new();
     for (device, ids) in [(ALICE_CS, 1..=6), (ALICE_GM, 1..=2)] {
         for id in ids {
-            let listed = logs(&app, "alice", device, Some(&id.to_string()), range.0, range.1).await;
+            let listed = logs(sim, "alice", device, Some(&id.to_string()), range.0, range.1).await;
             let path = format!("{}/logs/{id}/operators/count", device.path());
-            let counts = app.post("alice", &path, range_body(range.0, range.1, Some("month"))).await;
+            let counts = sim.post("alice", &path, range_body(range.0, range.1, Some("month"))).await;
             assert_eq!(counts.status, 200, "{:?}", counts.body);
             let counts = counts.body.as_array().unwrap().clone();
             let counted: f64 = counts.iter().map(value).sum();
@@ -532,8 +545,9 @@ async fn log_counts_agree_with_log_lists() {
 
 #[tokio::test]
 async fn log_entries_have_the_documents_shapes() {
-    let app = spawn_sim().await;
-    let entries = logs(&app, "alice", ALICE_CS, None, "2024-01-01T00:00:00Z", "2026-01-01T00:00:00Z").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let entries = logs(sim, "alice", ALICE_CS, None, "2024-01-01T00:00:00Z", "2026-01-01T00:00:00Z").await;
     let mut dates = Vec::new();
     for e in &entries {
         let v = &e["value"];
@@ -567,7 +581,7 @@ async fn log_entries_have_the_documents_shapes() {
     let mut union = Vec::new();
     for id in 1..=6 {
         union.extend(
-            logs(&app, "alice", ALICE_CS, Some(&id.to_string()), "2024-01-01T00:00:00Z", "2026-01-01T00:00:00Z").await,
+            logs(sim, "alice", ALICE_CS, Some(&id.to_string()), "2024-01-01T00:00:00Z", "2026-01-01T00:00:00Z").await,
         );
     }
     let key = |e: &Value| {
@@ -582,16 +596,17 @@ async fn log_entries_have_the_documents_shapes() {
 
 #[tokio::test]
 async fn tic_type_is_a_number_in_the_model_and_a_name_in_the_logs() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, i, gm, number, name, installed) in [
         ("alice", ALICE_INSTALLATION, ALICE_METER, 5, "historicMono", "2020-04-15"),
         ("dieter", DIETER_INSTALLATION, DIETER_METER, 2, "standardMono", "2023-02-10"),
     ] {
-        let meter = app.get(sub, &meter_path(i, gm)).await.body;
+        let meter = sim.get(sub, &meter_path(i, gm)).await.body;
         assert_eq!(meter["properties"]["ticType"], number, "{meter}");
         let from = format!("{installed}T00:00:00Z");
         let to = format!("{installed}T23:59:59Z");
-        let entries = logs(&app, sub, Device::Meter(i, gm), Some("2"), &from, &to).await;
+        let entries = logs(sim, sub, Device::Meter(i, gm), Some("2"), &from, &to).await;
         let values: Vec<&Value> = entries.iter().map(|e| &e["value"]["ticType"]).collect();
         assert_eq!(values, [&json!("idle"), &json!(name)], "{entries:?}");
         assert!(entries.iter().all(|e| e["logName"] == "TicType"));
@@ -600,7 +615,8 @@ async fn tic_type_is_a_number_in_the_model_and_a_name_in_the_logs() {
 
 #[tokio::test]
 async fn current_tariff_logs_follow_the_subscription_and_end_on_the_meters_tariff() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let standard: Vec<String> = (1..=10).map(|n| format!("TARIFF{n}")).collect();
     for (sub, device, allowed) in [
         ("alice", ALICE_GM, vec!["HC", "HP"]),
@@ -610,11 +626,11 @@ async fn current_tariff_logs_follow_the_subscription_and_end_on_the_meters_tarif
     ] {
         let Device::Meter(i, gm) = device else { unreachable!() };
         let tariff_now =
-            || async { app.get(sub, &meter_path(i, gm)).await.body["properties"]["currentTariff"].clone() };
+            || async { sim.get(sub, &meter_path(i, gm)).await.body["properties"]["currentTariff"].clone() };
         let before = tariff_now().await;
         let now = Utc::now();
         let entries =
-            logs(&app, sub, device, Some("1"), &iso(now - Duration::days(3)), &iso(now + Duration::hours(1))).await;
+            logs(sim, sub, device, Some("1"), &iso(now - Duration::days(3)), &iso(now + Duration::hours(1))).await;
         let after = tariff_now().await;
         let values: Vec<&str> = entries.iter().map(|e| e["value"]["currentTariff"].as_str().unwrap()).collect();
         assert!(values.iter().all(|v| allowed.contains(v)), "{}: {values:?}", device.path());
@@ -628,7 +644,7 @@ async fn current_tariff_logs_follow_the_subscription_and_end_on_the_meters_tarif
         );
     }
     // HCHP: off-peak from 22:00 to 06:00.
-    let day = logs(&app, "alice", ALICE_GM, Some("1"), "2025-05-06T00:00:00Z", "2025-05-07T00:00:00Z").await;
+    let day = logs(sim, "alice", ALICE_GM, Some("1"), "2025-05-06T00:00:00Z", "2025-05-07T00:00:00Z").await;
     assert_eq!(
         day,
         json!([
@@ -643,26 +659,28 @@ async fn current_tariff_logs_follow_the_subscription_and_end_on_the_meters_tarif
 
 #[tokio::test]
 async fn nothing_is_recorded_before_installation_or_after_now() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let before = ("2019-01-01T00:00:00Z", "2020-01-01T00:00:00Z");
     let future = (iso(Utc::now() + Duration::days(2)), iso(Utc::now() + Duration::days(5)));
     for (sub, device) in SEEDED {
-        assert_eq!(aggregate(&app, sub, device, "1", "sum", before, "day").await, Vec::<Value>::new());
-        assert_eq!(aggregate(&app, sub, device, "1", "sum", (&future.0, &future.1), "day").await, Vec::<Value>::new());
-        assert_eq!(logs(&app, sub, device, Some("1"), before.0, before.1).await, Vec::<Value>::new());
+        assert_eq!(aggregate(sim, sub, device, "1", "sum", before, "day").await, Vec::<Value>::new());
+        assert_eq!(aggregate(sim, sub, device, "1", "sum", (&future.0, &future.1), "day").await, Vec::<Value>::new());
+        assert_eq!(logs(sim, sub, device, Some("1"), before.0, before.1).await, Vec::<Value>::new());
     }
     // The first samples are those after the installation (2020-04-15T13:28:13Z).
     let day =
-        aggregate(&app, "alice", ALICE_GM, "1", "count", ("2020-04-15T00:00:00Z", "2020-04-16T00:00:00Z"), "day").await;
+        aggregate(sim, "alice", ALICE_GM, "1", "count", ("2020-04-15T00:00:00Z", "2020-04-16T00:00:00Z"), "day").await;
     assert_eq!(total(&day), 63.0, "13:30 to midnight is 63 slots: {day:?}");
 }
 
 #[tokio::test]
 async fn an_installer_sees_sessions_without_costs_or_energy() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let range = ("2025-01-01T00:00:00Z", "2025-01-15T00:00:00Z");
-    let owner = logs(&app, "alice", ALICE_CS, Some("2"), range.0, range.1).await;
-    let installer = logs(&app, "ivan", ALICE_CS, Some("2"), range.0, range.1).await;
+    let owner = logs(sim, "alice", ALICE_CS, Some("2"), range.0, range.1).await;
+    let installer = logs(sim, "ivan", ALICE_CS, Some("2"), range.0, range.1).await;
     assert_eq!(owner.len(), installer.len());
     assert!(!owner.is_empty());
     for (o, i) in owner.iter().zip(&installer) {
@@ -671,11 +689,11 @@ async fn an_installer_sees_sessions_without_costs_or_energy() {
         assert_eq!(i["value"]["sessionDuration"], o["value"]["sessionDuration"]);
         assert_eq!(i["date"], o["date"]);
     }
-    let all = logs(&app, "ivan", ALICE_CS, None, range.0, range.1).await;
+    let all = logs(sim, "ivan", ALICE_CS, None, range.0, range.1).await;
     assert!(all.iter().filter(|e| e["logName"] == "SessionEnd").all(|e| e["value"].get("energy").is_none()));
     // The station model: sessions without energy, cost or range.
-    app.plug(ALICE_STATION).await;
-    let st = app.station("ivan", ALICE_INSTALLATION, ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
+    let st = sim.station("ivan", ALICE_INSTALLATION, ALICE_STATION).await;
     for session in ["currentSession", "lastSession"] {
         let s = &st["properties"][session];
         assert!(s.is_object(), "{session}: {s}");
@@ -684,32 +702,32 @@ async fn an_installer_sees_sessions_without_costs_or_energy() {
             assert!(s.get(hidden).is_none(), "{session}.{hidden} is hidden from installers: {s}");
         }
     }
-    let list = app.get("ivan", &format!("/installations/{ALICE_INSTALLATION}/charging-stations")).await.body;
+    let list = sim.get("ivan", &format!("/installations/{ALICE_INSTALLATION}/charging-stations")).await.body;
     assert_eq!(list[0], st, "the list hides the same fields");
-    let owners = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let owners = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert!(owners["properties"]["currentSession"]["totalSessionEnergy"].is_number());
     // The meter model: no consumptions.
-    let meter = app.get("ivan", &meter_path(ALICE_INSTALLATION, ALICE_METER)).await.body;
+    let meter = sim.get("ivan", &meter_path(ALICE_INSTALLATION, ALICE_METER)).await.body;
     assert!(meter["properties"].get("generalConsumption").is_none(), "{meter}");
     assert_eq!(meter["properties"]["gridSubscription"], "HCHP");
-    let list = app.get("ivan", &format!("/installations/{ALICE_INSTALLATION}/grid-meters")).await.body;
+    let list = sim.get("ivan", &format!("/installations/{ALICE_INSTALLATION}/grid-meters")).await.body;
     assert!(list[0]["properties"].get("generalConsumption").is_none());
 }
 
 #[tokio::test]
-
 async fn the_charge_mode_log_agrees_with_the_stations_charge_mode() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, i, cs) in [
         ("alice", ALICE_INSTALLATION, ALICE_STATION),
         ("bob", BOB_INSTALLATION, BOB_STATION),
         ("bob", BOB_CHALET, BOB_CHALET_STATION),
         ("dieter", DIETER_INSTALLATION, DIETER_STATION),
     ] {
-        let st = app.station(sub, i, cs).await;
+        let st = sim.station(sub, i, cs).await;
         let installed = st["properties"]["installationDate"].as_str().unwrap().to_string();
         let entries =
-            logs(&app, sub, Device::Station(i, cs), Some("4"), &installed, &iso(Utc::now() + Duration::minutes(1)))
+            logs(sim, sub, Device::Station(i, cs), Some("4"), &installed, &iso(Utc::now() + Duration::minutes(1)))
                 .await;
         let last = entries.last().unwrap_or_else(|| panic!("{cs}: a ChargeMode entry"));
         assert_eq!(last["value"]["chargeMode"], st["properties"]["chargeMode"], "{cs}: {entries:?}");

@@ -36,8 +36,8 @@ const METERS: [(&str, i64, &str, &str); 4] = [
 ];
 
 /// A new installation of `sub` with the pool's device of that subscription; returns the meter path.
-async fn installation_with(app: &TestSim, sub: &str, subscription: &str) -> String {
-    let r = app
+async fn installation_with(sim: &TestSim, sub: &str, subscription: &str) -> String {
+    let r = sim
         .post(
             sub,
             "/installations",
@@ -45,10 +45,10 @@ async fn installation_with(app: &TestSim, sub: &str, subscription: &str) -> Stri
         )
         .await;
     let i = r.body["installationId"].as_i64().unwrap();
-    let devices = app.devices().await;
+    let devices = sim.devices().await;
     let uid =
         devices.as_array().unwrap().iter().find(|d| d["gridSubscription"] == subscription).unwrap()["uid"].clone();
-    let r = app
+    let r = sim
         .post(
             sub,
             &format!("/installations/{i}/charging-stations"),
@@ -56,16 +56,17 @@ async fn installation_with(app: &TestSim, sub: &str, subscription: &str) -> Stri
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let meters = app.get(sub, &format!("/installations/{i}/grid-meters")).await.body;
+    let meters = sim.get(sub, &format!("/installations/{i}/grid-meters")).await.body;
     assert_eq!(meters[0]["properties"]["gridSubscription"], subscription);
     meter_path(i, meters[0]["id"].as_str().unwrap())
 }
 
 #[tokio::test]
 async fn each_meter_has_the_documents_model_for_its_subscription() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, i, gm, subscription) in METERS {
-        let r = app.get(sub, &meter_path(i, gm)).await;
+        let r = sim.get(sub, &meter_path(i, gm)).await;
         assert_eq!(r.status, 200);
         let m = &r.body;
         assert_eq!(m["id"], gm);
@@ -85,57 +86,59 @@ async fn each_meter_has_the_documents_model_for_its_subscription() {
         let sum: i64 = gc["consumptions"].as_array().unwrap().iter().map(|c| c["value"].as_i64().unwrap()).sum();
         assert_eq!(gc["consumptionTotalIndex"], sum, "the total index is the sum of the consumptions");
         assert!(sum > 0);
-        let list = app.get(sub, &format!("/installations/{i}/grid-meters")).await.body;
+        let list = sim.get(sub, &format!("/installations/{i}/grid-meters")).await.body;
         assert_eq!(list, json!([r.body.clone()]));
     }
-    let r = app.get("alice", &meter_path(ALICE_INSTALLATION, "no-such-meter")).await;
+    let r = sim.get("alice", &meter_path(ALICE_INSTALLATION, "no-such-meter")).await;
     assert_eq!(r.status, 404);
     assert!(r.message().contains("no-such-meter"));
-    let r = app.get("bob", &meter_path(BOB_CHALET, BOB_METER)).await;
+    let r = sim.get("bob", &meter_path(BOB_CHALET, BOB_METER)).await;
     assert_eq!(r.status, 404, "a meter through an installation it is not on: {:?}", r.body);
 }
 
 #[tokio::test]
 async fn withdrawing_the_tic_consent_hides_consumptions_and_refuses_meter_measures() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let gm = meter_path(ALICE_INSTALLATION, ALICE_METER);
     let sum = format!("{gm}/measures/1/operators/sum");
     let day = range_body("2025-01-03T00:00:00Z", "2025-01-04T00:00:00Z", Some("day"));
-    let r = app.post("alice", &format!("{gm}/operators/authorize-tic"), json!({"authorizeTIC": false})).await;
+    let r = sim.post("alice", &format!("{gm}/operators/authorize-tic"), json!({"authorizeTIC": false})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["properties"]["authorizeTic"], "noConsent");
     assert!(r.body["properties"].get("generalConsumption").is_none(), "{:?}", r.body);
-    assert_eq!(app.get("alice", &gm).await.body, r.body);
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    assert_eq!(sim.get("alice", &gm).await.body, r.body);
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(st["properties"]["authorizeTic"], "noConsent", "the station reports the consent too");
     for m in ["1", "2"] {
-        let refused = app.post("alice", &format!("{gm}/measures/{m}/operators/sum"), day.clone()).await;
+        let refused = sim.post("alice", &format!("{gm}/measures/{m}/operators/sum"), day.clone()).await;
         assert_eq!(refused.status, 403, "{:?}", refused.body);
         assert!(refused.message().contains("authorize-tic"), "the message says how to fix it: {:?}", refused.body);
     }
     // The metadata stays readable, and the station's own measures are not TIC data.
-    assert_eq!(app.get("alice", &format!("{gm}/measures")).await.status, 200);
+    assert_eq!(sim.get("alice", &format!("{gm}/measures")).await.status, 200);
     let station = format!("{}/measures/1/operators/sum", station_path(ALICE_INSTALLATION, ALICE_STATION));
-    assert_eq!(app.post("alice", &station, day.clone()).await.status, 200);
+    assert_eq!(sim.post("alice", &station, day.clone()).await.status, 200);
 
     // `authorizeTic` is accepted as a spelling of the document's `authorizeTIC`.
-    let r = app.post("alice", &format!("{gm}/operators/authorize-tic"), json!({"authorizeTic": true})).await;
+    let r = sim.post("alice", &format!("{gm}/operators/authorize-tic"), json!({"authorizeTic": true})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["properties"]["authorizeTic"], "consent");
     assert!(r.body["properties"]["generalConsumption"].is_object());
-    assert_eq!(app.post("alice", &sum, day).await.status, 200);
+    assert_eq!(sim.post("alice", &sum, day).await.status, 200);
 }
 
 #[tokio::test]
 async fn an_invalid_tic_consent_is_400_naming_the_field() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("{}/operators/authorize-tic", meter_path(ALICE_INSTALLATION, ALICE_METER));
     for body in [json!({}), json!({"authorizeTIC": "yes"}), json!({"authorizeTIC": 1}), json!({"authorizeTIC": null})] {
-        let r = app.post("alice", &path, body.clone()).await;
+        let r = sim.post("alice", &path, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert!(r.message().contains("authorizeTIC"), "{body}: {:?}", r.body);
     }
-    let r = app
+    let r = sim
         .post(
             "alice",
             &format!("{}/operators/authorize-tic", meter_path(ALICE_INSTALLATION, "nope")),
@@ -144,17 +147,18 @@ async fn an_invalid_tic_consent_is_400_naming_the_field() {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(
-        app.get("alice", &meter_path(ALICE_INSTALLATION, ALICE_METER)).await.body["properties"]["authorizeTic"],
+        sim.get("alice", &meter_path(ALICE_INSTALLATION, ALICE_METER)).await.body["properties"]["authorizeTic"],
         "consent"
     );
 }
 
 #[tokio::test]
 async fn default_tariffs_are_the_subscriptions() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, i, gm, subscription) in METERS {
         let base = format!("{}/tariffs", meter_path(i, gm));
-        let r = app.get(sub, &base).await;
+        let r = sim.get(sub, &base).await;
         assert_eq!(r.status, 200);
         let list = r.body.as_array().unwrap();
         let ids: BTreeSet<String> = list.iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
@@ -170,7 +174,7 @@ async fn default_tariffs_are_the_subscriptions() {
                 values.iter().all(|v| v["value"].as_f64().is_some_and(|p| p > 0.0) && v["beginDate"].is_string()),
                 "{t}"
             );
-            let one = app.get(sub, &format!("{base}/{}", t["id"].as_str().unwrap())).await;
+            let one = sim.get(sub, &format!("{base}/{}", t["id"].as_str().unwrap())).await;
             assert_eq!(one.status, 200);
             assert_eq!(&one.body, t);
         }
@@ -182,7 +186,7 @@ async fn default_tariffs_are_the_subscriptions() {
         (format!("{}/tariffs", meter_path(ALICE_INSTALLATION, "nope")), "nope"),
     ] {
         let who = if path.contains(&DIETER_INSTALLATION.to_string()) { "dieter" } else { "alice" };
-        let r = app.get(who, &path).await;
+        let r = sim.get(who, &path).await;
         assert_eq!(r.status, 404, "{path}: {:?}", r.body);
         assert!(r.message().contains(needle), "{path}: {:?}", r.body);
     }
@@ -190,15 +194,16 @@ async fn default_tariffs_are_the_subscriptions() {
 
 #[tokio::test]
 async fn each_subscription_takes_exactly_its_own_tariffs() {
-    let app = spawn_sim().await;
-    let ejp = installation_with(&app, "alice", "EJP").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ejp = installation_with(sim, "alice", "EJP").await;
     let mut meters: Vec<(String, String, &str)> =
         METERS.iter().map(|(sub, i, gm, s)| (sub.to_string(), meter_path(*i, gm), *s)).collect();
     meters.push(("alice".into(), ejp, "EJP"));
     for (sub, gm, subscription) in &meters {
         let path = format!("{gm}/tariffs");
         let ids = tariff_ids(subscription);
-        let r = app.post(sub, &path, prices(&ids, 0.33)).await;
+        let r = sim.post(sub, &path, prices(&ids, 0.33)).await;
         assert_eq!(r.status, 200, "{subscription}: {:?}", r.body);
         let list = r.body.as_array().unwrap();
         assert_eq!(list.len(), ids.len(), "the full history of every tariff of the subscription");
@@ -211,14 +216,15 @@ async fn each_subscription_takes_exactly_its_own_tariffs() {
             );
             assert!(t["values"].as_array().unwrap().len() >= 2, "the default price stays in the history: {t}");
         }
-        assert_eq!(app.get(sub, &path).await.body, r.body, "stored");
+        assert_eq!(sim.get(sub, &path).await.body, r.body, "stored");
     }
 }
 
 #[tokio::test]
 async fn a_subscriptions_tariffs_must_all_be_given_and_no_others() {
-    let app = spawn_sim().await;
-    let ejp = installation_with(&app, "alice", "EJP").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ejp = installation_with(sim, "alice", "EJP").await;
     let alice = format!("{}/tariffs", meter_path(ALICE_INSTALLATION, ALICE_METER));
     let bob = format!("{}/tariffs", meter_path(BOB_INSTALLATION, BOB_METER));
     let chalet = format!("{}/tariffs", meter_path(BOB_CHALET, BOB_CHALET_METER));
@@ -246,7 +252,7 @@ async fn a_subscriptions_tariffs_must_all_be_given_and_no_others() {
         ("alice", &ejp, prices(&ids("HCHP"), 0.3), vec!["hn", "pm"]),
         ("alice", &ejp, prices(&["hn".into()], 0.3), vec!["missing", "pm"]),
     ] {
-        let r = app.post(sub, path, body.clone()).await;
+        let r = sim.post(sub, path, body.clone()).await;
         assert_eq!(r.status, 400, "{path} {body}: {:?}", r.body);
         for needle in needles {
             assert!(r.message().contains(needle), "{path} {body}: the message names {needle}: {:?}", r.body);
@@ -254,14 +260,15 @@ async fn a_subscriptions_tariffs_must_all_be_given_and_no_others() {
     }
     // Nothing was stored.
     for (sub, path) in [("alice", &alice), ("bob", &bob), ("bob", &chalet), ("dieter", &dieter), ("alice", &ejp)] {
-        let list = app.get(sub, path).await.body;
+        let list = sim.get(sub, path).await.body;
         assert!(list.as_array().unwrap().iter().all(|t| t["isDefault"] == true), "{path}: {list}");
     }
 }
 
 #[tokio::test]
 async fn an_invalid_tariff_price_is_400_naming_the_field() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("{}/tariffs", meter_path(ALICE_INSTALLATION, ALICE_METER));
     let hp = json!({"id": "hp", "value": 0.3});
     for (hc, needle) in [
@@ -276,23 +283,24 @@ async fn an_invalid_tariff_price_is_400_naming_the_field() {
         (json!({"id": 7, "value": 0.2}), "id"),
     ] {
         let body = json!([hc.clone(), hp.clone()]);
-        let r = app.post("alice", &path, body.clone()).await;
+        let r = sim.post("alice", &path, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert!(r.message().contains(needle), "{body}: the message names {needle}: {:?}", r.body);
     }
     for body in [json!({"id": "hc", "value": 0.2}), json!("hc"), json!(null)] {
-        let r = app.post("alice", &path, body.clone()).await;
+        let r = sim.post("alice", &path, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: not an array: {:?}", r.body);
         assert!(!r.message().is_empty());
     }
     // A price of zero is a price (the document's STANDARD example sends zeros).
-    let r = app.post("alice", &path, json!([{"id": "hc", "value": 0}, {"id": "hp", "value": 0.3}])).await;
+    let r = sim.post("alice", &path, json!([{"id": "hc", "value": 0}, {"id": "hp", "value": 0.3}])).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
 #[tokio::test]
 async fn the_standard_example_of_the_document_is_accepted() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("{}/tariffs", meter_path(DIETER_INSTALLATION, DIETER_METER));
     let mut body = vec![
         json!({"id": "tariff1", "friendlyName": "my low cost tariff", "currency": "eur", "beginDate": "2020-07-03T13:25:37.120Z", "value": 0.33}),
@@ -304,24 +312,25 @@ async fn the_standard_example_of_the_document_is_accepted() {
             json!({"id": format!("tariff{n}"), "currency": "eur", "beginDate": "2020-07-03T13:25:37.120Z", "value": 0}),
         );
     }
-    let r = app.post("dieter", &path, json!(body)).await;
+    let r = sim.post("dieter", &path, json!(body)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let t1 = app.get("dieter", &format!("{path}/tariff1")).await.body;
+    let t1 = sim.get("dieter", &format!("{path}/tariff1")).await.body;
     assert_eq!(t1["friendlyName"], "my low cost tariff");
     assert_eq!(t1["values"][0], json!({"beginDate": "2020-07-03T13:25:37.120Z", "value": 0.33}));
-    let t4 = app.get("dieter", &format!("{path}/tariff4")).await.body;
+    let t4 = sim.get("dieter", &format!("{path}/tariff4")).await.body;
     assert_eq!(t4["friendlyName"], "Tariff 4", "no friendlyName given: the old one stays");
 }
 
 #[tokio::test]
 async fn prices_keep_their_history_and_a_same_begin_date_replaces() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("{}/tariffs", meter_path(BOB_CHALET, BOB_CHALET_METER));
     let set = |begin: &str, value: f64| json!([{"id": "th", "beginDate": begin, "value": value}]);
-    assert_eq!(app.post("bob", &path, set("2024-01-01T00:00:00Z", 0.21)).await.status, 200);
-    assert_eq!(app.post("bob", &path, set("2025-01-01T00:00:00Z", 0.25)).await.status, 200);
-    assert_eq!(app.post("bob", &path, set("2024-01-01T00:00:00Z", 0.22)).await.status, 200);
-    let th = app.get("bob", &format!("{path}/th")).await.body;
+    assert_eq!(sim.post("bob", &path, set("2024-01-01T00:00:00Z", 0.21)).await.status, 200);
+    assert_eq!(sim.post("bob", &path, set("2025-01-01T00:00:00Z", 0.25)).await.status, 200);
+    assert_eq!(sim.post("bob", &path, set("2024-01-01T00:00:00Z", 0.22)).await.status, 200);
+    let th = sim.get("bob", &format!("{path}/th")).await.body;
     let values: Vec<(&str, f64)> = th["values"]
         .as_array()
         .unwrap()
@@ -334,7 +343,7 @@ async fn prices_keep_their_history_and_a_same_begin_date_replaces() {
         "newest first; the second 2024 price replaced the first"
     );
     // Without a beginDate, the price starts now.
-    let r = app.post("bob", &path, json!([{"id": "th", "value": 0.3}])).await;
+    let r = sim.post("bob", &path, json!([{"id": "th", "value": 0.3}])).await;
     assert_eq!(r.status, 200);
     let newest = &r.body[0]["values"][0];
     assert_eq!(newest["value"], 0.3);
@@ -344,10 +353,11 @@ async fn prices_keep_their_history_and_a_same_begin_date_replaces() {
 
 #[tokio::test]
 async fn costs_follow_the_prices_in_force() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let gm = meter_path(ALICE_INSTALLATION, ALICE_METER);
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
-    let r = app
+    let r = sim
         .post(
             "alice",
             &format!("{gm}/tariffs"),
@@ -362,8 +372,8 @@ async fn costs_follow_the_prices_in_force() {
         (&gm, ("2024-06-03T00:00:00Z", "2024-06-05T00:00:00Z"), 0.2068, 0.27),
     ] {
         let body = range_body(range.0, range.1, Some("day"));
-        let energy = app.post("alice", &format!("{base}/measures/1/operators/sum"), body.clone()).await.body;
-        let cost = app.post("alice", &format!("{base}/measures/2/operators/sum"), body).await.body;
+        let energy = sim.post("alice", &format!("{base}/measures/1/operators/sum"), body.clone()).await.body;
+        let cost = sim.post("alice", &format!("{base}/measures/2/operators/sum"), body).await.body;
         let energy = energy.as_array().unwrap();
         let cost = cost.as_array().unwrap();
         assert_eq!(energy.len(), cost.len());

@@ -22,16 +22,16 @@ fn date(v: &Value) -> DateTime<Utc> {
 }
 
 /// Waits until the station, read as its owner, satisfies `check`; returns it.
-async fn station_when(app: &TestSim, sub: &str, i: i64, cs: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn station_when(sim: &TestSim, sub: &str, i: i64, cs: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     eventually(what, || async {
-        let st = app.station(sub, i, cs).await;
+        let st = sim.station(sub, i, cs).await;
         check(&st).then_some(st)
     })
     .await
 }
 
-async fn new_installation(app: &TestSim, sub: &str) -> i64 {
-    let r = app
+async fn new_installation(sim: &TestSim, sub: &str) -> i64 {
+    let r = sim
         .post(
             sub,
             "/installations",
@@ -44,8 +44,9 @@ async fn new_installation(app: &TestSim, sub: &str) -> i64 {
 
 #[tokio::test]
 async fn the_seeded_station_has_the_documents_model_and_quirks() {
-    let app = spawn_sim().await;
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(st["id"], ALICE_STATION);
     assert_eq!(st["serialNumber"], "1234ABCDEF5678");
     assert_eq!(st["uuid"], "SyybhpX7Lzo3uhTzCoWQbn");
@@ -96,34 +97,36 @@ async fn the_seeded_station_has_the_documents_model_and_quirks() {
 
 #[tokio::test]
 async fn each_installation_lists_its_own_stations() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     for (sub, i, cs) in [
         ("alice", ALICE_INSTALLATION, ALICE_STATION),
         ("bob", BOB_INSTALLATION, BOB_STATION),
         ("bob", BOB_CHALET, BOB_CHALET_STATION),
         ("dieter", DIETER_INSTALLATION, DIETER_STATION),
     ] {
-        let r = app.get(sub, &format!("/installations/{i}/charging-stations")).await;
+        let r = sim.get(sub, &format!("/installations/{i}/charging-stations")).await;
         assert_eq!(r.status, 200);
         let list = r.body.as_array().unwrap();
         assert_eq!(list.len(), 1, "{sub} {i}");
         assert_eq!(list[0]["id"], cs);
         assert_eq!(list[0]["installationParentId"], i);
-        assert_eq!(list[0], app.station(sub, i, cs).await, "the list holds the same model as the single read");
+        assert_eq!(list[0], sim.station(sub, i, cs).await, "the list holds the same model as the single read");
     }
     // A station read through an installation it is not on is unknown there.
-    let r = app.get("bob", &station_path(BOB_CHALET, BOB_STATION)).await;
+    let r = sim.get("bob", &station_path(BOB_CHALET, BOB_STATION)).await;
     assert_eq!(r.status, 404);
     assert!(r.message().contains(BOB_STATION), "{:?}", r.body);
-    let r = app.get("alice", &station_path(ALICE_INSTALLATION, "no-such-station")).await;
+    let r = sim.get("alice", &station_path(ALICE_INSTALLATION, "no-such-station")).await;
     assert_eq!(r.status, 404);
     assert!(r.message().contains("no-such-station"));
 }
 
 #[tokio::test]
 async fn bobs_seeded_car_is_plugged_and_waiting_in_deferred_mode() {
-    let app = spawn_sim().await;
-    let p = app.station("bob", BOB_INSTALLATION, BOB_STATION).await["properties"].clone();
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let p = sim.station("bob", BOB_INSTALLATION, BOB_STATION).await["properties"].clone();
     assert_eq!(p["chargeMode"], "deferred");
     assert_eq!(p["availability"], "occupied");
     assert_eq!(p["carPlugStatus"], "m3");
@@ -133,25 +136,26 @@ async fn bobs_seeded_car_is_plugged_and_waiting_in_deferred_mode() {
     assert!(is_hh_mm(&cur["duration"]) && is_hh_mm(&cur["chargingDuration"]), "{cur}");
     assert_eq!(cur["totalSessionEnergy"], 0.0);
     assert_eq!(
-        app.station("bob", BOB_CHALET, BOB_CHALET_STATION).await["properties"]["chargeMode"],
+        sim.station("bob", BOB_CHALET, BOB_CHALET_STATION).await["properties"]["chargeMode"],
         "deferredExclusive"
     );
 }
 
 #[tokio::test]
 async fn associating_and_removing_a_station() {
-    let app = spawn_sim().await;
-    let i = new_installation(&app, "alice").await;
-    let devices = app.devices().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let i = new_installation(sim, "alice").await;
+    let devices = sim.devices().await;
     assert_eq!(devices.as_array().unwrap().len(), 5);
     let device = devices.as_array().unwrap().iter().find(|d| d["gridSubscription"] == "HCHP").unwrap().clone();
     let uid = device["uid"].as_str().unwrap().to_string();
     assert_eq!(device["qrCode"], format!("https://hgr.io/u/{uid}"));
     let stations = format!("/installations/{i}/charging-stations");
-    assert_eq!(app.get("alice", &stations).await.body, json!([]));
+    assert_eq!(sim.get("alice", &stations).await.body, json!([]));
 
     let r =
-        app.post("alice", &stations, json!({"uid": uid, "timezone": "GMT Standard Time", "country": "en-gb"})).await;
+        sim.post("alice", &stations, json!({"uid": uid, "timezone": "GMT Standard Time", "country": "en-gb"})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let cs = r.body["id"].as_str().unwrap().to_string();
     assert_eq!(r.body["uuid"], uid.as_str());
@@ -165,24 +169,24 @@ async fn associating_and_removing_a_station() {
     assert_eq!(p["currentSession"], Value::Null);
     assert_eq!(p["lastSession"]["startDate"], "0001-01-01T00:00:00Z", "never charged: {p}");
     assert_eq!(p["lastSession"]["endDate"], "0001-01-01T00:00:00Z");
-    assert_eq!(app.station("alice", i, &cs).await, r.body, "the 201 body is the station");
+    assert_eq!(sim.station("alice", i, &cs).await, r.body, "the 201 body is the station");
 
     // The installation now carries the station's reference; its meter came with it.
-    let inst = app.get("alice", "/installations").await.body;
+    let inst = sim.get("alice", "/installations").await.body;
     let inst = inst.as_array().unwrap().iter().find(|x| x["installationId"] == i).unwrap().clone();
     assert_eq!(inst["externalId"], format!("XEVFR-{}", device["serialNumber"].as_str().unwrap()));
-    let meters = app.get("alice", &format!("/installations/{i}/grid-meters")).await.body;
+    let meters = sim.get("alice", &format!("/installations/{i}/grid-meters")).await.body;
     assert_eq!(meters.as_array().unwrap().len(), 1);
     assert_eq!(meters[0]["properties"]["gridSubscription"], "HCHP");
-    assert!(!app.devices().await.as_array().unwrap().iter().any(|d| d["uid"] == uid.as_str()), "out of the pool");
+    assert!(!sim.devices().await.as_array().unwrap().iter().any(|d| d["uid"] == uid.as_str()), "out of the pool");
 
     // One station per installation; a station already associated cannot be taken again.
     let other = devices[1]["uid"].as_str().unwrap();
     let second =
-        app.post("alice", &stations, json!({"uid": other, "timezone": "GMT Standard Time", "country": "en-gb"})).await;
+        sim.post("alice", &stations, json!({"uid": other, "timezone": "GMT Standard Time", "country": "en-gb"})).await;
     assert_eq!(second.status, 409, "{:?}", second.body);
-    let j = new_installation(&app, "bob").await;
-    let taken = app
+    let j = new_installation(sim, "bob").await;
+    let taken = sim
         .post(
             "bob",
             &format!("/installations/{j}/charging-stations"),
@@ -193,17 +197,17 @@ async fn associating_and_removing_a_station() {
     assert!(taken.message().contains(&uid));
 
     // Removal: 204, the station and its meter are gone, the device is back in the pool.
-    let removed = app.delete("alice", &station_path(i, &cs)).await;
+    let removed = sim.delete("alice", &station_path(i, &cs)).await;
     assert_eq!(removed.status, 204, "{:?}", removed.body);
-    assert_eq!(app.get("alice", &station_path(i, &cs)).await.status, 404);
-    assert_eq!(app.get("alice", &stations).await.body, json!([]));
-    assert_eq!(app.get("alice", &format!("/installations/{i}/grid-meters")).await.body, json!([]));
-    assert_eq!(app.devices().await.as_array().unwrap().len(), 5);
-    let again = app.delete("alice", &station_path(i, &cs)).await;
+    assert_eq!(sim.get("alice", &station_path(i, &cs)).await.status, 404);
+    assert_eq!(sim.get("alice", &stations).await.body, json!([]));
+    assert_eq!(sim.get("alice", &format!("/installations/{i}/grid-meters")).await.body, json!([]));
+    assert_eq!(sim.devices().await.as_array().unwrap().len(), 5);
+    let again = sim.delete("alice", &station_path(i, &cs)).await;
     assert_eq!(again.status, 404, "{:?}", again.body);
 
     // By QR code alone this time: a new station id.
-    let qr = app
+    let qr = sim
         .post("alice", &stations, json!({"qrCode": format!("https://hgr.io/u/{uid}"), "timezone": "W. Europe Standard Time", "country": "de-de"}))
         .await;
     assert_eq!(qr.status, 201, "{:?}", qr.body);
@@ -214,10 +218,11 @@ async fn associating_and_removing_a_station() {
 
 #[tokio::test]
 async fn association_accepts_uid_and_qr_code_together_when_they_agree() {
-    let app = spawn_sim().await;
-    let i = new_installation(&app, "dieter").await;
-    let uid = app.devices().await[2]["uid"].as_str().unwrap().to_string();
-    let r = app
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let i = new_installation(sim, "dieter").await;
+    let uid = sim.devices().await[2]["uid"].as_str().unwrap().to_string();
+    let r = sim
         .post(
             "dieter",
             &format!("/installations/{i}/charging-stations"),
@@ -229,8 +234,9 @@ async fn association_accepts_uid_and_qr_code_together_when_they_agree() {
 
 #[tokio::test]
 async fn an_invalid_association_is_refused_naming_the_problem() {
-    let app = spawn_sim().await;
-    let i = new_installation(&app, "alice").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let i = new_installation(sim, "alice").await;
     let path = format!("/installations/{i}/charging-stations");
     let uid = "Fbo5WTTsSeeLQ8YYoLzNwN";
     let tz = "Romance Standard Time";
@@ -251,29 +257,29 @@ async fn an_invalid_association_is_refused_naming_the_problem() {
         (json!({"uid": "NoSuchDevice123", "timezone": tz, "country": "fr-fr"}), 404, "NoSuchDevice123"),
         (json!({"uid": "SyybhpX7Lzo3uhTzCoWQbn", "timezone": tz, "country": "fr-fr"}), 409, "SyybhpX7Lzo3uhTzCoWQbn"),
     ] {
-        let r = app.post("alice", &path, body.clone()).await;
+        let r = sim.post("alice", &path, body.clone()).await;
         assert_eq!(r.status.as_u16(), status, "{body}: {:?}", r.body);
         assert!(r.message().contains(needle), "{body}: the message names {needle}: {:?}", r.body);
     }
     // The allowed sets are named in the refusal.
-    let r = app.post("alice", &path, json!({"uid": uid, "timezone": "UTC", "country": "fr-fr"})).await;
+    let r = sim.post("alice", &path, json!({"uid": uid, "timezone": "UTC", "country": "fr-fr"})).await;
     for tz in ["GMT Standard Time", "Romance Standard Time", "W. Europe Standard Time"] {
         assert!(r.message().contains(tz), "{:?}", r.body);
     }
-    let r = app.post("alice", &path, json!({"uid": uid, "timezone": tz, "country": "it-it"})).await;
+    let r = sim.post("alice", &path, json!({"uid": uid, "timezone": tz, "country": "it-it"})).await;
     for c in ["en-gb", "fr-fr", "de-de"] {
         assert!(r.message().contains(c), "{:?}", r.body);
     }
-    assert_eq!(app.get("alice", &path).await.body, json!([]), "nothing was associated");
+    assert_eq!(sim.get("alice", &path).await.body, json!([]), "nothing was associated");
     // Every allowed timezone and country is accepted.
     for (n, (tz, country)) in
         [("GMT Standard Time", "en-gb"), ("Romance Standard Time", "fr-fr"), ("W. Europe Standard Time", "de-de")]
             .into_iter()
             .enumerate()
     {
-        let j = new_installation(&app, "alice").await;
-        let uid = app.devices().await[0]["uid"].as_str().unwrap().to_string();
-        let r = app
+        let j = new_installation(sim, "alice").await;
+        let uid = sim.devices().await[0]["uid"].as_str().unwrap().to_string();
+        let r = sim
             .post(
                 "alice",
                 &format!("/installations/{j}/charging-stations"),
@@ -289,18 +295,19 @@ async fn an_invalid_association_is_refused_naming_the_problem() {
 #[tokio::test]
 async fn a_command_answers_202_at_once_and_takes_effect_after_the_delay() {
     let delay = Duration::from_millis(1000);
-    let app = spawn_sim_with(witty_bff::simulator::SimConfig { command_delay: delay, ..test_sim_config() }).await;
+    let app = TestApp::builder().sim(|s| s.command_delay = delay).spawn().await;
+    let sim = app.sim();
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     let sent = Instant::now();
-    let r = app.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": "deferred"})).await;
+    let r = sim.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": "deferred"})).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     assert!(sent.elapsed() < delay, "202 comes before the station applies the command: {:?}", sent.elapsed());
     assert_eq!(
-        app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await["properties"]["chargeMode"],
+        sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await["properties"]["chargeMode"],
         "immediate",
         "accepted is not applied"
     );
-    station_when(&app, "alice", ALICE_INSTALLATION, ALICE_STATION, "the charge mode to change", |st| {
+    station_when(sim, "alice", ALICE_INSTALLATION, ALICE_STATION, "the charge mode to change", |st| {
         st["properties"]["chargeMode"] == "deferred"
     })
     .await;
@@ -309,20 +316,21 @@ async fn a_command_answers_202_at_once_and_takes_effect_after_the_delay() {
 
 #[tokio::test]
 async fn every_charge_mode_is_accepted_and_logged() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     let since = Utc::now() - chrono::Duration::seconds(1);
     for mode in ["deferred", "deferredExclusive", "immediate"] {
-        let r = app.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": mode})).await;
+        let r = sim.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": mode})).await;
         assert_eq!(r.status, 202, "{mode}: {:?}", r.body);
         assert_eq!(r.body, Value::Null, "202 has no body");
-        station_when(&app, "alice", ALICE_INSTALLATION, ALICE_STATION, mode, |st| {
+        station_when(sim, "alice", ALICE_INSTALLATION, ALICE_STATION, mode, |st| {
             st["properties"]["chargeMode"] == mode
         })
         .await;
     }
     let until = Utc::now() + chrono::Duration::seconds(1);
-    let logs = app
+    let logs = sim
         .post(
             "alice",
             &format!("{cs}/logs/4/operators/list"),
@@ -338,22 +346,23 @@ async fn every_charge_mode_is_accepted_and_logged() {
 
 #[tokio::test]
 async fn an_unknown_charge_mode_is_400_naming_the_allowed_ones() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("{}/operators/set-charge-mode", station_path(ALICE_INSTALLATION, ALICE_STATION));
     for body in
         [json!({"chargeMode": "turbo"}), json!({"chargeMode": ""}), json!({}), json!({"chargeMode": "Immediate "})]
     {
-        let r = app.post("alice", &path, body.clone()).await;
+        let r = sim.post("alice", &path, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert!(r.message().contains("chargeMode"), "{body}: {:?}", r.body);
         for mode in ["immediate", "deferred", "deferredExclusive"] {
             assert!(r.message().contains(mode), "{body}: the message lists {mode}: {:?}", r.body);
         }
     }
-    let r = app.post("alice", &path, json!({"chargeMode": 1})).await;
+    let r = sim.post("alice", &path, json!({"chargeMode": 1})).await;
     assert_eq!(r.status, 400);
     assert!(r.message().contains("chargeMode"), "{:?}", r.body);
-    let r = app
+    let r = sim
         .post(
             "alice",
             &format!("{}/operators/set-charge-mode", station_path(ALICE_INSTALLATION, "nope")),
@@ -365,19 +374,20 @@ async fn an_unknown_charge_mode_is_400_naming_the_allowed_ones() {
 
 #[tokio::test]
 async fn the_charge_mode_cannot_change_while_a_car_is_plugged() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("{}/operators/set-charge-mode", station_path(BOB_INSTALLATION, BOB_STATION));
     for mode in ["immediate", "deferred", "deferredExclusive"] {
-        let r = app.post("bob", &path, json!({"chargeMode": mode})).await;
+        let r = sim.post("bob", &path, json!({"chargeMode": mode})).await;
         assert_eq!(r.status, 409, "{mode}: {:?}", r.body);
         assert_eq!(r.body["statusCode"], 409);
         assert!(r.message().contains("plugged"), "{:?}", r.body);
     }
     // Once the car leaves, the same command is accepted.
-    assert_eq!(app.unplug(BOB_STATION).await.status, 200);
-    let r = app.post("bob", &path, json!({"chargeMode": "immediate"})).await;
+    assert_eq!(sim.unplug(BOB_STATION).await.status, 200);
+    let r = sim.post("bob", &path, json!({"chargeMode": "immediate"})).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    station_when(&app, "bob", BOB_INSTALLATION, BOB_STATION, "immediate mode", |st| {
+    station_when(sim, "bob", BOB_INSTALLATION, BOB_STATION, "immediate mode", |st| {
         st["properties"]["chargeMode"] == "immediate"
     })
     .await;
@@ -385,13 +395,14 @@ async fn the_charge_mode_cannot_change_while_a_car_is_plugged() {
 
 #[tokio::test]
 async fn start_and_stop_need_a_plugged_car() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     for op in ["start", "stop"] {
-        let r = app.call("alice", Method::POST, &format!("{cs}/operators/{op}"), None).await;
+        let r = sim.call("alice", Method::POST, &format!("{cs}/operators/{op}"), None).await;
         assert_eq!(r.status, 409, "{op}: {:?}", r.body);
         assert!(r.message().contains("no car is plugged"), "{op}: {:?}", r.body);
-        let r = app
+        let r = sim
             .call("alice", Method::POST, &format!("{}/operators/{op}", station_path(ALICE_INSTALLATION, "nope")), None)
             .await;
         assert_eq!(r.status, 404, "{op}: {:?}", r.body);
@@ -400,35 +411,37 @@ async fn start_and_stop_need_a_plugged_car() {
 
 #[tokio::test]
 async fn start_and_stop_charge_bobs_plugged_car_after_the_delay() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(BOB_INSTALLATION, BOB_STATION);
-    let r = app.call("bob", Method::POST, &format!("{cs}/operators/start"), None).await;
+    let r = sim.call("bob", Method::POST, &format!("{cs}/operators/start"), None).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let st = station_when(&app, "bob", BOB_INSTALLATION, BOB_STATION, "charging to start", |st| {
+    let st = station_when(sim, "bob", BOB_INSTALLATION, BOB_STATION, "charging to start", |st| {
         st["properties"]["currentSession"]["chargingSpeed"] == "optimal"
     })
     .await;
     assert_eq!(st["properties"]["availability"], "occupied");
-    let r = app.call("bob", Method::POST, &format!("{cs}/operators/stop"), None).await;
+    let r = sim.call("bob", Method::POST, &format!("{cs}/operators/stop"), None).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let st = station_when(&app, "bob", BOB_INSTALLATION, BOB_STATION, "charging to stop", |st| {
+    let st = station_when(sim, "bob", BOB_INSTALLATION, BOB_STATION, "charging to stop", |st| {
         st["properties"]["currentSession"]["chargingSpeed"] == "none"
     })
     .await;
     assert_eq!(st["properties"]["carPlugStatus"], "m3", "stopping the charge does not unplug the car");
     // Starting twice, or stopping what is not charging, is accepted and harmless.
-    let r = app.call("bob", Method::POST, &format!("{cs}/operators/stop"), None).await;
+    let r = sim.call("bob", Method::POST, &format!("{cs}/operators/stop"), None).await;
     assert_eq!(r.status, 202);
 }
 
 #[tokio::test]
 async fn plugging_in_immediate_mode_starts_a_session_and_unplugging_ends_it() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
-    let before = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
-    let plugged = app.plug(ALICE_STATION).await;
+    let before = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let plugged = sim.plug(ALICE_STATION).await;
     assert_eq!(plugged.status, 200, "{:?}", plugged.body);
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     let p = &st["properties"];
     assert_eq!(p["availability"], "occupied");
     assert_eq!(p["carPlugStatus"], "m3");
@@ -441,13 +454,13 @@ async fn plugging_in_immediate_mode_starts_a_session_and_unplugging_ends_it() {
     assert_eq!(p["lastSession"], before["properties"]["lastSession"], "the last session is still the previous one");
 
     // A second car cannot be plugged; the charge mode and the reboot settings are locked.
-    assert_eq!(app.plug(ALICE_STATION).await.status, 409);
-    let r = app.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": "deferred"})).await;
+    assert_eq!(sim.plug(ALICE_STATION).await.status, 409);
+    let r = sim.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": "deferred"})).await;
     assert_eq!(r.status, 409, "{:?}", r.body);
 
-    let unplugged = app.unplug(ALICE_STATION).await;
+    let unplugged = sim.unplug(ALICE_STATION).await;
     assert_eq!(unplugged.status, 200, "{:?}", unplugged.body);
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     let p = &st["properties"];
     assert_eq!(p["availability"], "available");
     assert_eq!(p["carPlugStatus"], "unplugged");
@@ -462,7 +475,7 @@ async fn plugging_in_immediate_mode_starts_a_session_and_unplugging_ends_it() {
     // The logs tell the same story: SessionStart at the plug, SessionEnd at the unplug.
     let from = (start - chrono::Duration::minutes(1)).to_rfc3339();
     let to = (Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
-    let logs = app.post("alice", &format!("{cs}/logs/operators/list"), range_body(&from, &to, None)).await.body;
+    let logs = sim.post("alice", &format!("{cs}/logs/operators/list"), range_body(&from, &to, None)).await.body;
     let entries = logs.as_array().unwrap();
     let session_start = entries.iter().find(|e| e["logName"] == "SessionStart").expect("a SessionStart entry");
     assert_eq!(session_start["date"], cur["startDate"]);
@@ -475,24 +488,25 @@ async fn plugging_in_immediate_mode_starts_a_session_and_unplugging_ends_it() {
     let logged = session_end["value"]["sessionDuration"].as_i64().unwrap();
     assert!((logged - (end - start).num_seconds()).abs() <= 1, "{logged} s vs {start} .. {end}");
     // Unplugging again is a conflict.
-    assert_eq!(app.unplug(ALICE_STATION).await.status, 409);
+    assert_eq!(sim.unplug(ALICE_STATION).await.status, 409);
 }
 
 #[tokio::test]
 async fn plugging_in_a_deferred_mode_waits_for_a_start_command() {
-    let app = spawn_sim().await;
-    app.plug(BOB_CHALET_STATION).await;
-    let st = app.station("bob", BOB_CHALET, BOB_CHALET_STATION).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    sim.plug(BOB_CHALET_STATION).await;
+    let st = sim.station("bob", BOB_CHALET, BOB_CHALET_STATION).await;
     assert_eq!(st["properties"]["carPlugStatus"], "m3");
     assert_eq!(
         st["properties"]["currentSession"]["chargingSpeed"], "none",
         "deferredExclusive does not charge on plug"
     );
-    let r = app
+    let r = sim
         .call("bob", Method::POST, &format!("{}/operators/start", station_path(BOB_CHALET, BOB_CHALET_STATION)), None)
         .await;
     assert_eq!(r.status, 202);
-    station_when(&app, "bob", BOB_CHALET, BOB_CHALET_STATION, "charging", |st| {
+    station_when(sim, "bob", BOB_CHALET, BOB_CHALET_STATION, "charging", |st| {
         st["properties"]["currentSession"]["chargingSpeed"] == "optimal"
     })
     .await;
@@ -500,20 +514,22 @@ async fn plugging_in_a_deferred_mode_waits_for_a_start_command() {
 
 #[tokio::test]
 async fn the_car_controls_refuse_unknown_stations() {
-    let app = spawn_sim().await;
-    for r in [app.plug("nope").await, app.unplug("nope").await] {
+    let app = spawn_app().await;
+    let sim = app.sim();
+    for r in [sim.plug("nope").await, sim.unplug("nope").await] {
         assert_eq!(r.status, 404, "{:?}", r.body);
         assert!(r.message().contains("nope"));
     }
-    assert_eq!(app.unplug(ALICE_STATION).await.status, 409, "nothing to unplug");
+    assert_eq!(sim.unplug(ALICE_STATION).await.status, 409, "nothing to unplug");
 }
 
 #[tokio::test]
 async fn updating_a_station_answers_202_and_applies_every_field_later() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     // The document's example payload.
-    let r = app
+    let r = sim
         .put(
             "alice",
             &cs,
@@ -525,7 +541,7 @@ async fn updating_a_station_answers_202_and_applies_every_field_later() {
         )
         .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let st = station_when(&app, "alice", ALICE_INSTALLATION, ALICE_STATION, "the update", |st| {
+    let st = station_when(sim, "alice", ALICE_INSTALLATION, ALICE_STATION, "the update", |st| {
         st["properties"]["friendlyName"] == "my borne"
     })
     .await;
@@ -537,9 +553,9 @@ async fn updating_a_station_answers_202_and_applies_every_field_later() {
     assert_eq!(tariffs, ["hp", "hc", "hp", "hp", "hc", "hp", "hp", "hp", "hp", "hp"]);
 
     // One field alone leaves the others as they are.
-    let r = app.put("alice", &cs, json!({"tariff2": "hp"})).await;
+    let r = sim.put("alice", &cs, json!({"tariff2": "hp"})).await;
     assert_eq!(r.status, 202);
-    let st = station_when(&app, "alice", ALICE_INSTALLATION, ALICE_STATION, "tariff2", |st| {
+    let st = station_when(sim, "alice", ALICE_INSTALLATION, ALICE_STATION, "tariff2", |st| {
         st["properties"]["tariff2"] == "hp"
     })
     .await;
@@ -549,7 +565,8 @@ async fn updating_a_station_answers_202_and_applies_every_field_later() {
 
 #[tokio::test]
 async fn an_invalid_station_update_is_400_naming_the_field() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     for (body, field) in [
         (json!({}), "friendlyName"),
@@ -569,16 +586,16 @@ async fn an_invalid_station_update_is_400_naming_the_field() {
         (json!({"tariff11": "hc"}), "tariff11"),
         (json!({"colour": "blue"}), "colour"),
     ] {
-        let r = app.put("alice", &cs, body.clone()).await;
+        let r = sim.put("alice", &cs, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert!(r.message().contains(field), "{body}: the message names {field}: {:?}", r.body);
     }
-    let r = app.put("alice", &station_path(ALICE_INSTALLATION, "nope"), json!({"friendlyName": "x"})).await;
+    let r = sim.put("alice", &station_path(ALICE_INSTALLATION, "nope"), json!({"friendlyName": "x"})).await;
     assert_eq!(r.status, 404);
     // Nothing was applied.
-    let r = app.put("alice", &cs, json!({"friendlyName": "marker"})).await;
+    let r = sim.put("alice", &cs, json!({"friendlyName": "marker"})).await;
     assert_eq!(r.status, 202);
-    let st = station_when(&app, "alice", ALICE_INSTALLATION, ALICE_STATION, "marker", |st| {
+    let st = station_when(sim, "alice", ALICE_INSTALLATION, ALICE_STATION, "marker", |st| {
         st["properties"]["friendlyName"] == "marker"
     })
     .await;
@@ -588,7 +605,8 @@ async fn an_invalid_station_update_is_400_naming_the_field() {
 
 #[tokio::test]
 async fn led_power_and_tariffs_cannot_change_while_a_car_is_plugged_but_the_rest_can() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let cs = station_path(BOB_INSTALLATION, BOB_STATION);
     for (body, needle) in [
         (json!({"ledPower": 30}), "ledPower"),
@@ -597,23 +615,23 @@ async fn led_power_and_tariffs_cannot_change_while_a_car_is_plugged_but_the_rest
         (json!({"friendlyName": "ok", "ledPower": 10}), "ledPower"),
         (json!({"averageEvConsumption": 20.0, "tariff2": "hc"}), "tariff"),
     ] {
-        let r = app.put("bob", &cs, body.clone()).await;
+        let r = sim.put("bob", &cs, body.clone()).await;
         assert_eq!(r.status, 409, "{body}: {:?}", r.body);
         assert!(r.message().contains(needle) && r.message().contains("plugged"), "{body}: {:?}", r.body);
     }
-    let r = app.put("bob", &cs, json!({"friendlyName": "Borne Lyon", "averageEvConsumption": 16.5})).await;
+    let r = sim.put("bob", &cs, json!({"friendlyName": "Borne Lyon", "averageEvConsumption": 16.5})).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let st = station_when(&app, "bob", BOB_INSTALLATION, BOB_STATION, "the name", |st| {
+    let st = station_when(sim, "bob", BOB_INSTALLATION, BOB_STATION, "the name", |st| {
         st["properties"]["friendlyName"] == "Borne Lyon"
     })
     .await;
     assert_eq!(st["properties"]["averageEvConsumption"], "16.5");
     assert_eq!(st["properties"]["ledPower"], 50, "the refused ledPower was not applied");
     // Unplugged, the same change goes through.
-    app.unplug(BOB_STATION).await;
-    let r = app.put("bob", &cs, json!({"ledPower": 30, "tariff5": "hp"})).await;
+    sim.unplug(BOB_STATION).await;
+    let r = sim.put("bob", &cs, json!({"ledPower": 30, "tariff5": "hp"})).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    station_when(&app, "bob", BOB_INSTALLATION, BOB_STATION, "ledPower", |st| {
+    station_when(sim, "bob", BOB_INSTALLATION, BOB_STATION, "ledPower", |st| {
         st["properties"]["ledPower"] == 30 && st["properties"]["tariff5"] == "hp"
     })
     .await;
@@ -621,25 +639,26 @@ async fn led_power_and_tariffs_cannot_change_while_a_car_is_plugged_but_the_rest
 
 #[tokio::test]
 async fn raw_property_overrides_are_laid_over_the_model_and_removed_with_null() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = format!("/_sim/stations/{ALICE_STATION}/properties");
-    let r = app.control(Method::PUT, &path, Some(json!({"chargeMode": "solarBoost", "newField": 1}))).await;
+    let r = sim.control(Method::PUT, &path, Some(json!({"chargeMode": "solarBoost", "newField": 1}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(st["properties"]["chargeMode"], "solarBoost");
     assert_eq!(st["properties"]["newField"], 1);
     assert_eq!(st["properties"]["friendlyName"], "my garage charging station", "the rest is untouched");
-    app.control(Method::PUT, &path, Some(json!({"chargeMode": null, "newField": null}))).await;
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    sim.control(Method::PUT, &path, Some(json!({"chargeMode": null, "newField": null}))).await;
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(st["properties"]["chargeMode"], "immediate");
     assert!(st["properties"].get("newField").is_none());
     let meter = format!("/_sim/grid-meters/{ALICE_METER}/properties");
-    let r = app.control(Method::PUT, &meter, Some(json!({"ticType": "historicTri"}))).await;
+    let r = sim.control(Method::PUT, &meter, Some(json!({"ticType": "historicTri"}))).await;
     assert_eq!(r.status, 200);
     assert_eq!(
-        app.get("alice", &meter_path(ALICE_INSTALLATION, ALICE_METER)).await.body["properties"]["ticType"],
+        sim.get("alice", &meter_path(ALICE_INSTALLATION, ALICE_METER)).await.body["properties"]["ticType"],
         "historicTri"
     );
-    assert_eq!(app.control(Method::PUT, "/_sim/stations/nope/properties", Some(json!({}))).await.status, 404);
-    assert_eq!(app.control(Method::PUT, &path, Some(json!(["chargeMode"]))).await.status, 400);
+    assert_eq!(sim.control(Method::PUT, "/_sim/stations/nope/properties", Some(json!({}))).await.status, 404);
+    assert_eq!(sim.control(Method::PUT, &path, Some(json!(["chargeMode"]))).await.status, 400);
 }

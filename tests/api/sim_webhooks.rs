@@ -129,11 +129,11 @@ impl Receiver {
             validated: AtomicBool::new(false),
             refused_one: AtomicBool::new(false),
         });
-        let app = Router::new().route("/hook", post(hook)).with_state(state);
+        let sim = Router::new().route("/hook", post(hook)).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port for the receiver");
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, sim).await;
         });
         Receiver { url, deliveries, gate, server, unclaimed: Vec::new() }
     }
@@ -181,32 +181,32 @@ fn subscriptions(i: i64) -> String {
 }
 
 /// Subscribes `url` for `sub` on installation `i`, with extra fields; asserts 201.
-async fn subscribe(app: &TestSim, sub: &str, i: i64, url: &str, extra: Value) -> Value {
+async fn subscribe(sim: &TestSim, sub: &str, i: i64, url: &str, extra: Value) -> Value {
     let mut body = json!({"protocolCode": "Webhook", "protocolData": url});
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         body[k] = v;
     }
-    let r = app.post(sub, &subscriptions(i), body.clone()).await;
+    let r = sim.post(sub, &subscriptions(i), body.clone()).await;
     assert_eq!(r.status, 201, "{body}: {:?}", r.body);
     r.body
 }
 
 /// Waits until the subscription reaches `state`.
-async fn state_becomes(app: &TestSim, sub: &str, i: i64, id: &str, state: &str) -> Value {
+async fn state_becomes(sim: &TestSim, sub: &str, i: i64, id: &str, state: &str) -> Value {
     eventually(&format!("subscription {id} to be {state}"), || async {
-        let r = app.get(sub, &format!("{}/{id}", subscriptions(i))).await;
+        let r = sim.get(sub, &format!("{}/{id}", subscriptions(i))).await;
         (r.body["state"] == state).then_some(r.body)
     })
     .await
 }
 
 /// A receiver already validated for `sub`'s subscription on `i`.
-async fn validated(app: &TestSim, sub: &str, i: i64, behaviour: Behaviour, extra: Value) -> (Receiver, String) {
+async fn validated(sim: &TestSim, sub: &str, i: i64, behaviour: Behaviour, extra: Value) -> (Receiver, String) {
     let mut rx = Receiver::start(behaviour, false).await;
-    let model = subscribe(app, sub, i, &rx.url, extra).await;
+    let model = subscribe(sim, sub, i, &rx.url, extra).await;
     let id = model["eventSubscriptionId"].as_str().unwrap().to_string();
     assert_eq!(rx.next().await.kind, "SubscriptionValidation");
-    state_becomes(app, sub, i, &id, "Created").await;
+    state_becomes(sim, sub, i, &id, "Created").await;
     (rx, id)
 }
 
@@ -230,13 +230,14 @@ fn assert_event_grid_shape(e: &Value, event_type: &str, subject: &str, installat
 
 #[tokio::test]
 async fn a_subscription_is_validated_then_gets_event_grid_deliveries() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let mut rx = Receiver::start(Behaviour::Validates, false).await;
-    let model = subscribe(&app, "alice", ALICE_INSTALLATION, &rx.url, json!({})).await;
+    let model = subscribe(sim, "alice", ALICE_INSTALLATION, &rx.url, json!({})).await;
     let id = model["eventSubscriptionId"].as_str().unwrap().to_string();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{model}");
     assert_eq!(model["installationId"], ALICE_INSTALLATION);
-    assert_eq!(model["userId"], app.account_id("alice").await);
+    assert_eq!(model["userId"], sim.account_id("alice").await);
     assert_eq!(model["protocolCode"], "webhook");
     assert_eq!(model["protocolData"], rx.url.as_str());
     assert_eq!(model["filter"], json!({"subjectBeginsWith": "", "subjectEndsWith": ""}));
@@ -256,11 +257,11 @@ async fn a_subscription_is_validated_then_gets_event_grid_deliveries() {
     for field in ["id", "eventTime", "topic", "dataVersion", "metadataVersion"] {
         assert!(event[field].is_string(), "validation event {field}: {event}");
     }
-    let now_created = state_becomes(&app, "alice", ALICE_INSTALLATION, &id, "Created").await;
+    let now_created = state_becomes(sim, "alice", ALICE_INSTALLATION, &id, "Created").await;
     assert_ne!(now_created["modificationDate"], "0001-01-01T00:00:00Z");
 
     // A car arrives: Event Grid notifications.
-    app.plug(ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
     let subject = format!("installations/{ALICE_INSTALLATION}/charging-stations/{ALICE_STATION}");
     let (plugged, delivery) = rx.event(CABLE_PLUGGED).await;
     assert_eq!(delivery.kind, "Notification");
@@ -272,18 +273,18 @@ async fn a_subscription_is_validated_then_gets_event_grid_deliveries() {
     assert_eq!(plugged["data"]["chargingStationId"], ALICE_STATION);
     let (started, _) = rx.event(SESSION_STARTED).await;
     assert_event_grid_shape(&started, SESSION_STARTED, &subject, ALICE_INSTALLATION);
-    let st = app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let st = sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(started["data"]["startDate"], st["properties"]["currentSession"]["startDate"]);
 
     // It leaves.
-    app.unplug(ALICE_STATION).await;
+    sim.unplug(ALICE_STATION).await;
     let (unplugged, _) = rx.event(CABLE_UNPLUGGED).await;
     assert_event_grid_shape(&unplugged, CABLE_UNPLUGGED, &subject, ALICE_INSTALLATION);
     assert_eq!(unplugged["data"]["carPlugStatus"], "unplugged");
     assert_eq!(unplugged["data"]["availability"], "available");
     let (ended, _) = rx.event(SESSION_ENDED).await;
     assert_event_grid_shape(&ended, SESSION_ENDED, &subject, ALICE_INSTALLATION);
-    let last = &app.station("alice", ALICE_INSTALLATION, ALICE_STATION).await["properties"]["lastSession"];
+    let last = &sim.station("alice", ALICE_INSTALLATION, ALICE_STATION).await["properties"]["lastSession"];
     assert_eq!(ended["data"]["endDate"], last["endDate"]);
     let ids: BTreeSet<&str> =
         [&plugged, &started, &unplugged, &ended].into_iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -292,30 +293,32 @@ async fn a_subscription_is_validated_then_gets_event_grid_deliveries() {
 
 #[tokio::test]
 async fn nothing_is_delivered_before_the_validation_is_answered() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let mut rx = Receiver::start(Behaviour::Validates, true).await;
-    let model = subscribe(&app, "alice", ALICE_INSTALLATION, &rx.url, json!({})).await;
+    let model = subscribe(sim, "alice", ALICE_INSTALLATION, &rx.url, json!({})).await;
     let id = model["eventSubscriptionId"].as_str().unwrap().to_string();
     let v = rx.next().await;
     assert_eq!(v.kind, "SubscriptionValidation");
     // The receiver sits on its answer; meanwhile the car arrives.
-    app.plug(ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
     rx.assert_quiet("the validation is not answered").await;
-    let r = app.get("alice", &format!("{}/{id}", subscriptions(ALICE_INSTALLATION))).await;
+    let r = sim.get("alice", &format!("{}/{id}", subscriptions(ALICE_INSTALLATION))).await;
     assert_eq!(r.body["state"], "Creating");
     // Answered: the events that happened meanwhile come after it.
     rx.release_validation();
     let (plugged, delivery) = rx.event(CABLE_PLUGGED).await;
     assert!(delivery.after_validation, "delivered only after the validation was answered");
     assert_eq!(plugged["subject"], format!("installations/{ALICE_INSTALLATION}/charging-stations/{ALICE_STATION}"));
-    state_becomes(&app, "alice", ALICE_INSTALLATION, &id, "Created").await;
+    state_becomes(sim, "alice", ALICE_INSTALLATION, &id, "Created").await;
 }
 
 #[tokio::test]
 async fn a_wrong_validation_answer_fails_the_subscription_after_bounded_retries() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let mut rx = Receiver::start(Behaviour::AnswersWrongCode, false).await;
-    let model = subscribe(&app, "alice", ALICE_INSTALLATION, &rx.url, json!({})).await;
+    let model = subscribe(sim, "alice", ALICE_INSTALLATION, &rx.url, json!({})).await;
     let id = model["eventSubscriptionId"].as_str().unwrap().to_string();
     // Five attempts (the test configuration), each the same validation event.
     let mut attempts = Vec::new();
@@ -328,18 +331,18 @@ async fn a_wrong_validation_answer_fails_the_subscription_after_bounded_retries(
     }
     assert_eq!(attempts, ["0", "1", "2", "3", "4"]);
     assert_eq!(event_ids.len(), 1, "a retry sends the same validation event");
-    let failed = state_becomes(&app, "alice", ALICE_INSTALLATION, &id, "Failed").await;
+    let failed = state_becomes(sim, "alice", ALICE_INSTALLATION, &id, "Failed").await;
     assert_eq!(failed["eventSubscriptionId"], id.as_str());
-    app.plug(ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
     rx.assert_quiet("the subscription failed its validation").await;
 }
 
 #[tokio::test]
 async fn a_refused_notification_is_delivered_again_with_the_same_event_id() {
-    let app = spawn_sim().await;
-    let (mut rx, _) =
-        validated(&app, "alice", ALICE_INSTALLATION, Behaviour::RefusesFirstNotification, json!({})).await;
-    app.plug(ALICE_STATION).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let (mut rx, _) = validated(sim, "alice", ALICE_INSTALLATION, Behaviour::RefusesFirstNotification, json!({})).await;
+    sim.plug(ALICE_STATION).await;
     let first = loop {
         let d = rx.next().await;
         if d.kind == "Notification" {
@@ -358,19 +361,20 @@ async fn a_refused_notification_is_delivered_again_with_the_same_event_id() {
     assert_eq!(retry.event_ids(), first.event_ids(), "the retried delivery carries the same event ids");
     assert_eq!(retry.body, first.body, "the same events, unchanged");
     // Later events are delivered normally.
-    app.unplug(ALICE_STATION).await;
+    sim.unplug(ALICE_STATION).await;
     let (_, d) = rx.event(CABLE_UNPLUGGED).await;
     assert_eq!(d.attempt, "0");
 }
 
 #[tokio::test]
 async fn filters_pick_events_by_type_and_subject() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let i = ALICE_INSTALLATION;
     let (mut by_type, _) =
-        validated(&app, "alice", i, Behaviour::Validates, json!({"eventType": CABLE_UNPLUGGED})).await;
+        validated(sim, "alice", i, Behaviour::Validates, json!({"eventType": CABLE_UNPLUGGED})).await;
     let (mut by_subject, _) = validated(
-        &app,
+        sim,
         "alice",
         i,
         Behaviour::Validates,
@@ -378,12 +382,12 @@ async fn filters_pick_events_by_type_and_subject() {
     )
     .await;
     let (mut elsewhere, _) =
-        validated(&app, "alice", i, Behaviour::Validates, json!({"filter": {"subjectEndsWith": "/no-such-station"}}))
+        validated(sim, "alice", i, Behaviour::Validates, json!({"filter": {"subjectEndsWith": "/no-such-station"}}))
             .await;
     let (mut lower_case, _) =
-        validated(&app, "alice", i, Behaviour::Validates, json!({"eventType": CABLE_PLUGGED.to_lowercase()})).await;
-    app.plug(ALICE_STATION).await;
-    app.unplug(ALICE_STATION).await;
+        validated(sim, "alice", i, Behaviour::Validates, json!({"eventType": CABLE_PLUGGED.to_lowercase()})).await;
+    sim.plug(ALICE_STATION).await;
+    sim.unplug(ALICE_STATION).await;
     // Only CableUnplugged, though CablePlugged and SessionStarted happened first.
     let first = by_type.next().await;
     assert_eq!(first.kind, "Notification");
@@ -397,11 +401,12 @@ async fn filters_pick_events_by_type_and_subject() {
 
 #[tokio::test]
 async fn commands_and_station_events_are_notified_after_they_happen() {
-    let app = spawn_sim().await;
-    let (mut rx, _) = validated(&app, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let (mut rx, _) = validated(sim, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     let sent = Utc::now();
-    let r = app.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": "deferred"})).await;
+    let r = sim.post("alice", &format!("{cs}/operators/set-charge-mode"), json!({"chargeMode": "deferred"})).await;
     assert_eq!(r.status, 202);
     let (mode, _) = rx.event("Hager.WittyHome.ChargeModeChanged").await;
     assert_eq!(mode["data"]["chargeMode"], "deferred");
@@ -413,39 +418,39 @@ async fn commands_and_station_events_are_notified_after_they_happen() {
     );
 
     // Deferred: plugging does not start a session; start and stop do.
-    app.plug(ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
     let (plugged, delivery) = rx.event(CABLE_PLUGGED).await;
     assert!(delivery.events().iter().all(|e| e["eventType"] != SESSION_STARTED), "{:?}", delivery.body);
     assert_eq!(plugged["data"]["carPlugStatus"], "m3");
     let start_sent = Utc::now();
-    assert_eq!(app.call("alice", Method::POST, &format!("{cs}/operators/start"), None).await.status, 202);
+    assert_eq!(sim.call("alice", Method::POST, &format!("{cs}/operators/start"), None).await.status, 202);
     let (started, _) = rx.event(SESSION_STARTED).await;
     let at: DateTime<Utc> = started["eventTime"].as_str().unwrap().parse().unwrap();
     assert!(at >= start_sent, "the session started with the start command, not with the plug: {at}");
-    assert_eq!(app.call("alice", Method::POST, &format!("{cs}/operators/stop"), None).await.status, 202);
+    assert_eq!(sim.call("alice", Method::POST, &format!("{cs}/operators/stop"), None).await.status, 202);
     rx.event(SESSION_ENDED).await;
-    assert_eq!(app.put("alice", &cs, json!({"friendlyName": "renamed"})).await.status, 202);
+    assert_eq!(sim.put("alice", &cs, json!({"friendlyName": "renamed"})).await.status, 202);
     let (settings, _) = rx.event("Hager.WittyHome.SettingsUpdated").await;
     assert_eq!(settings["data"]["changed"], json!({"friendlyName": "renamed"}));
-    app.unplug(ALICE_STATION).await;
+    sim.unplug(ALICE_STATION).await;
     rx.event(CABLE_UNPLUGGED).await;
 
     // Errors and load shedding, as a person at the station would cause them.
-    let r = app
+    let r = sim
         .control(Method::POST, &format!("/_sim/stations/{ALICE_STATION}/error"), Some(json!({"code": "groundFault"})))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let (error, _) = rx.event("Hager.WittyHome.Error").await;
     assert_eq!(error["data"]["code"], "groundFault");
     assert_eq!(
-        app.control(Method::POST, &format!("/_sim/stations/{ALICE_STATION}/load-shedding"), None).await.status,
+        sim.control(Method::POST, &format!("/_sim/stations/{ALICE_STATION}/load-shedding"), None).await.status,
         200
     );
     let (shedding, _) = rx.event("Hager.WittyHome.LoadShedding").await;
     assert_eq!(shedding["data"]["code"], "loadShedding");
     // Both are in the Errors log.
     let now = Utc::now();
-    let logs = app
+    let logs = sim
         .post(
             "alice",
             &format!("{cs}/logs/5/operators/list"),
@@ -464,10 +469,11 @@ async fn commands_and_station_events_are_notified_after_they_happen() {
 
 #[tokio::test]
 async fn events_of_another_installation_are_not_delivered() {
-    let app = spawn_sim().await;
-    let (mut alices, _) = validated(&app, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
-    let (mut bobs, _) = validated(&app, "bob", BOB_CHALET, Behaviour::Validates, json!({})).await;
-    app.plug(BOB_CHALET_STATION).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let (mut alices, _) = validated(sim, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
+    let (mut bobs, _) = validated(sim, "bob", BOB_CHALET, Behaviour::Validates, json!({})).await;
+    sim.plug(BOB_CHALET_STATION).await;
     let (e, _) = bobs.event(CABLE_PLUGGED).await;
     assert_eq!(e["subject"], format!("installations/{BOB_CHALET}/charging-stations/{BOB_CHALET_STATION}"));
     alices.assert_quiet("nothing happened on Alice's installation").await;
@@ -475,12 +481,13 @@ async fn events_of_another_installation_are_not_delivered() {
 
 #[tokio::test]
 async fn subscriptions_belong_to_their_user_and_can_be_deleted() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let i = ALICE_INSTALLATION;
     let list = |sub: &'static str| {
-        let app = &app;
+        let sim = &sim;
         async move {
-            let r = app.get(sub, &subscriptions(i)).await;
+            let r = sim.get(sub, &subscriptions(i)).await;
             assert_eq!(r.status, 200, "{:?}", r.body);
             r.body
                 .as_array()
@@ -492,56 +499,58 @@ async fn subscriptions_belong_to_their_user_and_can_be_deleted() {
     };
     assert_eq!(list("alice").await, BTreeSet::new());
     let id = |m: Value| m["eventSubscriptionId"].as_str().unwrap().to_string();
-    let a1 = id(subscribe(&app, "alice", i, "http://127.0.0.1:9/a1", json!({})).await);
-    let a2 = id(subscribe(&app, "alice", i, "https://127.0.0.1:9/hook?a=2", json!({"eventType": CABLE_PLUGGED})).await);
-    let v1 = id(subscribe(&app, "ivan", i, "http://127.0.0.1:9/ivan", json!({})).await);
+    let a1 = id(subscribe(sim, "alice", i, "http://127.0.0.1:9/a1", json!({})).await);
+    let a2 = id(subscribe(sim, "alice", i, "https://127.0.0.1:9/hook?a=2", json!({"eventType": CABLE_PLUGGED})).await);
+    let v1 = id(subscribe(sim, "ivan", i, "http://127.0.0.1:9/ivan", json!({})).await);
     assert_eq!(list("alice").await, BTreeSet::from([a1.clone(), a2.clone()]));
     assert_eq!(list("ivan").await, BTreeSet::from([v1.clone()]));
-    let one = app.get("alice", &format!("{}/{a2}", subscriptions(i))).await;
+    let one = sim.get("alice", &format!("{}/{a2}", subscriptions(i))).await;
     assert_eq!(one.status, 200);
     assert_eq!(one.body["eventType"], CABLE_PLUGGED);
     assert_eq!(one.body["protocolData"], "https://127.0.0.1:9/hook?a=2");
 
     // Another user's subscription is not found, and cannot be deleted.
-    assert_eq!(app.get("alice", &format!("{}/{v1}", subscriptions(i))).await.status, 404);
-    let r = app.delete("alice", &format!("{}/{v1}", subscriptions(i))).await;
+    assert_eq!(sim.get("alice", &format!("{}/{v1}", subscriptions(i))).await.status, 404);
+    let r = sim.delete("alice", &format!("{}/{v1}", subscriptions(i))).await;
     assert_eq!(r.status, 404);
     assert!(r.message().contains(&v1));
     // Nor can another owner list them.
-    assert_eq!(app.get("bob", &subscriptions(i)).await.status, 404);
+    assert_eq!(sim.get("bob", &subscriptions(i)).await.status, 404);
 
-    let r = app.delete("alice", &format!("{}/{a1}", subscriptions(i))).await;
+    let r = sim.delete("alice", &format!("{}/{a1}", subscriptions(i))).await;
     assert_eq!(r.status, 204, "{:?}", r.body);
-    assert_eq!(app.get("alice", &format!("{}/{a1}", subscriptions(i))).await.status, 404);
-    assert_eq!(app.delete("alice", &format!("{}/{a1}", subscriptions(i))).await.status, 404);
+    assert_eq!(sim.get("alice", &format!("{}/{a1}", subscriptions(i))).await.status, 404);
+    assert_eq!(sim.delete("alice", &format!("{}/{a1}", subscriptions(i))).await.status, 404);
     assert_eq!(list("alice").await, BTreeSet::from([a2.clone()]));
 
     // Deleting all deletes the caller's only.
-    let r = app.delete("alice", &subscriptions(i)).await;
+    let r = sim.delete("alice", &subscriptions(i)).await;
     assert_eq!(r.status, 204);
     assert_eq!(list("alice").await, BTreeSet::new());
     assert_eq!(list("ivan").await, BTreeSet::from([v1]));
-    assert_eq!(app.delete("alice", &subscriptions(i)).await.status, 204, "nothing left to delete is fine");
-    let unknown = app.get("alice", &format!("{}/not-an-id", subscriptions(i))).await;
+    assert_eq!(sim.delete("alice", &subscriptions(i)).await.status, 204, "nothing left to delete is fine");
+    let unknown = sim.get("alice", &format!("{}/not-an-id", subscriptions(i))).await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.message().contains("not-an-id"));
 }
 
 #[tokio::test]
 async fn a_deleted_subscription_gets_nothing_more() {
-    let app = spawn_sim().await;
-    let (mut gone, gone_id) = validated(&app, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
-    let (mut kept, _) = validated(&app, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
-    let r = app.delete("alice", &format!("{}/{gone_id}", subscriptions(ALICE_INSTALLATION))).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let (mut gone, gone_id) = validated(sim, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
+    let (mut kept, _) = validated(sim, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
+    let r = sim.delete("alice", &format!("{}/{gone_id}", subscriptions(ALICE_INSTALLATION))).await;
     assert_eq!(r.status, 204);
-    app.plug(ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
     kept.event(CABLE_PLUGGED).await;
     gone.assert_quiet("its subscription was deleted").await;
 }
 
 #[tokio::test]
 async fn an_invalid_subscription_is_400_naming_the_field() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let path = subscriptions(ALICE_INSTALLATION);
     let url = "http://127.0.0.1:9/hook";
     for (body, field) in [
@@ -560,16 +569,16 @@ async fn an_invalid_subscription_is_400_naming_the_field() {
             "subjectBeginsWith",
         ),
     ] {
-        let r = app.post("alice", &path, body.clone()).await;
+        let r = sim.post("alice", &path, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert!(r.message().contains(field), "{body}: the message names {field}: {:?}", r.body);
     }
     let r =
-        app.post("alice", &path, json!({"protocolCode": "Webhook", "protocolData": url, "eventType": "Bogus"})).await;
+        sim.post("alice", &path, json!({"protocolCode": "Webhook", "protocolData": url, "eventType": "Bogus"})).await;
     assert!(r.message().contains(CABLE_PLUGGED), "the known event types are listed: {:?}", r.body);
-    assert_eq!(app.get("alice", &path).await.body, json!([]), "nothing was created");
+    assert_eq!(sim.get("alice", &path).await.body, json!([]), "nothing was created");
     // An empty event type means every type.
-    let ok = app.post("alice", &path, json!({"protocolCode": "webhook", "protocolData": url, "eventType": ""})).await;
+    let ok = sim.post("alice", &path, json!({"protocolCode": "webhook", "protocolData": url, "eventType": ""})).await;
     assert_eq!(ok.status, 201, "{:?}", ok.body);
     assert_eq!(ok.body["eventType"], Value::Null);
 }
@@ -577,18 +586,19 @@ async fn an_invalid_subscription_is_400_naming_the_field() {
 #[tokio::test]
 
 async fn a_disabled_or_removed_installer_gets_no_more_notifications() {
-    let app = spawn_sim().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
     let i = ALICE_INSTALLATION;
-    let ivan = app.account_id("ivan").await;
-    let (mut installer, _) = validated(&app, "ivan", i, Behaviour::Validates, json!({})).await;
-    let (mut owner, _) = validated(&app, "alice", i, Behaviour::Validates, json!({})).await;
-    let r = app.call("alice", Method::POST, &format!("/installations/{i}/users/{ivan}/operators/disable"), None).await;
+    let ivan = sim.account_id("ivan").await;
+    let (mut installer, _) = validated(sim, "ivan", i, Behaviour::Validates, json!({})).await;
+    let (mut owner, _) = validated(sim, "alice", i, Behaviour::Validates, json!({})).await;
+    let r = sim.call("alice", Method::POST, &format!("/installations/{i}/users/{ivan}/operators/disable"), None).await;
     assert_eq!(r.status, 204);
-    app.plug(ALICE_STATION).await;
+    sim.plug(ALICE_STATION).await;
     owner.event(CABLE_PLUGGED).await;
     installer.assert_quiet("the installer was disabled").await;
-    assert_eq!(app.delete("alice", &format!("/installations/{i}/users/{ivan}")).await.status, 204);
-    app.unplug(ALICE_STATION).await;
+    assert_eq!(sim.delete("alice", &format!("/installations/{i}/users/{ivan}")).await.status, 204);
+    sim.unplug(ALICE_STATION).await;
     owner.event(CABLE_UNPLUGGED).await;
     installer.assert_quiet("the installer was removed").await;
 }
@@ -596,11 +606,12 @@ async fn a_disabled_or_removed_installer_gets_no_more_notifications() {
 #[tokio::test]
 
 async fn an_installers_notifications_carry_no_costs_or_consumptions() {
-    let app = spawn_sim().await;
-    let (mut installer, _) = validated(&app, "ivan", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
-    app.plug(ALICE_STATION).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let (mut installer, _) = validated(sim, "ivan", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
+    sim.plug(ALICE_STATION).await;
     installer.event(CABLE_PLUGGED).await;
-    app.unplug(ALICE_STATION).await;
+    sim.unplug(ALICE_STATION).await;
     let (unplugged, _) = installer.event(CABLE_UNPLUGGED).await;
     for hidden in ["sessionEnergy", "sessionCost"] {
         assert!(unplugged["data"].get(hidden).is_none(), "{hidden} reaches the installer: {unplugged}");
@@ -612,9 +623,10 @@ async fn an_installers_notifications_carry_no_costs_or_consumptions() {
 #[tokio::test]
 
 async fn deleting_a_subscription_tells_its_webhook() {
-    let app = spawn_sim().await;
-    let (mut rx, id) = validated(&app, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
-    assert_eq!(app.delete("alice", &format!("{}/{id}", subscriptions(ALICE_INSTALLATION))).await.status, 204);
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let (mut rx, id) = validated(sim, "alice", ALICE_INSTALLATION, Behaviour::Validates, json!({})).await;
+    assert_eq!(sim.delete("alice", &format!("{}/{id}", subscriptions(ALICE_INSTALLATION))).await.status, 204);
     let d = rx.next().await;
     assert_eq!(d.kind, "SubscriptionDeletion", "{d:?}");
     assert_eq!(d.events()[0]["eventType"], "Microsoft.EventGrid.SubscriptionDeletedEvent");

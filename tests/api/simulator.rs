@@ -78,30 +78,31 @@ pub fn matches_template(template: &str, path: &str) -> bool {
 }
 
 /// Calls route number `n` of ROUTES.md on `path` (which must be an instance of its template).
-pub async fn call_route(app: &TestSim, sub: &str, n: usize, path: &str, body: Option<Value>) -> Reply {
+pub async fn call_route(sim: &TestSim, sub: &str, n: usize, path: &str, body: Option<Value>) -> Reply {
     let (method, template, _) = ROUTES[n - 1];
     assert!(matches_template(template, path), "route {n}: {path} is not an instance of {template}");
     let method = Method::from_bytes(method.as_bytes()).expect("a method");
-    app.call(sub, method, path, body).await
+    sim.call(sub, method, path, body).await
 }
 
 /// Calls route `n` and asserts it answered with its documented success status.
-async fn hit(app: &TestSim, sub: &str, n: usize, path: &str, body: Option<Value>) -> Reply {
-    let r = call_route(app, sub, n, path, body).await;
+async fn hit(sim: &TestSim, sub: &str, n: usize, path: &str, body: Option<Value>) -> Reply {
+    let r = call_route(sim, sub, n, path, body).await;
     assert_eq!(r.status.as_u16(), ROUTES[n - 1].2, "route {n} ({}) on {path}: {:?}", route_key(n), r.body);
     r
 }
 
 #[tokio::test]
 async fn lists_the_callers_installations_only() {
-    let app = spawn_sim().await;
-    let r = app.get("alice", "/installations").await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let r = sim.get("alice", "/installations").await;
     assert_eq!(r.status, 200);
     let ids: Vec<i64> = r.body.as_array().unwrap().iter().map(|i| i["installationId"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![ALICE_INSTALLATION]);
-    let r = app.get("bob", "/installations").await;
+    let r = sim.get("bob", "/installations").await;
     assert_eq!(r.body.as_array().unwrap().len(), 2);
-    let r = app.post("bob", "/installations", json!({"name": ""})).await;
+    let r = sim.post("bob", "/installations", json!({"name": ""})).await;
     assert_eq!(r.status, 400, "{:?}", r.body);
 }
 
@@ -111,11 +112,12 @@ async fn lists_the_callers_installations_only() {
 /// the 50 templates.
 #[tokio::test]
 async fn every_route_answers_with_its_documented_status_and_is_counted_once() {
-    let app = spawn_sim().await;
-    let ivan = app.account_id("ivan").await;
-    let code = app.mail().await[0]["activationCode"].as_str().expect("erin's seeded invitation").to_string();
-    let device = app.devices().await[0]["uid"].as_str().expect("a device in the pool").to_string();
-    app.reset_calls().await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let ivan = sim.account_id("ivan").await;
+    let code = sim.mail().await[0]["activationCode"].as_str().expect("erin's seeded invitation").to_string();
+    let device = sim.devices().await[0]["uid"].as_str().expect("a device in the pool").to_string();
+    sim.reset_calls().await;
 
     let cs = station_path(ALICE_INSTALLATION, ALICE_STATION);
     let gm = meter_path(ALICE_INSTALLATION, ALICE_METER);
@@ -124,9 +126,9 @@ async fn every_route_answers_with_its_documented_status_and_is_counted_once() {
     let day = range_body("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", Some("day"));
     let span = range_body("2025-03-01T00:00:00Z", "2025-03-08T00:00:00Z", None);
 
-    hit(&app, "alice", 1, "/installations", None).await;
+    hit(sim, "alice", 1, "/installations", None).await;
     let created = hit(
-        &app,
+        sim,
         "alice",
         2,
         "/installations",
@@ -134,10 +136,10 @@ async fn every_route_answers_with_its_documented_status_and_is_counted_once() {
     )
     .await;
     let new_i = created.body["installationId"].as_i64().expect("installationId");
-    hit(&app, "alice", 16, &format!("{i}/charging-stations"), None).await;
-    hit(&app, "alice", 17, &cs, None).await;
+    hit(sim, "alice", 16, &format!("{i}/charging-stations"), None).await;
+    hit(sim, "alice", 17, &cs, None).await;
     let associated = hit(
-        &app,
+        sim,
         "alice",
         18,
         &format!("/installations/{new_i}/charging-stations"),
@@ -145,46 +147,46 @@ async fn every_route_answers_with_its_documented_status_and_is_counted_once() {
     )
     .await;
     let new_cs = associated.body["id"].as_str().expect("id").to_string();
-    hit(&app, "alice", 19, &station_path(new_i, &new_cs), None).await;
-    hit(&app, "alice", 20, &format!("{cs}/operators/set-charge-mode"), Some(json!({"chargeMode": "deferred"}))).await;
-    hit(&app, "bob", 21, &format!("{bob_cs}/operators/start"), None).await;
-    hit(&app, "bob", 22, &format!("{bob_cs}/operators/stop"), None).await;
-    hit(&app, "alice", 23, &cs, Some(json!({"friendlyName": "garage"}))).await;
-    hit(&app, "alice", 24, &format!("{cs}/measures"), None).await;
-    hit(&app, "alice", 25, &format!("{cs}/measures/1"), None).await;
+    hit(sim, "alice", 19, &station_path(new_i, &new_cs), None).await;
+    hit(sim, "alice", 20, &format!("{cs}/operators/set-charge-mode"), Some(json!({"chargeMode": "deferred"}))).await;
+    hit(sim, "bob", 21, &format!("{bob_cs}/operators/start"), None).await;
+    hit(sim, "bob", 22, &format!("{bob_cs}/operators/stop"), None).await;
+    hit(sim, "alice", 23, &cs, Some(json!({"friendlyName": "garage"}))).await;
+    hit(sim, "alice", 24, &format!("{cs}/measures"), None).await;
+    hit(sim, "alice", 25, &format!("{cs}/measures/1"), None).await;
     for (n, op) in [(26, "sum"), (27, "count"), (28, "average"), (29, "min-max")] {
-        hit(&app, "alice", n, &format!("{cs}/measures/1/operators/{op}"), Some(day.clone())).await;
+        hit(sim, "alice", n, &format!("{cs}/measures/1/operators/{op}"), Some(day.clone())).await;
     }
-    hit(&app, "alice", 30, &format!("{cs}/logs"), None).await;
-    hit(&app, "alice", 31, &format!("{cs}/logs/1"), None).await;
-    hit(&app, "alice", 32, &format!("{cs}/logs/1/operators/count"), Some(day.clone())).await;
-    hit(&app, "alice", 33, &format!("{cs}/logs/1/operators/list"), Some(span.clone())).await;
-    hit(&app, "alice", 34, &format!("{cs}/logs/operators/list"), Some(span.clone())).await;
-    hit(&app, "alice", 35, &format!("{i}/grid-meters"), None).await;
-    hit(&app, "alice", 36, &gm, None).await;
-    hit(&app, "alice", 37, &format!("{gm}/operators/authorize-tic"), Some(json!({"authorizeTIC": true}))).await;
-    hit(&app, "alice", 38, &format!("{gm}/measures"), None).await;
-    hit(&app, "alice", 39, &format!("{gm}/measures/1"), None).await;
+    hit(sim, "alice", 30, &format!("{cs}/logs"), None).await;
+    hit(sim, "alice", 31, &format!("{cs}/logs/1"), None).await;
+    hit(sim, "alice", 32, &format!("{cs}/logs/1/operators/count"), Some(day.clone())).await;
+    hit(sim, "alice", 33, &format!("{cs}/logs/1/operators/list"), Some(span.clone())).await;
+    hit(sim, "alice", 34, &format!("{cs}/logs/operators/list"), Some(span.clone())).await;
+    hit(sim, "alice", 35, &format!("{i}/grid-meters"), None).await;
+    hit(sim, "alice", 36, &gm, None).await;
+    hit(sim, "alice", 37, &format!("{gm}/operators/authorize-tic"), Some(json!({"authorizeTIC": true}))).await;
+    hit(sim, "alice", 38, &format!("{gm}/measures"), None).await;
+    hit(sim, "alice", 39, &format!("{gm}/measures/1"), None).await;
     for (n, op) in [(40, "sum"), (41, "count"), (42, "average"), (43, "min-max")] {
-        hit(&app, "alice", n, &format!("{gm}/measures/2/operators/{op}"), Some(day.clone())).await;
+        hit(sim, "alice", n, &format!("{gm}/measures/2/operators/{op}"), Some(day.clone())).await;
     }
-    hit(&app, "alice", 44, &format!("{gm}/logs"), None).await;
-    hit(&app, "alice", 45, &format!("{gm}/logs/2"), None).await;
-    hit(&app, "alice", 46, &format!("{gm}/logs/1/operators/count"), Some(day.clone())).await;
-    hit(&app, "alice", 47, &format!("{gm}/logs/1/operators/list"), Some(span.clone())).await;
-    hit(&app, "alice", 48, &format!("{gm}/tariffs"), None).await;
-    hit(&app, "alice", 49, &format!("{gm}/tariffs/hc"), None).await;
+    hit(sim, "alice", 44, &format!("{gm}/logs"), None).await;
+    hit(sim, "alice", 45, &format!("{gm}/logs/2"), None).await;
+    hit(sim, "alice", 46, &format!("{gm}/logs/1/operators/count"), Some(day.clone())).await;
+    hit(sim, "alice", 47, &format!("{gm}/logs/1/operators/list"), Some(span.clone())).await;
+    hit(sim, "alice", 48, &format!("{gm}/tariffs"), None).await;
+    hit(sim, "alice", 49, &format!("{gm}/tariffs/hc"), None).await;
     hit(
-        &app,
+        sim,
         "alice",
         50,
         &format!("{gm}/tariffs"),
         Some(json!([{"id": "hc", "currency": "eur", "value": 0.2}, {"id": "hp", "currency": "eur", "value": 0.3}])),
     )
     .await;
-    hit(&app, "alice", 3, &format!("{i}/event-subscriptions"), None).await;
+    hit(sim, "alice", 3, &format!("{i}/event-subscriptions"), None).await;
     let sub = hit(
-        &app,
+        sim,
         "alice",
         5,
         &format!("{i}/event-subscriptions"),
@@ -192,26 +194,26 @@ async fn every_route_answers_with_its_documented_status_and_is_counted_once() {
     )
     .await;
     let sub_id = sub.body["eventSubscriptionId"].as_str().expect("eventSubscriptionId").to_string();
-    hit(&app, "alice", 4, &format!("{i}/event-subscriptions/{sub_id}"), None).await;
-    hit(&app, "alice", 7, &format!("{i}/event-subscriptions/{sub_id}"), None).await;
-    hit(&app, "alice", 6, &format!("{i}/event-subscriptions"), None).await;
+    hit(sim, "alice", 4, &format!("{i}/event-subscriptions/{sub_id}"), None).await;
+    hit(sim, "alice", 7, &format!("{i}/event-subscriptions/{sub_id}"), None).await;
+    hit(sim, "alice", 6, &format!("{i}/event-subscriptions"), None).await;
     hit(
-        &app,
+        sim,
         "alice",
         8,
         &format!("{i}/invitations"),
         Some(json!({"email": "new.installer@example.com", "cultureCode": "fr-FR"})),
     )
     .await;
-    hit(&app, "alice", 9, &format!("{i}/invitations"), None).await;
-    hit(&app, "alice", 10, &format!("{i}/invitations/new.installer@example.com"), None).await;
-    hit(&app, "erin", 11, &format!("/invitations/operators/accept/{code}"), None).await;
-    hit(&app, "alice", 12, &format!("{i}/users"), None).await;
-    hit(&app, "alice", 13, &format!("{i}/users/{ivan}/operators/disable"), None).await;
-    hit(&app, "alice", 14, &format!("{i}/users/{ivan}/operators/enable"), None).await;
-    hit(&app, "alice", 15, &format!("{i}/users/{ivan}"), None).await;
+    hit(sim, "alice", 9, &format!("{i}/invitations"), None).await;
+    hit(sim, "alice", 10, &format!("{i}/invitations/new.installer@example.com"), None).await;
+    hit(sim, "erin", 11, &format!("/invitations/operators/accept/{code}"), None).await;
+    hit(sim, "alice", 12, &format!("{i}/users"), None).await;
+    hit(sim, "alice", 13, &format!("{i}/users/{ivan}/operators/disable"), None).await;
+    hit(sim, "alice", 14, &format!("{i}/users/{ivan}/operators/enable"), None).await;
+    hit(sim, "alice", 15, &format!("{i}/users/{ivan}"), None).await;
 
-    let calls = app.calls().await;
+    let calls = sim.calls().await;
     let expected: BTreeSet<String> = (1..=50).map(route_key).collect();
     let by_route = calls["byRoute"].as_object().expect("byRoute is an object");
     let counted: BTreeSet<String> = by_route.keys().cloned().collect();
@@ -224,8 +226,9 @@ async fn every_route_answers_with_its_documented_status_and_is_counted_once() {
 
 #[tokio::test]
 async fn openapi_describes_the_50_routes_with_their_statuses() {
-    let app = spawn_sim().await;
-    let r = app.control(Method::GET, "/openapi.json", None).await;
+    let app = spawn_app().await;
+    let sim = app.sim();
+    let r = sim.control(Method::GET, "/openapi.json", None).await;
     assert_eq!(r.status, 200);
     let doc = r.body;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "an OpenAPI 3 document: {}", doc["openapi"]);

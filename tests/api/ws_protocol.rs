@@ -2,11 +2,10 @@
 //! `connection_init`, one protocol's message types on the other, an operation id started again on
 //! the legacy protocol, and the order of the legacy protocol's answers to broken messages.
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bff::*;
 use crate::helpers::*;
 
 const LEGACY: &str = "graphql-ws";
@@ -18,49 +17,9 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 /// A query, answered at once when run as an operation.
 const QUERY: &str = "{ installations { id } }";
 
-/// A WebSocket on /graphql speaking `protocol`, with nothing sent yet.
-async fn ws_open(app: &TestApp, protocol: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("{}/graphql", app.base.replace("http://", "ws://")).into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.expect("websocket upgrade").0
-}
-
-/// An acknowledged connection of Alice's.
-async fn acked(app: &TestApp, protocol: &str) -> Ws {
-    let mut ws = ws_connect(app, protocol, &app.token_for("alice")).await;
-    let ack = ws_next(&mut ws).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    ws
-}
-
-async fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::Text(text.to_string().into())).await.unwrap();
-}
-
-/// The next frame that is a close or a JSON text message other than a keep-alive: `Err` with the
-/// close's code and reason, `Ok` with the message.
-async fn next_or_close(ws: &mut Ws) -> Result<Value, (u16, String)> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.expect("a frame in time") {
-            Some(Ok(Message::Close(Some(frame)))) => return Err((u16::from(frame.code), frame.reason.to_string())),
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] != "ka" && v["type"] != "ping" {
-                    return Ok(v);
-                }
-            }
-            Some(Ok(Message::Close(None))) => panic!("closed without a code"),
-            Some(Ok(_)) => continue,
-            other => panic!("the connection ended without a valid close frame: {other:?}"),
-        }
-    }
-}
-
 /// The close the connection ends with next, nothing else coming first.
 async fn closed_with(ws: &mut Ws) -> (u16, String) {
-    match next_or_close(ws).await {
+    match ws_next_or_close(ws).await {
         Err(close) => close,
         Ok(v) => panic!("a message instead of the close: {v}"),
     }
@@ -80,22 +39,22 @@ fn padded(head: &str, size: usize) -> String {
 async fn a_message_over_the_size_limit_closes_with_1009_naming_the_limit_on_both_protocols() {
     let app = spawn_app().await;
     // graphql-transport-ws: a ping of exactly the limit is answered; one byte more closes.
-    let mut ws = acked(&app, TRANSPORT).await;
-    send_text(&mut ws, &padded(r#"{"type":"ping""#, MAX_MESSAGE)).await;
-    assert_eq!(next_or_close(&mut ws).await, Ok(json!({"type": "pong"})));
-    send_text(&mut ws, &padded(r#"{"type":"ping""#, MAX_MESSAGE + 1)).await;
+    let mut ws = app.ws_acked(TRANSPORT, &app.token_for("alice")).await;
+    ws_send_text(&mut ws, &padded(r#"{"type":"ping""#, MAX_MESSAGE)).await;
+    assert_eq!(ws_next_or_close(&mut ws).await, Ok(json!({"type": "pong"})));
+    ws_send_text(&mut ws, &padded(r#"{"type":"ping""#, MAX_MESSAGE + 1)).await;
     assert_eq!(closed_with(&mut ws).await, (1009, "message over the 1 MiB limit".to_string()));
     // Legacy: a message of exactly the limit is read (here: answered as of an unknown type); one
     // byte more closes, with no connection_error first.
-    let mut ws = acked(&app, LEGACY).await;
-    send_text(&mut ws, &padded(r#"{"type":"foo","id":"7""#, MAX_MESSAGE)).await;
-    let v = next_or_close(&mut ws).await.expect("an answer");
+    let mut ws = app.ws_acked(LEGACY, &app.token_for("alice")).await;
+    ws_send_text(&mut ws, &padded(r#"{"type":"foo","id":"7""#, MAX_MESSAGE)).await;
+    let v = ws_next_or_close(&mut ws).await.expect("an answer");
     assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("error"), Some("7")), "{v}");
-    send_text(&mut ws, &padded(r#"{"type":"foo","id":"8""#, MAX_MESSAGE + 1)).await;
+    ws_send_text(&mut ws, &padded(r#"{"type":"foo","id":"8""#, MAX_MESSAGE + 1)).await;
     assert_eq!(closed_with(&mut ws).await, (1009, "message over the 1 MiB limit".to_string()));
     // Also before `connection_init`.
-    let mut ws = ws_open(&app, TRANSPORT).await;
-    send_text(&mut ws, &padded(r#"{"type":"connection_init""#, MAX_MESSAGE + 1)).await;
+    let mut ws = app.ws_open(TRANSPORT).await;
+    ws_send_text(&mut ws, &padded(r#"{"type":"connection_init""#, MAX_MESSAGE + 1)).await;
     assert_eq!(closed_with(&mut ws).await, (1009, "message over the 1 MiB limit".to_string()));
 }
 
@@ -105,7 +64,7 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     let app = spawn_app().await;
     for protocol in [TRANSPORT, LEGACY] {
-        let mut ws = acked(&app, protocol).await;
+        let mut ws = app.ws_acked(protocol, &app.token_for("alice")).await;
         let frame = Frame::message(&b"{\"type\":\"\xff\"}"[..], OpCode::Data(Data::Text), true);
         ws.send(Message::Frame(frame)).await.unwrap();
         assert_eq!(closed_with(&mut ws).await, (1007, "text message not valid UTF-8".to_string()), "{protocol}");
@@ -120,22 +79,22 @@ async fn a_second_connection_init_closes_with_4429_and_only_a_refused_token_with
             .to_string();
     let too_many = (4429, "Too many initialisation requests.".to_string());
     // graphql-transport-ws: closed at once.
-    let mut ws = acked(&app, TRANSPORT).await;
-    send_text(&mut ws, &init).await;
+    let mut ws = app.ws_acked(TRANSPORT, &app.token_for("alice")).await;
+    ws_send_text(&mut ws, &init).await;
     assert_eq!(closed_with(&mut ws).await, too_many);
     // Legacy: connection_error saying why, then the same close (not 4403: the token was good).
-    let mut ws = acked(&app, LEGACY).await;
-    send_text(&mut ws, &init).await;
-    let v = next_or_close(&mut ws).await.expect("connection_error");
+    let mut ws = app.ws_acked(LEGACY, &app.token_for("alice")).await;
+    ws_send_text(&mut ws, &init).await;
+    let v = ws_next_or_close(&mut ws).await.expect("connection_error");
     assert_eq!(v, json!({"type": "connection_error", "payload": {"message": "Too many initialisation requests."}}));
     assert_eq!(closed_with(&mut ws).await, too_many);
     // A refused token is still 4403 on both.
-    let mut ws = ws_connect(&app, TRANSPORT, "not-a-token").await;
+    let mut ws = app.ws_connect(TRANSPORT, "not-a-token").await;
     let (code, reason) = closed_with(&mut ws).await;
     assert_eq!(code, 4403, "{reason}");
     assert!(reason.starts_with("unauthorized"), "{reason}");
-    let mut ws = ws_connect(&app, LEGACY, "not-a-token").await;
-    let v = next_or_close(&mut ws).await.expect("connection_error");
+    let mut ws = app.ws_connect(LEGACY, "not-a-token").await;
+    let v = ws_next_or_close(&mut ws).await.expect("connection_error");
     assert_eq!(v["type"], "connection_error", "{v}");
     assert_eq!(closed_with(&mut ws).await, (4403, "unauthorized".to_string()));
 }
@@ -150,8 +109,8 @@ async fn graphql_transport_ws_refuses_the_legacy_message_types_with_4400() {
         // Not even read as far as its fields.
         (json!({"type": "start"}), "start"),
     ] {
-        let mut ws = acked(&app, TRANSPORT).await;
-        send_text(&mut ws, &message.to_string()).await;
+        let mut ws = app.ws_acked(TRANSPORT, &app.token_for("alice")).await;
+        ws_send_text(&mut ws, &message.to_string()).await;
         assert_eq!(closed_with(&mut ws).await, (4400, format!("unknown message type {kind}")), "{message}");
     }
 }
@@ -159,49 +118,49 @@ async fn graphql_transport_ws_refuses_the_legacy_message_types_with_4400() {
 #[tokio::test]
 async fn legacy_graphql_ws_answers_the_newer_protocols_message_types_as_unknown_and_stays_open() {
     let app = spawn_app().await;
-    let mut ws = acked(&app, LEGACY).await;
+    let mut ws = app.ws_acked(LEGACY, &app.token_for("alice")).await;
     for (message, kind) in [
         (json!({"id": "1", "type": "subscribe", "payload": {"query": QUERY}}), "subscribe"),
         (json!({"id": "1", "type": "complete"}), "complete"),
         (json!({"id": "1", "type": "ping"}), "ping"),
     ] {
-        send_text(&mut ws, &message.to_string()).await;
+        ws_send_text(&mut ws, &message.to_string()).await;
         let expected =
             json!({"type": "error", "id": "1", "payload": {"message": format!("unknown message type {kind}")}});
-        assert_eq!(next_or_close(&mut ws).await, Ok(expected), "{message}");
+        assert_eq!(ws_next_or_close(&mut ws).await, Ok(expected), "{message}");
     }
     // Nothing ran; the connection serves the protocol's own `start`.
-    send_text(&mut ws, &json!({"id": "2", "type": "start", "payload": {"query": QUERY}}).to_string()).await;
-    let v = next_or_close(&mut ws).await.expect("data");
+    ws_send_text(&mut ws, &json!({"id": "2", "type": "start", "payload": {"query": QUERY}}).to_string()).await;
+    let v = ws_next_or_close(&mut ws).await.expect("data");
     assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("data"), Some("2")), "{v}");
     assert!(v["payload"]["data"]["installations"].is_array(), "{v}");
-    assert_eq!(next_or_close(&mut ws).await, Ok(json!({"type": "complete", "id": "2"})));
+    assert_eq!(ws_next_or_close(&mut ws).await, Ok(json!({"type": "complete", "id": "2"})));
 }
 
 #[tokio::test]
 async fn a_legacy_start_with_an_id_in_use_replaces_the_running_operation_as_the_reference_server_does() {
     let app = spawn_app().await;
-    let mut ws = acked(&app, LEGACY).await;
+    let mut ws = app.ws_acked(LEGACY, &app.token_for("alice")).await;
     let start = |query: &str| json!({"id": "1", "type": "start", "payload": {"query": query}}).to_string();
-    send_text(&mut ws, &start(EVENTS)).await;
-    live_subscriptions(&app, 1).await;
+    ws_send_text(&mut ws, &start(EVENTS)).await;
+    app.live_subscriptions(1).await;
     // Started again with another operation (one refused at once): the first one ends without a
     // word, the second one runs under the id.
-    send_text(&mut ws, &start("subscription { stationEvents(installationId: 42) { id } }")).await;
-    let v = next_or_close(&mut ws).await.expect("the second operation's answer");
+    ws_send_text(&mut ws, &start("subscription { stationEvents(installationId: 42) { id } }")).await;
+    let v = ws_next_or_close(&mut ws).await.expect("the second operation's answer");
     assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("data"), Some("1")), "{v}");
     assert_eq!(v["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND", "{v}");
-    assert_eq!(next_or_close(&mut ws).await, Ok(json!({"type": "complete", "id": "1"})));
-    live_subscriptions(&app, 0).await;
+    assert_eq!(ws_next_or_close(&mut ws).await, Ok(json!({"type": "complete", "id": "1"})));
+    app.live_subscriptions(0).await;
     // The connection is open and the id free.
-    send_text(&mut ws, &start(EVENTS)).await;
-    live_subscriptions(&app, 1).await;
+    ws_send_text(&mut ws, &start(EVENTS)).await;
+    app.live_subscriptions(1).await;
 }
 
 #[tokio::test]
 async fn legacy_answers_to_broken_messages_come_in_the_order_of_the_messages() {
     let app = spawn_app().await;
-    let mut ws = ws_open(&app, LEGACY).await;
+    let mut ws = app.ws_open(LEGACY).await;
     let init =
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", app.token_for("alice"))}});
     // In one write, so that the server reads them together: garbage, a `start` before the
