@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use witty_bff::graphql::shape::ResponseShape;
 use witty_bff::graphql::{MAX_COMPLEXITY, MAX_DEPTH};
 
-use crate::bff::*;
+use crate::helpers::*;
 
 struct Q;
 
