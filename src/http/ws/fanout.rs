@@ -37,6 +37,12 @@ pub(super) enum Answer {
     Rendered(Arc<str>),
 }
 
+impl From<Response> for Answer {
+    fn from(response: Response) -> Answer {
+        Answer::Response(Box::new(response))
+    }
+}
+
 /// What makes two subscriptions answer the same: the caller's token and the whole operation.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct HubKey {
@@ -272,10 +278,7 @@ impl Fanout {
         token: &str,
     ) -> BoxStream<'static, Answer> {
         if !single_subscription_field(&request) {
-            return schema
-                .execute_stream_with_session_data(request, session)
-                .map(|r| Answer::Response(Box::new(r)))
-                .boxed();
+            return schema.execute_stream_with_session_data(request, session).map(Answer::from).boxed();
         }
         let key = HubKey {
             token: token.into(),
@@ -298,13 +301,12 @@ struct Shared {
 }
 
 enum Phase {
-    /// Its own execution, until the resolver arms.
+    /// Its own execution, until the resolver arms; throughout if it never does (an error at
+    /// subscribe time).
     Own {
         own: BoxStream<'static, Response>,
         arming: Arc<Arming>,
     },
-    /// Never armed: its own execution throughout (an error at subscribe time).
-    Alone(BoxStream<'static, Response>),
     /// Opened a hub nobody else joined: its execution runs here, as an unshared one's.
     Runs(Subscriber),
     /// Served by a hub.
@@ -372,7 +374,7 @@ fn from_hub(
             Ok(Frame::End) | Err(RecvError::Closed) => None,
             Err(RecvError::Lagged(n)) => {
                 metrics.lagging_subscribers_dropped.inc();
-                Some((Answer::Response(Box::new(lagged(n))), None))
+                Some((lagged(n).into(), None))
             }
         }
     })
@@ -419,18 +421,14 @@ impl Stream for Shared {
                     if polled.is_pending() && !arming.is_armed() {
                         return Poll::Pending;
                     }
+                    // Not armed once it moved on: it never will be, and stays its own execution.
                     let Some(ticket) = arming.close() else {
-                        // Never armed (an error at subscribe time): its own execution on.
-                        if let Phase::Own { own, .. } = std::mem::replace(&mut this.phase, Phase::Done) {
-                            this.phase = Phase::Alone(own);
-                        }
-                        return polled.map(|r| r.map(|r| Answer::Response(Box::new(r))));
+                        return polled.map(|r| r.map(Answer::from));
                     };
                     this.join(ticket, if let Poll::Ready(first) = polled { Some(first) } else { None });
                 }
-                Phase::Alone(own) => return own.poll_next_unpin(cx).map(|r| r.map(|r| Answer::Response(Box::new(r)))),
                 Phase::Runs(subscriber) => match subscriber.poll_execution(cx) {
-                    Some(polled) => return polled.map(|r| r.map(|r| Answer::Response(Box::new(r)))),
+                    Some(polled) => return polled.map(|r| r.map(Answer::from)),
                     None => this.leave_execution(),
                 },
                 Phase::Reads(answers) => return answers.poll_next_unpin(cx),
@@ -454,7 +452,7 @@ async fn run_hub(
     loop {
         match next.take() {
             Some(Some(response)) => {
-                let _ = tx.send(Frame::Next(super::render(response).into()));
+                let _ = tx.send(Frame::Next(super::render(&super::coded(response)).into()));
             }
             Some(None) => return,
             None => {}

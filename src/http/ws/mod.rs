@@ -79,16 +79,16 @@ impl Protocol {
     }
 }
 
-/// Gives every error of a response its code. Every response sent over WebSocket passes here, so
-/// that it is coded as over HTTP.
+/// Gives every error of a response its code. Every response sent over WebSocket passes here
+/// before it is rendered, so that it is coded as over HTTP.
 fn coded(mut response: Response) -> Response {
     crate::graphql::error::with_codes(&mut response);
     response
 }
 
-/// A response as the JSON payload of a protocol message.
-fn render(response: Response) -> String {
-    serde_json::to_string(&coded(response)).unwrap_or_else(|e| {
+/// A (coded) response as the JSON payload of a protocol message.
+fn render(response: &Response) -> String {
+    serde_json::to_string(response).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "a GraphQL response could not be rendered");
         r#"{"data":null,"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.to_string()
     })
@@ -300,7 +300,7 @@ impl Connection {
                     self.forget(id);
                     return self.send(transport::error_message(id, &response));
                 }
-                render(response).into()
+                render(&response).into()
             }
         };
         let kind = match self.protocol {
@@ -377,28 +377,30 @@ impl Stream for Operation {
         if self.ended {
             return Poll::Ready(None);
         }
+        let id = self.id.clone();
         let answer = match self.ahead.take() {
-            Some(answer) => Some(answer),
-            None => futures::ready!(self.answers.poll_next_unpin(cx)),
-        };
-        let first = answer.is_some() && !std::mem::replace(&mut self.answered, true);
-        let last = match answer {
-            None => true,
-            Some(_) => match self.answers.poll_next_unpin(cx) {
-                Poll::Ready(Some(next)) => {
-                    self.ahead = Some(next);
-                    false
+            Some(answer) => answer,
+            None => match futures::ready!(self.answers.poll_next_unpin(cx)) {
+                Some(answer) => answer,
+                None => {
+                    self.ended = true;
+                    // Aborted: the connection ended it, and says what it has to.
+                    let aborted = self.answers.is_aborted();
+                    return Poll::Ready((!aborted).then_some(Produced { id, first: false, answer: None, last: true }));
                 }
-                Poll::Ready(None) => true,
-                Poll::Pending => false,
             },
         };
+        let first = !std::mem::replace(&mut self.answered, true);
+        let last = match self.answers.poll_next_unpin(cx) {
+            Poll::Ready(Some(next)) => {
+                self.ahead = Some(next);
+                false
+            }
+            Poll::Ready(None) => true,
+            Poll::Pending => false,
+        };
         self.ended = last;
-        if last && answer.is_none() && self.answers.is_aborted() {
-            return Poll::Ready(None);
-        }
-        let last = last && !self.answers.is_aborted();
-        Poll::Ready(Some(Produced { id: self.id.clone(), first, answer, last }))
+        Poll::Ready(Some(Produced { id, first, answer: Some(answer), last }))
     }
 }
 
