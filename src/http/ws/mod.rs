@@ -35,7 +35,7 @@ use crate::graphql::Identity;
 use crate::graphql::subscriptions::TokenCheck;
 
 /// The largest message a client may send (a `subscribe` and its variables; documents are small).
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Close code when the credentials are refused.
 const UNAUTHORIZED_CLOSE: u16 = 4403;
 const AUTH_PREFIX: &str = "unauthorized: ";
@@ -54,7 +54,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The protocols spoken on `/graphql`, by their `Sec-WebSocket-Protocol` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub(super) enum Protocol {
     /// `graphql-transport-ws`.
     Transport,
     /// `graphql-ws`, the legacy subscriptions-transport-ws protocol.
@@ -63,7 +63,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The first protocol of a `Sec-WebSocket-Protocol` offer that witty-bff speaks.
-    pub fn first_offered(offer: &str) -> Option<Protocol> {
+    pub(super) fn first_offered(offer: &str) -> Option<Protocol> {
         offer.split(',').find_map(|p| match p.trim() {
             p if p.eq_ignore_ascii_case("graphql-transport-ws") => Some(Protocol::Transport),
             p if p.eq_ignore_ascii_case("graphql-ws") => Some(Protocol::Legacy),
@@ -71,7 +71,7 @@ impl Protocol {
         })
     }
 
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Protocol::Transport => "graphql-transport-ws",
             Protocol::Legacy => "graphql-ws",
@@ -412,7 +412,7 @@ enum Step {
 }
 
 /// Serves one upgraded connection until the client leaves or a close is called for.
-pub async fn serve(state: HttpState, socket: WebSocket, protocol: Protocol) {
+pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protocol) {
     let (mut sink, mut input) = socket.split();
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
