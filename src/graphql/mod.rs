@@ -7,7 +7,6 @@ pub mod access;
 pub mod context;
 pub mod enums;
 pub mod error;
-pub mod fanout;
 pub mod history;
 pub mod installations;
 pub mod meters;

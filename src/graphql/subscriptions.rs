@@ -18,7 +18,6 @@ use super::access::{role, strip_costs};
 use super::context::{caller, load};
 use super::enums::UserRole;
 use super::error::{AppError, AppResult};
-use super::fanout::Arming;
 use super::history::{installation_arg, resource_id};
 use super::mutations::services;
 use super::stations::ChargingStation;
@@ -102,6 +101,16 @@ impl StationEvent {
 /// Without it, a subscription ends at `exp`.
 #[derive(Clone)]
 pub struct TokenCheck(pub Arc<Verifier>);
+
+/// Put in a subscription's data, as `Arc<dyn SharedWatch>`, by a transport that shares identical
+/// subscriptions (the WebSocket fan-out). The resolver arms it once the caller's checks passed:
+/// a subscriber joins a shared execution only with the access it was checked for.
+pub trait SharedWatch: Send + Sync {
+    /// Joins (or opens) the shared execution for what the resolver decided (`owner`: the caller
+    /// gets costs) and takes the watch with `watch`. `Some` hands the watch back: this execution
+    /// is not shared and keeps it itself.
+    fn arm(&self, owner: bool, watch: &dyn Fn() -> crate::live::WatchGuard) -> Option<crate::live::WatchGuard>;
+}
 
 /// What a subscriber is told when its token expired.
 const EXPIRED: &str = "the token has expired; subscribe again with a fresh token";
@@ -253,8 +262,8 @@ fn events(ctx: &Context<'_>, mut watch: Watch) -> AppResult<impl Stream<Item = R
     let take_watch = || live.watch(&watch.caller, watch.owner, watch.installation_id);
     // A shared subscriber's watch is its own, kept by its place at the hub; this execution may
     // go on for others.
-    let guard = match ctx.data_opt::<Arc<Arming>>() {
-        Some(arming) => arming.arm(watch.owner, take_watch),
+    let guard = match ctx.data_opt::<Arc<dyn SharedWatch>>() {
+        Some(shared) => shared.arm(watch.owner, &take_watch),
         None => Some(take_watch()),
     };
     let expiry = token_end(ctx.data_opt::<TokenCheck>().cloned(), watch.caller.clone());

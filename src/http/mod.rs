@@ -14,7 +14,6 @@ use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
 use std::convert::Infallible;
 
-use async_graphql::http::WebSocketProtocols;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -26,10 +25,10 @@ use futures::StreamExt;
 use tower_http::trace::TraceLayer;
 
 pub use graphiql::EXAMPLE_QUERY;
+pub use ws::Fanout;
 
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
-use crate::graphql::fanout::Fanout;
 use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
@@ -103,8 +102,8 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
         .headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
-        .and_then(|offered| offered.split(',').find_map(|p| p.trim().parse::<WebSocketProtocols>().ok()))
-        .unwrap_or(WebSocketProtocols::GraphQLWS);
+        .and_then(ws::Protocol::first_offered)
+        .unwrap_or(ws::Protocol::Transport);
     match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
         Ok(upgrade) => upgrade
             // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's 128 KiB.
@@ -113,7 +112,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
             .write_buffer_size(16 * 1024)
             .max_message_size(ws::MAX_MESSAGE_BYTES)
             // Answer with the protocol chosen above (axum would pick in its own order otherwise).
-            .protocols([protocol.sec_websocket_protocol()])
+            .protocols([protocol.name()])
             .on_upgrade(move |socket| ws::serve(s, socket, protocol)),
         Err(rejection) => rejection.into_response(),
     }
