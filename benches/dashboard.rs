@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use witty_bff::app::App;
-use witty_bff::auth::mint_dev_token;
 use witty_bff::config::{Config, Secret};
+use witty_bff::mint_dev_token;
 use witty_bff::simulator::{SimConfig, Simulator};
 
 const SECRET: &str = "bench-secret-for-witty-bff";

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use witty_bff::auth::mint_dev_token;
 use witty_bff::config::DEV_JWT_SECRET;
+use witty_bff::mint_dev_token;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

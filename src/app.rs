@@ -39,22 +39,8 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let (simulator, base_url, api_key) = match &config.upstream_url {
-            Some(url) => {
-                let key = config.api_key.as_ref().map(|k| k.expose().to_string()).unwrap_or_default();
-                (None, url.clone(), key)
-            }
-            None => {
-                let key =
-                    config.api_key.as_ref().map(|k| k.expose().to_string()).unwrap_or(simulator::DEV_API_KEY.into());
-                let sim = Simulator::spawn(SimConfig { api_key: key.clone(), ..SimConfig::default() })
-                    .await
-                    .context("cannot start the embedded simulator")?;
-                let url = sim.base_url().parse().context("simulator URL")?;
-                (Some(sim), url, key)
-            }
-        };
-        let api_key_for_secret = api_key.clone();
+        let (simulator, base_url, api_key) = upstream(&config).await?;
+        let webhook_secret = webhook_secret(&config, &api_key);
         let client = UpstreamClient::new(UpstreamConfig {
             base_url,
             api_key,
@@ -63,49 +49,16 @@ impl App {
         })
         .map_err(|e| anyhow::anyhow!("upstream client: {e}"))?;
         let jwt_secret = config.effective_jwt_secret();
-        let verifier = Verifier::new(&JwtSettings {
-            secret: jwt_secret.clone(),
-            public_key: config.jwt_public_key.clone(),
-            jwks_url: config.jwt_jwks_url.clone(),
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-            leeway_secs: config.jwt_leeway_secs,
-            jwks_min_refresh: Duration::from_secs(config.jwt_jwks_min_refresh_secs),
-            ..JwtSettings::default()
-        })
-        .map_err(anyhow::Error::msg)?;
-        verifier.warm_up().await;
+        let verifier = verifier(&config, jwt_secret.clone()).await?;
         let cache = SharedCache::new(client, config.ttls(), config.cache_capacity);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        // Minted for each GraphiQL page, so it is never stale and carries the configured claims.
-        let dev_token = match (&simulator, &jwt_secret) {
-            (Some(_), Some(secret)) => {
-                let (secret, issuer, audience) =
-                    (secret.clone(), config.jwt_issuer.clone(), config.jwt_audience.clone());
-                let mint: crate::http::DevToken = Arc::new(move || {
-                    mint_dev_token(&secret, "alice", 12 * 3600, issuer.as_deref(), audience.as_deref())
-                });
-                Some(mint)
-            }
-            _ => None,
-        };
+        let dev_token = simulator.as_ref().and(jwt_secret.as_ref()).map(|secret| dev_token(&config, secret));
         let bus: SharedBus = Arc::new(LocalBus::new(config.live_buffer_events));
         let public_url = match &config.public_url {
             Some(url) => url.clone(),
             None => format!("http://{addr}").parse().context("public URL")?,
-        };
-        // Stable across restarts (so our upstream subscription is recognised again), unguessable
-        // without the API key. Not the value earlier versions derived: that one was the last segment
-        // of their webhook URL, which members could read; the installations' keys come from this.
-        let webhook_secret = match &config.webhook_secret {
-            Some(s) => s.expose().to_string(),
-            None => {
-                Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("witty-bff-webhook-keys-v2:{api_key_for_secret}").as_bytes())
-                    .simple()
-                    .to_string()
-            }
         };
         let live = Live::new(
             cache.clone(),
@@ -190,4 +143,53 @@ impl App {
             } => Ok(()),
         }
     }
+}
+
+/// The upstream to use: the configured one, or an embedded simulator started on a loopback port,
+/// with the API key to send it.
+async fn upstream(config: &Config) -> anyhow::Result<(Option<Simulator>, reqwest::Url, String)> {
+    let key = config.api_key.as_ref().map(|k| k.expose().to_string());
+    if let Some(url) = &config.upstream_url {
+        return Ok((None, url.clone(), key.unwrap_or_default()));
+    }
+    let key = key.unwrap_or(simulator::DEV_API_KEY.into());
+    let sim = Simulator::spawn(SimConfig { api_key: key.clone(), ..SimConfig::default() })
+        .await
+        .context("cannot start the embedded simulator")?;
+    let url = sim.base_url().parse().context("simulator URL")?;
+    Ok((Some(sim), url, key))
+}
+
+/// The secret the installations' webhook keys are made from: stable across restarts, so our
+/// upstream subscription is recognised again, and unguessable without the API key. The prefix
+/// keeps it apart from the secret members could once read in webhook URLs.
+fn webhook_secret(config: &Config, api_key: &str) -> String {
+    match &config.webhook_secret {
+        Some(s) => s.expose().to_string(),
+        None => Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("witty-bff-webhook-keys-v2:{api_key}").as_bytes())
+            .simple()
+            .to_string(),
+    }
+}
+
+async fn verifier(config: &Config, secret: Option<String>) -> anyhow::Result<Verifier> {
+    let verifier = Verifier::new(&JwtSettings {
+        secret,
+        public_key: config.jwt_public_key.clone(),
+        jwks_url: config.jwt_jwks_url.clone(),
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        leeway_secs: config.jwt_leeway_secs,
+        jwks_min_refresh: Duration::from_secs(config.jwt_jwks_min_refresh_secs),
+        ..JwtSettings::default()
+    })
+    .map_err(anyhow::Error::msg)?;
+    verifier.warm_up().await;
+    Ok(verifier)
+}
+
+/// GraphiQL's token, minted for each page so it is never stale and carries the configured claims.
+fn dev_token(config: &Config, secret: &str) -> crate::http::DevToken {
+    let (secret, issuer, audience) = (secret.to_string(), config.jwt_issuer.clone(), config.jwt_audience.clone());
+    Arc::new(move || mint_dev_token(&secret, "alice", 12 * 3600, issuer.as_deref(), audience.as_deref()))
 }

@@ -40,7 +40,7 @@ impl StationEventKind {
 
 /// One event about a station (or an installation).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StationEvent {
+pub(crate) struct StationEvent {
     /// The upstream's event id (deliveries are deduplicated by it).
     pub id: String,
     pub kind: StationEventKind,
@@ -55,7 +55,7 @@ pub struct StationEvent {
 }
 
 /// Where events are published and heard.
-pub trait EventBus: Send + Sync + 'static {
+pub(crate) trait EventBus: Send + Sync + 'static {
     fn publish(&self, event: StationEvent);
     /// Every event published from now on. A receiver that falls behind by more than the bus's
     /// capacity skips ahead (it gets `RecvError::Lagged`).
@@ -65,13 +65,13 @@ pub trait EventBus: Send + Sync + 'static {
 }
 
 /// The in-process bus: a tokio broadcast channel.
-pub struct LocalBus {
+pub(crate) struct LocalBus {
     tx: broadcast::Sender<Arc<StationEvent>>,
     capacity: usize,
 }
 
 impl LocalBus {
-    pub fn new(capacity: usize) -> LocalBus {
+    pub(crate) fn new(capacity: usize) -> LocalBus {
         let capacity = capacity.max(16);
         LocalBus { tx: broadcast::channel(capacity).0, capacity }
     }
@@ -92,7 +92,7 @@ impl EventBus for LocalBus {
     }
 }
 
-pub type SharedBus = Arc<dyn EventBus>;
+pub(crate) type SharedBus = Arc<dyn EventBus>;
 
 #[cfg(test)]
 mod tests {

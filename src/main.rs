@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 .config
                 .effective_jwt_secret()
                 .context("no HS secret configured: set WITTY_BFF_JWT_SECRET to mint tokens")?;
-            let token = witty_bff::auth::mint_dev_token(
+            let token = witty_bff::mint_dev_token(
                 &secret,
                 &sub,
                 ttl,
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema => {
-            print!("{}", witty_bff::graphql::sdl());
+            print!("{}", witty_bff::sdl());
             Ok(())
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Live watches: GraphQL subscriptions (`stationEvents`, `chargingStationUpdated`) being
     /// served, and commands waiting for their outcome.
@@ -37,7 +37,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Metrics> {
+    pub(crate) fn new() -> Arc<Metrics> {
         let registry = Registry::new_custom(Some("witty_bff".into()), None).expect("a valid prefix");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("a valid metric");
@@ -98,7 +98,7 @@ impl Metrics {
     }
 
     /// Every metric, in the Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "cannot encode the metrics");

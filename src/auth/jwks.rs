@@ -27,11 +27,11 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
-    pub fn loaded(&self) -> bool {
+    pub(super) fn loaded(&self) -> bool {
         self.fetched_at.is_some()
     }
 
-    pub fn find(&self, kid: &str) -> Option<&VerifyingKey> {
+    pub(super) fn find(&self, kid: &str) -> Option<&VerifyingKey> {
         self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
     }
 }
@@ -79,7 +79,7 @@ pub(crate) fn shown_url(url: &Url) -> String {
 }
 
 impl Jwks {
-    pub fn new(url: Url, min_refresh: Duration, max_age: Duration, timeout: Duration) -> Result<Jwks, String> {
+    pub(super) fn new(url: Url, min_refresh: Duration, max_age: Duration, timeout: Duration) -> Result<Jwks, String> {
         let shown = shown_url(&url);
         match url.scheme() {
             "https" => {}
@@ -113,13 +113,13 @@ impl Jwks {
     }
 
     /// The start-up fetch: a failure is logged and the keys are fetched on first use.
-    pub async fn warm_up(&self) {
+    pub(super) async fn warm_up(&self) {
         let _fetching = self.inner.refresh.lock().await;
         self.inner.fetch_and_store().await;
     }
 
     /// The number of fetches attempted so far, and the keys known now (read in that order).
-    pub fn current(&self) -> (u64, Arc<KeySet>) {
+    pub(super) fn current(&self) -> (u64, Arc<KeySet>) {
         let attempts = self.inner.attempts.load(Ordering::SeqCst);
         (attempts, self.inner.snapshot())
     }
@@ -127,7 +127,7 @@ impl Jwks {
     /// Fetches the keys again for a token whose key is not in the set read after `seen` fetches,
     /// unless a fetch happened since (its result is used) or the last token-triggered fetch is
     /// less than `min_refresh` old (rate-limited: the set is returned as it is).
-    pub async fn refresh(&self, seen: u64) -> Arc<KeySet> {
+    pub(super) async fn refresh(&self, seen: u64) -> Arc<KeySet> {
         let mut state = self.inner.refresh.lock().await;
         if self.inner.attempts.load(Ordering::SeqCst) != seen {
             return self.inner.snapshot();
@@ -146,7 +146,7 @@ impl Jwks {
     /// Starts a background fetch when `set` is older than `max_age` (so that keys the identity
     /// provider withdrew stop verifying), within the same rate limit; the caller goes on with
     /// `set`. Needs a tokio runtime.
-    pub fn refresh_if_stale(&self, set: &KeySet) {
+    pub(super) fn refresh_if_stale(&self, set: &KeySet) {
         let stale = set.fetched_at.is_some_and(|at| at.elapsed() >= self.inner.max_age);
         if !stale {
             return;
@@ -232,7 +232,7 @@ impl Inner {
 #[cfg(test)]
 impl Jwks {
     /// Waits until no fetch is in flight (a background one included).
-    pub async fn idle(&self) {
+    pub(super) async fn idle(&self) {
         drop(self.inner.refresh.lock().await);
     }
 }
@@ -263,14 +263,14 @@ pub(crate) mod test_server {
         hit_tx: mpsc::UnboundedSender<usize>,
     }
 
-    pub struct JwksServer {
+    pub(crate) struct JwksServer {
         pub url: Url,
         shared: Arc<Shared>,
     }
 
     impl JwksServer {
         /// Serves `keys`; every hit is also sent on the returned channel.
-        pub async fn start(keys: Vec<Value>) -> (JwksServer, mpsc::UnboundedReceiver<usize>) {
+        pub(crate) async fn start(keys: Vec<Value>) -> (JwksServer, mpsc::UnboundedReceiver<usize>) {
             let (hit_tx, hit_rx) = mpsc::unbounded_channel();
             let shared = Arc::new(Shared {
                 keys: Mutex::new(keys),
@@ -286,25 +286,25 @@ pub(crate) mod test_server {
             (JwksServer { url, shared }, hit_rx)
         }
 
-        pub fn serve(&self, keys: Vec<Value>) {
+        pub(crate) fn serve(&self, keys: Vec<Value>) {
             *self.shared.keys.lock().unwrap() = keys;
         }
 
         /// Answers with `status` (200: the keys).
-        pub fn answer(&self, status: u16) {
+        pub(crate) fn answer(&self, status: u16) {
             self.shared.status.store(status, Ordering::SeqCst);
         }
 
-        pub fn hits(&self) -> usize {
+        pub(crate) fn hits(&self) -> usize {
             self.shared.hits.load(Ordering::SeqCst)
         }
 
         /// Holds every answer until [`release`](Self::release).
-        pub fn hold(&self) {
+        pub(crate) fn hold(&self) {
             self.shared.open.send_replace(false);
         }
 
-        pub fn release(&self) {
+        pub(crate) fn release(&self) {
             self.shared.open.send_replace(true);
         }
     }
@@ -322,7 +322,7 @@ pub(crate) mod test_server {
     }
 
     /// The JWK of a fixture public key, with `kid` and, when given, `alg`.
-    pub fn jwk(public_pem: &str, kid: &str, alg: Option<&str>) -> Value {
+    pub(crate) fn jwk(public_pem: &str, kid: &str, alg: Option<&str>) -> Value {
         let pem = fixture(public_pem);
         let key = DecodingKey::from_rsa_pem(&pem).or_else(|_| DecodingKey::from_ec_pem(&pem)).unwrap();
         let mut jwk = serde_json::to_value(Jwk::from_decoding_key(&key, None).unwrap()).unwrap();

@@ -63,7 +63,7 @@ pub enum AuthError {
 /// How tokens are checked. At least one key source (`secret`, `public_key`, `jwks_url`) is needed;
 /// several may be combined.
 #[derive(Clone)]
-pub struct JwtSettings {
+pub(crate) struct JwtSettings {
     /// HS256/384/512 shared secret.
     pub secret: Option<String>,
     /// PEM file with an RSA (RS256/384/512, PS256/384/512), EC P-256 (ES256), EC P-384 (ES384) or
@@ -162,7 +162,7 @@ impl TokenHeader {
 }
 
 /// Checks tokens against the configured keys.
-pub struct Verifier {
+pub(crate) struct Verifier {
     /// The HS secret and the PEM key: they verify tokens whatever `kid` they name.
     keys: Vec<VerifyingKey>,
     jwks: Option<Jwks>,
@@ -186,7 +186,7 @@ impl Verifier {
     /// Builds the verifier without touching the network: reads the PEM file (a file that cannot
     /// be read or parsed is an error naming it), prepares the JWKS client. Call
     /// [`warm_up`](Verifier::warm_up) to fetch the JWKS at start-up.
-    pub fn new(settings: &JwtSettings) -> Result<Verifier, String> {
+    pub(crate) fn new(settings: &JwtSettings) -> Result<Verifier, String> {
         let mut keys = Vec::new();
         if let Some(secret) = &settings.secret {
             if secret.len() < 16 {
@@ -234,14 +234,14 @@ impl Verifier {
 
     /// Fetches the JWKS, when one is configured. A failure is logged, not returned: the keys are
     /// then fetched when the first token needs them.
-    pub async fn warm_up(&self) {
+    pub(crate) async fn warm_up(&self) {
         if let Some(jwks) = &self.jwks {
             jwks.warm_up().await;
         }
     }
 
     /// Reads `Authorization` header text into a verified caller.
-    pub async fn verify_header(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+    pub(crate) async fn verify_header(&self, header: Option<&str>) -> Result<Caller, AuthError> {
         let header = header.ok_or(AuthError::Missing)?.trim();
         let (scheme, token) = header.split_once(' ').ok_or(AuthError::BadScheme)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -252,11 +252,11 @@ impl Verifier {
 
     /// Verifies a bare token (no `Bearer ` prefix).
     /// How long after its `exp` a token is still accepted.
-    pub fn leeway(&self) -> std::time::Duration {
+    pub(crate) fn leeway(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.validation.leeway)
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let result = self.check(token).await;
         if let Err(reason) = &result {
             tracing::debug!(%reason, "bearer token refused");

@@ -58,14 +58,14 @@ impl std::fmt::Debug for VerifyingKey {
 
 impl VerifyingKey {
     /// An HS256/384/512 shared secret.
-    pub fn from_secret(secret: &str) -> VerifyingKey {
+    pub(super) fn from_secret(secret: &str) -> VerifyingKey {
         VerifyingKey { kid: None, algorithms: HMAC.to_vec(), key: DecodingKey::from_secret(secret.as_bytes()) }
     }
 
     /// A public key in PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`): RSA (RS*/PS*), EC P-256 (ES256),
     /// EC P-384 (ES384) or Ed25519 (EdDSA), told apart by the key itself. `origin` names where
     /// the PEM came from in error messages.
-    pub fn from_pem(pem: &[u8], origin: &str) -> Result<VerifyingKey, String> {
+    pub(super) fn from_pem(pem: &[u8], origin: &str) -> Result<VerifyingKey, String> {
         let text = std::str::from_utf8(pem).map_err(|_| format!("{origin} is not a PEM file"))?;
         let (label, der) =
             pem_block(text).ok_or_else(|| format!("{origin} is not a PEM file (no '-----BEGIN ...-----' block)"))?;
@@ -119,7 +119,7 @@ impl VerifyingKey {
 
     /// A key of a JWKS. The algorithms are the JWK's `alg` when present (it must fit the key), or
     /// else follow from `kty`/`crv`. `Err` says why the key is skipped.
-    pub fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, String> {
+    pub(super) fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, String> {
         if let Some(usage) = &jwk.common.public_key_use
             && *usage != PublicKeyUse::Signature
         {

@@ -8,7 +8,8 @@ mod jwks;
 mod jwt;
 mod keys;
 
-pub use jwt::{AuthError, JwtSettings, Verifier, mint_dev_token};
+pub use jwt::mint_dev_token;
+pub(crate) use jwt::{AuthError, JwtSettings, Verifier};
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 /// HMAC-SHA256 of `message` under `key`, base64url: jsonwebtoken's HS256 signer, so no crate of
 /// its own. `None` only if the signer refused the key, which it never does for an HS256 secret.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Option<String> {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> Option<String> {
     let key = jsonwebtoken::EncodingKey::from_secret(key);
     jsonwebtoken::crypto::sign(message, &key, jsonwebtoken::Algorithm::HS256).ok()
 }
@@ -24,7 +25,7 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Option<String> {
 /// A verified caller. The token is kept to be forwarded upstream as the end user's bearer; it
 /// never appears in `Debug` output or logs.
 #[derive(Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The token's `sub`: the identity cache entries are keyed by.
     pub sub: Arc<str>,
     token: Arc<str>,
@@ -32,12 +33,16 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn new(sub: impl Into<Arc<str>>, token: impl Into<Arc<str>>, expires_at: Option<DateTime<Utc>>) -> Caller {
+    pub(crate) fn new(
+        sub: impl Into<Arc<str>>,
+        token: impl Into<Arc<str>>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Caller {
         Caller { sub: sub.into(), token: token.into(), expires_at }
     }
 
     /// The bearer token to forward upstream.
-    pub fn token(&self) -> &str {
+    pub(crate) fn token(&self) -> &str {
         &self.token
     }
 }

@@ -20,11 +20,11 @@
 //! - Values are typed by their key: a reader asks with a key of [`read`] (`read::Stations {
 //!   installation_id }`) and gets that resource's value type back, checked by the compiler.
 
-pub mod read;
+pub(crate) mod read;
 mod resource;
 
-pub use read::{Fetched, Read};
-pub use resource::Resource;
+pub(crate) use read::{Fetched, Read};
+pub(crate) use resource::Resource;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -72,7 +72,7 @@ impl Default for Ttls {
 
 /// A loaded resource: its value, of its resource's kind, and when it was fetched.
 #[derive(Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub value: Fetched,
     pub fetched_at: DateTime<Utc>,
 }
@@ -80,7 +80,7 @@ pub struct Loaded {
 impl Loaded {
     /// The value as `K`'s value type, with when it was fetched (`None` only if this was loaded
     /// for another kind of resource than `K`).
-    pub fn of<K: Read>(&self) -> Option<(Arc<K::Value>, DateTime<Utc>)> {
+    pub(crate) fn of<K: Read>(&self) -> Option<(Arc<K::Value>, DateTime<Utc>)> {
         Some((K::pick(&self.value)?, self.fetched_at))
     }
 }
@@ -89,7 +89,7 @@ type LoadResult = Result<Loaded, UpstreamError>;
 
 /// Said when a key's kind and the value stored under its resource differ: [`read`] declares them
 /// together and `Resource::fetch` stores each resource's own kind, so this is a bug of ours.
-pub const MISMATCH: &str = "a cached resource holds another kind of value than its key's";
+pub(crate) const MISMATCH: &str = "a cached resource holds another kind of value than its key's";
 
 #[derive(Clone)]
 struct Entry {
@@ -150,7 +150,7 @@ impl Invalidations {
 }
 
 /// How long an answer is kept while a command may still change it (see `Unsettled`).
-pub const UNSETTLED_TTL: Duration = Duration::from_millis(500);
+pub(crate) const UNSETTLED_TTL: Duration = Duration::from_millis(500);
 
 /// Resources that a command the upstream accepted (202) may still change: the station applies it
 /// a moment later, and an answer read in between would otherwise be served for the whole TTL after
@@ -238,7 +238,7 @@ impl Refusals {
 
 /// The process-wide cache of upstream answers.
 #[derive(Clone)]
-pub struct SharedCache {
+pub(crate) struct SharedCache {
     cache: moka::future::Cache<Key, Entry>,
     client: UpstreamClient,
     ttls: Arc<Ttls>,
@@ -250,7 +250,7 @@ pub struct SharedCache {
 }
 
 impl SharedCache {
-    pub fn new(client: UpstreamClient, ttls: Ttls, capacity: u64) -> SharedCache {
+    pub(crate) fn new(client: UpstreamClient, ttls: Ttls, capacity: u64) -> SharedCache {
         let cache = moka::future::Cache::builder()
             .max_capacity(capacity)
             .expire_after(PerEntryTtl)
@@ -267,20 +267,18 @@ impl SharedCache {
         }
     }
 
-    /// The same cache with another budget of upstream reads per request (see [`ReadBudget`]).
-    pub fn with_read_budget(mut self, reads: u32) -> SharedCache {
-        self.read_budget = reads;
-        self
-    }
-
-    pub fn client(&self) -> &UpstreamClient {
+    pub(crate) fn client(&self) -> &UpstreamClient {
         &self.client
     }
 
     /// The resource `key` names as `caller` sees it, with when it was fetched: from the cache, or
     /// fetched once for all concurrent askers. Not counted in any request's budget (the live
     /// watches' own reads).
-    pub async fn get<K: Read>(&self, caller: &Caller, key: K) -> Result<(Arc<K::Value>, DateTime<Utc>), UpstreamError> {
+    pub(crate) async fn get<K: Read>(
+        &self,
+        caller: &Caller,
+        key: K,
+    ) -> Result<(Arc<K::Value>, DateTime<Utc>), UpstreamError> {
         let loaded = self.read(caller, key.into(), None).await.map_err(|e| match e {
             ReadError::Upstream(e) => e,
             ReadError::OverBudget { .. } => unreachable!("a read without a budget is never refused"),
@@ -402,24 +400,32 @@ impl SharedCache {
     }
 
     /// Drops every entry (of every caller) that `stale` says a change made out of date.
-    pub fn invalidate(&self, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
+    pub(crate) fn invalidate(&self, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
         self.invalidate_keys(Arc::new(move |(_, r): &Key| stale(r)));
     }
 
     /// Drops one caller's entries that `stale` names.
-    pub fn invalidate_caller_resource(&self, sub: &str, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
+    pub(crate) fn invalidate_caller_resource(
+        &self,
+        sub: &str,
+        stale: impl Fn(&Resource) -> bool + Send + Sync + 'static,
+    ) {
         let sub: Arc<str> = sub.into();
         self.invalidate_keys(Arc::new(move |(s, r): &Key| *s == sub && stale(r)));
     }
 
     /// Marks the resources `stale` names (of every caller) as still changing for `how_long`: a
     /// command was accepted and not yet seen applied. Returns the mark for [`SharedCache::settle`].
-    pub fn unsettle(&self, how_long: Duration, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) -> u64 {
+    pub(crate) fn unsettle(
+        &self,
+        how_long: Duration,
+        stale: impl Fn(&Resource) -> bool + Send + Sync + 'static,
+    ) -> u64 {
         self.unsettled.mark(std::time::Instant::now() + how_long, Arc::new(move |(_, r): &Key| stale(r)))
     }
 
     /// The change a mark waited for is seen: answers are kept for their usual time again.
-    pub fn settle(&self, mark: u64) {
+    pub(crate) fn settle(&self, mark: u64) {
         self.unsettled.settle(mark);
     }
 
@@ -437,7 +443,7 @@ impl SharedCache {
 /// lets a query ask for without lists (5000 / 50 = 100 reads), so every query that passes it and
 /// fans out a little (a user's few installations and stations) is answered, while one fanning out
 /// over hundreds of installations cannot spend the shared partner key's quota for everyone.
-pub const READ_BUDGET: u32 = 200;
+pub(crate) const READ_BUDGET: u32 = 200;
 
 /// The upstream reads left to one execution of an operation. Only reads this request sends itself
 /// are counted: a hit in the shared cache or in the request's own loader, or waiting on a fetch
@@ -447,7 +453,7 @@ pub const READ_BUDGET: u32 = 200;
 /// A subscription's execution spans many events: clearing its loader (as `chargingStationUpdated`
 /// does before each event, to read the station afresh) gives it a whole budget again, so each
 /// event's answer has a budget of its own and a long subscription never runs out.
-pub struct ReadBudget {
+pub(crate) struct ReadBudget {
     limit: u32,
     used: AtomicU32,
 }
@@ -481,7 +487,7 @@ enum Unstored {
 
 /// Why a request's read has no value.
 #[derive(Debug, Clone)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The upstream answered with an error, or could not be reached.
     Upstream(UpstreamError),
     /// The request has used its budget of `budget` upstream reads: this one was not sent.
@@ -489,7 +495,7 @@ pub enum ReadError {
 }
 
 /// The loader of one GraphQL request: one caller, the shared cache below, the request's budget.
-pub struct RequestLoader {
+pub(crate) struct RequestLoader {
     caller: Caller,
     shared: SharedCache,
     budget: Arc<ReadBudget>,
@@ -509,16 +515,16 @@ impl Loader<Resource> for RequestLoader {
 }
 
 /// The per-request DataLoader (with a per-request cache).
-pub type Loaders = DataLoader<RequestLoader, RequestCache>;
+pub(crate) type Loaders = DataLoader<RequestLoader, RequestCache>;
 
-pub fn request_loaders(caller: Caller, shared: SharedCache) -> Loaders {
+pub(crate) fn request_loaders(caller: Caller, shared: SharedCache) -> Loaders {
     let budget = Arc::new(ReadBudget::new(shared.read_budget));
     let cache = RequestCache { budget: budget.clone() };
     DataLoader::with_cache(RequestLoader { caller, shared, budget }, tokio::spawn, cache)
 }
 
 /// The request's own cache of what it loaded; clearing it also renews the request's budget.
-pub struct RequestCache {
+pub(crate) struct RequestCache {
     budget: Arc<ReadBudget>,
 }
 

@@ -15,7 +15,7 @@ use crate::upstream::history::{AggregatePoint, Device, LogCount, LogEntry, LogIn
 use crate::upstream::{installations, meters, notifications, sharing, stations};
 
 /// A key of the cache that knows the type of its value.
-pub trait Read: Into<Resource> {
+pub(crate) trait Read: Into<Resource> {
     /// What the upstream read of this resource produces.
     type Value: Send + Sync + 'static;
 
@@ -31,22 +31,22 @@ macro_rules! reads {
     ($($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* } => $value:ty;)*) => {
         /// What one upstream read produced: one variant per [`Resource`] variant, holding its value.
         #[derive(Clone)]
-        pub enum Fetched {
+        pub(crate) enum Fetched {
             $($name(Arc<$value>),)*
         }
 
         /// The kinds of resource ([`Resource`] without its parameters): what a write says it
         /// makes stale.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Kind {
+        pub(crate) enum Kind {
             $($name,)*
         }
 
         impl Kind {
             /// Every kind: what a change of who sees an installation makes stale.
-            pub const EVERY: &'static [Kind] = &[$(Kind::$name,)*];
+            pub(crate) const EVERY: &'static [Kind] = &[$(Kind::$name,)*];
 
-            pub fn of(resource: &Resource) -> Kind {
+            pub(crate) fn of(resource: &Resource) -> Kind {
                 match resource {
                     $(Resource::$name { .. } => Kind::$name,)*
                 }
@@ -78,13 +78,13 @@ macro_rules! reads {
     (@key $(#[$doc:meta])* $name:ident {}) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub struct $name;
+        pub(crate) struct $name;
     };
     (@key $(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),+ }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-        pub struct $name {
-            $(pub $field: $ty,)+
+        pub(crate) struct $name {
+            $(pub(crate) $field: $ty,)+
         }
     };
 }

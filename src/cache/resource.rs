@@ -12,7 +12,7 @@ use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// An upstream read route with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Resource {
+pub(crate) enum Resource {
     Installations,
     Users {
         installation_id: i64,
@@ -91,7 +91,7 @@ fn boxed<T>(variant: fn(Arc<T>) -> Fetched, r: Result<T, UpstreamError>) -> Resu
 
 impl Resource {
     /// The installation the resource belongs to (`None` for the caller's list of installations).
-    pub fn installation_id(&self) -> Option<i64> {
+    pub(crate) fn installation_id(&self) -> Option<i64> {
         use Resource::*;
         match self {
             Installations => None,

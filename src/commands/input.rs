@@ -5,7 +5,7 @@ use crate::graphql::error::{AppError, AppResult};
 /// A name or label given by the user: trimmed, 1 to `max` characters, no control or invisible
 /// formatting characters (a newline, a NUL or a right-to-left override would be stored upstream
 /// and shown back everywhere).
-pub fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
+pub(crate) fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
     let v = value.trim();
     if v.is_empty() {
         return Err(AppError::bad_input(format!("{field} must not be blank")));

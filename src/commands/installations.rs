@@ -2,7 +2,7 @@
 
 use super::{Changes, Command, Doubt, Kind, Who};
 
-pub static CREATE_INSTALLATION: Command = Command {
+pub(crate) static CREATE_INSTALLATION: Command = Command {
     name: "createInstallation",
     who: Who::Anyone,
     doubt: Doubt { what: "the new installation", done: "created", check: "your installations" },

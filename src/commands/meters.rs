@@ -10,7 +10,7 @@ use super::{Access, Changes, Command, Doubt, Invocation, Kind, Services, Who, ru
 use crate::graphql::error::{AppError, AppResult};
 use crate::upstream::meters as wire;
 
-pub static AUTHORIZE_TIC: Command = Command {
+pub(crate) static AUTHORIZE_TIC: Command = Command {
     name: "authorizeTic",
     who: Who::Owner { what: "change the TIC consent" },
     doubt: Doubt { what: "the change of TIC consent", done: "made", check: "the grid meter's authorizeTic" },
@@ -19,7 +19,7 @@ pub static AUTHORIZE_TIC: Command = Command {
         ..Changes::NONE
     },
 };
-pub static SET_TARIFFS: Command = Command {
+pub(crate) static SET_TARIFFS: Command = Command {
     name: "setTariffs",
     who: Who::Owner { what: "set tariff prices" },
     doubt: Doubt { what: "the new prices", done: "saved", check: "the grid meter's tariffs" },
@@ -38,13 +38,13 @@ pub static SET_TARIFFS: Command = Command {
 
 /// A grid meter's state as the upstream gave it, and when.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MeterState {
+pub(crate) struct MeterState {
     pub meter: wire::GridMeter,
     pub fetched_at: DateTime<Utc>,
 }
 
 /// Gives or withdraws consent to send the house's TIC data, then reads the meter back.
-pub async fn authorize_tic(
+pub(crate) async fn authorize_tic(
     access: &impl Access,
     call: Invocation<'_>,
     svc: &Services,
@@ -70,7 +70,7 @@ pub async fn authorize_tic(
 
 /// Sets the `wanted` prices: reads the meter's subscription and current prices and sends the
 /// complete set (see [`tariffs::merge`]).
-pub async fn set_tariffs(
+pub(crate) async fn set_tariffs(
     access: &impl Access,
     call: Invocation<'_>,
     svc: &Services,

@@ -9,36 +9,36 @@
 //! refusals are the client's error codes, so a second error type would only be mapped one to one.
 
 mod input;
-pub mod installations;
-pub mod meters;
-pub mod notifications;
+pub(crate) mod installations;
+pub(crate) mod meters;
+pub(crate) mod notifications;
 mod run;
-pub mod sharing;
-pub mod stations;
-pub mod tariffs;
+pub(crate) mod sharing;
+pub(crate) mod stations;
+pub(crate) mod tariffs;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use input::text;
-pub use run::{Invocation, Key, KeySource, Write, run, send};
+pub(crate) use input::text;
+pub(crate) use run::{Invocation, Key, KeySource, Write, run, send};
 
 use crate::cache::SharedCache;
-pub use crate::cache::read::Kind;
+pub(crate) use crate::cache::read::Kind;
 use crate::events::SharedBus;
 use crate::graphql::error::{AppError, AppResult};
 use crate::idempotency::IdempotencyStore;
 
 /// How commands behave.
 #[derive(Debug, Clone)]
-pub struct CommandSettings {
+pub(crate) struct CommandSettings {
     /// How long `wait: true` waits for the station to show the change.
     pub wait_timeout: Duration,
 }
 
 /// What commands need besides the request's caller.
-pub struct Services {
+pub(crate) struct Services {
     pub cache: SharedCache,
     pub bus: SharedBus,
     pub commands: CommandSettings,
@@ -48,7 +48,7 @@ pub struct Services {
 
 /// A mutation, described once.
 #[derive(Debug)]
-pub struct Command {
+pub(crate) struct Command {
     /// The mutation's GraphQL field: what an idempotency key remembers it by.
     pub name: &'static str,
     pub who: Who,
@@ -60,7 +60,7 @@ pub struct Command {
 
 /// Who may run a command; checked on fresh state once the key is claimed, before anything is sent.
 #[derive(Debug, Clone, Copy)]
-pub enum Who {
+pub(crate) enum Who {
     /// The installation's owner; installers are told they cannot `what`.
     Owner { what: &'static str },
     /// Anyone who sees the installation (its owner or an enabled installer).
@@ -71,13 +71,13 @@ pub enum Who {
 
 /// Asks the request whether its caller may run a command. Implemented over the request's loaders
 /// (`graphql::access`), so the check reads what the request reads.
-pub trait Access: Sync {
+pub(crate) trait Access: Sync {
     fn allow(&self, who: Who, installation_id: Option<i64>) -> impl Future<Output = AppResult<()>> + Send;
 }
 
 /// What a command's write makes stale in the shared cache, dropped once the write is accepted.
 #[derive(Debug, Clone, Copy)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Of the command's installation, for every caller.
     pub installation: &'static [Kind],
     /// Of every installation, for every caller (the command does not say which one it touched,
@@ -93,13 +93,14 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub const NONE: Changes = Changes { installation: &[], everywhere: &[], own: &[], unsettles: &[], access: false };
+    pub(crate) const NONE: Changes =
+        Changes { installation: &[], everywhere: &[], own: &[], unsettles: &[], access: false };
 }
 
 /// What a mutation tells the user when the upstream did not confirm its write: what was asked,
 /// and where to look to learn whether it happened.
 #[derive(Debug, Clone, Copy)]
-pub struct Doubt {
+pub(crate) struct Doubt {
     /// e.g. "the command", "the new installation".
     pub what: &'static str,
     /// e.g. "delivered", "created".

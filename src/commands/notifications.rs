@@ -7,13 +7,13 @@ const SUBSCRIPTIONS: Changes =
 const UNSUBSCRIBED: Doubt =
     Doubt { what: "the removal of the subscription", done: "made", check: "the installation's eventSubscriptions" };
 
-pub static SUBSCRIBE_TO_NOTIFICATIONS: Command = Command {
+pub(crate) static SUBSCRIBE_TO_NOTIFICATIONS: Command = Command {
     name: "subscribeToNotifications",
     who: Who::Member,
     doubt: Doubt { what: "the subscription", done: "made", check: "the installation's eventSubscriptions" },
     changes: SUBSCRIPTIONS,
 };
-pub static UNSUBSCRIBE_FROM_NOTIFICATIONS: Command =
+pub(crate) static UNSUBSCRIBE_FROM_NOTIFICATIONS: Command =
     Command { name: "unsubscribeFromNotifications", who: Who::Member, doubt: UNSUBSCRIBED, changes: SUBSCRIPTIONS };
-pub static UNSUBSCRIBE_ALL_NOTIFICATIONS: Command =
+pub(crate) static UNSUBSCRIBE_ALL_NOTIFICATIONS: Command =
     Command { name: "unsubscribeAllNotifications", who: Who::Member, doubt: UNSUBSCRIBED, changes: SUBSCRIPTIONS };

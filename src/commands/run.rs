@@ -19,14 +19,14 @@ const MAX_KEY_BYTES: usize = 255;
 
 /// Where an idempotency key came from; the argument wins over the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     Argument,
     Header,
 }
 
 /// An idempotency key as the request gave it.
 #[derive(Debug, Clone)]
-pub struct Key {
+pub(crate) struct Key {
     key: String,
     /// Under the header on a request of several mutations: this field's place among them.
     place: Option<usize>,
@@ -37,7 +37,7 @@ pub struct Key {
 impl Key {
     /// The key given as the `idempotencyKey` argument, or as the header (with this field's place,
     /// on a request of several mutations, and the request it names); 1 to 255 bytes.
-    pub fn new(key: String, source: KeySource, place: Option<usize>, request: Option<String>) -> AppResult<Key> {
+    pub(crate) fn new(key: String, source: KeySource, place: Option<usize>, request: Option<String>) -> AppResult<Key> {
         let name = match source {
             KeySource::Argument => "idempotencyKey",
             KeySource::Header => "the Idempotency-Key header",
@@ -53,7 +53,7 @@ impl Key {
 }
 
 /// One call of a command.
-pub struct Invocation<'a> {
+pub(crate) struct Invocation<'a> {
     pub caller: &'a Caller,
     pub installation_id: Option<i64>,
     pub key: Option<Key>,
@@ -63,7 +63,7 @@ pub struct Invocation<'a> {
 
 impl Invocation<'_> {
     /// The installation of a command that needs one.
-    pub fn installation(&self) -> AppResult<i64> {
+    pub(crate) fn installation(&self) -> AppResult<i64> {
         self.installation_id.ok_or_else(|| AppError::internal("a command on an installation was called without it"))
     }
 }
@@ -74,7 +74,7 @@ impl Invocation<'_> {
 /// upstream (a failure before sending, or one [`did_not_run`] names) is not kept, so the key may
 /// try again; any other is kept for the store's window, even when the request is dropped (the
 /// client went away) after sending: then the key answers the command's doubt.
-pub async fn run<'a, T, F, Fut>(
+pub(crate) async fn run<'a, T, F, Fut>(
     svc: &'a Services,
     access: &impl Access,
     command: &'static Command,
@@ -120,7 +120,7 @@ where
 }
 
 /// Runs a command whose whole work is its one upstream write, and answers what the write did.
-pub async fn send<'a, V, F, Fut>(
+pub(crate) async fn send<'a, V, F, Fut>(
     access: &impl Access,
     call: Invocation<'a>,
     svc: &'a Services,
@@ -160,7 +160,7 @@ struct Progress {
 }
 
 /// Given to a command's write: sends it and drops what it made stale.
-pub struct Write<'a> {
+pub(crate) struct Write<'a> {
     svc: &'a Services,
     command: &'static Command,
     caller: &'a Caller,
@@ -171,7 +171,7 @@ pub struct Write<'a> {
 impl<'a> Write<'a> {
     /// Sends the command's one upstream write (never retried) and sorts its failure; once it is
     /// accepted, drops what the command changes.
-    pub async fn send<V>(&self, write: impl Future<Output = Result<V, UpstreamError>>) -> AppResult<V> {
+    pub(crate) async fn send<V>(&self, write: impl Future<Output = Result<V, UpstreamError>>) -> AppResult<V> {
         self.progress.sent.store(true, Ordering::SeqCst);
         let value = write.await.map_err(|e| {
             if did_not_run(&e) {
@@ -192,7 +192,7 @@ impl<'a> Write<'a> {
     }
 
     /// The write's change shows: what it changed is read again, and kept for its usual time.
-    pub fn settled(&self) {
+    pub(crate) fn settled(&self) {
         self.invalidate();
         if let Some(mark) = lock(&self.progress.unsettled).take() {
             self.svc.cache.settle(mark);
@@ -201,20 +201,20 @@ impl<'a> Write<'a> {
 
     /// The upstream accepted the write: should the request go away before it finishes (waiting
     /// for the write's effect), `answer` is what its key keeps, not a doubt.
-    pub fn accepted<T: Serialize>(&self, answer: &T) {
+    pub(crate) fn accepted<T: Serialize>(&self, answer: &T) {
         *lock(&self.progress.accepted) = serde_json::to_value(answer).ok();
     }
 
-    pub fn services(&self) -> &'a Services {
+    pub(crate) fn services(&self) -> &'a Services {
         self.svc
     }
 
     /// The caller's bearer token, forwarded upstream.
-    pub fn token(&self) -> &'a str {
+    pub(crate) fn token(&self) -> &'a str {
         self.caller.token()
     }
 
-    pub fn caller(&self) -> &'a Caller {
+    pub(crate) fn caller(&self) -> &'a Caller {
         self.caller
     }
 

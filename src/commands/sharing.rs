@@ -11,38 +11,38 @@ const MEMBERSHIP: Changes =
     Changes { installation: Kind::EVERY, everywhere: &[Kind::Installations], access: true, ..Changes::NONE };
 const USERS: &str = "the installation's users";
 
-pub static INVITE_INSTALLER: Command = Command {
+pub(crate) static INVITE_INSTALLER: Command = Command {
     name: "inviteInstaller",
     who: Who::Owner { what: "invite installers" },
     doubt: Doubt { what: "the invitation", done: "sent", check: "the installation's invitations" },
     changes: INVITATIONS,
 };
-pub static CANCEL_INVITATION: Command = Command {
+pub(crate) static CANCEL_INVITATION: Command = Command {
     name: "cancelInvitation",
     who: Who::Owner { what: "cancel invitations" },
     doubt: Doubt { what: "the cancellation of the invitation", done: "made", check: "the installation's invitations" },
     changes: INVITATIONS,
 };
-pub static ACCEPT_INVITATION: Command = Command {
+pub(crate) static ACCEPT_INVITATION: Command = Command {
     name: "acceptInvitation",
     who: Who::Anyone,
     doubt: Doubt { what: "the acceptance of the invitation", done: "made", check: "your installations" },
     // Which installation it was is not said: every cached list of users and installations goes.
     changes: Changes { everywhere: &[Kind::Installations, Kind::Users, Kind::Invitations], ..Changes::NONE },
 };
-pub static DISABLE_INSTALLER: Command = Command {
+pub(crate) static DISABLE_INSTALLER: Command = Command {
     name: "disableInstaller",
     who: Who::Owner { what: "disable installers" },
     doubt: Doubt { what: "disabling the installer", done: "done", check: USERS },
     changes: MEMBERSHIP,
 };
-pub static ENABLE_INSTALLER: Command = Command {
+pub(crate) static ENABLE_INSTALLER: Command = Command {
     name: "enableInstaller",
     who: Who::Owner { what: "enable installers" },
     doubt: Doubt { what: "enabling the installer", done: "done", check: USERS },
     changes: MEMBERSHIP,
 };
-pub static REMOVE_INSTALLATION_USER: Command = Command {
+pub(crate) static REMOVE_INSTALLATION_USER: Command = Command {
     name: "removeInstallationUser",
     who: Who::Owner { what: "remove users" },
     doubt: Doubt { what: "the removal of the user", done: "made", check: USERS },

@@ -24,15 +24,15 @@ const COMMANDED: Changes = Changes {
 };
 const TO_STATION: Who = Who::Owner { what: "send commands to a charging station" };
 
-pub static SET_CHARGE_MODE: Command =
+pub(crate) static SET_CHARGE_MODE: Command =
     Command { name: "setChargeMode", who: TO_STATION, doubt: COMMAND, changes: COMMANDED };
-pub static START_CHARGING: Command =
+pub(crate) static START_CHARGING: Command =
     Command { name: "startCharging", who: TO_STATION, doubt: COMMAND, changes: COMMANDED };
-pub static STOP_CHARGING: Command =
+pub(crate) static STOP_CHARGING: Command =
     Command { name: "stopCharging", who: TO_STATION, doubt: COMMAND, changes: COMMANDED };
-pub static UPDATE_CHARGING_STATION: Command =
+pub(crate) static UPDATE_CHARGING_STATION: Command =
     Command { name: "updateChargingStation", who: TO_STATION, doubt: COMMAND, changes: COMMANDED };
-pub static ASSOCIATE_CHARGING_STATION: Command = Command {
+pub(crate) static ASSOCIATE_CHARGING_STATION: Command = Command {
     name: "associateChargingStation",
     who: Who::Owner { what: "associate charging stations" },
     doubt: Doubt {
@@ -46,7 +46,7 @@ pub static ASSOCIATE_CHARGING_STATION: Command = Command {
         ..Changes::NONE
     },
 };
-pub static REMOVE_CHARGING_STATION: Command = Command {
+pub(crate) static REMOVE_CHARGING_STATION: Command = Command {
     name: "removeChargingStation",
     who: Who::Owner { what: "remove charging stations" },
     doubt: Doubt {
@@ -59,7 +59,7 @@ pub static REMOVE_CHARGING_STATION: Command = Command {
 
 /// What a command asks of the station.
 #[derive(Debug, Clone)]
-pub enum Order {
+pub(crate) enum Order {
     ChargeMode(&'static str),
     Start,
     Stop,
@@ -68,7 +68,7 @@ pub enum Order {
 
 impl Order {
     /// The command's descriptor.
-    pub fn command(&self) -> &'static Command {
+    pub(crate) fn command(&self) -> &'static Command {
         match self {
             Order::ChargeMode(_) => &SET_CHARGE_MODE,
             Order::Start => &START_CHARGING,
@@ -124,7 +124,7 @@ impl Order {
 
 /// A station's state as the upstream gave it, and when.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StationState {
+pub(crate) struct StationState {
     pub station: wire::ChargingStation,
     pub fetched_at: DateTime<Utc>,
 }
@@ -136,7 +136,7 @@ impl StationState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
+pub(crate) enum Status {
     /// The upstream accepted the command (202); the station has not shown it yet.
     Accepted,
     /// The station's state shows the command took effect.
@@ -147,14 +147,14 @@ pub enum Status {
 
 /// A command's outcome, with the station's state as last read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Commanded {
+pub(crate) struct Commanded {
     pub status: Status,
     pub state: StationState,
 }
 
 /// Sends a command to a station once per idempotency key and, with `wait`, waits until the
 /// station shows it.
-pub async fn command(
+pub(crate) async fn command(
     access: &impl Access,
     call: Invocation<'_>,
     svc: &super::Services,
@@ -232,7 +232,7 @@ async fn until_applied(
 }
 
 /// Associates a station with an installation.
-pub async fn associate(
+pub(crate) async fn associate(
     access: &impl Access,
     call: Invocation<'_>,
     svc: &super::Services,

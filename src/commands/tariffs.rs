@@ -13,7 +13,7 @@ use crate::upstream::quirks::parse_time;
 
 /// A price to set, as the caller gave it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Price {
+pub(crate) struct Price {
     pub value: f64,
     pub currency: Option<String>,
     pub begin_date: Option<DateTime<Utc>>,
@@ -22,7 +22,7 @@ pub struct Price {
 
 /// One price of the request, with its tariff as named in the schema (`TH`, `TARIFF1`...).
 #[derive(Debug, Clone)]
-pub struct Given {
+pub(crate) struct Given {
     pub id: TariffId,
     pub price: Price,
 }
@@ -96,7 +96,7 @@ fn check_price(n: usize, t: &Price, now: DateTime<Utc>) -> AppResult<()> {
 }
 
 /// The prices given, checked, by upstream tariff id (lower case): at least one, each once.
-pub fn wanted(given: &[Given], now: DateTime<Utc>) -> AppResult<BTreeMap<String, Price>> {
+pub(crate) fn wanted(given: &[Given], now: DateTime<Utc>) -> AppResult<BTreeMap<String, Price>> {
     if given.is_empty() {
         return Err(AppError::bad_input("tariffs must name at least one tariff to price"));
     }
@@ -125,7 +125,7 @@ pub fn wanted(given: &[Given], now: DateTime<Utc>) -> AppResult<BTreeMap<String,
 }
 
 /// The meter as read before its prices are set.
-pub struct Meter<'a> {
+pub(crate) struct Meter<'a> {
     /// Its subscription as the upstream names it (`None`: not given).
     pub subscription: Option<&'a str>,
     pub current: &'a [Tariff],
@@ -133,7 +133,11 @@ pub struct Meter<'a> {
 
 /// The complete set of prices to send: the meter's subscription's tariffs (or, when it is not
 /// known, the tariffs it has), the wanted ones priced as given, the others as they are.
-pub fn merge(wanted: &BTreeMap<String, Price>, meter: &Meter<'_>, now: DateTime<Utc>) -> AppResult<Vec<SetTariff>> {
+pub(crate) fn merge(
+    wanted: &BTreeMap<String, Price>,
+    meter: &Meter<'_>,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<SetTariff>> {
     let expected = expected(wanted, meter)?;
     // A tariff the meter does not have yet takes a currency the caller gave in this request, or
     // else that of the meter's other tariffs.

@@ -12,7 +12,7 @@ use crate::cache::read;
 use crate::commands::{Access, Who};
 
 /// Who may run a command, read through the request's loaders like the rest of the request.
-pub struct RequestAccess<'r, 'c>(pub &'r Context<'c>);
+pub(crate) struct RequestAccess<'r, 'c>(pub &'r Context<'c>);
 
 impl Access for RequestAccess<'_, '_> {
     async fn allow(&self, who: Who, installation_id: Option<i64>) -> AppResult<()> {
@@ -26,7 +26,7 @@ impl Access for RequestAccess<'_, '_> {
 }
 
 /// The caller's role on an installation.
-pub async fn role(ctx: &Context<'_>, installation_id: i64) -> AppResult<UserRole> {
+pub(crate) async fn role(ctx: &Context<'_>, installation_id: i64) -> AppResult<UserRole> {
     let me = caller(ctx)?;
     let users = match load(ctx, read::Users { installation_id }).await {
         Ok((users, _)) => users,
@@ -46,7 +46,7 @@ pub async fn role(ctx: &Context<'_>, installation_id: i64) -> AppResult<UserRole
 }
 
 /// Refuses anyone but the owner, saying what installers may not do.
-pub async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) -> AppResult<()> {
+pub(crate) async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) -> AppResult<()> {
     match role(ctx, installation_id).await? {
         UserRole::Owner => Ok(()),
         _ => Err(AppError::Forbidden(format!("only the installation's owner can {what}; installers cannot"))),
@@ -54,7 +54,7 @@ pub async fn require_owner(ctx: &Context<'_>, installation_id: i64, what: &str) 
 }
 
 /// Refuses anyone who does not see the installation (as owner or enabled installer).
-pub async fn require_member(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
+pub(crate) async fn require_member(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
     let (list, _) = load(ctx, read::Installations).await?;
     if list.iter().any(|x| x.installation_id == installation_id) {
         Ok(())
@@ -77,7 +77,7 @@ fn carries_costs(key: &str) -> bool {
 
 /// Removes energy, cost and consumption from a log value or event data, at every depth (what
 /// installers are sent).
-pub fn strip_costs(value: &mut serde_json::Value) {
+pub(crate) fn strip_costs(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             map.retain(|k, _| !carries_costs(k));
@@ -89,7 +89,7 @@ pub fn strip_costs(value: &mut serde_json::Value) {
 }
 
 /// The guard of fields carrying costs or consumptions.
-pub async fn require_costs(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
+pub(crate) async fn require_costs(ctx: &Context<'_>, installation_id: i64) -> AppResult<()> {
     require_owner(ctx, installation_id, "see costs and consumptions").await
 }
 

@@ -11,10 +11,10 @@ use crate::cache::{Loaders, MISMATCH, Read, ReadError};
 
 /// The outcome of checking the request's credentials, put in the request data by the transport.
 #[derive(Clone, Debug)]
-pub struct Identity(pub Result<Caller, AuthError>);
+pub(crate) struct Identity(pub Result<Caller, AuthError>);
 
 /// The verified caller, or `UNAUTHENTICATED` saying what is wrong with the credentials.
-pub fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
+pub(crate) fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     match ctx.data_opt::<Identity>() {
         Some(Identity(Ok(caller))) => Ok(caller),
         Some(Identity(Err(e))) => Err(e.clone().into()),
@@ -25,7 +25,7 @@ pub fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
 /// Loads the resource `key` names for the caller, through the request's loader: its value, of
 /// the key's type, and when it was fetched. `load(ctx, read::Users { installation_id })` gives an
 /// `Arc<Vec<User>>`.
-pub async fn load<K: Read>(ctx: &Context<'_>, key: K) -> AppResult<(Arc<K::Value>, DateTime<Utc>)> {
+pub(crate) async fn load<K: Read>(ctx: &Context<'_>, key: K) -> AppResult<(Arc<K::Value>, DateTime<Utc>)> {
     caller(ctx)?;
     let loaders = ctx.data::<Arc<Loaders>>().map_err(|_| AppError::internal("no loaders in the request"))?;
     let loaded = match loaders.load_one(key.into()).await {

@@ -186,7 +186,7 @@ impl Step {
 }
 
 /// `ticType` comes as a number in the model and a name in logs.
-pub fn tic_type_of(raw: &str) -> TicType {
+pub(crate) fn tic_type_of(raw: &str) -> TicType {
     match raw.trim() {
         "0" => TicType::Idle,
         "1" => TicType::HistoricTri,

@@ -136,13 +136,13 @@ impl From<AppError> for async_graphql::Error {
     }
 }
 
-pub type AppResult<T> = Result<T, AppError>;
+pub(crate) type AppResult<T> = Result<T, AppError>;
 
 /// An error async-graphql raised while reading the request (the query does not parse, is not valid
 /// against the schema, or breaks a rule of ours checked before it runs): the caller's to fix, so
 /// `BAD_USER_INPUT` unless it already has a code. Called with the errors of those phases only,
 /// which is what decides the code; their messages are async-graphql's and are never read.
-pub fn request_error(mut e: ServerError) -> ServerError {
+pub(crate) fn request_error(mut e: ServerError) -> ServerError {
     bad_input_unless_coded(&mut e);
     e
 }
@@ -167,7 +167,7 @@ impl AppError {
 /// The schema's limits of depth and complexity, from async-graphql's typed measure of the
 /// document. (async-graphql's own `limit_depth`/`limit_complexity` refuse with an English message
 /// and no code, which is why they are not used.) Complexity is checked first, as they do.
-pub fn over_limits(measured: &ValidationResult) -> Option<ServerError> {
+pub(crate) fn over_limits(measured: &ValidationResult) -> Option<ServerError> {
     let message = if measured.complexity > super::MAX_COMPLEXITY {
         format!(
             "the query asks the Witty-Home service for too much at once: each field that reads it (a measure's \
@@ -189,6 +189,6 @@ pub fn over_limits(measured: &ValidationResult) -> Option<ServerError> {
 /// and the limits ([`over_limits`]). What is left is what async-graphql raises outside the
 /// extension's hooks: choosing the operation to run (an unknown name, several and none named)
 /// and coercing an argument's value as its field runs. Both are about what the request asked.
-pub fn with_codes(response: &mut async_graphql::Response) {
+pub(crate) fn with_codes(response: &mut async_graphql::Response) {
     response.errors.iter_mut().for_each(bad_input_unless_coded);
 }

@@ -23,22 +23,22 @@ use crate::upstream::quirks::parse_time;
 /// counts: two aliases that differ in their arguments are two upstream calls (the per-request
 /// loader only merges identical ones). A dashboard costs about 300, a station's history page
 /// with a year of daily values and two dozen monthly views about 2 500.
-pub const UPSTREAM_READ: usize = 50;
+pub(crate) const UPSTREAM_READ: usize = 50;
 
 /// How many measures a device has (energy and cost): the fields under `measures` are counted for
 /// each, as each may read the upstream on its own.
-pub const MEASURES_PER_DEVICE: usize = 2;
+pub(crate) const MEASURES_PER_DEVICE: usize = 2;
 /// How many logs a station has (SessionStart, SessionEnd, KeySwitch, ChargeMode, Errors,
 /// CyberSecurity), for the same reason.
-pub const LOGS_PER_STATION: usize = 6;
+pub(crate) const LOGS_PER_STATION: usize = 6;
 /// How many logs a grid meter has (CurrentTariff, TicType).
-pub const LOGS_PER_METER: usize = 2;
+pub(crate) const LOGS_PER_METER: usize = 2;
 
 /// An id argument that names one upstream resource, as it goes into the route: trimmed, and
 /// refused before anything is sent when it cannot name one. An empty id would ask for another
 /// route, and so would `.` or `..`, which a URL path drops (`log(id: "..") { entries }` would
 /// list every log's entries). `argument` names it for the client (`chargingStationId`).
-pub fn resource_id(id: &str, argument: &str) -> AppResult<String> {
+pub(crate) fn resource_id(id: &str, argument: &str) -> AppResult<String> {
     let id = id.trim();
     if id.is_empty() {
         return Err(AppError::bad_input(format!("{argument} must not be empty")));
@@ -51,16 +51,16 @@ pub fn resource_id(id: &str, argument: &str) -> AppResult<String> {
 
 /// An installation id argument (`installationId`): an id as [`resource_id`] checks it, and a
 /// whole number, the only kind the upstream's installations have.
-pub fn installation_arg(id: &str, argument: &str) -> AppResult<i64> {
+pub(crate) fn installation_arg(id: &str, argument: &str) -> AppResult<i64> {
     let id = resource_id(id, argument)?;
     id.parse().map_err(|_| AppError::bad_input(format!("{argument} must be a whole number, got '{id}'")))
 }
 
 /// The longest range one aggregation or log query may ask for. The upstream's documentation gives
 /// no limit: this is witty-bff's own (ten years, the simulator's too), so one answer stays small.
-pub const MAX_RANGE_DAYS: i64 = 3_660;
+pub(crate) const MAX_RANGE_DAYS: i64 = 3_660;
 /// The most points (steps) one aggregation or count may ask for: witty-bff's own, as above.
-pub const MAX_POINTS: i64 = 10_000;
+pub(crate) const MAX_POINTS: i64 = 10_000;
 
 /// Roughly how many steps of `step` a range spans (a month as 28 days, a year as 365, plus one
 /// for a step begun): never fewer than the simulator counts, so a range accepted here is not
@@ -79,7 +79,7 @@ fn approx_points(step: Step, span: chrono::TimeDelta) -> i64 {
 /// Checks and builds a range: `to` after `from`, at most [`MAX_RANGE_DAYS`] apart, and with a
 /// `step`, at most [`MAX_POINTS`] steps; checked here, naming the arguments (an upstream refusal
 /// would name its own `startDate`, `endDate`), before anything is sent. Dates go upstream to the millisecond, so they are compared as they are sent.
-pub fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
+pub(crate) fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
     let (from, to) = (to_millis(from), to_millis(to));
     if to <= from {
         return Err(AppError::bad_input(format!(
@@ -132,7 +132,7 @@ fn operator(op: AggregationOperator) -> Operator {
 }
 
 /// Every measure of a device, with its metadata (their values refused, saying `withheld`).
-pub async fn measures_of(
+pub(crate) async fn measures_of(
     ctx: &Context<'_>,
     device: Device,
     withheld: Option<Arc<str>>,
@@ -142,14 +142,14 @@ pub async fn measures_of(
 }
 
 /// Every log of a device, with its metadata.
-pub async fn logs_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<Log>>> {
+pub(crate) async fn logs_of(ctx: &Context<'_>, device: Device) -> AppResult<Option<Vec<Log>>> {
     let (list, _) = load(ctx, read::Logs { device: device.clone() }).await?;
     Ok(Some(list.iter().map(|l| Log::listed(device.clone(), l.clone())).collect()))
 }
 
 /// A measure of a device. Reached by id, its metadata is loaded only if a metadata field is asked
 /// for, so `measure(id: "1") { values(…) }` costs one upstream call.
-pub struct Measure {
+pub(crate) struct Measure {
     device: Device,
     /// As asked for (`measure(id:)` refuses one that cannot name a resource), or as listed by the
     /// upstream; checked again by each field that reads the upstream, so a listed id that cannot
@@ -162,16 +162,16 @@ pub struct Measure {
 }
 
 impl Measure {
-    pub fn listed(device: Device, info: MeasureInfo) -> Measure {
+    pub(crate) fn listed(device: Device, info: MeasureInfo) -> Measure {
         Measure { device, id: info.measure_id.as_text(), info: Some(Arc::new(info)), withheld: None }
     }
 
-    pub fn by_id(device: Device, id: String) -> Measure {
+    pub(crate) fn by_id(device: Device, id: String) -> Measure {
         Measure { device, id, info: None, withheld: None }
     }
 
     /// Its values are refused, saying `why`.
-    pub fn withheld(self, why: Option<Arc<str>>) -> Measure {
+    pub(crate) fn withheld(self, why: Option<Arc<str>>) -> Measure {
         Measure { withheld: why, ..self }
     }
 
@@ -235,7 +235,7 @@ impl Measure {
 
 /// One aggregated value: a date step and a tariff type.
 #[derive(SimpleObject)]
-pub struct MeasurePoint {
+pub(crate) struct MeasurePoint {
     /// Start of the step; `null` if the upstream sent an unreadable date (see `dateRaw`).
     pub date: Option<DateTime<Utc>>,
     pub date_raw: String,
@@ -250,7 +250,7 @@ pub struct MeasurePoint {
 }
 
 #[derive(SimpleObject)]
-pub struct TariffValue {
+pub(crate) struct TariffValue {
     pub tariff: TariffId,
     pub tariff_raw: String,
     pub value: f64,
@@ -276,7 +276,7 @@ impl From<&wire::AggregatePoint> for MeasurePoint {
 }
 
 /// A log of a device. Reached by id, its metadata is loaded only if asked for.
-pub struct Log {
+pub(crate) struct Log {
     device: Device,
     /// As asked for; checked by each field that reads the upstream (see [`Measure`]).
     id: String,
@@ -284,11 +284,11 @@ pub struct Log {
 }
 
 impl Log {
-    pub fn listed(device: Device, info: LogInfo) -> Log {
+    pub(crate) fn listed(device: Device, info: LogInfo) -> Log {
         Log { device, id: info.log_id.as_text(), info: Some(Arc::new(info)) }
     }
 
-    pub fn by_id(device: Device, id: String) -> Log {
+    pub(crate) fn by_id(device: Device, id: String) -> Log {
         Log { device, id, info: None }
     }
 
@@ -359,7 +359,7 @@ impl Log {
 }
 
 /// Log entries; for an installer without a session's energy and cost.
-pub async fn entries(
+pub(crate) async fn entries(
     ctx: &Context<'_>,
     device: Device,
     log_id: Option<String>,
@@ -386,7 +386,7 @@ pub async fn entries(
 
 /// One log entry; `value`'s shape depends on the log (see the API document).
 #[derive(SimpleObject)]
-pub struct LogEntry {
+pub(crate) struct LogEntry {
     pub date: Option<DateTime<Utc>>,
     pub date_raw: String,
     pub log_name: Option<String>,
@@ -394,7 +394,7 @@ pub struct LogEntry {
 }
 
 #[derive(SimpleObject)]
-pub struct LogCount {
+pub(crate) struct LogCount {
     pub date: Option<DateTime<Utc>>,
     pub date_raw: String,
     pub count: f64,

@@ -18,7 +18,7 @@ use crate::upstream::quirks::parse_time;
 use crate::upstream::{installations as wire, notifications, sharing};
 
 #[derive(Default)]
-pub struct InstallationQuery;
+pub(crate) struct InstallationQuery;
 
 #[Object]
 impl InstallationQuery {
@@ -43,13 +43,13 @@ impl InstallationQuery {
 }
 
 #[derive(SimpleObject, Clone, Copy)]
-pub struct GeoPoint {
+pub(crate) struct GeoPoint {
     pub latitude: f64,
     pub longitude: f64,
 }
 
 #[derive(Clone)]
-pub struct Installation {
+pub(crate) struct Installation {
     data: wire::Installation,
 }
 
@@ -149,7 +149,7 @@ impl Installation {
 
 /// A user of an installation: its owner or an installer it is shared with.
 #[derive(SimpleObject)]
-pub struct InstallationUser {
+pub(crate) struct InstallationUser {
     pub account_id: ID,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
@@ -178,7 +178,7 @@ impl From<sharing::User> for InstallationUser {
 
 /// A pending invitation of an installer.
 #[derive(SimpleObject, Clone)]
-pub struct Invitation {
+pub(crate) struct Invitation {
     pub email: String,
     pub installation_name: Option<String>,
     pub installation_id: Option<ID>,
@@ -197,7 +197,7 @@ impl From<sharing::Invitation> for Invitation {
 }
 
 #[derive(SimpleObject, Default, Clone)]
-pub struct SubjectFilter {
+pub(crate) struct SubjectFilter {
     pub subject_begins_with: Option<String>,
     pub subject_ends_with: Option<String>,
 }
@@ -205,7 +205,7 @@ pub struct SubjectFilter {
 /// A webhook subscribed to an installation's notifications.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
-pub struct EventSubscription {
+pub(crate) struct EventSubscription {
     pub id: ID,
     pub installation_id: Option<ID>,
     pub user_id: Option<String>,

@@ -16,14 +16,14 @@ use crate::upstream::meters as wire;
 use crate::upstream::quirks::parse_time;
 
 #[derive(Clone)]
-pub struct GridMeter {
+pub(crate) struct GridMeter {
     installation_id: i64,
     data: Arc<wire::GridMeter>,
     fetched_at: DateTime<Utc>,
 }
 
 impl GridMeter {
-    pub fn new(installation_id: i64, data: Arc<wire::GridMeter>, fetched_at: DateTime<Utc>) -> Self {
+    pub(crate) fn new(installation_id: i64, data: Arc<wire::GridMeter>, fetched_at: DateTime<Utc>) -> Self {
         GridMeter { installation_id, data, fetched_at }
     }
 
@@ -145,14 +145,14 @@ impl GridMeter {
 }
 
 #[derive(SimpleObject)]
-pub struct GeneralConsumption {
+pub(crate) struct GeneralConsumption {
     /// kWh since installation.
     pub consumption_total_index: Option<f64>,
     pub consumptions: Vec<Consumption>,
 }
 
 #[derive(SimpleObject)]
-pub struct Consumption {
+pub(crate) struct Consumption {
     pub tariff: TariffId,
     /// As sent (`HC`).
     pub name: String,
@@ -161,7 +161,7 @@ pub struct Consumption {
 
 /// A tariff and its price history.
 #[derive(Clone)]
-pub struct Tariff {
+pub(crate) struct Tariff {
     data: wire::Tariff,
 }
 
@@ -172,7 +172,7 @@ impl From<wire::Tariff> for Tariff {
 }
 
 #[derive(SimpleObject)]
-pub struct TariffPrice {
+pub(crate) struct TariffPrice {
     pub begin_date: Option<DateTime<Utc>>,
     /// Price per kWh.
     pub value: f64,

@@ -25,17 +25,17 @@ use super::error::AppError;
 
 /// How many selections (fields, fragment spreads, inline fragments) a document may make with its
 /// fragments written out, all operations together. A real query makes a few hundred.
-pub const MAX_SELECTIONS: usize = 20_000;
+pub(crate) const MAX_SELECTIONS: usize = 20_000;
 
 /// How deep selections may nest (a field's selection set, a fragment, an inline fragment each
 /// count one): async-graphql's own recursion limit, which refuses anything deeper anyway.
-pub const MAX_NESTING: usize = 32;
+pub(crate) const MAX_NESTING: usize = 32;
 
 /// Refuses a document that makes more than [`MAX_SELECTIONS`] selections written out, nests more
 /// than [`MAX_NESTING`] deep, or has a fragment that spreads itself (which validation would
 /// refuse too, but only after async-graphql's depth check walked it to its limit, every way).
 /// A spread of an unknown fragment counts one (validation refuses it later).
-pub fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
+pub(crate) fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
     let mut walk = Walk { fragments: &doc.fragments, sizes: HashMap::new() };
     let mut total = 0usize;
     for (_, op) in doc.operations.iter() {

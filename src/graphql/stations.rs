@@ -17,14 +17,14 @@ use crate::upstream::quirks::{duration_seconds, parse_time};
 use crate::upstream::stations::{self as wire, StationProperties};
 
 #[derive(Clone)]
-pub struct ChargingStation {
+pub(crate) struct ChargingStation {
     installation_id: i64,
     data: Arc<wire::ChargingStation>,
     fetched_at: DateTime<Utc>,
 }
 
 impl ChargingStation {
-    pub fn new(installation_id: i64, data: Arc<wire::ChargingStation>, fetched_at: DateTime<Utc>) -> Self {
+    pub(crate) fn new(installation_id: i64, data: Arc<wire::ChargingStation>, fetched_at: DateTime<Utc>) -> Self {
         ChargingStation { installation_id, data, fetched_at }
     }
 
@@ -294,14 +294,14 @@ impl ChargingStation {
 
 /// The station's error state; `code` is `0` when there is none.
 #[derive(SimpleObject)]
-pub struct StationError {
+pub(crate) struct StationError {
     pub code: Option<String>,
 }
 
 /// The session in progress while a car is plugged. Energy, cost and range are the owner's only.
 #[derive(SimpleObject)]
 #[graphql(complex)]
-pub struct CurrentSession {
+pub(crate) struct CurrentSession {
     #[graphql(skip)]
     installation_id: i64,
     pub start_date: Option<DateTime<Utc>>,
@@ -322,7 +322,7 @@ pub struct CurrentSession {
 /// The last finished session. Energy, cost and range are the owner's only.
 #[derive(SimpleObject)]
 #[graphql(complex)]
-pub struct LastSession {
+pub(crate) struct LastSession {
     #[graphql(skip)]
     installation_id: i64,
     pub start_date: Option<DateTime<Utc>>,
@@ -378,7 +378,7 @@ impl LastSession {
 }
 
 #[derive(SimpleObject)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub heartbeat: Option<bool>,
     pub reception_date: Option<DateTime<Utc>>,
 }

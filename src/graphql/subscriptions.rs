@@ -56,7 +56,7 @@ impl From<StationEventKind> for StationEventType {
 
 /// Something that happened at a station.
 #[derive(async_graphql::SimpleObject, Clone)]
-pub struct StationEvent {
+pub(crate) struct StationEvent {
     /// The upstream's event id (`poll-…` for an event the polling fallback made up).
     pub id: ID,
     #[graphql(name = "type")]
@@ -100,12 +100,12 @@ impl StationEvent {
 /// claims, so it ends at `exp` plus the verifier's leeway, when an HTTP request would be refused.
 /// Without it, a subscription ends at `exp`.
 #[derive(Clone)]
-pub struct TokenCheck(pub Arc<Verifier>);
+pub(crate) struct TokenCheck(pub Arc<Verifier>);
 
 /// Put in a subscription's data, as `Arc<dyn SharedWatch>`, by a transport that shares identical
 /// subscriptions (the WebSocket fan-out). The resolver arms it once the caller's checks passed:
 /// a subscriber joins a shared execution only with the access it was checked for.
-pub trait SharedWatch: Send + Sync {
+pub(crate) trait SharedWatch: Send + Sync {
     /// Joins (or opens) the shared execution for what the resolver decided (`owner`: the caller
     /// gets costs) and takes the watch with `watch`. `Some` hands the watch back: this execution
     /// is not shared and keeps it itself.
@@ -361,7 +361,7 @@ impl Feed {
 }
 
 #[derive(Default)]
-pub struct StationSubscription;
+pub(crate) struct StationSubscription;
 
 #[Subscription]
 impl StationSubscription {

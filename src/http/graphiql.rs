@@ -13,7 +13,7 @@ const REACT_JS: &[u8] = include_bytes!("../../assets/graphiql/react.production.m
 const REACT_DOM_JS: &[u8] = include_bytes!("../../assets/graphiql/react-dom.production.min.js");
 
 /// The query GraphiQL opens with: the dashboard of every installation.
-pub const EXAMPLE_QUERY: &str = r#"# The dashboard: every installation, its stations and meters.
+pub(crate) const EXAMPLE_QUERY: &str = r#"# The dashboard: every installation, its stations and meters.
 query Dashboard($from: DateTime!, $to: DateTime!) {
   installations {
     id
@@ -91,11 +91,11 @@ fn page(dev_token: Option<&str>) -> String {
     )
 }
 
-pub async fn index(State(s): State<HttpState>) -> Html<String> {
+pub(super) async fn index(State(s): State<HttpState>) -> Html<String> {
     Html(page(s.dev_token.as_ref().map(|mint| mint()).as_deref()))
 }
 
-pub async fn asset(Path(file): Path<String>) -> Response {
+pub(super) async fn asset(Path(file): Path<String>) -> Response {
     let (bytes, kind) = match file.as_str() {
         "graphiql.min.js" => (GRAPHIQL_JS, "text/javascript; charset=utf-8"),
         "graphiql.min.css" => (GRAPHIQL_CSS, "text/css; charset=utf-8"),

@@ -24,8 +24,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use tower_http::trace::TraceLayer;
 
-pub use graphiql::EXAMPLE_QUERY;
-pub use ws::Fanout;
+pub(crate) use ws::Fanout;
 
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
@@ -34,11 +33,11 @@ use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
 
 /// Mints a fresh development token.
-pub type DevToken = Arc<dyn Fn() -> String + Send + Sync>;
+pub(crate) type DevToken = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub schema: WittySchema,
     pub verifier: Arc<Verifier>,
     pub cache: SharedCache,
@@ -50,7 +49,7 @@ pub struct HttpState {
     pub ws_keepalive: Duration,
 }
 
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphiql", get(graphiql::index))

@@ -17,13 +17,13 @@ use crate::live::{DeliveryKind, Live};
 use crate::upstream::notifications::GridEvent;
 
 /// Largest delivery accepted (Event Grid batches are at most 1 MB).
-pub const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
 
 fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-pub async fn receive(
+pub(super) async fn receive(
     State(live): State<Arc<Live>>,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -46,7 +46,7 @@ pub async fn receive(
     live.metrics().webhook_deliveries.with_label_values(&[kind.name()]).inc();
     let events = match events_of(&body) {
         Ok(events) => events,
-        Err(refusal) => return refusal,
+        Err(problem) => return refuse(StatusCode::BAD_REQUEST, &problem),
     };
     let subscription = headers.get("aeg-subscription-name").and_then(|v| v.to_str().ok());
     match kind {
@@ -56,7 +56,7 @@ pub async fn receive(
         },
         DeliveryKind::Notification => match readable(&live, installation, events) {
             Ok(events) => notify(&live, installation, subscription, events),
-            Err(refusal) => refusal,
+            Err(problem) => refuse(StatusCode::BAD_REQUEST, &problem),
         },
         DeliveryKind::SubscriptionDeletion => {
             live.subscription_deleted(installation, subscription);
@@ -76,9 +76,9 @@ fn body_refusal(rejection: BytesRejection) -> Response {
     refuse(rejection.status(), &rejection.body_text())
 }
 
-/// An array of events; a single event not wrapped in one is accepted too. The refusal names what
+/// An array of events; a single event not wrapped in one is accepted too. The error names what
 /// was wrong with what was sent.
-fn events_of(body: &[u8]) -> Result<Vec<GridEvent>, Response> {
+fn events_of(body: &[u8]) -> Result<Vec<GridEvent>, String> {
     let array = body.trim_ascii_start().starts_with(b"[");
     let events = match array {
         true => serde_json::from_slice::<Vec<GridEvent>>(body),
@@ -86,14 +86,14 @@ fn events_of(body: &[u8]) -> Result<Vec<GridEvent>, Response> {
     };
     events.map_err(|e| {
         let what = if array { "an array of Event Grid events" } else { "an Event Grid event (or an array of them)" };
-        refuse(StatusCode::BAD_REQUEST, &format!("the body is not {what}: {e}"))
+        format!("the body is not {what}: {e}")
     })
 }
 
 /// The events of a notification that can be told apart, dated and placed. The others are dropped,
 /// logged and counted rather than refusing the delivery: Event Grid does not send a batch refused
 /// with 400 again, so a refusal would lose them all. Refused only when none is readable.
-fn readable(live: &Live, installation: i64, events: Vec<GridEvent>) -> Result<Vec<GridEvent>, Response> {
+fn readable(live: &Live, installation: i64, events: Vec<GridEvent>) -> Result<Vec<GridEvent>, String> {
     let total = events.len();
     let mut first_problem = None;
     let events: Vec<GridEvent> = events
@@ -111,10 +111,9 @@ fn readable(live: &Live, installation: i64, events: Vec<GridEvent>) -> Result<Ve
         .map(|(_, e)| e)
         .collect();
     match first_problem {
-        Some(problem) if events.is_empty() => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            &format!("no event of the delivery ({total}) could be read; the first: {problem}"),
-        )),
+        Some(problem) if events.is_empty() => {
+            Err(format!("no event of the delivery ({total}) could be read; the first: {problem}"))
+        }
         _ => Ok(events),
     }
 }

@@ -130,7 +130,7 @@ type Running = watch::Sender<Option<Arc<Stored>>>;
 
 /// Outcomes kept in this process. Kept entries are weighed (about their bytes): at most
 /// `KEPT_BYTES` together, and at most `CALLER_KEYS` keys and `CALLER_BYTES` of one caller.
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     kept: moka::sync::Cache<Slot, Arc<Stored>>,
     /// The requests running now, by key; checked together with `kept` under this lock. Dropping
     /// a sender tells its waiters that nothing was sent.
@@ -146,7 +146,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    pub fn new(window: Duration) -> MemoryStore {
+    pub(crate) fn new(window: Duration) -> MemoryStore {
         let usage = Arc::new(Usage::default());
         let freed = usage.clone();
         MemoryStore {

@@ -14,14 +14,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-pub use memory::MemoryStore;
+pub(crate) use memory::MemoryStore;
 
 /// A mutation's outcome as a key keeps it: its answer as JSON, or the error it gave.
-pub type Outcome = Result<serde_json::Value, Failure>;
+pub(crate) type Outcome = Result<serde_json::Value, Failure>;
 
 /// An error kept for a key, as the client was told it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The error's `extensions.code`.
     pub code: String,
     pub message: String,
@@ -31,10 +31,10 @@ pub struct Failure {
 
 /// A hash of a request's arguments (HMAC-SHA256, base64url: 43 bytes whatever their length).
 /// Collision resistant: two requests with the same digest are the same request.
-pub type Digest = Box<str>;
+pub(crate) type Digest = Box<str>;
 
 /// Hashes a description of a request's arguments.
-pub fn digest(fingerprint: &str) -> Option<Digest> {
+pub(crate) fn digest(fingerprint: &str) -> Option<Digest> {
     crate::auth::hmac_sha256(b"witty-bff idempotency fingerprint", fingerprint.as_bytes()).map(String::into_boxed_str)
 }
 
@@ -42,7 +42,7 @@ pub fn digest(fingerprint: &str) -> Option<Digest> {
 /// mutations (it covers each), the field's place among the operation's root fields. Never the
 /// alias: a retry may name the field differently.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub who: Arc<str>,
     pub key: String,
     pub place: Option<usize>,
@@ -50,7 +50,7 @@ pub struct Slot {
 
 /// A mutation sent under a key, as the store compares it with the first one.
 #[derive(Debug, Clone)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub slot: Slot,
     /// The mutation field (not its alias).
     pub field: String,
@@ -63,7 +63,7 @@ pub struct Claim {
 }
 
 /// What a claim found.
-pub enum Claimed {
+pub(crate) enum Claimed {
     /// The key is new: run the mutation, then [`IdempotencyStore::complete`] it.
     Run,
     /// The same request ran before: its outcome.
@@ -75,7 +75,7 @@ pub enum Claimed {
 
 /// Why a key was refused; nothing was sent.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The key was used for another request.
     #[error("{0}")]
     Conflict(String),
@@ -85,7 +85,7 @@ pub enum Refusal {
 }
 
 /// Where outcomes of keyed mutations are kept.
-pub trait IdempotencyStore: Send + Sync {
+pub(crate) trait IdempotencyStore: Send + Sync {
     /// Claims the key for this request.
     fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Claimed, Refusal>>;
 
@@ -96,7 +96,7 @@ pub trait IdempotencyStore: Send + Sync {
 
 /// How a mutation run under a key ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Completion {
+pub(crate) enum Completion {
     /// Kept for the window, and given to those waiting: the write may have run.
     Keep(Outcome),
     /// Given to those waiting (concurrent duplicates make one upstream call), not kept: nothing

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 
-pub use registry::WatchGuard;
+pub(crate) use registry::WatchGuard;
 
 use crate::cache::{Resource, SharedCache};
 use crate::events::{SharedBus, StationEvent, StationEventKind};
@@ -24,7 +24,7 @@ use crate::upstream::notifications::GridEvent;
 
 /// How live events are obtained.
 #[derive(Debug, Clone)]
-pub struct LiveSettings {
+pub(crate) struct LiveSettings {
     /// Register a webhook upstream; `false`: poll only.
     pub webhooks: bool,
     /// Base URL the upstream can reach witty-bff at (the webhook is `<base>/webhooks/witty/<secret>`).
@@ -54,7 +54,7 @@ const WEBHOOK_MAC_CHARS: usize = 32;
 
 /// The kind of webhook delivery (`aeg-event-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryKind {
+pub(crate) enum DeliveryKind {
     SubscriptionValidation,
     Notification,
     SubscriptionDeletion,
@@ -65,7 +65,7 @@ impl DeliveryKind {
         [DeliveryKind::SubscriptionValidation, DeliveryKind::Notification, DeliveryKind::SubscriptionDeletion];
 
     /// The `aeg-event-type` value.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DeliveryKind::SubscriptionValidation => "SubscriptionValidation",
             DeliveryKind::Notification => "Notification",
@@ -73,16 +73,16 @@ impl DeliveryKind {
         }
     }
 
-    pub fn from_header(value: Option<&str>) -> Option<DeliveryKind> {
+    pub(crate) fn from_header(value: Option<&str>) -> Option<DeliveryKind> {
         let value = value?.trim();
         DeliveryKind::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(value))
     }
 }
 
-pub const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+pub(crate) const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
 
 /// The live-events service.
-pub struct Live {
+pub(crate) struct Live {
     cache: SharedCache,
     bus: SharedBus,
     settings: LiveSettings,
@@ -105,10 +105,10 @@ const INTAKE_QUEUE: usize = 1024;
 
 /// The delivery queue is full: the upstream should deliver again later.
 #[derive(Debug)]
-pub struct IntakeFull;
+pub(crate) struct IntakeFull;
 
 impl Live {
-    pub fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
+    pub(crate) fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         // A failed removal is tried again on the scale of the grace period (a second at least).
@@ -150,7 +150,7 @@ impl Live {
 
     /// Queues a delivery's events (at the webhook of `installation`, from the upstream
     /// subscription named, if it says) for handling after the webhook has answered.
-    pub fn accept(
+    pub(crate) fn accept(
         &self,
         installation: i64,
         subscription: Option<&str>,
@@ -160,28 +160,28 @@ impl Live {
     }
 
     /// The process's metrics (shared with the upstream client).
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         self.cache.client().metrics()
     }
 
-    pub fn bus(&self) -> &SharedBus {
+    pub(crate) fn bus(&self) -> &SharedBus {
         &self.bus
     }
 
     /// What every webhook URL of ours starts with.
-    pub fn webhook_base(&self) -> String {
+    pub(crate) fn webhook_base(&self) -> String {
         format!("{}/webhooks/witty/", self.settings.public_url.as_str().trim_end_matches('/'))
     }
 
     /// The webhook URL registered upstream for an installation: its last segment is the
     /// installation's key (see `webhook_key`), so a URL one member of an installation can read
     /// says nothing of any other installation's.
-    pub fn webhook_url(&self, installation_id: i64) -> String {
+    pub(crate) fn webhook_url(&self, installation_id: i64) -> String {
         format!("{}{}", self.webhook_base(), webhook_key(&self.settings.webhook_secret, installation_id))
     }
 
     /// The installation a webhook key is for, if it is one of ours (compared in constant time).
-    pub fn webhook_installation(&self, key: &str) -> Option<i64> {
+    pub(crate) fn webhook_installation(&self, key: &str) -> Option<i64> {
         let (installation, mac) = key.split_once('-')?;
         let installation = installation.parse::<i64>().ok().filter(|_| mac.len() == WEBHOOK_MAC_CHARS)?;
         let expected = webhook_key(&self.settings.webhook_secret, installation);
@@ -192,7 +192,7 @@ impl Live {
 
     /// A webhook URL as shown to callers: ours with its key hidden (whoever knows it can deliver
     /// events for the installation), others' as they are.
-    pub fn redact_webhook_url(&self, url: &str) -> String {
+    pub(crate) fn redact_webhook_url(&self, url: &str) -> String {
         match url.strip_prefix(&self.webhook_base()) {
             Some(_) => format!("{}<hidden>", self.webhook_base()),
             None => url.to_string(),
@@ -201,7 +201,7 @@ impl Live {
 
     /// The validation code to answer (at the webhook of `installation`), and marks the
     /// subscription validated.
-    pub fn validation_code(
+    pub(crate) fn validation_code(
         &self,
         installation: i64,
         subscription_name: Option<&str>,
@@ -214,7 +214,7 @@ impl Live {
     }
 
     /// The upstream deleted a subscription of `installation`: its watchers fall back to polling.
-    pub fn subscription_deleted(self: &Arc<Self>, installation: i64, subscription_name: Option<&str>) {
+    pub(crate) fn subscription_deleted(self: &Arc<Self>, installation: i64, subscription_name: Option<&str>) {
         self.registry.deleted(self, installation, subscription_name);
     }
 
@@ -313,7 +313,7 @@ impl Live {
 
     /// Drops what the event makes stale, then tells the listeners (marking the event late when a
     /// later one of its station was published already).
-    pub fn publish(&self, mut event: StationEvent) {
+    pub(crate) fn publish(&self, mut event: StationEvent) {
         let i = event.installation_id;
         let key = (i, event.charging_station_id.clone());
         let at = event.event_time;
@@ -341,23 +341,28 @@ impl Live {
 
     /// Starts watching an installation with the caller's credentials (`owner`: the caller owns
     /// it, rather than installs it); the guard stops it.
-    pub fn watch(self: &Arc<Self>, caller: &crate::auth::Caller, owner: bool, installation_id: i64) -> WatchGuard {
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        caller: &crate::auth::Caller,
+        owner: bool,
+        installation_id: i64,
+    ) -> WatchGuard {
         self.registry.watch(self, caller, owner, installation_id)
     }
 
     /// A membership of `installation` changed, or one of its stations left it: its watches check
     /// their access (and their station) at once, every other watch at its next event.
-    pub fn access_changed(&self, installation: i64) {
+    pub(crate) fn access_changed(&self, installation: i64) {
         self.access.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.access_changes.send(installation);
     }
 
-    pub fn access_generation(&self) -> u64 {
+    pub(crate) fn access_generation(&self) -> u64 {
         self.access.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The installations whose memberships change from now on (see [`Live::access_changed`]).
-    pub fn access_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
+    pub(crate) fn access_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.access_changes.subscribe()
     }
 }
@@ -387,7 +392,7 @@ const STALLED: Duration = Duration::from_millis(50);
 
 /// What is wrong with a notification's event, if anything: it has no id, no readable
 /// `eventTime`, or names no installation (in its subject, or its data).
-pub fn unreadable_event(e: &GridEvent) -> Option<String> {
+pub(crate) fn unreadable_event(e: &GridEvent) -> Option<String> {
     // A validation event sent as a notification is the intake's to drop.
     if e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT) {
         return None;

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use crate::metrics::Metrics;
 
 /// Failed tries with a fresh token before a subscription is given up.
-pub const MAX_TRIES: u32 = 8;
+pub(super) const MAX_TRIES: u32 = 8;
 /// The longest wait after the first failed try (doubled after each one).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A subscription whose holder sent no token in this long is given up.
-pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(super) const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// On the request path, the whole book is looked over for `MAX_AGE` at most this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -37,7 +37,7 @@ struct Orphan {
 
 /// How a try went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Removed, found gone, or adopted by a registration again: nothing left to do.
     Settled,
     /// The upstream refused for good (the holder lost access, say): given up.
@@ -55,7 +55,7 @@ struct Book {
     swept: Option<Instant>,
 }
 
-pub struct Orphans {
+pub(super) struct Orphans {
     book: Mutex<Book>,
     /// Whether there are any (looked at on every request, without the lock).
     any: AtomicBool,
@@ -64,7 +64,7 @@ pub struct Orphans {
 }
 
 /// A subscription given up: left upstream, named in the log for an operator to remove by hand.
-pub fn give_up(metrics: &Metrics, holder: &str, installation_id: i64, subscription_id: &str, why: &str) {
+pub(super) fn give_up(metrics: &Metrics, holder: &str, installation_id: i64, subscription_id: &str, why: &str) {
     metrics.abandoned_upstream_subscriptions.inc();
     tracing::warn!(
         installation = installation_id,
@@ -77,7 +77,7 @@ pub fn give_up(metrics: &Metrics, holder: &str, installation_id: i64, subscripti
 
 impl Orphans {
     /// A book whose first wait after a failed try is `backoff` (at most `MAX_BACKOFF`).
-    pub fn new(backoff: Duration) -> Orphans {
+    pub(super) fn new(backoff: Duration) -> Orphans {
         Orphans { book: Mutex::default(), any: AtomicBool::new(false), backoff: backoff.min(MAX_BACKOFF) }
     }
 
@@ -87,7 +87,14 @@ impl Orphans {
 
     /// A removal failed (not a retry): kept for the holder's next token. A subscription already
     /// kept stays as it is.
-    pub fn record(&self, metrics: &Metrics, holder: &str, installation_id: i64, subscription_id: &str, now: Instant) {
+    pub(super) fn record(
+        &self,
+        metrics: &Metrics,
+        holder: &str,
+        installation_id: i64,
+        subscription_id: &str,
+        now: Instant,
+    ) {
         let mut book = self.book();
         let theirs = book.by_holder.entry(holder.to_string()).or_default();
         if !theirs.iter().any(|o| o.subscription_id.eq_ignore_ascii_case(subscription_id)) {
@@ -106,7 +113,7 @@ impl Orphans {
     /// The holder's subscriptions due for a try now, as (installation, subscription): each is
     /// marked as being tried until `settle` says how it went. Called on every request: the book
     /// is looked over for `MAX_AGE` only once in a while here.
-    pub fn take_due(&self, metrics: &Metrics, holder: &str, now: Instant) -> Vec<(i64, String)> {
+    pub(super) fn take_due(&self, metrics: &Metrics, holder: &str, now: Instant) -> Vec<(i64, String)> {
         if !self.any.load(Ordering::Acquire) {
             return Vec::new();
         }
@@ -129,7 +136,7 @@ impl Orphans {
     }
 
     /// How a try of `take_due` (or `resume`) went. `Some`: it stays, and is due at that time.
-    pub fn settle(
+    pub(super) fn settle(
         &self,
         metrics: &Metrics,
         holder: &str,
@@ -170,7 +177,7 @@ impl Orphans {
 
     /// Takes a subscription `settle` kept for another try now, by whoever holds a token of its
     /// holder; `false` if it is gone or someone else is trying it.
-    pub fn resume(&self, holder: &str, subscription_id: &str) -> bool {
+    pub(super) fn resume(&self, holder: &str, subscription_id: &str) -> bool {
         let mut book = self.book();
         let orphan = book
             .by_holder

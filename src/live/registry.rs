@@ -158,7 +158,7 @@ impl Registry {
 }
 
 /// Keeps an installation watched; dropping it ends the watch.
-pub struct WatchGuard {
+pub(crate) struct WatchGuard {
     live: Arc<Live>,
     installation_id: i64,
     id: u64,
@@ -648,7 +648,7 @@ async fn ensure_subscription(live: &Live, caller: &Caller, i: i64) -> Result<(St
 impl Live {
     /// A request came with this caller's (verified) token: subscriptions of theirs that could not
     /// be removed before are removed with it.
-    pub fn token_seen(self: &Arc<Self>, caller: &Caller) {
+    pub(crate) fn token_seen(self: &Arc<Self>, caller: &Caller) {
         self.registry.token_seen(self, caller);
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A user's token is used to look for a stray subscription at most this often.
-pub const RETRY: Duration = Duration::from_secs(600);
+pub(super) const RETRY: Duration = Duration::from_secs(600);
 /// An installation is forgotten when no delivery came for it in this long (its subscription is
 /// gone, or its creator never comes back).
 const MAX_AGE: Duration = Duration::from_secs(2 * 24 * 3600);
@@ -26,7 +26,7 @@ struct Stray {
     seen: Instant,
 }
 
-pub struct Strays {
+pub(super) struct Strays {
     by_installation: Mutex<HashMap<i64, Stray>>,
     /// Whether there are any (looked at on every request, without the lock).
     any: AtomicBool,
@@ -50,7 +50,7 @@ impl Strays {
     }
 
     /// A delivery came for an installation nobody watches. Says whether it is new here.
-    pub fn seen(&self, installation_id: i64, now: Instant) -> bool {
+    pub(super) fn seen(&self, installation_id: i64, now: Instant) -> bool {
         let mut map = self.map();
         if let Some(stray) = map.get_mut(&installation_id) {
             stray.seen = now;
@@ -66,7 +66,7 @@ impl Strays {
     }
 
     /// The installation is watched again, or our subscription there is gone.
-    pub fn settled(&self, installation_id: i64) {
+    pub(super) fn settled(&self, installation_id: i64) {
         let mut map = self.map();
         map.remove(&installation_id);
         self.any.store(!map.is_empty(), Ordering::Release);
@@ -74,7 +74,7 @@ impl Strays {
 
     /// The installations `sub`'s token may look at now: all of them (up to `MAX_LOOKS`, the most
     /// recently delivered first), once per `RETRY` per user.
-    pub fn due(&self, sub: &str) -> Vec<i64> {
+    pub(super) fn due(&self, sub: &str) -> Vec<i64> {
         if !self.any.load(Ordering::Acquire) || self.looked.contains_key(sub) {
             return Vec::new();
         }

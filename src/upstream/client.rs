@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 
 /// Where the upstream is and how to talk to it.
 #[derive(Clone)]
-pub struct UpstreamConfig {
+pub(crate) struct UpstreamConfig {
     pub base_url: Url,
     /// The partner's `Ocp-Apim-Subscription-Key`.
     pub api_key: String,
@@ -40,14 +40,14 @@ impl std::fmt::Debug for UpstreamConfig {
 
 /// Whether a call only reads (and may be retried) or commands (and must not be).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Read,
     Command,
 }
 
 /// A typed client of the Witty-Home API. Cheap to clone.
 #[derive(Clone)]
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     http: reqwest::Client,
     base: Arc<Url>,
     api_key: Arc<HeaderValue>,
@@ -56,7 +56,7 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(config: UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+    pub(crate) fn new(config: UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -79,11 +79,11 @@ impl UpstreamClient {
     }
 
     /// The process's metrics: this client's calls, and those of the cache and live events above it.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    pub fn base_url(&self) -> &Url {
+    pub(crate) fn base_url(&self) -> &Url {
         &self.base
     }
 

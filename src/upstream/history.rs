@@ -12,7 +12,7 @@ use super::tolerant;
 
 /// The device a measure or log belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Device {
+pub(crate) enum Device {
     Station { installation_id: i64, station_id: String },
     Meter { installation_id: i64, meter_id: String },
 }
@@ -40,7 +40,7 @@ impl Device {
         p
     }
 
-    pub fn installation_id(&self) -> i64 {
+    pub(crate) fn installation_id(&self) -> i64 {
         match self {
             Device::Station { installation_id, .. } | Device::Meter { installation_id, .. } => *installation_id,
         }
@@ -49,7 +49,7 @@ impl Device {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MeasureInfo {
+pub(crate) struct MeasureInfo {
     /// Required: a measure without a readable id makes the answer unreadable.
     pub measure_id: NumberOrString,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -64,7 +64,7 @@ pub struct MeasureInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LogInfo {
+pub(crate) struct LogInfo {
     /// Required: a log without a readable id makes the answer unreadable.
     pub log_id: NumberOrString,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -78,7 +78,7 @@ pub struct LogInfo {
 /// number is left out). The date is required: a point without one cannot be placed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AggregatePoint {
+pub(crate) struct AggregatePoint {
     pub date: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
     pub tariff_type: Option<String>,
@@ -94,7 +94,7 @@ pub struct AggregatePoint {
 
 impl AggregatePoint {
     /// The per-tariff values: (`hc`, 1.2), (`tariff3`, 0.4), in field order.
-    pub fn by_tariff(&self) -> Vec<(String, f64)> {
+    pub(crate) fn by_tariff(&self) -> Vec<(String, f64)> {
         self.rest
             .iter()
             .filter_map(|(k, v)| {
@@ -111,7 +111,7 @@ impl AggregatePoint {
 /// One log entry; its `value` is any JSON. The date is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LogEntry {
+pub(crate) struct LogEntry {
     pub date: String,
     #[serde(default)]
     pub value: serde_json::Value,
@@ -123,7 +123,7 @@ pub struct LogEntry {
 /// a wrong answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LogCount {
+pub(crate) struct LogCount {
     pub date: String,
     #[serde(default)]
     pub value: f64,
@@ -134,7 +134,7 @@ pub struct LogCount {
 /// `{startDate, endDate, step}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Range {
+pub(crate) struct Range {
     #[serde(serialize_with = "millis")]
     pub start_date: DateTime<Utc>,
     #[serde(serialize_with = "millis")]
@@ -149,7 +149,7 @@ fn millis<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
 
 /// Aggregation operators, with their route names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operator {
+pub(crate) enum Operator {
     Sum,
     Count,
     Average,
@@ -157,7 +157,7 @@ pub enum Operator {
 }
 
 impl Operator {
-    pub fn route(self) -> &'static str {
+    pub(crate) fn route(self) -> &'static str {
         match self {
             Operator::Sum => "sum",
             Operator::Count => "count",
@@ -169,17 +169,17 @@ impl Operator {
 
 impl UpstreamClient {
     /// 24, 38. `GET …/measures`
-    pub async fn measures(&self, bearer: &str, device: &Device) -> Result<Vec<MeasureInfo>, UpstreamError> {
+    pub(crate) async fn measures(&self, bearer: &str, device: &Device) -> Result<Vec<MeasureInfo>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &refs(&device.with(&["measures"])), bearer, NO_BODY).await
     }
 
     /// 25, 39. `GET …/measures/{m}`
-    pub async fn measure(&self, bearer: &str, device: &Device, m: &str) -> Result<MeasureInfo, UpstreamError> {
+    pub(crate) async fn measure(&self, bearer: &str, device: &Device, m: &str) -> Result<MeasureInfo, UpstreamError> {
         self.json(Kind::Read, Method::GET, &refs(&device.with(&["measures", m])), bearer, NO_BODY).await
     }
 
     /// 26–29, 40–43. `POST …/measures/{m}/operators/{op}` (a read, so retried like one)
-    pub async fn aggregate(
+    pub(crate) async fn aggregate(
         &self,
         bearer: &str,
         device: &Device,
@@ -192,17 +192,17 @@ impl UpstreamClient {
     }
 
     /// 30, 44. `GET …/logs`
-    pub async fn logs(&self, bearer: &str, device: &Device) -> Result<Vec<LogInfo>, UpstreamError> {
+    pub(crate) async fn logs(&self, bearer: &str, device: &Device) -> Result<Vec<LogInfo>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &refs(&device.with(&["logs"])), bearer, NO_BODY).await
     }
 
     /// 31, 45. `GET …/logs/{l}`
-    pub async fn log(&self, bearer: &str, device: &Device, l: &str) -> Result<LogInfo, UpstreamError> {
+    pub(crate) async fn log(&self, bearer: &str, device: &Device, l: &str) -> Result<LogInfo, UpstreamError> {
         self.json(Kind::Read, Method::GET, &refs(&device.with(&["logs", l])), bearer, NO_BODY).await
     }
 
     /// 32, 46. `POST …/logs/{l}/operators/count`
-    pub async fn log_counts(
+    pub(crate) async fn log_counts(
         &self,
         bearer: &str,
         device: &Device,
@@ -214,7 +214,7 @@ impl UpstreamClient {
     }
 
     /// 33, 47 (`Some(l)`), and 34 for a station (`None`): `POST …/logs[/{l}]/operators/list`
-    pub async fn log_entries(
+    pub(crate) async fn log_entries(
         &self,
         bearer: &str,
         device: &Device,

@@ -8,14 +8,14 @@ use super::error::UpstreamError;
 use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GpsCoordinates {
+pub(crate) struct GpsCoordinates {
     pub latitude: f64,
     pub longitude: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Installation {
+pub(crate) struct Installation {
     /// Required: an installation without a readable id makes the answer unreadable.
     pub installation_id: i64,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -33,7 +33,7 @@ pub struct Installation {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NewInstallation {
+pub(crate) struct NewInstallation {
     pub name: String,
     pub location_name: String,
     pub location_gps_coordinates: GpsCoordinates,
@@ -41,12 +41,12 @@ pub struct NewInstallation {
 
 impl UpstreamClient {
     /// 1. `GET /installations`
-    pub async fn installations(&self, bearer: &str) -> Result<Vec<Installation>, UpstreamError> {
+    pub(crate) async fn installations(&self, bearer: &str) -> Result<Vec<Installation>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &["installations"], bearer, NO_BODY).await
     }
 
     /// 2. `POST /installations`
-    pub async fn create_installation(
+    pub(crate) async fn create_installation(
         &self,
         bearer: &str,
         new: &NewInstallation,

@@ -10,7 +10,7 @@ use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GridMeter {
+pub(crate) struct GridMeter {
     /// Required: a meter without a readable id makes the answer unreadable.
     pub id: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -24,7 +24,7 @@ pub struct GridMeter {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct MeterProperties {
+pub(crate) struct MeterProperties {
     #[serde(deserialize_with = "tolerant::optional")]
     pub general_consumption: Option<GeneralConsumption>,
     /// A number in the model, a string in logs; either may come.
@@ -42,7 +42,7 @@ pub struct MeterProperties {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct GeneralConsumption {
+pub(crate) struct GeneralConsumption {
     #[serde(deserialize_with = "tolerant::optional")]
     pub consumption_total_index: Option<f64>,
     /// Empty when it is not a list or one of its consumptions is unreadable: a partial list
@@ -55,14 +55,14 @@ pub struct GeneralConsumption {
 /// value is the datum, a made-up 0 would be a wrong answer), which empties the list it is in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Consumption {
+pub(crate) struct Consumption {
     pub name: String,
     pub value: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Tariff {
+pub(crate) struct Tariff {
     /// Required: a tariff without a readable id makes the answer unreadable.
     pub id: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -82,7 +82,7 @@ pub struct Tariff {
 /// One price. Strict: its date and value are the datum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TariffPrice {
+pub(crate) struct TariffPrice {
     pub begin_date: String,
     pub value: f64,
 }
@@ -90,7 +90,7 @@ pub struct TariffPrice {
 /// One element of the tariffs POST.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SetTariff {
+pub(crate) struct SetTariff {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub friendly_name: Option<String>,
@@ -107,36 +107,42 @@ struct AuthorizeTicBody {
 
 impl UpstreamClient {
     /// 35. `GET /installations/{i}/grid-meters`
-    pub async fn grid_meters(&self, bearer: &str, i: i64) -> Result<Vec<GridMeter>, UpstreamError> {
+    pub(crate) async fn grid_meters(&self, bearer: &str, i: i64) -> Result<Vec<GridMeter>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &["installations", &i.to_string(), "grid-meters"], bearer, NO_BODY).await
     }
 
     /// 36. `GET /installations/{i}/grid-meters/{gm}`
-    pub async fn grid_meter(&self, bearer: &str, i: i64, gm: &str) -> Result<GridMeter, UpstreamError> {
+    pub(crate) async fn grid_meter(&self, bearer: &str, i: i64, gm: &str) -> Result<GridMeter, UpstreamError> {
         self.json(Kind::Read, Method::GET, &["installations", &i.to_string(), "grid-meters", gm], bearer, NO_BODY).await
     }
 
     /// 37. `POST …/grid-meters/{gm}/operators/authorize-tic`
-    pub async fn authorize_tic(&self, bearer: &str, i: i64, gm: &str, authorize: bool) -> Result<(), UpstreamError> {
+    pub(crate) async fn authorize_tic(
+        &self,
+        bearer: &str,
+        i: i64,
+        gm: &str,
+        authorize: bool,
+    ) -> Result<(), UpstreamError> {
         let path = ["installations", &i.to_string(), "grid-meters", gm, "operators", "authorize-tic"];
         self.empty(Kind::Command, Method::POST, &path, bearer, Some(&AuthorizeTicBody { authorize_tic: authorize }))
             .await
     }
 
     /// 48. `GET …/grid-meters/{gm}/tariffs`
-    pub async fn tariffs(&self, bearer: &str, i: i64, gm: &str) -> Result<Vec<Tariff>, UpstreamError> {
+    pub(crate) async fn tariffs(&self, bearer: &str, i: i64, gm: &str) -> Result<Vec<Tariff>, UpstreamError> {
         let path = ["installations", &i.to_string(), "grid-meters", gm, "tariffs"];
         self.json(Kind::Read, Method::GET, &path, bearer, NO_BODY).await
     }
 
     /// 49. `GET …/grid-meters/{gm}/tariffs/{t}`
-    pub async fn tariff(&self, bearer: &str, i: i64, gm: &str, t: &str) -> Result<Tariff, UpstreamError> {
+    pub(crate) async fn tariff(&self, bearer: &str, i: i64, gm: &str, t: &str) -> Result<Tariff, UpstreamError> {
         let path = ["installations", &i.to_string(), "grid-meters", gm, "tariffs", t];
         self.json(Kind::Read, Method::GET, &path, bearer, NO_BODY).await
     }
 
     /// 50. `POST …/grid-meters/{gm}/tariffs` (the whole set the subscription needs)
-    pub async fn set_tariffs(
+    pub(crate) async fn set_tariffs(
         &self,
         bearer: &str,
         i: i64,
@@ -149,7 +155,7 @@ impl UpstreamClient {
 }
 
 impl MeterProperties {
-    pub fn tic_type_text(&self) -> Option<String> {
+    pub(crate) fn tic_type_text(&self) -> Option<String> {
         self.tic_type.as_ref().map(NumberOrString::as_text)
     }
 }

@@ -4,15 +4,15 @@
 //! It knows nothing of GraphQL, axum or caching.
 
 mod client;
-pub mod error;
-pub mod history;
-pub mod installations;
-pub mod meters;
-pub mod notifications;
-pub mod quirks;
-pub mod sharing;
-pub mod stations;
-pub mod tolerant;
+pub(crate) mod error;
+pub(crate) mod history;
+pub(crate) mod installations;
+pub(crate) mod meters;
+pub(crate) mod notifications;
+pub(crate) mod quirks;
+pub(crate) mod sharing;
+pub(crate) mod stations;
+pub(crate) mod tolerant;
 
-pub use client::{Kind, UpstreamClient, UpstreamConfig};
-pub use error::UpstreamError;
+pub(crate) use client::{UpstreamClient, UpstreamConfig};
+pub(crate) use error::UpstreamError;

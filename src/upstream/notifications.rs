@@ -9,7 +9,7 @@ use super::tolerant;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SubscriptionFilter {
+pub(crate) struct SubscriptionFilter {
     #[serde(default, deserialize_with = "tolerant::optional")]
     pub subject_begins_with: Option<String>,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -18,7 +18,7 @@ pub struct SubscriptionFilter {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventSubscription {
+pub(crate) struct EventSubscription {
     /// Required: a subscription without a readable id makes the answer unreadable.
     pub event_subscription_id: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -47,7 +47,7 @@ pub struct EventSubscription {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NewEventSubscription {
+pub(crate) struct NewEventSubscription {
     pub protocol_code: String,
     pub protocol_data: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +57,7 @@ pub struct NewEventSubscription {
 /// One Azure Event Grid event, as delivered to a webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GridEvent {
+pub(crate) struct GridEvent {
     pub id: String,
     pub event_type: String,
     #[serde(default)]
@@ -75,19 +75,28 @@ pub struct GridEvent {
 
 impl UpstreamClient {
     /// 3. `GET /installations/{i}/event-subscriptions`
-    pub async fn event_subscriptions(&self, bearer: &str, i: i64) -> Result<Vec<EventSubscription>, UpstreamError> {
+    pub(crate) async fn event_subscriptions(
+        &self,
+        bearer: &str,
+        i: i64,
+    ) -> Result<Vec<EventSubscription>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &["installations", &i.to_string(), "event-subscriptions"], bearer, NO_BODY)
             .await
     }
 
     /// 4. `GET /installations/{i}/event-subscriptions/{id}`
-    pub async fn event_subscription(&self, bearer: &str, i: i64, id: &str) -> Result<EventSubscription, UpstreamError> {
+    pub(crate) async fn event_subscription(
+        &self,
+        bearer: &str,
+        i: i64,
+        id: &str,
+    ) -> Result<EventSubscription, UpstreamError> {
         let path = ["installations", &i.to_string(), "event-subscriptions", id];
         self.json(Kind::Read, Method::GET, &path, bearer, NO_BODY).await
     }
 
     /// 5. `POST /installations/{i}/event-subscriptions`
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         bearer: &str,
         i: i64,
@@ -98,13 +107,13 @@ impl UpstreamClient {
     }
 
     /// 6. `DELETE /installations/{i}/event-subscriptions`
-    pub async fn unsubscribe_all(&self, bearer: &str, i: i64) -> Result<(), UpstreamError> {
+    pub(crate) async fn unsubscribe_all(&self, bearer: &str, i: i64) -> Result<(), UpstreamError> {
         let path = ["installations", &i.to_string(), "event-subscriptions"];
         self.empty(Kind::Command, Method::DELETE, &path, bearer, NO_BODY).await
     }
 
     /// 7. `DELETE /installations/{i}/event-subscriptions/{id}`
-    pub async fn unsubscribe(&self, bearer: &str, i: i64, id: &str) -> Result<(), UpstreamError> {
+    pub(crate) async fn unsubscribe(&self, bearer: &str, i: i64, id: &str) -> Result<(), UpstreamError> {
         let path = ["installations", &i.to_string(), "event-subscriptions", id];
         self.empty(Kind::Command, Method::DELETE, &path, bearer, NO_BODY).await
     }

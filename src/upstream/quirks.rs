@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 /// `measureId`, error codes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum NumberOrString {
+pub(crate) enum NumberOrString {
     Number(f64),
     String(String),
 }
 
 impl NumberOrString {
-    pub fn as_f64(&self) -> Option<f64> {
+    pub(crate) fn as_f64(&self) -> Option<f64> {
         match self {
             NumberOrString::Number(n) => Some(*n),
             NumberOrString::String(s) => s.trim().replace(',', ".").parse().ok(),
@@ -22,7 +22,7 @@ impl NumberOrString {
     }
 
     /// The value as text: whole numbers without a decimal point.
-    pub fn as_text(&self) -> String {
+    pub(crate) fn as_text(&self) -> String {
         match self {
             NumberOrString::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
             NumberOrString::Number(n) => n.to_string(),
@@ -32,13 +32,13 @@ impl NumberOrString {
 }
 
 /// An upstream date-time; `0001-01-01T00:00:00Z` (and anything before year 2) means "never".
-pub fn parse_time(raw: Option<&str>) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(raw: Option<&str>) -> Option<DateTime<Utc>> {
     let t = DateTime::parse_from_rfc3339(raw?.trim()).ok()?.with_timezone(&Utc);
     (t.timestamp() > -62_100_000_000).then_some(t)
 }
 
 /// Seconds of an "hh:mm" duration (also "hh:mm:ss", and "d.hh:mm:ss" as .NET writes TimeSpans).
-pub fn duration_seconds(raw: Option<&str>) -> Option<i64> {
+pub(crate) fn duration_seconds(raw: Option<&str>) -> Option<i64> {
     let raw = raw?.trim();
     let (days, rest) = match raw.split_once('.') {
         Some((d, r)) if r.contains(':') => (d.parse::<i64>().ok()?, r),

@@ -9,7 +9,7 @@ use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Invitation {
+pub(crate) struct Invitation {
     /// Required: it identifies the invitation (it is cancelled by e-mail).
     pub email: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -22,7 +22,7 @@ pub struct Invitation {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NewInvitation {
+pub(crate) struct NewInvitation {
     pub email: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub culture_code: Option<String>,
@@ -30,7 +30,7 @@ pub struct NewInvitation {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct User {
+pub(crate) struct User {
     /// Required: the caller is found among the users by it.
     pub account_id: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -53,35 +53,35 @@ pub struct User {
 
 impl UpstreamClient {
     /// 8. `POST /installations/{i}/invitations`
-    pub async fn invite(&self, bearer: &str, i: i64, new: &NewInvitation) -> Result<Invitation, UpstreamError> {
+    pub(crate) async fn invite(&self, bearer: &str, i: i64, new: &NewInvitation) -> Result<Invitation, UpstreamError> {
         self.json(Kind::Command, Method::POST, &["installations", &i.to_string(), "invitations"], bearer, Some(new))
             .await
     }
 
     /// 9. `GET /installations/{i}/invitations`
-    pub async fn invitations(&self, bearer: &str, i: i64) -> Result<Vec<Invitation>, UpstreamError> {
+    pub(crate) async fn invitations(&self, bearer: &str, i: i64) -> Result<Vec<Invitation>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &["installations", &i.to_string(), "invitations"], bearer, NO_BODY).await
     }
 
     /// 10. `DELETE /installations/{i}/invitations/{email}`
-    pub async fn cancel_invitation(&self, bearer: &str, i: i64, email: &str) -> Result<(), UpstreamError> {
+    pub(crate) async fn cancel_invitation(&self, bearer: &str, i: i64, email: &str) -> Result<(), UpstreamError> {
         let path = ["installations", &i.to_string(), "invitations", email];
         self.empty(Kind::Command, Method::DELETE, &path, bearer, NO_BODY).await
     }
 
     /// 11. `POST /invitations/operators/accept/{activationCode}`
-    pub async fn accept_invitation(&self, bearer: &str, activation_code: &str) -> Result<(), UpstreamError> {
+    pub(crate) async fn accept_invitation(&self, bearer: &str, activation_code: &str) -> Result<(), UpstreamError> {
         let path = ["invitations", "operators", "accept", activation_code];
         self.empty(Kind::Command, Method::POST, &path, bearer, NO_BODY).await
     }
 
     /// 12. `GET /installations/{i}/users`
-    pub async fn users(&self, bearer: &str, i: i64) -> Result<Vec<User>, UpstreamError> {
+    pub(crate) async fn users(&self, bearer: &str, i: i64) -> Result<Vec<User>, UpstreamError> {
         self.json(Kind::Read, Method::GET, &["installations", &i.to_string(), "users"], bearer, NO_BODY).await
     }
 
     /// 13–14. `POST /installations/{i}/users/{accountId}/operators/disable|enable`
-    pub async fn set_installer_enabled(
+    pub(crate) async fn set_installer_enabled(
         &self,
         bearer: &str,
         i: i64,
@@ -94,7 +94,7 @@ impl UpstreamClient {
     }
 
     /// 15. `DELETE /installations/{i}/users/{accountId}`
-    pub async fn remove_user(&self, bearer: &str, i: i64, account_id: &str) -> Result<(), UpstreamError> {
+    pub(crate) async fn remove_user(&self, bearer: &str, i: i64, account_id: &str) -> Result<(), UpstreamError> {
         let path = ["installations", &i.to_string(), "users", account_id];
         self.empty(Kind::Command, Method::DELETE, &path, bearer, NO_BODY).await
     }

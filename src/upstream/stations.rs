@@ -10,7 +10,7 @@ use super::tolerant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChargingStation {
+pub(crate) struct ChargingStation {
     /// Required: a station without a readable id makes the answer unreadable.
     pub id: String,
     #[serde(default, deserialize_with = "tolerant::optional")]
@@ -31,7 +31,7 @@ pub struct ChargingStation {
 /// container's `default` covers the missing ones.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct StationProperties {
+pub(crate) struct StationProperties {
     #[serde(deserialize_with = "tolerant::optional")]
     pub installation_date: Option<String>,
     #[serde(deserialize_with = "tolerant::optional")]
@@ -111,7 +111,7 @@ pub struct StationProperties {
 
 impl ChargingStation {
     /// A car is plugged in: the socket is taken, the station is busy, or a session is open.
-    pub fn is_plugged(&self) -> bool {
+    pub(crate) fn is_plugged(&self) -> bool {
         let p = &self.properties;
         let status = p.car_plug_status.as_deref().unwrap_or("").to_ascii_lowercase();
         let socket_taken = !matches!(status.as_str(), "" | "unplugged" | "none" | "notplugged");
@@ -120,7 +120,7 @@ impl ChargingStation {
     }
 
     /// The plugged car is charging now.
-    pub fn is_charging(&self) -> bool {
+    pub(crate) fn is_charging(&self) -> bool {
         let p = &self.properties;
         let speed =
             p.current_session.as_ref().and_then(|c| c.charging_speed.as_deref()).unwrap_or("").to_ascii_lowercase();
@@ -131,7 +131,7 @@ impl ChargingStation {
 
 impl StationProperties {
     /// `tariff1` … `tariff10`, in order.
-    pub fn tariffs(&self) -> [Option<&String>; 10] {
+    pub(crate) fn tariffs(&self) -> [Option<&String>; 10] {
         [
             self.tariff1.as_ref(),
             self.tariff2.as_ref(),
@@ -149,7 +149,7 @@ impl StationProperties {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct StationError {
+pub(crate) struct StationError {
     /// A number in the model (a string such as `noError` in logs).
     #[serde(deserialize_with = "tolerant::optional")]
     pub code: Option<NumberOrString>,
@@ -157,7 +157,7 @@ pub struct StationError {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct CurrentSession {
+pub(crate) struct CurrentSession {
     #[serde(deserialize_with = "tolerant::optional")]
     pub start_date: Option<String>,
     #[serde(deserialize_with = "tolerant::optional")]
@@ -176,7 +176,7 @@ pub struct CurrentSession {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct LastSession {
+pub(crate) struct LastSession {
     #[serde(deserialize_with = "tolerant::optional")]
     pub start_date: Option<String>,
     #[serde(deserialize_with = "tolerant::optional")]
@@ -195,7 +195,7 @@ pub struct LastSession {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     #[serde(deserialize_with = "tolerant::optional")]
     pub heartbeat: Option<bool>,
     #[serde(deserialize_with = "tolerant::optional")]
@@ -204,7 +204,7 @@ pub struct Heartbeat {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AssociateStation {
+pub(crate) struct AssociateStation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,7 +216,7 @@ pub struct AssociateStation {
 /// The station PUT: only the fields to change are sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UpdateStation {
+pub(crate) struct UpdateStation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub friendly_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,19 +240,24 @@ fn station_path(i: i64, cs: &str) -> [String; 4] {
 
 impl UpstreamClient {
     /// 16. `GET /installations/{i}/charging-stations`
-    pub async fn charging_stations(&self, bearer: &str, i: i64) -> Result<Vec<ChargingStation>, UpstreamError> {
+    pub(crate) async fn charging_stations(&self, bearer: &str, i: i64) -> Result<Vec<ChargingStation>, UpstreamError> {
         let path = ["installations", &i.to_string(), "charging-stations"];
         self.json(Kind::Read, Method::GET, &path, bearer, NO_BODY).await
     }
 
     /// 17. `GET /installations/{i}/charging-stations/{cs}`
-    pub async fn charging_station(&self, bearer: &str, i: i64, cs: &str) -> Result<ChargingStation, UpstreamError> {
+    pub(crate) async fn charging_station(
+        &self,
+        bearer: &str,
+        i: i64,
+        cs: &str,
+    ) -> Result<ChargingStation, UpstreamError> {
         let p = station_path(i, cs);
         self.json(Kind::Read, Method::GET, &refs(&p), bearer, NO_BODY).await
     }
 
     /// 18. `POST /installations/{i}/charging-stations`
-    pub async fn associate_station(
+    pub(crate) async fn associate_station(
         &self,
         bearer: &str,
         i: i64,
@@ -263,27 +268,33 @@ impl UpstreamClient {
     }
 
     /// 19. `DELETE /installations/{i}/charging-stations/{cs}`
-    pub async fn remove_station(&self, bearer: &str, i: i64, cs: &str) -> Result<(), UpstreamError> {
+    pub(crate) async fn remove_station(&self, bearer: &str, i: i64, cs: &str) -> Result<(), UpstreamError> {
         let p = station_path(i, cs);
         self.empty(Kind::Command, Method::DELETE, &refs(&p), bearer, NO_BODY).await
     }
 
     /// 20. `POST …/operators/set-charge-mode` (202: accepted, not yet applied)
-    pub async fn set_charge_mode(&self, bearer: &str, i: i64, cs: &str, mode: &str) -> Result<(), UpstreamError> {
+    pub(crate) async fn set_charge_mode(
+        &self,
+        bearer: &str,
+        i: i64,
+        cs: &str,
+        mode: &str,
+    ) -> Result<(), UpstreamError> {
         let p = station_path(i, cs);
         let path = [refs(&p).as_slice(), &["operators", "set-charge-mode"]].concat();
         self.empty(Kind::Command, Method::POST, &path, bearer, Some(&ChargeModeBody { charge_mode: mode })).await
     }
 
     /// 21–22. `POST …/operators/start|stop` (202)
-    pub async fn start_stop(&self, bearer: &str, i: i64, cs: &str, start: bool) -> Result<(), UpstreamError> {
+    pub(crate) async fn start_stop(&self, bearer: &str, i: i64, cs: &str, start: bool) -> Result<(), UpstreamError> {
         let p = station_path(i, cs);
         let path = [refs(&p).as_slice(), &["operators", if start { "start" } else { "stop" }]].concat();
         self.empty(Kind::Command, Method::POST, &path, bearer, NO_BODY).await
     }
 
     /// 23. `PUT /installations/{i}/charging-stations/{cs}` (202)
-    pub async fn update_station(
+    pub(crate) async fn update_station(
         &self,
         bearer: &str,
         i: i64,

@@ -35,7 +35,7 @@ thread_local! {
 }
 
 /// `deserialize_with` for an optional member: a value of an unexpected type reads as `None`.
-pub fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: DeserializeOwned,
@@ -49,7 +49,7 @@ where
 
 /// `deserialize_with` for a member with a natural empty value (a list, a name): a value of an
 /// unexpected type reads as that empty value.
-pub fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: DeserializeOwned + Default,

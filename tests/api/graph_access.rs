@@ -135,7 +135,7 @@ async fn an_installer_disabled_upstream_directly_loses_access_within_the_members
 async fn a_subscription_ends_when_its_token_expires() {
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     // `exp` is in whole seconds: this token expires 2 to 3 s from now.
-    let token = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
+    let token = witty_bff::mint_dev_token(JWT_SECRET, "alice", 3, None, None);
     let mut ws = app.watch_events(&token).await;
     let started = std::time::Instant::now();
     // It says why, then completes.
@@ -168,7 +168,7 @@ async fn a_pem_key_verifies_websocket_connections_too() {
     .await;
     let mut ws = app.watch_events(&rs256_token("alice")).await;
     // An HS256 token is refused on this server: the connection is closed with 4403.
-    let hs = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 600, None, None);
+    let hs = witty_bff::mint_dev_token(JWT_SECRET, "alice", 600, None, None);
     let mut bad = app.ws_connect("graphql-transport-ws", &hs).await;
     let code = timeout(PATIENCE, async {
         while let Some(Ok(m)) = bad.next().await {

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_graphql::{EmptyMutation, Object, Request, Result, Schema, Subscription};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
-use witty_bff::graphql::shape::ResponseShape;
-use witty_bff::graphql::{MAX_COMPLEXITY, MAX_DEPTH};
+use witty_bff::ResponseShape;
+use witty_bff::{MAX_COMPLEXITY, MAX_DEPTH};
 
 use crate::helpers::*;
 

@@ -227,7 +227,7 @@ async fn watching_with_a_short_token(sub: &str) -> (TestApp, Ws) {
         c.watch_grace_secs = 2;
     })
     .await;
-    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, sub, 3, None, None);
+    let short = witty_bff::mint_dev_token(JWT_SECRET, sub, 3, None, None);
     let ws = app.watch_events(&short).await;
     (app, ws)
 }
@@ -903,7 +903,7 @@ async fn a_subscription_with_a_bad_id_is_refused_naming_the_argument() {
 async fn a_subscription_ended_by_token_expiry_says_why_on_both_websocket_protocols_and_sse() {
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     // `exp` is in whole seconds: this token expires 3 to 4 s from now.
-    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
+    let short = witty_bff::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
     let mut modern = app.watch_events(&short).await;
     let mut legacy = app.subscribe("graphql-ws", &short, "1", EVENTS).await;
     let sse = app.sse(&short, EVENTS).await;
@@ -931,7 +931,7 @@ async fn a_token_past_its_exp_but_within_the_leeway_is_served_as_long_as_http_ac
     let _fresh = app.watch_events(&app.token_for("alice")).await;
     app.live_subscriptions(1).await;
     // Expired a second ago: accepted for 9 to 10 s more.
-    let late = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", -1, None, None);
+    let late = witty_bff::mint_dev_token(JWT_SECRET, "alice", -1, None, None);
     let query = json!({"query": "{ installations { id } }"});
     let r = app.post_graphql(Some(&late), query.clone()).await;
     assert!(error_codes(&r.body).is_empty(), "HTTP accepts it: {:?}", r.body);

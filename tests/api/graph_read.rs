@@ -375,13 +375,13 @@ async fn reads_are_retried_after_a_transient_failure_but_not_forever() {
 async fn bad_credentials_are_unauthenticated() {
     let app = spawn_app().await;
     let q = json!({"query": "{ installations { id } }"});
-    let wrong_secret = witty_bff::auth::mint_dev_token("some-other-secret-entirely", "alice", 600, None, None);
+    let wrong_secret = witty_bff::mint_dev_token("some-other-secret-entirely", "alice", 600, None, None);
     for token in [None, Some("not-a-jwt"), Some("a.b.c"), Some(wrong_secret.as_str())] {
         let r = app.post_graphql(token, q.clone()).await;
         assert_eq!(error_codes(&r.body), vec!["UNAUTHENTICATED"], "{token:?}: {:?}", r.body);
         assert!(r.body["data"].is_null());
     }
-    let expired = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", -600, None, None);
+    let expired = witty_bff::mint_dev_token(JWT_SECRET, "alice", -600, None, None);
     let r = app.post_graphql(Some(&expired), q.clone()).await;
     assert_eq!(error_codes(&r.body), vec!["UNAUTHENTICATED"]);
     assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("expired"));
@@ -516,7 +516,7 @@ fn padded_request(bytes: usize) -> Value {
 #[tokio::test]
 async fn a_request_body_over_the_limit_is_refused_with_413_before_it_is_read() {
     let app = spawn_app().await;
-    let limit = witty_bff::http::MAX_REQUEST_BYTES;
+    let limit = witty_bff::MAX_REQUEST_BYTES;
     // Under the limit: answered, even without a token.
     let r = app.post_graphql(None, padded_request(limit - 1024)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -564,7 +564,7 @@ async fn a_request_body_over_the_limit_is_refused_with_413_before_it_is_read() {
 async fn the_committed_schema_is_the_codes_schema() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
         .expect("schema.graphql is committed at the crate root");
-    let current = witty_bff::graphql::sdl();
+    let current = witty_bff::sdl();
     assert!(
         committed == current,
         "schema.graphql differs from the code's SDL: run `cargo run -- schema > schema.graphql` and commit it"

@@ -18,7 +18,7 @@ const OTHER_STATION: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
 
 /// Where the upstream delivers to the app under test (what it registers upstream).
 fn webhook_url(app: &TestApp) -> String {
-    format!("{}/webhooks/witty/{}", app.base, witty_bff::live::webhook_key(WEBHOOK_SECRET, 33))
+    format!("{}/webhooks/witty/{}", app.base, witty_bff::webhook_key(WEBHOOK_SECRET, 33))
 }
 
 /// An initialised (acknowledged) connection for `token`.
@@ -345,7 +345,7 @@ async fn two_tokens_of_one_user_never_share_an_execution() {
     let app = spawn_app_with(|c| c.jwt_leeway_secs = 0).await;
     let long = app.token_for("alice");
     // `exp` is in whole seconds: this one expires 3 to 4 s from now.
-    let short = witty_bff::auth::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
+    let short = witty_bff::mint_dev_token(JWT_SECRET, "alice", 4, None, None);
     assert_ne!(long, short);
     let q1 = "subscription { stationEvents(installationId: 33) { id } }";
     let q2 = "subscription { stationEvents(installationId: 33) { id type } }";

@@ -5,7 +5,7 @@
 //! nor hand it to their reads that joined the refused token's fetch.
 
 use serde_json::{Value, json};
-use witty_bff::auth::mint_dev_token;
+use witty_bff::mint_dev_token;
 
 use crate::helpers::*;
 

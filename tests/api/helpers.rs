@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use witty_bff::app::App;
-use witty_bff::auth::mint_dev_token;
 use witty_bff::config::{Config, Secret};
+use witty_bff::mint_dev_token;
 use witty_bff::simulator::{SimConfig, Simulator};
 
 pub const API_KEY: &str = "test-api-key";

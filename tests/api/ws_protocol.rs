@@ -11,7 +11,7 @@ use crate::helpers::*;
 const LEGACY: &str = "graphql-ws";
 const TRANSPORT: &str = "graphql-transport-ws";
 
-/// The largest message the BFF reads (`witty_bff::http::ws::MAX_MESSAGE_BYTES`).
+/// The largest message the BFF reads (`MAX_MESSAGE_BYTES` in `src/http/ws/mod.rs`).
 const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// A query, answered at once when run as an operation.

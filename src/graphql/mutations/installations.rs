@@ -10,13 +10,13 @@ use crate::graphql::installations::Installation;
 use crate::upstream::installations::{GpsCoordinates, NewInstallation};
 
 #[derive(InputObject, Debug)]
-pub struct LocationInput {
+pub(super) struct LocationInput {
     pub latitude: f64,
     pub longitude: f64,
 }
 
 #[derive(InputObject, Debug)]
-pub struct CreateInstallationInput {
+pub(super) struct CreateInstallationInput {
     pub name: String,
     /// The town or place, e.g. "Bordeaux".
     pub location_name: String,
@@ -43,7 +43,7 @@ impl CreateInstallationInput {
 }
 
 #[derive(Default)]
-pub struct InstallationMutation;
+pub(super) struct InstallationMutation;
 
 #[Object]
 impl InstallationMutation {

@@ -15,7 +15,7 @@ use crate::graphql::meters::{GridMeter, Tariff};
 
 /// A price to set. Leave out the tariffs that keep their price: witty-bff sends them unchanged.
 #[derive(InputObject, Debug, Clone)]
-pub struct TariffPriceInput {
+pub(crate) struct TariffPriceInput {
     pub id: TariffId,
     /// Price per kWh in the tariff's currency, from 0 to 1000.
     pub value: f64,
@@ -40,7 +40,7 @@ fn meter_id(installation_id: &ID, grid_meter_id: &ID) -> AppResult<(i64, String)
 }
 
 #[derive(Default)]
-pub struct MeterMutation;
+pub(super) struct MeterMutation;
 
 #[Object]
 impl MeterMutation {

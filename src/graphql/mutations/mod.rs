@@ -12,16 +12,14 @@ mod stations;
 use async_graphql::parser::types::{Selection, SelectionSet};
 use async_graphql::{Context, MergedObject};
 
-pub use stations::{CommandResult, CommandStatus};
-
 use super::access::RequestAccess;
 use super::context::caller;
 use super::error::{AppError, AppResult};
-pub use crate::commands::{CommandSettings, Services};
+pub(crate) use crate::commands::{CommandSettings, Services};
 use crate::commands::{Invocation, Key, KeySource};
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(
+pub(crate) struct Mutation(
     installations::InstallationMutation,
     stations::StationMutation,
     sharing::SharingMutation,
@@ -29,19 +27,19 @@ pub struct Mutation(
     notifications::NotificationMutation,
 );
 
-pub fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
+pub(crate) fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
     ctx.data::<Services>().map_err(|_| AppError::internal("no services in the schema"))
 }
 
 /// The `Idempotency-Key` header of the HTTP request, put in the request data by the transport.
 /// It names the whole request: its mutations, their arguments, in their order.
 #[derive(Debug)]
-pub struct IdempotencyKey {
+pub(crate) struct IdempotencyKey {
     key: String,
 }
 
 impl IdempotencyKey {
-    pub fn new(key: impl Into<String>) -> IdempotencyKey {
+    pub(crate) fn new(key: impl Into<String>) -> IdempotencyKey {
         IdempotencyKey { key: key.into() }
     }
 }

@@ -31,7 +31,7 @@ fn subscription(webhook_url: &str, event_type: Option<&str>) -> AppResult<NewEve
 }
 
 #[derive(Default)]
-pub struct NotificationMutation;
+pub(super) struct NotificationMutation;
 
 #[Object]
 impl NotificationMutation {

@@ -59,7 +59,7 @@ async fn set_installer_enabled(
 }
 
 #[derive(Default)]
-pub struct SharingMutation;
+pub(super) struct SharingMutation;
 
 #[Object]
 impl SharingMutation {

@@ -28,13 +28,13 @@ pub enum CommandStatus {
 
 /// The outcome of a station command, with the station's state as last read.
 #[derive(SimpleObject, Clone)]
-pub struct CommandResult {
+pub(crate) struct CommandResult {
     pub status: CommandStatus,
     pub charging_station: Option<ChargingStation>,
 }
 
 #[derive(InputObject, Debug)]
-pub struct AssociateChargingStationInput {
+pub(super) struct AssociateChargingStationInput {
     /// The uid on the packaging (or give `qrCode`).
     pub uid: Option<String>,
     /// The QR code's value (`https://hgr.io/u/<uid>`).
@@ -46,7 +46,7 @@ pub struct AssociateChargingStationInput {
 /// The station settings to change; leave out what stays. `ledPower` and `tariff1` … `tariff10`
 /// need every socket free (no car plugged).
 #[derive(InputObject, Debug, Default)]
-pub struct UpdateChargingStationInput {
+pub(super) struct UpdateChargingStationInput {
     pub friendly_name: Option<String>,
     /// 0 to 100.
     pub led_power: Option<i32>,
@@ -165,7 +165,7 @@ async fn command(
 }
 
 #[derive(Default)]
-pub struct StationMutation;
+pub(super) struct StationMutation;
 
 #[Object]
 impl StationMutation {

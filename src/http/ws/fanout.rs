@@ -63,7 +63,7 @@ enum Frame {
 }
 
 /// All hubs of a process.
-pub struct Fanout {
+pub(crate) struct Fanout {
     hubs: Mutex<HashMap<HubKey, Weak<Hub>>>,
     /// How many answers a subscriber may fall behind before it is dropped.
     capacity: usize,
@@ -206,7 +206,7 @@ impl Arming {
 }
 
 impl Fanout {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Arc<Fanout> {
+    pub(crate) fn new(capacity: usize, metrics: Arc<Metrics>) -> Arc<Fanout> {
         Arc::new(Fanout { hubs: Mutex::default(), capacity: capacity.max(16), metrics })
     }
 

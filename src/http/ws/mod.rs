@@ -25,7 +25,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-pub use fanout::Fanout;
+pub(crate) use fanout::Fanout;
 
 use self::fanout::Answer;
 use super::HttpState;
