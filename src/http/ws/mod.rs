@@ -15,12 +15,14 @@ mod transport;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_graphql::{Data, Response};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::stream::{AbortHandle, Abortable, BoxStream, SelectAll, SplitSink, SplitStream};
+use futures::stream::{AbortHandle, Abortable, BoxStream, SplitSink, SplitStream};
+use futures::task::AtomicWaker;
 use futures::{SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -192,7 +194,11 @@ struct Connection {
     session: Option<Session>,
     /// The operations running, by id; aborting one ends it without a `complete`.
     running: HashMap<String, AbortHandle>,
-    operations: SelectAll<Operation>,
+    /// Each polled only when its answers woke it. Not a `SelectAll`: that allocates a task for
+    /// every answer of every operation, which the fan-out pays a thousand times per event.
+    operations: Vec<Gated<Operation>>,
+    /// Where the next look at the operations starts, so that a busy one does not starve the rest.
+    turn: usize,
     /// Messages that broke the protocol so far (the legacy protocol answers a few).
     violations: usize,
     /// Messages to write, in order.
@@ -207,7 +213,8 @@ impl Connection {
             initialised: false,
             session: None,
             running: HashMap::new(),
-            operations: SelectAll::new(),
+            operations: Vec::new(),
+            turn: 0,
             violations: 0,
             outbox: Vec::new(),
         }
@@ -261,7 +268,7 @@ impl Connection {
             replaced.abort();
         }
         let answers = Abortable::new(answers, registration);
-        self.operations.push(Operation::new(id, answers));
+        self.operations.push(Gated::new(Operation::new(id, answers)));
     }
 
     /// Ends operation `id` without a word; whether it was running.
@@ -310,15 +317,32 @@ impl Connection {
         self.outbox.push(next_message(kind, id, &payload));
     }
 
-    /// The answers ready, up to [`WRITE_BATCH`]; pending when there are none.
+    /// The answers ready, up to [`WRITE_BATCH`]; pending when there are none. An operation that
+    /// ended is dropped; one started later is polled at the next turn.
     fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Produced>> {
         let mut batch = Vec::new();
-        while batch.len() < WRITE_BATCH {
-            match self.operations.poll_next_unpin(cx) {
-                Poll::Ready(Some(produced)) => batch.push(produced),
-                // None: no operation at all; one started later is polled at the next turn.
-                Poll::Ready(None) | Poll::Pending => break,
+        let count = self.operations.len();
+        let start = if count == 0 { 0 } else { self.turn % count };
+        let mut ended = Vec::new();
+        for n in (start..count).chain(0..start) {
+            while batch.len() < WRITE_BATCH {
+                match self.operations[n].poll_next_unpin(cx) {
+                    Poll::Ready(Some(produced)) => batch.push(produced),
+                    Poll::Ready(None) => {
+                        ended.push(n);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
             }
+            if batch.len() == WRITE_BATCH {
+                self.turn = n + 1;
+                break;
+            }
+        }
+        ended.sort_unstable();
+        for n in ended.into_iter().rev() {
+            self.operations.swap_remove(n);
         }
         if batch.is_empty() { Poll::Pending } else { Poll::Ready(batch) }
     }
@@ -404,6 +428,51 @@ impl Stream for Operation {
     }
 }
 
+/// The client's messages, read only once the socket said there may be some (its waker was
+/// called). The loop wakes for every answer it writes; reading the socket at each of those turns
+/// would cost a read attempt (and the WebSocket layer's buffer set-up) per answer written.
+struct Gated<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+struct Gate {
+    woken: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl futures::task::ArcWake for Gate {
+    fn wake_by_ref(gate: &Arc<Self>) {
+        gate.woken.store(true, Ordering::Release);
+        gate.waker.wake();
+    }
+}
+
+impl<S> Gated<S> {
+    fn new(inner: S) -> Gated<S> {
+        Gated { inner, gate: Arc::new(Gate { woken: AtomicBool::new(true), waker: AtomicWaker::new() }) }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        self.gate.waker.register(cx.waker());
+        if !self.gate.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let gate = self.gate.clone();
+        let waker = futures::task::waker_ref(&gate);
+        let polled = self.inner.poll_next_unpin(&mut Context::from_waker(&waker));
+        if polled.is_ready() {
+            // There may be more: look again next time.
+            self.gate.woken.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
 /// What the connection's loop does next.
 enum Step {
     KeepAlive,
@@ -413,7 +482,8 @@ enum Step {
 
 /// Serves one upgraded connection until the client leaves or a close is called for.
 pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protocol) {
-    let (mut sink, mut input) = socket.split();
+    let (mut sink, input) = socket.split();
+    let mut input = Gated::new(input);
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
@@ -452,7 +522,7 @@ pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protoco
 /// traffic); with `input_first` (after a run of answers), the client's messages get a turn.
 async fn next_step(
     conn: &mut Connection,
-    input: &mut SplitStream<WebSocket>,
+    input: &mut Gated<SplitStream<WebSocket>>,
     keepalive: &mut tokio::time::Interval,
     input_first: bool,
 ) -> Step {
