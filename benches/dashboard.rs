@@ -21,18 +21,8 @@ const LATENCY_MS: u64 = 20;
 /// Installations → stations and meters → measure values and tariffs.
 const DEPTH: u64 = 3;
 
-const DASHBOARD: &str = r#"
-query Dashboard($from: DateTime!, $to: DateTime!) {
-  installations {
-    id name
-    chargingStations {
-      id friendlyName chargeMode availability
-      currentSession { startDate totalSessionEnergy }
-      energy: measure(id: "1") { values(operator: SUM, from: $from, to: $to, step: HOUR) { date tariffType value } }
-    }
-    gridMeters { id gridSubscription tariffs { id currentPrice } }
-  }
-}"#;
+/// The same query as the tests' (a shared fixture).
+const DASHBOARD: &str = include_str!("../tests/fixtures/dashboard.graphql");
 
 struct Stack {
     _sim: Simulator,

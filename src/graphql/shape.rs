@@ -519,102 +519,10 @@ fn order_object(value: &mut Value, plan: &[(&Name, Vec<&SelectionSet>)], fragmen
 
 #[cfg(test)]
 mod tests {
-    use async_graphql::{EmptyMutation, EmptySubscription, Object, Result, Schema};
-
     use super::*;
 
-    struct Q;
-
-    #[Object]
-    impl Q {
-        async fn one(&self) -> i32 {
-            1
-        }
-        async fn thing(&self) -> Option<Thing> {
-            Some(Thing)
-        }
-        async fn strict(&self) -> Thing {
-            Thing
-        }
-        async fn things(&self) -> Option<Vec<Option<Thing>>> {
-            Some(vec![Some(Thing), Some(Thing)])
-        }
-        async fn strict_things(&self) -> Option<Vec<Thing>> {
-            Some(vec![Thing])
-        }
-    }
-
-    struct Thing;
-
-    #[Object]
-    impl Thing {
-        async fn ok(&self) -> i32 {
-            // Finishes after its siblings: the order of the answer is the query's, not this.
-            tokio::task::yield_now().await;
-            2
-        }
-        async fn other(&self) -> i32 {
-            3
-        }
-        async fn broken(&self) -> Result<i32> {
-            Err("broken".into())
-        }
-        async fn maybe(&self) -> Result<Option<i32>> {
-            Err("no maybe".into())
-        }
-        async fn inner(&self) -> Option<Thing> {
-            Some(Thing)
-        }
-    }
-
-    async fn run(query: &str) -> (String, Vec<String>) {
-        let schema = Schema::build(Q, EmptyMutation, EmptySubscription).extension(ResponseShape).finish();
-        let r = schema.execute(query).await;
-        let paths = r.errors.iter().map(|e| serde_json::to_string(&e.path).unwrap()).collect();
-        (serde_json::to_string(&r.data).unwrap(), paths)
-    }
-
-    #[tokio::test]
-    async fn a_failing_nullable_field_is_null_in_its_place() {
-        let (data, errors) = run("{ one thing { maybe ok } }").await;
-        assert_eq!(data, r#"{"one":1,"thing":{"maybe":null,"ok":2}}"#);
-        assert_eq!(errors, [r#"["thing","maybe"]"#]);
-        // Its only field failing still leaves the object, not null.
-        assert_eq!(run("{ thing { maybe } }").await.0, r#"{"thing":{"maybe":null}}"#);
-    }
-
-    #[tokio::test]
-    async fn a_failing_non_null_field_nulls_its_nearest_nullable_parent() {
-        let (data, errors) = run("{ thing { ok broken } one }").await;
-        assert_eq!(data, r#"{"thing":null,"one":1}"#);
-        assert_eq!(errors, [r#"["thing","broken"]"#]);
-        // Through a non-null parent, up to `data`.
-        assert_eq!(run("{ one strict { broken } }").await.0, "null");
-        // An item of a list that allows null items is null; otherwise the list is.
-        assert_eq!(run("{ things { broken } }").await.0, r#"{"things":[null,null]}"#);
-        assert_eq!(run("{ strictThings { other broken } one }").await.0, r#"{"strictThings":null,"one":1}"#);
-    }
-
-    #[tokio::test]
-    async fn a_field_asked_twice_is_nulled_from_what_both_asked() {
-        // The copy with the failing field finishes last (`ok` waits a turn) or first: same answer.
-        assert_eq!(run("{ thing { other } thing { ok broken } }").await.0, r#"{"thing":null}"#);
-        assert_eq!(run("{ thing { ok broken } thing { other } }").await.0, r#"{"thing":null}"#);
-        assert_eq!(run("{ thing { ok } thing { broken } }").await.0, r#"{"thing":null}"#);
-        // A failure deeper in one copy nulls only its own nearest nullable parent.
-        let (data, errors) = run("{ thing { inner { ok broken } } thing { other } }").await;
-        assert_eq!(data, r#"{"thing":{"inner":null,"other":3}}"#);
-        assert_eq!(errors, [r#"["thing","inner","broken"]"#]);
-    }
-
-    #[tokio::test]
-    async fn fields_come_in_the_order_asked_fragments_included() {
-        let (data, _) = run("{ thing { ok other ...F } one } fragment F on Thing { ... on Thing { maybe } }").await;
-        assert_eq!(data, r#"{"thing":{"ok":2,"other":3,"maybe":null},"one":1}"#);
-        let (data, _) = run("{ things { other ok } }").await;
-        assert_eq!(data, r#"{"things":[{"other":3,"ok":2},{"other":3,"ok":2}]}"#);
-    }
-
+    // The answers the extension shapes are tested on a schema of their own in
+    // tests/api/graph_corrections.rs, beside plain async-graphql's.
     #[test]
     fn list_item_nullability_is_read_from_the_type() {
         assert!(item_nullable("[Thing]"));

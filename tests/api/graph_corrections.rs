@@ -26,6 +26,15 @@ impl Q {
     async fn thing(&self) -> Option<Thing> {
         Some(Thing)
     }
+    async fn strict(&self) -> Thing {
+        Thing
+    }
+    async fn things(&self) -> Option<Vec<Option<Thing>>> {
+        Some(vec![Some(Thing), Some(Thing)])
+    }
+    async fn strict_things(&self) -> Option<Vec<Thing>> {
+        Some(vec![Thing])
+    }
     async fn echo(&self, n: Option<i32>) -> Option<i32> {
         n
     }
@@ -104,6 +113,56 @@ async fn run(schema: &TestSchema, query: &str) -> (String, Vec<(String, Option<S
 
 fn codes(errors: &[(String, Option<String>)]) -> Vec<Option<&str>> {
     errors.iter().map(|(_, code)| code.as_deref()).collect()
+}
+
+/// The corrected answer: `data` as JSON text, and each error's path as JSON.
+async fn shaped(query: &str) -> (String, Vec<String>) {
+    let r = corrected().execute(query).await;
+    let paths = r.errors.iter().map(|e| serde_json::to_string(&e.path).unwrap()).collect();
+    (serde_json::to_string(&r.data).unwrap(), paths)
+}
+
+// What the correction does, on the corrected schema alone.
+
+#[tokio::test]
+async fn a_failing_nullable_field_is_null_in_its_place() {
+    let (data, errors) = shaped("{ one thing { maybe ok } }").await;
+    assert_eq!(data, r#"{"one":1,"thing":{"maybe":null,"ok":2}}"#);
+    assert_eq!(errors, [r#"["thing","maybe"]"#]);
+    // Its only field failing still leaves the object, not null.
+    assert_eq!(shaped("{ thing { maybe } }").await.0, r#"{"thing":{"maybe":null}}"#);
+}
+
+#[tokio::test]
+async fn a_failing_non_null_field_nulls_its_nearest_nullable_parent() {
+    let (data, errors) = shaped("{ thing { ok broken } one }").await;
+    assert_eq!(data, r#"{"thing":null,"one":1}"#);
+    assert_eq!(errors, [r#"["thing","broken"]"#]);
+    // Through a non-null parent, up to `data`.
+    assert_eq!(shaped("{ one strict { broken } }").await.0, "null");
+    // An item of a list that allows null items is null; otherwise the list is.
+    assert_eq!(shaped("{ things { broken } }").await.0, r#"{"things":[null,null]}"#);
+    assert_eq!(shaped("{ strictThings { other broken } one }").await.0, r#"{"strictThings":null,"one":1}"#);
+}
+
+#[tokio::test]
+async fn a_field_asked_twice_is_nulled_from_what_both_asked() {
+    // The copy with the failing field finishes last (`ok` waits a turn) or first: same answer.
+    assert_eq!(shaped("{ thing { other } thing { ok broken } }").await.0, r#"{"thing":null}"#);
+    assert_eq!(shaped("{ thing { ok broken } thing { other } }").await.0, r#"{"thing":null}"#);
+    assert_eq!(shaped("{ thing { ok } thing { broken } }").await.0, r#"{"thing":null}"#);
+    // A failure deeper in one copy nulls only its own nearest nullable parent.
+    let (data, errors) = shaped("{ thing { inner { ok broken } } thing { other } }").await;
+    assert_eq!(data, r#"{"thing":{"inner":null,"other":3}}"#);
+    assert_eq!(errors, [r#"["thing","inner","broken"]"#]);
+}
+
+#[tokio::test]
+async fn fields_come_in_the_order_asked_fragments_included() {
+    let (data, _) = shaped("{ thing { ok other ...F } one } fragment F on Thing { ... on Thing { maybe } }").await;
+    assert_eq!(data, r#"{"thing":{"ok":2,"other":3,"maybe":null},"one":1}"#);
+    let (data, _) = shaped("{ things { other ok } }").await;
+    assert_eq!(data, r#"{"things":[{"other":3,"ok":2},{"other":3,"ok":2}]}"#);
 }
 
 /// The spec (October 2021), "Handling Field Errors" (§6.4.4): a field that fails is null in its

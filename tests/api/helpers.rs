@@ -335,18 +335,7 @@ pub fn data(response: &Value) -> &Value {
 
 /// The dashboard: every installation → stations with state, current session and the day's
 /// hourly energy → grid meters with tariffs.
-pub const DASHBOARD: &str = r#"
-query Dashboard($from: DateTime!, $to: DateTime!) {
-  installations {
-    id name
-    chargingStations {
-      id friendlyName chargeMode availability
-      currentSession { startDate totalSessionEnergy }
-      energy: measure(id: "1") { values(operator: SUM, from: $from, to: $to, step: HOUR) { date tariffType value } }
-    }
-    gridMeters { id gridSubscription tariffs { id currentPrice } }
-  }
-}"#;
+pub const DASHBOARD: &str = include_str!("../fixtures/dashboard.graphql");
 
 pub fn dashboard_variables() -> Value {
     json!({"from": "2025-03-01T00:00:00Z", "to": "2025-03-02T00:00:00Z"})
