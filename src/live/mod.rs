@@ -86,8 +86,10 @@ pub(crate) struct Live {
     cache: SharedCache,
     bus: SharedBus,
     settings: LiveSettings,
-    /// Event ids already handled (bounded; deliveries are at least once).
-    seen: moka::sync::Cache<String, ()>,
+    /// Event ids already handled, with the installation whose webhook took them (bounded;
+    /// deliveries are at least once). Ids are unique per installation only as far as we know:
+    /// one installation's event must not hide another's that happens to share its id.
+    seen: moka::sync::Cache<(i64, String), ()>,
     /// The latest event time published per installation and station (bounded), to mark late ones.
     latest: moka::sync::Cache<(i64, Option<String>), DateTime<Utc>>,
     registry: registry::Registry,
@@ -255,7 +257,7 @@ impl Live {
                 !foreign
             })
             .filter(|e| {
-                let fresh = self.seen.entry(e.id.clone()).or_insert(()).is_fresh();
+                let fresh = self.seen.entry((e.installation_id, e.id.clone())).or_insert(()).is_fresh();
                 let outcome = if fresh { "published" } else { "duplicate" };
                 self.metrics().events.with_label_values(&[outcome]).inc();
                 fresh
@@ -449,4 +451,55 @@ fn to_station_event(e: GridEvent) -> Option<StationEvent> {
         data: e.data,
         late: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::LocalBus;
+    use crate::upstream::{UpstreamClient, UpstreamConfig};
+
+    /// A service whose upstream is never called (nothing here reads).
+    fn live() -> Arc<Live> {
+        let client = UpstreamClient::new(UpstreamConfig {
+            base_url: "http://127.0.0.1:9/".parse().unwrap(),
+            api_key: "unused".into(),
+            timeout: Duration::from_secs(1),
+            read_retries: 0,
+        })
+        .unwrap();
+        let cache = SharedCache::new(client, crate::cache::Ttls::default(), 1_000);
+        let settings = LiveSettings {
+            webhooks: true,
+            public_url: "http://127.0.0.1:9/".parse().unwrap(),
+            webhook_secret: "secret".into(),
+            validation_timeout: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+        };
+        Live::new(cache, Arc::new(LocalBus::new(8192)), settings)
+    }
+
+    fn event(installation: i64, id: &str) -> GridEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "eventType": "Hager.WittyHome.LoadShedding",
+            "subject": format!("installations/{installation}/charging-stations/S1"),
+            "eventTime": "2026-01-01T10:00:00Z", "data": {}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_event_id_is_a_duplicate_only_at_the_same_installation() {
+        let live = live();
+        let mut heard = live.bus().subscribe();
+        live.notify(42, None, vec![event(42, "shared-id")], &mut Burst::new());
+        live.notify(33, None, vec![event(33, "shared-id")], &mut Burst::new());
+        live.notify(33, None, vec![event(33, "shared-id")], &mut Burst::new());
+        let mut installations = Vec::new();
+        while let Ok(e) = heard.try_recv() {
+            installations.push(e.installation_id);
+        }
+        assert_eq!(installations, vec![42, 33], "each installation's event once");
+    }
 }
