@@ -6,6 +6,11 @@
 //!   (`get_with`). Entries expire per resource class ([`Ttls`]); failures are kept only for the
 //!   short negative TTL. An invalidation also reaches answers whose fetch was under way when it
 //!   was made (see `Invalidations`), so nothing fetched before an event is served after it.
+//! - Station events invalidate by installation, not by predicate: each one bumps its
+//!   installation's generation ([`SharedCache::invalidate_live_state`], see `Generations`), and a
+//!   read of live state compares its entry's generation with it. That costs O(1) per event and per
+//!   read however many events a delivery carries, where a predicate per event would be run against
+//!   every entry a read touches (a burst of 40,000 events made every user's cached queries slow).
 //! - A refused token (the upstream's 401: expired, revoked) is about that token, not its user: it
 //!   is never stored under the user's key, only remembered for that token (`Refusals`), and a
 //!   reader who waited on a fetch made with another token that was refused fetches again with its
@@ -30,7 +35,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_graphql::dataloader::{CacheFactory, CacheStorage, DataLoader, Loader};
@@ -97,6 +102,8 @@ struct Entry {
     ttl: Duration,
     /// The invalidation epoch when the fetch started.
     started: u64,
+    /// The clock of [`Generations`] when the fetch started.
+    generation: u64,
     /// Checked once against the invalidations made during its fetch; later ones reach it
     /// through moka.
     verified: Arc<std::sync::atomic::AtomicBool>,
@@ -146,6 +153,63 @@ impl Invalidations {
             // Older than what is remembered: not to be trusted.
             _ => true,
         }
+    }
+}
+
+/// How many installations' last live-state change is remembered; past it the older half is
+/// forgotten (see `Generations`).
+const REMEMBERED_INSTALLATIONS: usize = 100_000;
+
+/// When each installation's live state (stations, meters, their history) last changed, on a clock
+/// that counts such changes. An entry of live state remembers the clock when its fetch started,
+/// and is stale when its installation changed since: one comparison per read and one bump per
+/// change, where a moka invalidation predicate per change would cost every read of every user a
+/// call of each predicate registered since its entry was stored.
+#[derive(Default)]
+struct Generations {
+    clock: AtomicU64,
+    changes: RwLock<Changes>,
+}
+
+#[derive(Default)]
+struct Changes {
+    /// The clock at each installation's last change.
+    last: HashMap<i64, u64>,
+    /// The latest change forgotten to keep `last` bounded: an installation not in `last` may have
+    /// changed as late as this, so an entry fetched before it is not trusted.
+    forgotten: u64,
+}
+
+impl Generations {
+    fn now(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    /// The live state of `installation` changed (a station event).
+    fn bump(&self, installation: i64) {
+        let mut changes = self.changes.write().unwrap_or_else(|e| e.into_inner());
+        // Ticked under the lock: a read that sees the new clock value sees the change too.
+        let at = self.clock.fetch_add(1, Ordering::SeqCst) + 1;
+        changes.last.insert(installation, at);
+        if changes.last.len() > REMEMBERED_INSTALLATIONS {
+            // Forgets the older half at once, so this O(n) pass comes once per n/2 new
+            // installations (amortised O(1) per change).
+            let mut ats: Vec<u64> = changes.last.values().copied().collect();
+            let middle = ats.len() / 2;
+            let cutoff = *ats.select_nth_unstable(middle).1;
+            changes.last.retain(|_, at| *at > cutoff);
+            changes.forgotten = changes.forgotten.max(cutoff);
+        }
+    }
+
+    /// Whether `installation`'s live state changed after a fetch that started at `started`.
+    fn changed_since(&self, installation: i64, started: u64) -> bool {
+        // Nothing changed anywhere since: no lock taken (the common case between bursts).
+        if self.now() == started {
+            return false;
+        }
+        let changes = self.changes.read().unwrap_or_else(|e| e.into_inner());
+        changes.last.get(&installation).copied().unwrap_or(changes.forgotten) > started
     }
 }
 
@@ -243,6 +307,7 @@ pub(crate) struct SharedCache {
     client: UpstreamClient,
     ttls: Arc<Ttls>,
     invalidations: Arc<Invalidations>,
+    generations: Arc<Generations>,
     unsettled: Arc<Unsettled>,
     refusals: Arc<Refusals>,
     /// The upstream reads each request's loader may send ([`READ_BUDGET`] unless set).
@@ -262,6 +327,7 @@ impl SharedCache {
             refusals: Arc::new(Refusals::new(ttls.negative, capacity)),
             ttls: Arc::new(ttls),
             invalidations: Arc::default(),
+            generations: Arc::default(),
             unsettled: Arc::default(),
             read_budget: READ_BUDGET,
         }
@@ -298,14 +364,15 @@ impl SharedCache {
         let key = (caller.sub.clone(), resource.clone());
         let metrics = self.client.metrics();
         let (mut entry, mut fresh) = self.entry(&key, caller, budget).await?;
-        if !entry.verified.load(Ordering::Acquire) {
-            if self.invalidations.made_since(&key, entry.started) {
-                // Fetched while something made it stale (by us or by whoever we waited on): again.
-                self.cache.invalidate(&key).await;
-                (entry, fresh) = self.entry(&key, caller, budget).await?;
-            } else {
-                entry.verified.store(true, Ordering::Release);
-            }
+        let unverified = !entry.verified.load(Ordering::Acquire);
+        // Fetched while something made it stale (by us or by whoever we waited on), or, for live
+        // state, before an event of its installation (checked at every read: moka never hears of
+        // those): again.
+        if (unverified && self.invalidations.made_since(&key, entry.started)) || self.outdated_by_events(&key, &entry) {
+            self.cache.invalidate(&key).await;
+            (entry, fresh) = self.entry(&key, caller, budget).await?;
+        } else if unverified {
+            entry.verified.store(true, Ordering::Release);
         }
         if !fresh {
             metrics.cache_lookups.with_label_values(&["hit"]).inc();
@@ -382,6 +449,7 @@ impl SharedCache {
             return Err(Unstored::OverBudget);
         }
         let started = self.invalidations.now();
+        let generation = self.generations.now();
         metrics.cache_lookups.with_label_values(&["miss"]).inc();
         let result = key.1.fetch(&self.client, caller.token()).await;
         let ttl = match &result {
@@ -396,7 +464,28 @@ impl SharedCache {
             Err(_) => self.ttls.negative,
         };
         let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
-        Ok(Entry { result, ttl, started, verified: Arc::default() })
+        Ok(Entry { result, ttl, started, generation, verified: Arc::default() })
+    }
+
+    /// Whether a station event of the entry's installation came after its fetch started (only live
+    /// state changes with events; see [`Resource::moves_with_events`]).
+    fn outdated_by_events(&self, key: &Key, entry: &Entry) -> bool {
+        key.1.moves_with_events()
+            && key.1.installation_id().is_some_and(|i| self.generations.changed_since(i, entry.generation))
+    }
+
+    /// A station event says the live state of `installation_id` changed: every caller's stations,
+    /// meters and their history there are fetched again at their next read. O(1): entries are not
+    /// visited, each read compares its entry's generation (see `Generations`).
+    pub(crate) fn invalidate_live_state(&self, installation_id: i64) {
+        self.generations.bump(installation_id);
+    }
+
+    /// The invalidation work registered so far: predicates (each one run against the entries)
+    /// and generation bumps (O(1) each).
+    #[cfg(test)]
+    pub(crate) fn invalidation_work(&self) -> (u64, u64) {
+        (self.invalidations.now(), self.generations.now())
     }
 
     /// Drops every entry (of every caller) that `stale` says a change made out of date.
@@ -591,6 +680,40 @@ mod tests {
         assert!(inv.made_since(&key("alice", 33), started));
         assert!(!inv.made_since(&key("alice", 42), started), "another installation");
         assert!(!inv.made_since(&key("alice", 33), inv.now()), "fetched after it");
+    }
+
+    #[test]
+    fn live_state_fetched_before_an_event_of_its_installation_is_stale() {
+        let generations = Generations::default();
+        let started = generations.now();
+        assert!(!generations.changed_since(33, started), "nothing happened since");
+        generations.bump(33);
+        assert!(generations.changed_since(33, started));
+        assert!(!generations.changed_since(42, started), "another installation");
+        assert!(!generations.changed_since(33, generations.now()), "fetched after it");
+    }
+
+    #[test]
+    fn a_forgotten_installation_is_not_trusted_for_fetches_before_what_was_forgotten() {
+        let generations = Generations::default();
+        let started = generations.now();
+        for i in 0..=REMEMBERED_INSTALLATIONS as i64 {
+            generations.bump(i);
+        }
+        let changes = generations.changes.read().unwrap();
+        assert!(changes.last.len() <= REMEMBERED_INSTALLATIONS / 2 + 1, "the older half is forgotten");
+        assert!(!changes.last.contains_key(&0));
+        drop(changes);
+        assert!(generations.changed_since(0, started), "forgotten, so maybe changed");
+        assert!(generations.changed_since(-1, started), "never seen, but fetched before the forgotten ones");
+        assert!(!generations.changed_since(-1, generations.now()));
+    }
+
+    #[test]
+    fn only_live_state_moves_with_events() {
+        assert!(Resource::Station { installation_id: 33, station_id: "S1".into() }.moves_with_events());
+        assert!(!Resource::Users { installation_id: 33 }.moves_with_events());
+        assert!(!Resource::Installations.moves_with_events());
     }
 
     #[test]

@@ -115,6 +115,22 @@ impl Resource {
         }
     }
 
+    /// Whether a station event may change it: live state (stations, grid meters) and the
+    /// history they record. Those are what [`super::SharedCache::invalidate_live_state`] reaches.
+    pub(crate) fn moves_with_events(&self) -> bool {
+        use Resource::*;
+        matches!(
+            self,
+            Stations { .. }
+                | Station { .. }
+                | Meters { .. }
+                | Meter { .. }
+                | LogEntries { .. }
+                | LogCounts { .. }
+                | MeasureValues { .. }
+        )
+    }
+
     pub(super) fn ttl(&self, ttls: &Ttls, now: DateTime<Utc>) -> std::time::Duration {
         use Resource::*;
         // A range that ended more than a sample period ago no longer changes.

@@ -18,7 +18,7 @@ use reqwest::Url;
 
 pub(crate) use registry::WatchGuard;
 
-use crate::cache::{Resource, SharedCache};
+use crate::cache::SharedCache;
 use crate::events::{SharedBus, StationEvent, StationEventKind};
 use crate::upstream::notifications::GridEvent;
 
@@ -86,8 +86,10 @@ pub(crate) struct Live {
     cache: SharedCache,
     bus: SharedBus,
     settings: LiveSettings,
-    /// Event ids already handled (bounded; deliveries are at least once).
-    seen: moka::sync::Cache<String, ()>,
+    /// Event ids already handled, with the installation whose webhook took them (bounded;
+    /// deliveries are at least once). Ids are unique per installation only as far as we know:
+    /// one installation's event must not hide another's that happens to share its id.
+    seen: moka::sync::Cache<(i64, String), ()>,
     /// The latest event time published per installation and station (bounded), to mark late ones.
     latest: moka::sync::Cache<(i64, Option<String>), DateTime<Utc>>,
     registry: registry::Registry,
@@ -218,13 +220,17 @@ impl Live {
         self.registry.deleted(self, installation, subscription_name);
     }
 
-    /// Handles notified events: drops duplicates, orders by event time, invalidates, publishes.
+    /// Handles notified events: drops duplicates, orders by event time, invalidates (once for the
+    /// delivery, whatever its number of events), publishes.
     /// An event about another installation than the webhook's is dropped (whoever could read one
     /// installation's webhook URL cannot speak for another). A delivery from a subscription of
     /// ours that is no longer the installation's (one being replaced, or left behind) is dropped:
     /// its copies may lack what the current one carries.
     fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>, burst: &mut Burst) {
         self.registry.delivered(installation);
+        // Every event left after the first filter is the webhook's installation's: its current
+        // subscription is looked up once for the whole delivery.
+        let current = subscription.and_then(|_| self.registry.subscription_of(installation));
         let mut fresh: Vec<StationEvent> = events
             .into_iter()
             .filter(|e| !e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))
@@ -242,9 +248,8 @@ impl Live {
                 theirs
             })
             .filter(|e| {
-                let foreign = subscription.is_some_and(|from| {
-                    self.registry.subscription_of(e.installation_id).is_some_and(|now| !now.eq_ignore_ascii_case(from))
-                });
+                let foreign =
+                    subscription.zip(current.as_deref()).is_some_and(|(from, now)| !now.eq_ignore_ascii_case(from));
                 if foreign {
                     tracing::debug!(
                         installation = e.installation_id,
@@ -255,16 +260,25 @@ impl Live {
                 !foreign
             })
             .filter(|e| {
-                let fresh = self.seen.entry(e.id.clone()).or_insert(()).is_fresh();
+                let fresh = self.seen.entry((e.installation_id, e.id.clone())).or_insert(()).is_fresh();
                 let outcome = if fresh { "published" } else { "duplicate" };
                 self.metrics().events.with_label_values(&[outcome]).inc();
                 fresh
             })
             .collect();
         fresh.sort_by_key(|e| e.event_time);
+        // One invalidation per installation of the delivery (its events all happened upstream
+        // before it came, so a read after the first is published sees them all), not one per
+        // event: a delivery of thousands must cost the cache's readers no more than one of one.
+        let mut installations: Vec<i64> = fresh.iter().map(|e| e.installation_id).collect();
+        installations.sort_unstable();
+        installations.dedup();
+        for i in installations {
+            self.cache.invalidate_live_state(i);
+        }
         for e in fresh {
             self.wait_for_room(burst);
-            self.publish(e);
+            self.announce(e);
             burst.published += 1;
         }
     }
@@ -311,9 +325,15 @@ impl Live {
         }
     }
 
-    /// Drops what the event makes stale, then tells the listeners (marking the event late when a
-    /// later one of its station was published already).
-    pub(crate) fn publish(&self, mut event: StationEvent) {
+    /// Drops what the event makes stale, then tells the listeners (see [`Live::announce`]).
+    pub(crate) fn publish(&self, event: StationEvent) {
+        self.cache.invalidate_live_state(event.installation_id);
+        self.announce(event);
+    }
+
+    /// Tells the listeners, once what the event makes stale is dropped (marking the event late
+    /// when a later one of its station was published already).
+    fn announce(&self, mut event: StationEvent) {
         let i = event.installation_id;
         let key = (i, event.charging_station_id.clone());
         let at = event.event_time;
@@ -322,19 +342,6 @@ impl Live {
         let seen_at = at.min(Utc::now());
         let newest = self.latest.entry(key).and_upsert_with(|seen| seen.map_or(seen_at, |e| (*e.value()).max(seen_at)));
         event.late = *newest.value() > at;
-        self.cache.invalidate(move |r| {
-            r.installation_id() == Some(i)
-                && matches!(
-                    r,
-                    Resource::Stations { .. }
-                        | Resource::Station { .. }
-                        | Resource::Meters { .. }
-                        | Resource::Meter { .. }
-                        | Resource::LogEntries { .. }
-                        | Resource::LogCounts { .. }
-                        | Resource::MeasureValues { .. }
-                )
-        });
         tracing::debug!(installation = i, kind = ?event.kind, "station event");
         self.bus.publish(event);
     }
@@ -449,4 +456,70 @@ fn to_station_event(e: GridEvent) -> Option<StationEvent> {
         data: e.data,
         late: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::LocalBus;
+    use crate::upstream::{UpstreamClient, UpstreamConfig};
+
+    /// A service whose upstream is never called (nothing here reads).
+    fn live() -> Arc<Live> {
+        let client = UpstreamClient::new(UpstreamConfig {
+            base_url: "http://127.0.0.1:9/".parse().unwrap(),
+            api_key: "unused".into(),
+            timeout: Duration::from_secs(1),
+            read_retries: 0,
+        })
+        .unwrap();
+        let cache = SharedCache::new(client, crate::cache::Ttls::default(), 1_000);
+        let settings = LiveSettings {
+            webhooks: true,
+            public_url: "http://127.0.0.1:9/".parse().unwrap(),
+            webhook_secret: "secret".into(),
+            validation_timeout: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+        };
+        Live::new(cache, Arc::new(LocalBus::new(8192)), settings)
+    }
+
+    fn event(installation: i64, id: &str) -> GridEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "eventType": "Hager.WittyHome.LoadShedding",
+            "subject": format!("installations/{installation}/charging-stations/S1"),
+            "eventTime": "2026-01-01T10:00:00Z", "data": {}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_delivery_of_many_events_invalidates_once_for_its_installation() {
+        let live = live();
+        let heard = live.bus().subscribe();
+        let events = (0..4000).map(|n| event(33, &format!("e-{n}"))).collect();
+        live.notify(33, None, events, &mut Burst::new());
+        let (predicates, bumps) = live.cache.invalidation_work();
+        assert_eq!(predicates, 0, "no invalidation predicate registered: entries are not scanned");
+        assert_eq!(bumps, 1, "one generation bump for the delivery, not one per event");
+        assert_eq!(heard.len(), 4000, "every event is still published");
+        // A delivery of nothing new (all duplicates) invalidates nothing.
+        live.notify(33, None, vec![event(33, "e-0")], &mut Burst::new());
+        assert_eq!(live.cache.invalidation_work(), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn an_event_id_is_a_duplicate_only_at_the_same_installation() {
+        let live = live();
+        let mut heard = live.bus().subscribe();
+        live.notify(42, None, vec![event(42, "shared-id")], &mut Burst::new());
+        live.notify(33, None, vec![event(33, "shared-id")], &mut Burst::new());
+        live.notify(33, None, vec![event(33, "shared-id")], &mut Burst::new());
+        let mut installations = Vec::new();
+        while let Ok(e) = heard.try_recv() {
+            installations.push(e.installation_id);
+        }
+        assert_eq!(installations, vec![42, 33], "each installation's event once");
+    }
 }

@@ -22,4 +22,5 @@ mod sim_sharing;
 mod sim_stations;
 mod sim_webhooks;
 mod simulator;
+mod webhook_load;
 mod ws_protocol;
