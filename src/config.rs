@@ -279,4 +279,17 @@ mod tests {
         c.jwt_secret = None;
         assert!(c.validate().unwrap_err().contains("WITTY_BFF_JWT_SECRET"));
     }
+
+    #[test]
+    fn the_connection_limits_close_a_silent_connection_within_30_seconds_and_are_never_zero() {
+        let c = Config::default();
+        assert!(c.header_read_timeout_secs <= 30 && c.ws_init_timeout_secs <= 30);
+        for zero in [
+            Config { header_read_timeout_secs: 0, ..Config::default() },
+            Config { ws_init_timeout_secs: 0, ..Config::default() },
+            Config { max_connections: 0, ..Config::default() },
+        ] {
+            assert!(zero.validate().is_err(), "{zero:?}");
+        }
+    }
 }
