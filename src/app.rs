@@ -6,9 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use anyhow::Context as _;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
@@ -87,6 +96,7 @@ impl App {
             fanout: Fanout::new(config.live_buffer_events, live.metrics().clone()),
             live,
             ws_keepalive: Duration::from_secs(config.ws_keepalive_secs),
+            ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         };
         Ok(App { listener, router: router(state), addr, simulator, jwt_secret, config })
     }
@@ -117,32 +127,144 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
+    ///
+    /// Each accepted connection takes a place under `WITTY_BFF_MAX_CONNECTIONS` for as long as it
+    /// lives, WebSocket included (the place travels with the socket through the upgrade); past the
+    /// cap a connection's first request is answered 503 and the connection closed. hyper closes a connection whose request head does
+    /// not arrive within `WITTY_BFF_HEADER_READ_TIMEOUT_SECS`, idle keep-alive ones included.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _simulator = self.simulator;
+        let App { listener, router, simulator: _simulator, config, .. } = self;
+        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs));
+        let service = TowerToHyperService::new(router);
+        let places = Arc::new(Semaphore::new(config.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let tcp = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+            };
+            // No Nagle: a small event frame written while the previous one awaits its (delayed)
+            // ACK would otherwise wait up to 40 ms.
+            let _ = tcp.set_nodelay(true);
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(tcp).await;
+                        drop(refusal);
+                    });
+                }
+                continue;
+            };
+            let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let io = TokioIo::new(Placed { tcp, _place: place });
+                let connection = builder.serve_connection_with_upgrades(io, service);
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::trace!(error = %e, "a connection ended on an error");
+                }
+            });
+        }
+        // New connections are refused from here on.
+        drop(listener);
         // Requests in flight get a grace period; long-lived ones (WebSocket, SSE) do not hold the
         // shutdown up for longer.
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        };
-        // No Nagle: a small event frame written while the previous one awaits its (delayed) ACK
-        // would otherwise wait up to 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(signal);
-        tokio::select! {
-            served = serve => served,
-            _ = async {
-                let _ = stopping_rx.await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => Ok(()),
-        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+        Ok(())
     }
+}
+
+/// At most this many connections over the cap are being answered 503 at once; past them, one is
+/// closed without an answer.
+const MAX_REFUSALS: usize = 1024;
+/// What a client is told to wait before it connects again, past the cap.
+const RETRY_AFTER_SECS: u64 = 5;
+/// How long a connection over the cap is kept, to read its request and answer it.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// An accepted connection and its place under the connection cap, given back when the connection
+/// (or the WebSocket it became) is dropped.
+struct Placed {
+    tcp: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Placed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Placed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
+
+/// Answers a connection over the cap: its first request gets 503 with `Retry-After`, then the
+/// connection is closed. The request head is read first (a client that reads an answer it has not
+/// asked for yet takes it for a broken connection), for at most [`REFUSAL_TIME`] in all.
+async fn refuse(tcp: TcpStream) {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(REFUSAL_TIME).keep_alive(false);
+    let busy = hyper::service::service_fn(|_| async {
+        let mut busy = axum::http::Response::new(axum::body::Body::from("too many connections; retry later\n"));
+        *busy.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        let headers = busy.headers_mut();
+        headers.insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok::<_, std::convert::Infallible>(busy)
+    });
+    let _ = tokio::time::timeout(REFUSAL_TIME, builder.serve_connection(TokioIo::new(tcp), busy)).await;
+    tracing::debug!("a connection over the cap was answered 503");
+}
+
+/// An accept that failed: one connection's trouble is skipped; anything else (out of file
+/// descriptors) is logged and waited out for a second, as `axum::serve` does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// The upstream to use: the configured one, or an embedded simulator started on a loopback port,

@@ -112,6 +112,28 @@ pub struct Config {
     #[arg(long, env = "WITTY_BFF_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
 
+    /// Seconds a WebSocket client has to send `connection_init` once upgraded; past them the
+    /// connection is closed with 4408 (on the legacy protocol, after a `connection_error`). A
+    /// client sends it at once (the graphql-ws library waits 3 s for it by default); 10 s leaves
+    /// room for a slow mobile network and closes a silent WebSocket well within 30 s.
+    #[arg(long, env = "WITTY_BFF_WS_INIT_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_init_timeout_secs: u64,
+
+    /// Seconds a client has to send the whole head of a request (request line and headers),
+    /// counted from the accept and, on a keep-alive connection, from the end of the previous
+    /// response: so it is also how long an idle keep-alive connection is kept (hyper counts both
+    /// with one timer). Past it the connection is closed. 20 s closes a half-sent request or an
+    /// idle connection within 30 s while a browser still reuses its connection between clicks; a
+    /// proxy in front must close its idle connections to witty-bff sooner than this.
+    #[arg(long, env = "WITTY_BFF_HEADER_READ_TIMEOUT_SECS", default_value_t = 20)]
+    pub header_read_timeout_secs: u64,
+
+    /// Most connections served at once, WebSockets and SSE streams included. Past it a new
+    /// connection is answered 503 with `Retry-After` and closed at once, so that a flood of
+    /// connections cannot exhaust the file descriptors (keep the process's `ulimit -n` above it).
+    #[arg(long, env = "WITTY_BFF_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Events a live subscriber may fall behind by before it is dropped (with an error telling it
     /// to subscribe again). The event bus keeps this many events, and so does each execution
     /// shared by several WebSocket subscribers (about 48 bytes each). Past half of it, a burst of webhook
@@ -215,6 +237,17 @@ impl Config {
         if self.upstream_timeout_ms == 0 {
             return Err("the upstream timeout must be more than 0 ms".into());
         }
+        if self.header_read_timeout_secs == 0 || self.ws_init_timeout_secs == 0 {
+            return Err(
+                "WITTY_BFF_HEADER_READ_TIMEOUT_SECS and WITTY_BFF_WS_INIT_TIMEOUT_SECS must be at least 1".into()
+            );
+        }
+        if !(1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&self.max_connections) {
+            return Err(format!(
+                "WITTY_BFF_MAX_CONNECTIONS must be between 1 and {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            ));
+        }
         Ok(())
     }
 
@@ -245,5 +278,18 @@ mod tests {
         c.upstream_url = Some("https://api.example.com".parse().unwrap());
         c.jwt_secret = None;
         assert!(c.validate().unwrap_err().contains("WITTY_BFF_JWT_SECRET"));
+    }
+
+    #[test]
+    fn the_connection_limits_close_a_silent_connection_within_30_seconds_and_are_never_zero() {
+        let c = Config::default();
+        assert!(c.header_read_timeout_secs <= 30 && c.ws_init_timeout_secs <= 30);
+        for zero in [
+            Config { header_read_timeout_secs: 0, ..Config::default() },
+            Config { ws_init_timeout_secs: 0, ..Config::default() },
+            Config { max_connections: 0, ..Config::default() },
+        ] {
+            assert!(zero.validate().is_err(), "{zero:?}");
+        }
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct HttpState {
     /// Shared execution of identical WebSocket subscriptions.
     pub fanout: Arc<Fanout>,
     pub ws_keepalive: Duration,
+    /// How long a WebSocket may stay open without sending `connection_init`.
+    pub ws_init_timeout: Duration,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {

@@ -13,6 +13,7 @@ mod graph_shared;
 mod graph_tokens;
 mod graph_webhooks;
 mod helpers;
+mod hygiene;
 mod sim_access;
 mod sim_invalid_input;
 mod sim_measures_logs;

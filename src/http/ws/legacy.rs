@@ -71,7 +71,7 @@ fn violation(conn: &mut Connection, answer: Value) -> Flow {
     Flow::Continue
 }
 
-fn connection_error(message: &str) -> Value {
+pub(super) fn connection_error(message: &str) -> Value {
     json!({"type": "connection_error", "payload": {"message": message}})
 }
 

@@ -4,7 +4,8 @@
 //! loaders of its own, or through the shared execution of identical subscriptions ([`fanout`]).
 //!
 //! This module holds what the protocols share: `connection_init` and its token (a refused one
-//! closes with 4403), the connection's operations, and the one loop that writes to the client
+//! closes with 4403; none within `WITTY_BFF_WS_INIT_TIMEOUT_SECS` closes with 4408), the
+//! connection's operations, and the one loop that writes to the client
 //! (answers batched, keep-alive pings, a write timeout, the close). A message the WebSocket layer
 //! refuses closes with the code RFC 6455 gives it (1009 over [`MAX_MESSAGE_BYTES`], 1007, 1002).
 //! A close reason never exceeds what a close frame may carry.
@@ -45,6 +46,10 @@ const AUTH_PREFIX: &str = "unauthorized: ";
 /// has none of its own).
 const TOO_MANY_INITS_CLOSE: u16 = 4429;
 const TOO_MANY_INITS: &str = "Too many initialisation requests.";
+/// No `connection_init` within `WITTY_BFF_WS_INIT_TIMEOUT_SECS`: graphql-transport-ws's code, used
+/// on the legacy protocol too (it has none of its own), after a `connection_error` there.
+const INIT_TIMEOUT_CLOSE: u16 = 4408;
+const INIT_TIMEOUT: &str = "Connection initialisation timeout";
 /// RFC 6455: a close frame's payload is at most 125 bytes, two of them the code.
 const MAX_CLOSE_REASON: usize = 123;
 /// At most this many ready answers are written together.
@@ -475,6 +480,8 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
 
 /// What the connection's loop does next.
 enum Step {
+    /// The client sent no `connection_init` in time.
+    InitTimeout,
     KeepAlive,
     Answers(Vec<Produced>),
     Input(Option<Result<Message, axum::Error>>),
@@ -487,12 +494,20 @@ pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protoco
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
+    let init_deadline = tokio::time::sleep(state.ws_init_timeout);
+    let mut init_deadline = std::pin::pin!(init_deadline);
     let mut conn = Connection::new(state, protocol);
     let mut streak = 0;
     loop {
-        let step = next_step(&mut conn, &mut input, &mut keepalive, streak >= FAIR_TURN).await;
+        let step = next_step(&mut conn, &mut input, &mut keepalive, init_deadline.as_mut(), streak >= FAIR_TURN).await;
         streak = if matches!(step, Step::Answers(_)) { streak + 1 } else { 0 };
         let flow = match step {
+            Step::InitTimeout => {
+                if protocol == Protocol::Legacy {
+                    conn.send(legacy::connection_error(INIT_TIMEOUT));
+                }
+                Flow::close(INIT_TIMEOUT_CLOSE, INIT_TIMEOUT)
+            }
             Step::KeepAlive => {
                 conn.outbox.push(Message::Ping(Vec::new().into()));
                 if protocol == Protocol::Legacy {
@@ -524,13 +539,17 @@ async fn next_step(
     conn: &mut Connection,
     input: &mut Gated<SplitStream<WebSocket>>,
     keepalive: &mut tokio::time::Interval,
+    init_deadline: std::pin::Pin<&mut tokio::time::Sleep>,
     input_first: bool,
 ) -> Step {
     if input_first && let Poll::Ready(message) = futures::poll!(input.next()) {
         return Step::Input(message);
     }
+    // Once `connection_init` was read (even while its token is verified), the deadline is over.
+    let awaiting_init = !conn.initialised;
     tokio::select! {
         biased;
+        () = init_deadline, if awaiting_init => Step::InitTimeout,
         // Rare, so first: a busy connection still sends its keep-alives.
         _ = keepalive.tick() => Step::KeepAlive,
         batch = std::future::poll_fn(|cx| conn.poll_answers(cx)) => Step::Answers(batch),
