@@ -12,6 +12,7 @@ mod graph_shape;
 mod graph_shared;
 mod graph_tokens;
 mod graph_webhooks;
+mod hardening;
 mod helpers;
 mod sim_access;
 mod sim_invalid_input;
