@@ -48,7 +48,7 @@ pub(crate) const MAX_ROOT_FIELDS: usize = 128;
 /// What each `__schema` or `__type` field (each alias of one) adds to the query's complexity
 /// (checked against [`super::MAX_COMPLEXITY`] in [`super::error::over_limits`]): its answer is the
 /// schema, tens of kilobytes, which async-graphql counts as 1 per field selected. So at most 9
-/// per query; an IDE's introspection query (one `__schema`) costs about 800.
+/// per query; an IDE's introspection query (one `__schema`, a few hundred fields) passes.
 pub(crate) const INTROSPECTION_COST: usize = 500;
 
 /// How large the `data` of one query's or mutation's answer may be, as JSON. Checked once the

@@ -44,6 +44,28 @@ async fn five_hundred_aliased_schemas_without_a_token_are_refused_before_executi
     assert_eq!(app.sim().total_calls().await, 0, "{:#?}", app.sim().calls_by_route().await);
 }
 
+/// graphql-js's `getIntrospectionQuery()`, as GraphiQL sends it.
+const IDE_INTROSPECTION: &str = r#"query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}"#;
+
 #[tokio::test]
 async fn introspection_counts_in_the_complexity_limit_and_one_schema_still_passes() {
     let app = spawn_app().await;
@@ -58,10 +80,10 @@ async fn introspection_counts_in_the_complexity_limit_and_one_schema_still_passe
     });
     let r = app.post_graphql(None, json!({"query": mixed})).await.body;
     assert_refused(&r, "QUERY_TOO_COMPLEX", &["introspection"]);
-    // What an IDE asks: one schema, whole.
-    let one = "{ __schema { queryType { name } types { name kind fields { name args { name } type { name kind ofType { name } } } } } }";
-    let r = app.post_graphql(None, json!({"query": one})).await.body;
+    // What an IDE asks (graphql-js's introspection query): one schema, whole.
+    let r = app.post_graphql(None, json!({"query": IDE_INTROSPECTION})).await.body;
     assert_eq!(data(&r)["__schema"]["queryType"]["name"], "Query", "{r}");
+    assert!(data(&r)["__schema"]["types"].as_array().unwrap().len() > 20, "{r}");
 }
 
 #[tokio::test]
