@@ -43,16 +43,19 @@ pub(crate) struct MeterState {
     pub fetched_at: DateTime<Utc>,
 }
 
-/// Gives or withdraws consent to send the house's TIC data, then reads the meter back.
+/// Gives or withdraws consent to send the house's TIC data, then reads the meter back. `held`
+/// checks the meter is the installation's, once the caller may, before anything is sent.
 pub(crate) async fn authorize_tic(
     access: &impl Access,
     call: Invocation<'_>,
     svc: &Services,
+    held: impl Future<Output = AppResult<()>>,
     gm: String,
     authorize: bool,
 ) -> AppResult<MeterState> {
     let i = call.installation()?;
     run(svc, access, &AUTHORIZE_TIC, call, |w| async move {
+        held.await?;
         let client = svc.cache.client();
         w.send(client.authorize_tic(w.token(), i, &gm, authorize)).await?;
         // The change is made: a failed read-back says so, and not to send it again.

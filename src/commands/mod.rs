@@ -21,8 +21,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use input::text;
-pub(crate) use run::{Invocation, Key, KeySource, Write, run, send};
+pub(crate) use input::{text, url_without_controls};
+pub(crate) use run::{Invocation, Key, KeySource, Write, run, send, send_checked};
 
 use crate::cache::SharedCache;
 pub(crate) use crate::cache::read::Kind;

@@ -135,6 +135,31 @@ where
     run(svc, access, command, call, |w| async move { w.send(write(svc.cache.client(), w.token())).await }).await
 }
 
+/// [`send`], with `check` run first, once the caller may run the command and before anything is
+/// sent: a command naming an object of the installation (a station, a subscription) reads that
+/// the object is the installation's, so one of another installation, or none, is refused with
+/// nothing sent rather than answered by the upstream after the write.
+pub(crate) async fn send_checked<'a, V, C, F, Fut>(
+    access: &impl Access,
+    call: Invocation<'a>,
+    svc: &'a Services,
+    command: &'static Command,
+    check: C,
+    write: F,
+) -> AppResult<V>
+where
+    V: Serialize + DeserializeOwned,
+    C: Future<Output = AppResult<()>>,
+    F: FnOnce(&'a UpstreamClient, &'a str) -> Fut,
+    Fut: Future<Output = Result<V, UpstreamError>>,
+{
+    run(svc, access, command, call, |w| async move {
+        check.await?;
+        w.send(write(svc.cache.client(), w.token())).await
+    })
+    .await
+}
+
 /// The key's claim, its fingerprint hashed.
 fn claim(command: &Command, caller: &Caller, key: Key, fingerprint: &str) -> AppResult<Claim> {
     let hash = |s: &str| digest(s).ok_or_else(|| AppError::internal("an idempotency fingerprint could not be hashed"));

@@ -166,14 +166,25 @@ impl AppError {
 
 /// The schema's limits of depth and complexity, from async-graphql's typed measure of the
 /// document. (async-graphql's own `limit_depth`/`limit_complexity` refuse with an English message
-/// and no code, which is why they are not used.) Complexity is checked first, as they do.
-pub(crate) fn over_limits(measured: &ValidationResult) -> Option<ServerError> {
+/// and no code, which is why they are not used.) Complexity is checked first, as they do, with
+/// the document's `introspection` fields (from [`super::size::check`]) each counting
+/// [`INTROSPECTION_COST`](super::size::INTROSPECTION_COST) more: async-graphql counts them 1.
+pub(crate) fn over_limits(measured: &ValidationResult, introspection: usize) -> Option<ServerError> {
+    let extra = introspection.saturating_mul(super::size::INTROSPECTION_COST);
     let message = if measured.complexity > super::MAX_COMPLEXITY {
         format!(
             "the query asks the Witty-Home service for too much at once: each field that reads it (a measure's \
              values, a log's entries or counts, a list, a resource by id), and each alias of one, counts {} of the \
              {} allowed; split it into smaller queries",
             super::history::UPSTREAM_READ,
+            super::MAX_COMPLEXITY
+        )
+    } else if measured.complexity.saturating_add(extra) > super::MAX_COMPLEXITY {
+        format!(
+            "the query asks for too much at once: each introspection field (`__schema`, `__type`), and each alias of \
+             one, counts {} of the {} allowed besides its fields, and it uses {introspection}; ask for the schema once \
+             per query, or split it into smaller queries",
+            super::size::INTROSPECTION_COST,
             super::MAX_COMPLEXITY
         )
     } else if measured.depth > super::MAX_DEPTH {

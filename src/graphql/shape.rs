@@ -30,10 +30,13 @@
 //!   [`ValidationResult`] ([`over_limits`]), never from message text. What async-graphql raises
 //!   outside these hooks (choosing the operation, coercing an argument) gets `BAD_USER_INPUT`
 //!   from [`with_codes`](super::error::with_codes), which every transport calls.
-//! - Document size ([`super::size`]), checked before async-graphql walks the document.
+//! - Document size ([`super::size`]), checked before async-graphql walks the document, with the
+//!   limits of aliases and root fields; introspection fields counted in the complexity; the
+//!   parser's recursion limit (told by its error's variant) and the answer's size, both
+//!   `QUERY_TOO_COMPLEX`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
@@ -69,6 +72,9 @@ struct Shaping {
     nulled: Mutex<Vec<Path>>,
     /// `nulled` has any: checked first, as every field that resolves looks.
     failed: AtomicBool,
+    /// The document's introspection fields, counted by [`super::size::check`] for the
+    /// complexity limit ([`over_limits`]).
+    introspection: AtomicUsize,
     /// Of the fields above a failed non-null one: whether each is non-null, and (for a list)
     /// whether its items may be null.
     above: Mutex<HashMap<Path, (bool, bool)>>,
@@ -98,9 +104,15 @@ impl Extension for Shaping {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        // A query that does not parse is left for async-graphql to report.
-        if let Ok(doc) = request.parsed_query() {
-            super::size::check(doc)?;
+        // A query that does not parse is left for async-graphql to report, unless it nests past
+        // the parser's limit (a limit of ours too: `QUERY_TOO_COMPLEX`, not a syntax error).
+        match request.parsed_query() {
+            Ok(doc) => self.introspection.store(super::size::check(doc)?.introspection, Ordering::Release),
+            Err(_) => {
+                if let Some(refused) = super::size::parse_limit(&request.query) {
+                    return Err(refused);
+                }
+            }
         }
         // Of the operation that runs, whatever its kind (a subscription's included); with several
         // and no name, or a name the document does not have, async-graphql says what is wrong.
@@ -160,7 +172,7 @@ impl Extension for Shaping {
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let measured =
             next.run(ctx).await.map_err(|errors| errors.into_iter().map(request_error).collect::<Vec<_>>())?;
-        match over_limits(&measured) {
+        match over_limits(&measured, self.introspection.load(Ordering::Acquire)) {
             Some(refused) => Err(vec![refused]),
             None => Ok(measured),
         }
@@ -185,6 +197,11 @@ impl Extension for Shaping {
             && let Some(op) = super::operation(doc, operation_name)
         {
             in_order(&mut response.data, &[&op.node.selection_set.node], &doc.fragments);
+        }
+        // Measured once the answer is there (its size is known no sooner), before it is sent.
+        if super::size::too_large(&response.data) {
+            response.data = Value::Null;
+            response.errors = vec![super::size::response_too_large()];
         }
         response
     }

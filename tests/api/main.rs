@@ -12,6 +12,7 @@ mod graph_shape;
 mod graph_shared;
 mod graph_tokens;
 mod graph_webhooks;
+mod hardening;
 mod helpers;
 mod hygiene;
 mod sim_access;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
-use super::call;
+use super::{Held, call, require_held};
 use crate::commands::meters as command;
 use crate::commands::tariffs::{self, Given, Price};
 use crate::graphql::enums::TariffId;
@@ -54,7 +54,8 @@ impl MeterMutation {
     ) -> AppResult<GridMeter> {
         let (i, gm) = meter_id(&installation_id, &grid_meter_id)?;
         let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {gm} {authorize}"))?;
-        let state = command::authorize_tic(&access, call, svc, gm, authorize).await?;
+        let held = require_held(ctx, i, Held::Meter(gm.clone()));
+        let state = command::authorize_tic(&access, call, svc, held, gm, authorize).await?;
         Ok(GridMeter::new(i, Arc::new(state.meter), state.fetched_at))
     }
 

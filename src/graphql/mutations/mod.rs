@@ -13,8 +13,9 @@ use async_graphql::parser::types::{Selection, SelectionSet};
 use async_graphql::{Context, MergedObject};
 
 use super::access::RequestAccess;
-use super::context::caller;
+use super::context::{caller, load};
 use super::error::{AppError, AppResult};
+use crate::cache::read;
 pub(crate) use crate::commands::{CommandSettings, Services};
 use crate::commands::{Invocation, Key, KeySource};
 
@@ -26,6 +27,45 @@ pub(crate) struct Mutation(
     meters::MeterMutation,
     notifications::NotificationMutation,
 );
+
+/// An object of the installation that a write names.
+pub(super) enum Held {
+    Station(String),
+    Meter(String),
+    Subscription(String),
+    Invitation(String),
+}
+
+/// Refuses with `NOT_FOUND`, naming it, an object that is not the installation `i`'s, read
+/// through the request's loaders (the installation's stations, grid meters, event subscriptions
+/// or invitations) as the rest of the request reads them. Run before the write is sent
+/// ([`crate::commands::send_checked`]): the upstream would otherwise learn of the write first.
+pub(super) async fn require_held(ctx: &Context<'_>, i: i64, held: Held) -> AppResult<()> {
+    let installation_id = i;
+    let (found, what) = match held {
+        Held::Station(cs) => {
+            let (list, _) = load(ctx, read::Stations { installation_id }).await?;
+            (list.iter().any(|s| s.id == cs), format!("charging station {cs}"))
+        }
+        Held::Meter(gm) => {
+            let (list, _) = load(ctx, read::Meters { installation_id }).await?;
+            (list.iter().any(|m| m.id == gm), format!("grid meter {gm}"))
+        }
+        Held::Subscription(id) => {
+            let (list, _) = load(ctx, read::EventSubscriptions { installation_id }).await?;
+            (list.iter().any(|s| s.event_subscription_id == id), format!("event subscription {id}"))
+        }
+        Held::Invitation(email) => {
+            let (list, _) = load(ctx, read::Invitations { installation_id }).await?;
+            (list.iter().any(|v| v.email.eq_ignore_ascii_case(&email)), format!("a pending invitation of {email}"))
+        }
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!("{what} not found in installation {i}: nothing was sent")))
+    }
+}
 
 pub(crate) fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
     ctx.data::<Services>().map_err(|_| AppError::internal("no services in the schema"))

@@ -2,11 +2,11 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::call;
+use super::{Held, call, require_held};
 use crate::commands::notifications::{
     SUBSCRIBE_TO_NOTIFICATIONS, UNSUBSCRIBE_ALL_NOTIFICATIONS, UNSUBSCRIBE_FROM_NOTIFICATIONS,
 };
-use crate::commands::send;
+use crate::commands::{send, send_checked, url_without_controls};
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::history::{installation_arg, resource_id};
 use crate::graphql::installations::EventSubscription;
@@ -14,6 +14,8 @@ use crate::upstream::notifications::NewEventSubscription;
 
 /// The subscription's body: an absolute http(s) URL and, if given, an event type.
 fn subscription(webhook_url: &str, event_type: Option<&str>) -> AppResult<NewEventSubscription> {
+    // Before parsing: the parser would drop a CR/LF that the text sent upstream still holds.
+    url_without_controls("webhookUrl", webhook_url)?;
     let url = webhook_url.trim().to_string();
     match reqwest::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -65,7 +67,8 @@ impl NotificationMutation {
         let i = installation_arg(&installation_id, "installationId")?;
         let id = resource_id(&event_subscription_id, "eventSubscriptionId")?;
         let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {id}"))?;
-        send(&access, call, svc, &UNSUBSCRIBE_FROM_NOTIFICATIONS, |client, token| async move {
+        let held = require_held(ctx, i, Held::Subscription(id.clone()));
+        send_checked(&access, call, svc, &UNSUBSCRIBE_FROM_NOTIFICATIONS, held, |client, token| async move {
             client.unsubscribe(token, i, &id).await
         })
         .await?;

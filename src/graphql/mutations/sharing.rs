@@ -4,12 +4,12 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::call;
-use crate::commands::send;
+use super::{Held, call, require_held};
 use crate::commands::sharing::{
     ACCEPT_INVITATION, CANCEL_INVITATION, DISABLE_INSTALLER, ENABLE_INSTALLER, INVITE_INSTALLER,
     REMOVE_INSTALLATION_USER,
 };
+use crate::commands::{send, send_checked};
 use crate::graphql::enums::Culture;
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::history::{installation_arg, resource_id};
@@ -93,7 +93,8 @@ impl SharingMutation {
         let i = installation_arg(&installation_id, "installationId")?;
         let email = check_email("email", &email)?;
         let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {email}"))?;
-        send(&access, call, svc, &CANCEL_INVITATION, |client, token| async move {
+        let held = require_held(ctx, i, Held::Invitation(email.clone()));
+        send_checked(&access, call, svc, &CANCEL_INVITATION, held, |client, token| async move {
             client.cancel_invitation(token, i, &email).await
         })
         .await?;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
-use super::call;
+use super::{Held, call, require_held};
 use crate::commands::stations::{self as command, Commanded, Order, REMOVE_CHARGING_STATION, StationState, Status};
-use crate::commands::{send, text};
+use crate::commands::{send_checked, text};
 use crate::graphql::enums::{ChargeMode, Culture, TariffType, Timezone};
 use crate::graphql::error::{AppError, AppResult};
 use crate::graphql::history::{installation_arg, resource_id};
@@ -192,7 +192,8 @@ impl StationMutation {
     ) -> AppResult<bool> {
         let (i, cs) = station_id(&installation_id, &charging_station_id)?;
         let (access, call, svc) = call(ctx, Some(i), None, format!("{i} {cs}"))?;
-        send(&access, call, svc, &REMOVE_CHARGING_STATION, |client, token| async move {
+        let held = require_held(ctx, i, Held::Station(cs.clone()));
+        send_checked(&access, call, svc, &REMOVE_CHARGING_STATION, held, |client, token| async move {
             client.remove_station(token, i, &cs).await
         })
         .await?;
