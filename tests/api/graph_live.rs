@@ -480,15 +480,7 @@ async fn an_event_of_the_whole_installation_reaches_station_watchers_with_fresh_
     let before = app.graphql("alice", &q, json!({})).await;
     assert_eq!(data(&before)["installation"]["chargingStation"]["availability"], "AVAILABLE");
     // Something changed upstream that the next read shows; the event names no station.
-    let r = app
-        .sim()
-        .control(
-            reqwest::Method::PUT,
-            &format!("/_sim/stations/{ALICE_STATION}/properties"),
-            Some(json!({"availability": "UNAVAILABLE"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    app.sim().set_station_properties(ALICE_STATION, json!({"availability": "UNAVAILABLE"})).await;
     let whole = grid_event(
         "whole-1",
         "Hager.WittyHome.LoadShedding",

@@ -241,15 +241,12 @@ async fn every_read_route_is_reachable_through_the_graph() {
 #[tokio::test]
 async fn an_unknown_upstream_enum_value_is_unknown_with_its_raw_string() {
     let app = spawn_app().await;
-    let r = app
-        .sim()
-        .control(
-            Method::PUT,
-            &format!("/_sim/stations/{ALICE_STATION}/properties"),
-            Some(json!({"chargeMode": "solarBoost", "timezone": "Tokyo Standard Time", "tariff3": "hx"})),
+    app.sim()
+        .set_station_properties(
+            ALICE_STATION,
+            json!({"chargeMode": "solarBoost", "timezone": "Tokyo Standard Time", "tariff3": "hx"}),
         )
         .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
     app.sim()
         .control(
             Method::PUT,

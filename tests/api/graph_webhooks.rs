@@ -5,16 +5,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// An Event Grid event about Bob's station (installation 42).
-fn bobs_event(id: &str) -> serde_json::Value {
-    json!({
-        "id": id, "eventType": "Hager.WittyHome.Error",
-        "subject": format!("installations/42/charging-stations/{BOB_STATION}"),
-        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 42, "code": "E1"},
-        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/42"
-    })
-}
-
 #[tokio::test]
 async fn an_installations_webhook_url_cannot_deliver_events_of_another_installation() {
     let app = spawn_app().await;

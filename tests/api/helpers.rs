@@ -514,6 +514,12 @@ impl TestSim {
     }
 
     /// A `/_sim/` control route (no key, no token).
+    /// Changes a station's properties upstream behind witty-bff's back (no event of its own).
+    pub async fn set_station_properties(&self, station: &str, properties: Value) {
+        let r = self.control(Method::PUT, &format!("/_sim/stations/{station}/properties"), Some(properties)).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+
     pub async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         let mut req = self.client.request(method, self.url(path));
         if let Some(b) = body {
@@ -649,4 +655,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// An Event Grid event about Bob's station (installation 42).
+pub fn bobs_event(id: &str) -> Value {
+    json!({
+        "id": id, "eventType": "Hager.WittyHome.Error",
+        "subject": format!("installations/42/charging-stations/{BOB_STATION}"),
+        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 42, "code": "E1"},
+        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/42"
+    })
 }

@@ -5,16 +5,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// An Event Grid event about Bob's station (installation 42).
-fn bobs_event(id: &str) -> serde_json::Value {
-    json!({
-        "id": id, "eventType": "Hager.WittyHome.Error",
-        "subject": format!("installations/42/charging-stations/{BOB_STATION}"),
-        "eventTime": "2026-01-01T10:00:00Z", "data": {"installationId": 42, "code": "E1"},
-        "dataVersion": "1.0", "metadataVersion": "1", "topic": "/witty-home/installations/42"
-    })
-}
-
 #[tokio::test]
 async fn an_event_id_reused_across_installations_is_delivered_to_subscribers_of_both() {
     let app = spawn_app().await;
@@ -62,15 +52,7 @@ async fn a_delivery_of_thousands_of_events_refreshes_its_installation_and_leaves
     assert_eq!(data(&before)["installation"]["chargingStation"]["availability"], "AVAILABLE");
     // Alice's station changes upstream without an event of its own; then one delivery of 4,000
     // events (under the webhook's 1 MiB) says her installation changed.
-    let r = app
-        .sim()
-        .control(
-            reqwest::Method::PUT,
-            &format!("/_sim/stations/{ALICE_STATION}/properties"),
-            Some(json!({"availability": "UNAVAILABLE"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    app.sim().set_station_properties(ALICE_STATION, json!({"availability": "UNAVAILABLE"})).await;
     let events: Vec<_> = (0..4000)
         .map(|n| grid_event(&format!("b{n}"), "Hager.WittyHome.LoadShedding", "2026-01-01T10:00:00Z", false, json!({})))
         .collect();
