@@ -394,8 +394,12 @@ impl Burst {
         Burst { published: 0, deadline: std::time::Instant::now() + ROOM_WAIT, stalled: false }
     }
 }
-/// A backlog that has not gone down for this long has a listener that stopped reading.
-const STALLED: Duration = Duration::from_millis(50);
+
+/// A backlog that has not gone down for this long has a listener that stopped reading. Long
+/// enough that a listener which reads, but whose task waits for a core on a loaded 2-core
+/// machine, is not taken for stopped: since a delivery's events no longer cost an invalidation
+/// each, the intake outruns such a listener within a few milliseconds.
+const STALLED: Duration = Duration::from_millis(250);
 
 /// What is wrong with a notification's event, if anything: it has no id, no readable
 /// `eventTime`, or names no installation (in its subject, or its data).
