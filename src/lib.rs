@@ -41,6 +41,9 @@ mod http;
 mod idempotency;
 mod live;
 mod metrics;
+// Property tests of the readers of outside input (issue 17, item 6).
+#[cfg(test)]
+mod proptests;
 pub mod simulator;
 mod upstream;
 

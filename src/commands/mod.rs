@@ -8,7 +8,7 @@
 //! the answer back into GraphQL objects. Errors are the app's one [`AppError`]: a command's
 //! refusals are the client's error codes, so a second error type would only be mapped one to one.
 
-mod input;
+pub(crate) mod input;
 pub(crate) mod installations;
 pub(crate) mod meters;
 pub(crate) mod notifications;

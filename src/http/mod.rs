@@ -3,7 +3,7 @@
 //! schema as request data.
 
 mod graphiql;
-mod webhooks;
+pub(crate) mod webhooks;
 mod ws;
 
 use std::sync::Arc;
@@ -219,11 +219,11 @@ fn event_stream_of(
 
 /// What a request's `Accept` header chose among what `/graphql` answers with.
 #[derive(Debug, PartialEq)]
-struct Negotiated {
+pub(crate) struct Negotiated {
     /// `application/graphql-response+json` (else `application/json`).
-    modern: bool,
+    pub(crate) modern: bool,
     /// Server-Sent Events.
-    sse: bool,
+    pub(crate) sse: bool,
 }
 
 /// Ranks the answers by `Accept` as HTTP says (RFC 9110, 12.5.1): each type gets the weight of
@@ -231,7 +231,7 @@ struct Negotiated {
 /// `application/graphql-response+json` must be named (a browser's `*/*` gets plain JSON);
 /// `application/json` is also reached by `application/*` and `*/*`, and is the answer when
 /// nothing offered is accepted. On equal weights the event stream wins, then the newer JSON type.
-fn negotiate(accept: &str) -> Negotiated {
+pub(crate) fn negotiate(accept: &str) -> Negotiated {
     let json = weight(accept, "application/json", true);
     let modern = weight(accept, GRAPHQL_RESPONSE, false);
     let stream = weight(accept, "text/event-stream", false);

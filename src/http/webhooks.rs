@@ -78,7 +78,7 @@ fn body_refusal(rejection: BytesRejection) -> Response {
 
 /// An array of events; a single event not wrapped in one is accepted too. The error names what
 /// was wrong with what was sent.
-fn events_of(body: &[u8]) -> Result<Vec<GridEvent>, String> {
+pub(crate) fn events_of(body: &[u8]) -> Result<Vec<GridEvent>, String> {
     let array = body.trim_ascii_start().starts_with(b"[");
     let events = match array {
         true => serde_json::from_slice::<Vec<GridEvent>>(body),
