@@ -18,13 +18,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt as _;
 
 use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
 use crate::config::Config;
 use crate::events::{LocalBus, SharedBus};
 use crate::graphql::{CommandSettings, Services, build_schema};
-use crate::http::{Fanout, HttpState, router};
+use crate::http::{Fanout, HttpState, RateLimiter, router};
 use crate::idempotency::MemoryStore;
 use crate::live::{Live, LiveSettings};
 use crate::simulator::{self, SimConfig, Simulator};
@@ -97,6 +98,7 @@ impl App {
             live,
             ws_keepalive: Duration::from_secs(config.ws_keepalive_secs),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
+            limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         };
         Ok(App { listener, router: router(state), addr, simulator, jwt_secret, config })
     }
@@ -142,16 +144,15 @@ impl App {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs));
-        let service = TowerToHyperService::new(router);
         let places = Arc::new(Semaphore::new(config.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let tcp = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         accept_failed(e).await;
                         continue;
@@ -170,7 +171,15 @@ impl App {
                 }
                 continue;
             };
-            let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+            // The peer's address goes with each of its requests, for the rate limit of callers
+            // without a token (as `axum::serve`'s `ConnectInfo` would).
+            let service = TowerToHyperService::new(router.clone().map_request(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            ));
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
             tokio::spawn(async move {
                 let io = TokioIo::new(Placed { tcp, _place: place });
                 let connection = builder.serve_connection_with_upgrades(io, service);

@@ -134,6 +134,21 @@ pub struct Config {
     #[arg(long, env = "WITTY_BFF_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Requests a second each caller may send to `/graphql` over time (GCRA: one comes back every
+    /// 1/rate seconds), counted by the verified token's `sub`, or by client address for requests
+    /// without a valid token; a WebSocket's `subscribe` messages count against its caller. Past
+    /// the limit a request gets `RATE_LIMITED` with `retryAfterSeconds` (and HTTP 429 with
+    /// `Retry-After` for `application/graphql-response+json`). Webhooks, `/healthz`, `/readyz` and
+    /// `/metrics` are never limited. May be fractional (0.5: one every 2 s); 0 turns the limit off.
+    /// 50 is well above what an app's screens send, so only a runaway client meets it.
+    #[arg(long, env = "WITTY_BFF_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
+    pub rate_limit_per_second: f64,
+
+    /// Requests a caller may send at once before the rate above applies (a dashboard opening with
+    /// many queries, a test suite); 0 turns the limit off.
+    #[arg(long, env = "WITTY_BFF_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+
     /// Events a live subscriber may fall behind by before it is dropped (with an error telling it
     /// to subscribe again). The event bus keeps this many events, and so does each execution
     /// shared by several WebSocket subscribers (about 48 bytes each). Past half of it, a burst of webhook
@@ -248,6 +263,10 @@ impl Config {
                 tokio::sync::Semaphore::MAX_PERMITS
             ));
         }
+        let rate = self.rate_limit_per_second;
+        if !rate.is_finite() || rate < 0.0 || (rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_err()) {
+            return Err(format!("WITTY_BFF_RATE_LIMIT_PER_SECOND must be 0 (off) or a positive number, not {rate}"));
+        }
         Ok(())
     }
 
@@ -288,6 +307,8 @@ mod tests {
             Config { header_read_timeout_secs: 0, ..Config::default() },
             Config { ws_init_timeout_secs: 0, ..Config::default() },
             Config { max_connections: 0, ..Config::default() },
+            Config { rate_limit_per_second: -1.0, ..Config::default() },
+            Config { rate_limit_per_second: f64::NAN, ..Config::default() },
         ] {
             assert!(zero.validate().is_err(), "{zero:?}");
         }

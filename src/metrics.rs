@@ -34,6 +34,9 @@ pub(crate) struct Metrics {
     /// Shared-cache lookups, by outcome: `hit` or `miss` (a miss is one upstream read, however
     /// many callers waited on it).
     pub cache_lookups: IntCounterVec,
+    /// Requests refused by the per-caller rate limit, by `transport`: `http` (a `/graphql`
+    /// request, SSE included) or `websocket` (a `subscribe`).
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +84,11 @@ impl Metrics {
         .expect("a valid metric");
         registry.register(Box::new(upstream_seconds.clone())).expect("registered once");
         let cache_lookups = counters("cache_lookups_total", "Shared-cache lookups, by outcome.", &["outcome"]);
+        let rate_limited = counters(
+            "rate_limited_requests_total",
+            "Requests refused by the per-caller rate limit, by transport.",
+            &["transport"],
+        );
         Arc::new(Metrics {
             registry,
             live_subscriptions,
@@ -94,6 +102,7 @@ impl Metrics {
             upstream_calls,
             upstream_seconds,
             cache_lookups,
+            rate_limited,
         })
     }
 

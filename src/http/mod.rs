@@ -6,6 +6,7 @@ mod graphiql;
 pub(crate) mod webhooks;
 mod ws;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use async_graphql_axum::rejection::GraphQLRejection;
 use std::convert::Infallible;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use tower_http::trace::TraceLayer;
 
+pub(crate) use limit::RateLimiter;
 pub(crate) use ws::Fanout;
 
 use crate::auth::Verifier;
@@ -49,6 +51,8 @@ pub(crate) struct HttpState {
     pub ws_keepalive: Duration,
     /// How long a WebSocket may stay open without sending `connection_init`.
     pub ws_init_timeout: Duration,
+    /// The per-caller request limit of `/graphql` (`None`: off).
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -122,6 +126,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
 /// GraphQL over HTTP (and over SSE when the client accepts `text/event-stream`).
 async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let get = req.method() == Method::GET;
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let headers = req.headers().clone();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let Negotiated { modern, sse } = negotiate(accept);
@@ -164,6 +169,23 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let identity = Identity(s.verifier.verify_header(authorization).await);
     if let Ok(caller) = &identity.0 {
         s.live.token_seen(caller);
+    }
+    // Counted once the token is verified, so that a forged `sub` cannot spend another user's
+    // allowance: a request without a valid token counts against its client's address.
+    if let Some(limited) = s.limiter.as_ref().and_then(|l| l.check(identity.0.as_ref().ok(), peer)) {
+        s.live.metrics().rate_limited.with_label_values(&["http"]).inc();
+        let err = limited.into_error();
+        if sse {
+            return event_stream_of(futures::stream::once(async { GqlResponse::from_errors(vec![err]) }), None);
+        }
+        let mut response = respond(GqlResponse::from_errors(vec![err]), modern);
+        // GraphQL over HTTP keeps `application/json` answers at 200 whatever the error (as for
+        // every other refusal here); the newer media type has statuses, so it gets 429.
+        if modern {
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response.headers_mut().insert(header::RETRY_AFTER, limited.retry_after_secs().into());
+        }
+        return response;
     }
     let mut request = request;
     if get && is_mutation(&request) {
@@ -328,6 +350,132 @@ async fn ready(State(s): State<HttpState>) -> Response {
 /// `GET /metrics`: the process's counters and gauges, Prometheus text format (no caller data).
 async fn metrics(State(s): State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.live.metrics().render()).into_response()
+}
+
+/// The per-caller request limit of `/graphql` (GCRA, by `governor`): each verified `sub`, and each
+/// client address for requests without a valid token, gets `WITTY_BFF_RATE_LIMIT_PER_SECOND`
+/// requests a second with bursts of up to `WITTY_BFF_RATE_LIMIT_BURST`. WebSocket `subscribe`
+/// (legacy `start`) messages count against their connection's caller. Webhooks and the health
+/// routes are never counted.
+mod limit {
+    use std::net::IpAddr;
+    use std::num::NonZeroU32;
+    use std::sync::{Arc, Weak};
+    use std::time::Duration;
+
+    use async_graphql::ServerError;
+    use governor::clock::{Clock, DefaultClock};
+    use governor::{DefaultKeyedRateLimiter, Quota};
+
+    use crate::auth::Caller;
+    use crate::graphql::error::AppError;
+
+    /// How often the state of callers whose allowance is full again is dropped, so that the limiter's
+    /// memory follows the callers of the last moments, not every caller ever seen.
+    const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+    /// Whom a request counts against.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    enum Key {
+        User(Arc<str>),
+        Address(IpAddr),
+        /// No token and no known address (not served by our accept loop): one shared allowance.
+        Unknown,
+    }
+
+    pub(crate) struct RateLimiter {
+        limiter: DefaultKeyedRateLimiter<Key>,
+        clock: DefaultClock,
+    }
+
+    /// A refused request: when the caller may try again.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Limited {
+        retry_after: Duration,
+    }
+
+    impl RateLimiter {
+        /// The limiter for `per_second` requests a second with bursts of `burst`; `None` when either
+        /// is 0 (the limit is off) or the rate is not a usable number.
+        pub(crate) fn new(per_second: f64, burst: u32) -> Option<Arc<RateLimiter>> {
+            let burst = NonZeroU32::new(burst)?;
+            if !(per_second.is_finite() && per_second > 0.0) {
+                return None;
+            }
+            let period = Duration::try_from_secs_f64(1.0 / per_second).ok()?;
+            let quota = Quota::with_period(period)?.allow_burst(burst);
+            let limiter =
+                Arc::new(RateLimiter { limiter: governor::RateLimiter::keyed(quota), clock: DefaultClock::default() });
+            // Held weakly: the task ends with the app.
+            let weak = Arc::downgrade(&limiter);
+            tokio::spawn(forget_idle(weak));
+            Some(limiter)
+        }
+
+        /// Counts one request of `caller` (or, without a verified caller, of the client at `peer`);
+        /// `Some` when it is over the limit.
+        pub(crate) fn check(&self, caller: Option<&Caller>, peer: Option<IpAddr>) -> Option<Limited> {
+            let key = match (caller, peer) {
+                (Some(caller), _) => Key::User(caller.sub.clone()),
+                (None, Some(ip)) => Key::Address(ip),
+                (None, None) => Key::Unknown,
+            };
+            match self.limiter.check_key(&key) {
+                Ok(()) => None,
+                Err(not_until) => Some(Limited { retry_after: not_until.wait_time_from(self.clock.now()) }),
+            }
+        }
+    }
+
+    async fn forget_idle(limiter: Weak<RateLimiter>) {
+        let mut every = tokio::time::interval(FORGET_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(limiter) = limiter.upgrade() else { return };
+            limiter.limiter.retain_recent();
+            limiter.limiter.shrink_to_fit();
+        }
+    }
+
+    impl Limited {
+        /// Whole seconds to wait, rounded up (never 0: a retry at once would be refused again).
+        pub(crate) fn retry_after_secs(&self) -> u64 {
+            let secs = self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
+            secs.max(1)
+        }
+
+        pub(crate) fn into_app_error(self) -> AppError {
+            let secs = self.retry_after_secs();
+            AppError::RateLimited {
+                retry_after: Some(Duration::from_secs(secs)),
+                message: format!("too many requests; try again in {secs} s"),
+            }
+        }
+
+        /// The refusal as an error of the whole request, with `RATE_LIMITED` and `retryAfterSeconds`.
+        pub(crate) fn into_error(self) -> ServerError {
+            self.into_app_error().into_request_error()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[tokio::test]
+        async fn the_request_past_the_burst_is_refused_per_key_and_zero_is_off() {
+            let limiter = RateLimiter::new(1.0 / 3600.0, 2).expect("on");
+            let ip = Some(IpAddr::from([127, 0, 0, 1]));
+            assert!(limiter.check(None, ip).is_none() && limiter.check(None, ip).is_none());
+            let refused = limiter.check(None, ip).expect("past the burst");
+            assert!(refused.retry_after_secs() > 3000, "{refused:?}");
+            let other = Caller::new("bob", "token", None);
+            assert!(limiter.check(Some(&other), ip).is_none(), "a user is not the address");
+            assert!(RateLimiter::new(0.0, 10).is_none() && RateLimiter::new(5.0, 0).is_none());
+        }
+    }
 }
 
 #[cfg(test)]

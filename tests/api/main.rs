@@ -15,6 +15,7 @@ mod graph_webhooks;
 mod hardening;
 mod helpers;
 mod hygiene;
+mod rate_limit;
 mod sim_access;
 mod sim_invalid_input;
 mod sim_measures_logs;

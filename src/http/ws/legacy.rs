@@ -75,6 +75,13 @@ pub(super) fn connection_error(message: &str) -> Value {
     json!({"type": "connection_error", "payload": {"message": message}})
 }
 
+/// The `error` message that ends operation `id`, refused before it ran: the protocol's payload
+/// has one error, given with its extensions (its code, `retryAfterSeconds`).
+pub(super) fn error_message(id: &str, refused: &async_graphql::Response) -> Value {
+    let payload = refused.errors.first().map_or_else(|| json!({"message": "refused"}), |e| json!(e));
+    json!({"type": "error", "id": id, "payload": payload})
+}
+
 /// An `error` message, of operation `id` if the client's message named one.
 fn error(id: Option<&str>, message: &str) -> Value {
     match id {

@@ -264,6 +264,16 @@ impl Connection {
     /// the same id ends silently (the callers decide whether that may happen).
     fn start(&mut self, id: String, request: async_graphql::Request) {
         let Some(session) = &self.session else { return };
+        // Each operation counts against the caller's request limit, as a request over HTTP does.
+        if let Some(limited) = self.state.limiter.as_ref().and_then(|l| l.check(Some(&session.caller), None)) {
+            self.state.live.metrics().rate_limited.with_label_values(&["websocket"]).inc();
+            let refused = Response::from_errors(vec![limited.into_error()]);
+            let message = match self.protocol {
+                Protocol::Transport => transport::error_message(&id, &refused),
+                Protocol::Legacy => legacy::error_message(&id, &refused),
+            };
+            return self.send(message);
+        }
         let loaders = request_loaders(session.caller.clone(), self.state.cache.clone());
         let request = request.data(Arc::new(loaders));
         let answers =
