@@ -139,30 +139,14 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     };
     let body = match body {
         Ok(body) => body,
-        Err(status) => {
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "the request body is over {} KiB; send a shorter query or fewer variables",
-                    MAX_REQUEST_BYTES / 1024
-                )
-            } else {
-                "the request body could not be read to its end; send it again".to_string()
-            };
-            let mut response = respond(GqlResponse::from_errors(vec![ServerError::new(message, None)]), modern);
-            *response.status_mut() = status;
-            return response;
-        }
+        Err(status) => return refused(ServerError::new(unread_body(status), None), false, modern, Some(status)),
     };
     let req = Request::from_parts(parts, axum::body::Body::from(body));
     let request = match GraphQLRequest::<GraphQLRejection>::from_request(req, &()).await {
         Ok(r) => r.into_inner(),
         Err(rejection) => {
             let message = format!("the request is not a GraphQL request: {}", rejection.0);
-            let err = ServerError::new(message, None);
-            if sse {
-                return event_stream_of(futures::stream::once(async { GqlResponse::from_errors(vec![err]) }), None);
-            }
-            return respond(GqlResponse::from_errors(vec![err]), modern);
+            return refused(ServerError::new(message, None), sse, modern, None);
         }
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -174,15 +158,11 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     // allowance: a request without a valid token counts against its client's address.
     if let Some(limited) = s.limiter.as_ref().and_then(|l| l.check(identity.0.as_ref().ok(), peer)) {
         s.live.metrics().rate_limited.with_label_values(&["http"]).inc();
-        let err = limited.into_error();
-        if sse {
-            return event_stream_of(futures::stream::once(async { GqlResponse::from_errors(vec![err]) }), None);
-        }
-        let mut response = respond(GqlResponse::from_errors(vec![err]), modern);
         // GraphQL over HTTP keeps `application/json` answers at 200 whatever the error (as for
         // every other refusal here); the newer media type has statuses, so it gets 429.
-        if modern {
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        let status = modern.then_some(StatusCode::TOO_MANY_REQUESTS);
+        let mut response = refused(limited.into_error(), sse, modern, status);
+        if modern && !sse {
             response.headers_mut().insert(header::RETRY_AFTER, limited.retry_after_secs().into());
         }
         return response;
@@ -190,12 +170,10 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let mut request = request;
     if get && is_mutation(&request) {
         let err = ServerError::new("mutations must be sent with POST, not GET", None);
-        if sse {
-            return event_stream_of(futures::stream::once(async { GqlResponse::from_errors(vec![err]) }), None);
+        let mut response = refused(err, sse, modern, Some(StatusCode::METHOD_NOT_ALLOWED));
+        if !sse {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
-        let mut response = respond(GqlResponse::from_errors(vec![err]), modern);
-        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
@@ -210,6 +188,29 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     }
     let response = s.schema.execute(request).await;
     respond(response, modern)
+}
+
+/// A request refused before it runs: on the SSE stream when the client asked for one (as
+/// graphql-sse says), else as a GraphQL response, with `status` instead of the one `respond` picks.
+fn refused(err: ServerError, sse: bool, modern: bool, status: Option<StatusCode>) -> Response {
+    let errors = GqlResponse::from_errors(vec![err]);
+    if sse {
+        return event_stream_of(futures::stream::once(async { errors }), None);
+    }
+    let mut response = respond(errors, modern);
+    if let Some(status) = status {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+/// What a client is told of a body that could not be read (`status`: too large, or cut).
+fn unread_body(status: StatusCode) -> String {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("the request body is over {} KiB; send a shorter query or fewer variables", MAX_REQUEST_BYTES / 1024)
+    } else {
+        "the request body could not be read to its end; send it again".to_string()
+    }
 }
 
 /// GraphQL over Server-Sent Events, graphql-sse's "distinct connections" mode: one `next` event
