@@ -8,23 +8,16 @@
 //! shared). `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and
 //! last arrival. Loopback only; bounded in count and time.
 
-use std::process::Stdio;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use memchr::memmem;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use witty_bff::config::DEV_JWT_SECRET;
 use witty_bff::mint_dev_token;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// CPU time (user + system) a process has used so far.
 fn cpu_time(pid: &str) -> Duration {
@@ -34,13 +27,6 @@ fn cpu_time(pid: &str) -> Duration {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
     Duration::from_millis(ticks * 10)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// A client frame (masked, as RFC 6455 requires of clients; the all-zero key leaves the bytes as
@@ -160,25 +146,8 @@ async fn main() {
     // Spacing between deliveries of the paced burst.
     let gap = Duration::from_millis(std::env::var("FANOUT_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20));
     let rounds: usize = std::env::var("FANOUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_witty-bff"))
-        .env("WITTY_BFF_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("witty-bff starts");
-    let pid = child.id().unwrap_or(0);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut sim = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(url) = line.split("simulator at ").nth(1) {
-            sim = url.trim().to_string();
-            break;
-        }
-    }
-    assert!(!sim.is_empty(), "witty-bff did not print its simulator address");
+    let server = common::spawn_server(&[]).await;
+    let (pid, port, sim) = (server.pid, server.port, server.sim.clone());
     let http = reqwest::Client::new();
     let token = mint_dev_token(DEV_JWT_SECRET, "alice", 3600, None, None);
 
@@ -225,7 +194,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle_rss = rss_kib(pid);
+    let idle_rss = common::rss_kib(pid);
 
     // Rounds of two bursts: deliveries `gap` apart, then back to back (as fast as the webhook
     // takes them). Each burst is measured until every subscriber has every event (or 5 s).
@@ -270,7 +239,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    let burst_rss = rss_kib(pid);
+    let burst_rss = common::rss_kib(pid);
     for c in &clients {
         c.abort();
     }
@@ -292,7 +261,7 @@ async fn main() {
             let mut latencies: Vec<Duration> =
                 mine.iter().map(|(id, at)| at.saturating_duration_since(sent_at[id])).collect();
             latencies.sort();
-            round_p99.push(ms(percentile(&latencies, 0.99)));
+            round_p99.push(ms(common::percentile(&latencies, 0.99)));
             delivered += mine.len();
             all.extend(latencies);
             server_cpu += *server;
@@ -319,8 +288,8 @@ async fn main() {
             "| {name} ({} ms apart) | {delivered} of {sent} ({:.2} %) | {:.2} ms | {:.2} ms | {:.2} ms | {} ms | {:.1} µs, {:.1} µs |",
             spacing.as_millis(),
             delivered as f64 * 100.0 / sent as f64,
-            ms(percentile(&all, 0.5)),
-            ms(percentile(&all, 0.99)),
+            ms(common::percentile(&all, 0.5)),
+            ms(common::percentile(&all, 0.99)),
             ms(all.last().copied().unwrap_or_default()),
             rounds_text.join(", "),
             per_message(server_cpu),
@@ -332,5 +301,6 @@ async fn main() {
         idle_rss as f64 / 1024.0,
         burst_rss as f64 / 1024.0
     );
-    let _ = child.kill().await;
+    let mut server = server;
+    let _ = server.child.kill().await;
 }

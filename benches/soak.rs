@@ -9,14 +9,15 @@
 //! minute. Upstream errors from the injected faults are expected and are not malformed. Loopback
 //! only; bounded in count and time; the rate limit is off (`WITTY_BFF_RATE_LIMIT_PER_SECOND=0`).
 
-use std::process::Stdio;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -34,22 +35,6 @@ const QUERY_WORKERS: usize = 4;
 const SUBSCRIBERS: usize = 3;
 /// A ceiling on the GraphQL requests of the whole soak, whatever its length.
 const MAX_REQUESTS: u64 = 2_000_000;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Whether a GraphQL answer is well formed: a JSON object with `data` or `errors`, each error
 /// carrying `extensions.code`.
@@ -244,28 +229,8 @@ async fn bursts(http: reqwest::Client, sim: String, stats: Arc<Stats>, end: Inst
 #[tokio::main]
 async fn main() {
     let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_witty-bff"))
-        .env("WITTY_BFF_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WITTY_BFF_RATE_LIMIT_PER_SECOND", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("witty-bff starts");
-    let pid = child.id().unwrap_or(0);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut sim = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(url) = line.split("simulator at ").nth(1) {
-            sim = url.trim().trim_end_matches('/').to_string();
-            break;
-        }
-    }
-    assert!(!sim.is_empty(), "witty-bff did not print its simulator address");
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let server = common::spawn_server(&[("WITTY_BFF_RATE_LIMIT_PER_SECOND", "0")]).await;
+    let (pid, port, sim) = (server.pid, server.port, server.sim.clone());
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let url = format!("http://127.0.0.1:{port}/graphql");
@@ -284,7 +249,7 @@ async fn main() {
 
     println!(
         "witty-bff soak: {minutes} min, simulator errorRate 0.2, pid {pid}, start RSS {:.1} MB",
-        rss_kib(pid) as f64 / 1024.0
+        common::rss_kib(pid) as f64 / 1024.0
     );
     let stats = Arc::new(Stats { started: Instant::now(), minutes: Mutex::new(Vec::new()), total: AtomicU64::new(0) });
     let end = stats.started + Duration::from_secs(minutes * 60);
@@ -304,7 +269,7 @@ async fn main() {
     let mut rows = Vec::new();
     for minute in 0..minutes as usize {
         tokio::time::sleep_until((stats.started + Duration::from_secs((minute as u64 + 1) * 60)).into()).await;
-        let rss = rss_kib(pid);
+        let rss = common::rss_kib(pid);
         // Give the minute's last requests a moment to be recorded.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut all = stats.minutes.lock().unwrap();
@@ -318,8 +283,8 @@ async fn main() {
             m.queries + m.mutations,
             m.queries,
             m.mutations,
-            ms(percentile(&m.query_latencies, 0.5)),
-            ms(percentile(&m.query_latencies, 0.99)),
+            ms(common::percentile(&m.query_latencies, 0.5)),
+            ms(common::percentile(&m.query_latencies, 0.99)),
             rss,
             m.malformed,
             m.with_errors,
@@ -377,7 +342,8 @@ async fn main() {
     println!();
     println!("malformed answers: {malformed} (must be 0)");
     println!("RSS flat after the first minute: {} (within 10 %{note})", if flat { "yes" } else { "no" });
-    let _ = child.kill().await;
+    let mut server = server;
+    let _ = server.child.kill().await;
     if malformed > 0 {
         std::process::exit(1);
     }

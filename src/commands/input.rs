@@ -97,9 +97,12 @@ const FORMAT: &[(u32, u32)] = &[
     (0xE0020, 0xE007F),
 ];
 
+fn in_ranges(ranges: &[(u32, u32)], c: char) -> bool {
+    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32)))
+}
+
 fn is_format(c: char) -> bool {
-    let c = c as u32;
-    FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+    in_ranges(FORMAT, c)
 }
 
 /// Characters that stand as emoji on either side of a ZWJ: the blocks of Unicode's
@@ -130,8 +133,7 @@ const EMOJI: &[(u32, u32)] = &[
 ];
 
 fn is_emoji(c: char) -> bool {
-    let c = c as u32;
-    EMOJI.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+    in_ranges(EMOJI, c)
 }
 
 #[cfg(test)]
