@@ -201,6 +201,18 @@ pub struct Config {
     /// Most entries in the shared cache.
     #[arg(long, env = "WITTY_BFF_CACHE_CAPACITY", default_value_t = 100_000)]
     pub cache_capacity: u64,
+
+    /// Redis (or Valkey) shared by the replicas of a fleet: `redis://[:password@]host:port[/db]`,
+    /// `rediss://` for TLS. Unset: one process, everything in memory. Never printed (it may hold
+    /// a password). See docs/fleet.md.
+    #[arg(long, env = "WITTY_BFF_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// In a fleet, how long a replica's lease on an installation's upstream event subscription
+    /// (or poller), and its count of watchers, last without renewal, in ms: when a replica dies,
+    /// another takes over within about this long. Renewed every third of it.
+    #[arg(long, env = "WITTY_BFF_FLEET_LEASE_MS", default_value_t = 5_000)]
+    pub fleet_lease_ms: u64,
 }
 
 impl Default for Config {
@@ -262,6 +274,12 @@ impl Config {
                 "WITTY_BFF_MAX_CONNECTIONS must be between 1 and {}",
                 tokio::sync::Semaphore::MAX_PERMITS
             ));
+        }
+        if let Some(url) = &self.redis_url {
+            crate::fleet::check_url(url.expose())?;
+        }
+        if self.fleet_lease_ms < 300 {
+            return Err("WITTY_BFF_FLEET_LEASE_MS must be at least 300".into());
         }
         let rate = self.rate_limit_per_second;
         if !rate.is_finite() || rate < 0.0 || (rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_err()) {

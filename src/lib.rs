@@ -15,6 +15,8 @@
 //!   upstream write, invalidation); the resolvers in `graphql/mutations/` are thin adapters.
 //! - `idempotency`: the `Idempotency-Key` store behind a trait (in memory; shared in a fleet).
 //! - `events`: the domain `StationEvent` and the `EventBus` it travels on.
+//! - `fleet`: what replicas share through Redis when `WITTY_BFF_REDIS_URL` is set (events,
+//!   invalidations, leases on upstream subscriptions); `idempotency` keeps its keys there too.
 //! - `live`: webhook intake, the upstream event subscription of each watched installation, the
 //!   polling fallback, and subscriptions left behind to remove.
 //! - `http`: the only axum module of the BFF: `/graphql` (POST, GET, SSE), `/graphiql`,
@@ -36,6 +38,7 @@ mod cache;
 mod commands;
 pub mod config;
 mod events;
+mod fleet;
 mod graphql;
 mod http;
 mod idempotency;

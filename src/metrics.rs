@@ -37,6 +37,12 @@ pub(crate) struct Metrics {
     /// Requests refused by the per-caller rate limit, by `transport`: `http` (a `/graphql`
     /// request, SSE included) or `websocket` (a `subscribe`).
     pub rate_limited: IntCounterVec,
+    /// In a fleet: 1 while this replica reaches Redis (events, invalidations and idempotency keys
+    /// are shared), 0 while it works on its own state.
+    pub fleet_connected: IntGauge,
+    /// In a fleet: operations that could not use Redis and fell back to the replica's own state,
+    /// by `part` (`events`, `idempotency`, `invalidation`, `lease`, `barrier`).
+    pub fleet_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -89,6 +95,12 @@ impl Metrics {
             "Requests refused by the per-caller rate limit, by transport.",
             &["transport"],
         );
+        let fleet_connected = gauge("fleet_connected", "1 while this replica of a fleet reaches Redis, else 0.");
+        let fleet_fallbacks = counters(
+            "fleet_fallbacks_total",
+            "Operations of a fleet replica that could not use Redis and used its own state, by part.",
+            &["part"],
+        );
         Arc::new(Metrics {
             registry,
             live_subscriptions,
@@ -103,6 +115,8 @@ impl Metrics {
             upstream_seconds,
             cache_lookups,
             rate_limited,
+            fleet_connected,
+            fleet_fallbacks,
         })
     }
 
