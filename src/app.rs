@@ -24,6 +24,7 @@ use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
 use crate::config::Config;
 use crate::events::{LocalBus, SharedBus};
+use crate::fleet::{Fleet, Redis};
 use crate::graphql::{CommandSettings, Services, build_schema};
 use crate::http::{Fanout, HttpState, RateLimiter, router};
 use crate::idempotency::MemoryStore;
@@ -70,6 +71,13 @@ impl App {
             Some(url) => url.clone(),
             None => format!("http://{addr}").parse().context("public URL")?,
         };
+        let fleet = match &config.redis_url {
+            Some(url) => {
+                let redis = Redis::new(url.expose(), cache.client().metrics().clone())?;
+                Some(Fleet::join(redis, Duration::from_millis(config.fleet_lease_ms)))
+            }
+            None => None,
+        };
         let live = Live::new(
             cache.clone(),
             bus.clone(),
@@ -81,6 +89,7 @@ impl App {
                 poll_interval: Duration::from_millis(config.poll_interval_ms.max(50)),
                 grace: Duration::from_secs(config.watch_grace_secs),
             },
+            fleet,
         );
         let services = Services {
             cache: cache.clone(),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 /// What happened, as far as witty-bff knows the upstream's event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum StationEventKind {
     CablePlugged,
     CableUnplugged,
@@ -38,8 +38,8 @@ impl StationEventKind {
     }
 }
 
-/// One event about a station (or an installation).
-#[derive(Debug, Clone, PartialEq)]
+/// One event about a station (or an installation); as JSON between the replicas of a fleet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StationEvent {
     /// The upstream's event id (deliveries are deduplicated by it).
     pub id: String,

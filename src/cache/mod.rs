@@ -28,7 +28,7 @@
 pub(crate) mod read;
 mod resource;
 
-pub(crate) use read::{Fetched, Read};
+pub(crate) use read::{Fetched, Kind, Read};
 pub(crate) use resource::Resource;
 
 use std::borrow::Cow;
@@ -488,6 +488,30 @@ impl SharedCache {
         (self.invalidations.now(), self.generations.now())
     }
 
+    /// Drops what a change made stale (on this replica; `Live::changed` tells the fleet). Returns
+    /// the mark of what it unsettles, for [`SharedCache::settle`].
+    pub(crate) fn apply(&self, change: &Change) -> Option<u64> {
+        let Change { installation: i, here, everywhere, own, unsettles, unsettle_ms, .. } = change.clone();
+        let mark = match (i, unsettles.is_empty()) {
+            // Marked before the invalidation, so a read landing between the two is not kept for
+            // its usual time.
+            (Some(i), false) => Some(self.unsettle(Duration::from_millis(unsettle_ms), move |r| {
+                r.installation_id() == Some(i) && unsettles.contains(&Kind::of(r))
+            })),
+            _ => None,
+        };
+        if (i.is_some() && !here.is_empty()) || !everywhere.is_empty() {
+            self.invalidate(move |r| {
+                let kind = Kind::of(r);
+                (i.is_some() && r.installation_id() == i && here.contains(&kind)) || everywhere.contains(&kind)
+            });
+        }
+        if let Some((sub, kinds)) = own.filter(|(_, kinds)| !kinds.is_empty()) {
+            self.invalidate_caller_resource(&sub, move |r| kinds.contains(&Kind::of(r)));
+        }
+        mark
+    }
+
     /// Drops every entry (of every caller) that `stale` says a change made out of date.
     pub(crate) fn invalidate(&self, stale: impl Fn(&Resource) -> bool + Send + Sync + 'static) {
         self.invalidate_keys(Arc::new(move |(_, r): &Key| stale(r)));
@@ -526,6 +550,24 @@ impl SharedCache {
             self.cache.invalidate_all();
         }
     }
+}
+
+/// What a write made stale, as data: applied here, and sent to the other replicas of a fleet.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Change {
+    /// The installation the write was about.
+    pub installation: Option<i64>,
+    /// Kinds of the installation, for every caller.
+    pub here: Vec<Kind>,
+    /// Kinds of every installation, for every caller.
+    pub everywhere: Vec<Kind>,
+    /// One caller's (`sub`) own entries of these kinds.
+    pub own: Option<(String, Vec<Kind>)>,
+    /// Kinds of the installation kept only briefly (`unsettle_ms`) until the change shows.
+    pub unsettles: Vec<Kind>,
+    pub unsettle_ms: u64,
+    /// Who may see the installation changed: live subscriptions check their access again.
+    pub access: bool,
 }
 
 /// How many upstream reads one GraphQL request may send: about twice what the complexity limit

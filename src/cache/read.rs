@@ -36,8 +36,8 @@ macro_rules! reads {
         }
 
         /// The kinds of resource ([`Resource`] without its parameters): what a write says it
-        /// makes stale.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        /// makes stale (by name between the replicas of a fleet).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub(crate) enum Kind {
             $($name,)*
         }

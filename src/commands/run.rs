@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Access, Command, Doubt, Kind, Services};
+use super::{Access, Command, Doubt, Services};
 use crate::auth::Caller;
+use crate::cache::Change;
 use crate::graphql::error::{AppError, AppResult};
 use crate::idempotency::{Claim, Claimed, Completion, Failure, IdempotencyStore, Outcome, Refusal, Slot, digest};
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -204,21 +205,14 @@ impl<'a> Write<'a> {
             }
             command_error(e, self.command.doubt)
         })?;
-        let changes = &self.command.changes;
-        if let (Some(i), false) = (self.installation_id, changes.unsettles.is_empty()) {
-            // Marked before the invalidation, so a read landing between the two is not kept for
-            // its usual time.
-            let wait = self.svc.commands.wait_timeout;
-            let mark = self.svc.cache.unsettle(wait, in_installation(i, changes.unsettles));
-            *lock(&self.progress.unsettled) = Some(mark);
-        }
-        self.invalidate();
+        let mark = self.invalidate(true).await;
+        *lock(&self.progress.unsettled) = mark;
         Ok(value)
     }
 
     /// The write's change shows: what it changed is read again, and kept for its usual time.
-    pub(crate) fn settled(&self) {
-        self.invalidate();
+    pub(crate) async fn settled(&self) {
+        self.invalidate(false).await;
         if let Some(mark) = lock(&self.progress.unsettled).take() {
             self.svc.cache.settle(mark);
         }
@@ -243,27 +237,24 @@ impl<'a> Write<'a> {
         self.caller
     }
 
-    fn invalidate(&self) {
-        let (changes, i) = (&self.command.changes, self.installation_id);
-        let (here, everywhere) = (changes.installation, changes.everywhere);
-        if (i.is_some() && !here.is_empty()) || !everywhere.is_empty() {
-            let here = move |r: &crate::cache::Resource| i.is_some_and(|i| in_installation(i, here)(r));
-            self.svc.cache.invalidate(move |r| here(r) || everywhere.contains(&Kind::of(r)));
-        }
-        if !changes.own.is_empty() {
-            let own = changes.own;
-            self.svc.cache.invalidate_caller_resource(&self.caller.sub, move |r| own.contains(&Kind::of(r)));
-        }
-        if let (Some(i), true) = (i, changes.access) {
+    /// Drops what the command changes, on every replica (and, once sent, marks what it
+    /// `unsettles`: the mark, when there is one).
+    async fn invalidate(&self, sent: bool) -> Option<u64> {
+        let changes = &self.command.changes;
+        let unsettles = if sent && self.installation_id.is_some() { changes.unsettles } else { &[] };
+        let change = Change {
+            installation: self.installation_id,
+            here: if self.installation_id.is_some() { changes.installation.to_vec() } else { Vec::new() },
+            everywhere: changes.everywhere.to_vec(),
+            own: (!changes.own.is_empty()).then(|| (self.caller.sub.to_string(), changes.own.to_vec())),
+            unsettles: unsettles.to_vec(),
+            unsettle_ms: self.svc.commands.wait_timeout.as_millis() as u64,
             // Subscriptions watching what the caller no longer sees end now, not at an event
             // that never comes.
-            self.svc.live.access_changed(i);
-        }
+            access: changes.access,
+        };
+        self.svc.live.changed(change).await
     }
-}
-
-fn in_installation(i: i64, kinds: &'static [Kind]) -> impl Fn(&crate::cache::Resource) -> bool + Send + Sync + 'static {
-    move |r| r.installation_id() == Some(i) && kinds.contains(&Kind::of(r))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

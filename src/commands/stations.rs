@@ -222,7 +222,7 @@ async fn until_applied(
             last = s;
         }
         if order.applied(&last) {
-            w.settled();
+            w.settled().await;
             return Commanded { status: Status::Applied, state: StationState::now(last) };
         }
         if tokio::time::Instant::now() >= deadline {

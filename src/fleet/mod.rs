@@ -75,3 +75,8 @@ impl Redis {
         &self.metrics
     }
 }
+
+mod channel;
+mod lease;
+
+pub(crate) use channel::{Fleet, Listener, Note, Subscription};

@@ -186,6 +186,8 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     if sse {
         return event_stream(&s, request);
     }
+    // In a fleet: what other replicas changed before this request came is heard first.
+    s.live.catch_up().await;
     let response = s.schema.execute(request).await;
     respond(response, modern)
 }
@@ -341,11 +343,19 @@ fn respond(mut response: GqlResponse, modern: bool) -> Response {
 async fn ready(State(s): State<HttpState>) -> Response {
     let url = s.cache.client().base_url().clone();
     let probe = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await;
-    match probe {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "upstream unreachable"})))
-            .into_response(),
+    // In a fleet, Redis away does not take the replica out of the load balancer: it works on its
+    // own state meanwhile (see docs/fleet.md); the answer says so.
+    let fleet =
+        s.live.fleet().map(|f| if f.connected() { "connected" } else { "unreachable: this replica works alone" });
+    let mut body = match probe {
+        Ok(_) => serde_json::json!({"status": "ready"}),
+        Err(_) => serde_json::json!({"status": "upstream unreachable"}),
+    };
+    if let Some(redis) = fleet {
+        body["redis"] = redis.into();
     }
+    let status = if probe.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: the process's counters and gauges, Prometheus text format (no caller data).

@@ -18,8 +18,10 @@ use reqwest::Url;
 
 pub(crate) use registry::WatchGuard;
 
+use crate::cache::Change;
 use crate::cache::SharedCache;
 use crate::events::{SharedBus, StationEvent, StationEventKind};
+use crate::fleet::{Fleet, Listener, Note, Subscription};
 use crate::upstream::notifications::GridEvent;
 
 /// How live events are obtained.
@@ -100,6 +102,12 @@ pub(crate) struct Live {
     access_changes: tokio::sync::broadcast::Sender<i64>,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
     intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
+    /// The other replicas, when witty-bff runs as a fleet.
+    fleet: Option<Arc<Fleet>>,
+    /// The runtime the intake thread reaches Redis through.
+    runtime: tokio::runtime::Handle,
+    /// What hears the other replicas (the fleet holds it weakly).
+    hearing: Arc<Hearing>,
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -110,7 +118,12 @@ const INTAKE_QUEUE: usize = 1024;
 pub(crate) struct IntakeFull;
 
 impl Live {
-    pub(crate) fn new(cache: SharedCache, bus: SharedBus, settings: LiveSettings) -> Arc<Live> {
+    pub(crate) fn new(
+        cache: SharedCache,
+        bus: SharedBus,
+        settings: LiveSettings,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Arc<Live> {
         let seen =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         // A failed removal is tried again on the scale of the grace period (a second at least).
@@ -120,7 +133,25 @@ impl Live {
         let (access_changes, _) = tokio::sync::broadcast::channel(ACCESS_CHANGES);
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
-        let live = Arc::new(Live { cache, bus, settings, seen, latest, registry, access, access_changes, intake });
+        let runtime = tokio::runtime::Handle::current();
+        let live = Arc::new_cyclic(|me| Live {
+            cache,
+            bus,
+            settings,
+            seen,
+            latest,
+            registry,
+            access,
+            access_changes,
+            intake,
+            fleet,
+            runtime,
+            hearing: Arc::new(Hearing(me.clone())),
+        });
+        if let Some(f) = &live.fleet {
+            let hearing: Arc<dyn Listener> = live.hearing.clone();
+            f.set_listener(Arc::downgrade(&hearing));
+        }
         // One thread handles deliveries one after the other, so events are published in the order
         // they arrived. A thread of its own (handling is short and never waits on I/O): it runs
         // as soon as a delivery comes, not after every task the runtime has queued, which under a
@@ -212,12 +243,22 @@ impl Live {
         let event = events.iter().find(|e| e.event_type.eq_ignore_ascii_case(VALIDATION_EVENT))?;
         let code = event.data.get("validationCode")?.as_str()?.to_string();
         self.registry.validated(self, installation, subscription_name);
+        self.tell_fleet(Note::Validated(Subscription { installation, name: subscription_name.map(str::to_string) }));
         Some(code)
     }
 
     /// The upstream deleted a subscription of `installation`: its watchers fall back to polling.
     pub(crate) fn subscription_deleted(self: &Arc<Self>, installation: i64, subscription_name: Option<&str>) {
         self.registry.deleted(self, installation, subscription_name);
+        self.tell_fleet(Note::Deleted(Subscription { installation, name: subscription_name.map(str::to_string) }));
+    }
+
+    /// Tells the other replicas of a fleet what a webhook delivery said about a subscription
+    /// (the replica keeping it may not be the one the upstream reached).
+    fn tell_fleet(&self, note: Note) {
+        if let Some(f) = self.fleet.clone() {
+            self.runtime.spawn(async move { f.tell(&note).await });
+        }
     }
 
     /// Handles notified events: drops duplicates, orders by event time, invalidates (once for the
@@ -259,14 +300,9 @@ impl Live {
                 }
                 !foreign
             })
-            .filter(|e| {
-                let fresh = self.seen.entry((e.installation_id, e.id.clone())).or_insert(()).is_fresh();
-                let outcome = if fresh { "published" } else { "duplicate" };
-                self.metrics().events.with_label_values(&[outcome]).inc();
-                fresh
-            })
             .collect();
         fresh.sort_by_key(|e| e.event_time);
+        let fresh = self.first_seen(fresh);
         // One invalidation per installation of the delivery (its events all happened upstream
         // before it came, so a read after the first is published sees them all), not one per
         // event: a delivery of thousands must cost the cache's readers no more than one of one.
@@ -278,9 +314,43 @@ impl Live {
         }
         for e in fresh {
             self.wait_for_room(burst);
-            self.announce(e);
+            tracing::debug!(installation = e.installation_id, kind = ?e.kind, "station event");
+            self.bus.publish(e);
             burst.published += 1;
         }
+    }
+
+    /// The events (in event-time order) no replica has published yet, marked late when a later
+    /// one of their station was published before: judged by the fleet through Redis, or by this
+    /// replica's own memory (alone, or while Redis is away).
+    fn first_seen(&self, events: Vec<StationEvent>) -> Vec<StationEvent> {
+        let offered = events.len();
+        let events = match &self.fleet {
+            Some(f) if f.connected() => match self.runtime.block_on(f.publish_events(events)) {
+                Ok(fresh) => {
+                    self.count_fresh(fresh.len(), offered);
+                    return fresh;
+                }
+                Err((events, e)) => {
+                    f.redis().fell_back("events", &e);
+                    events
+                }
+            },
+            _ => events,
+        };
+        let fresh: Vec<StationEvent> = events
+            .into_iter()
+            .filter(|e| self.seen.entry((e.installation_id, e.id.clone())).or_insert(()).is_fresh())
+            .map(|e| self.mark_late(e))
+            .collect();
+        self.count_fresh(fresh.len(), offered);
+        fresh
+    }
+
+    fn count_fresh(&self, fresh: usize, offered: usize) {
+        let events = &self.metrics().events;
+        events.with_label_values(&["published"]).inc_by(fresh as u64);
+        events.with_label_values(&["duplicate"]).inc_by(offered.saturating_sub(fresh) as u64);
     }
 
     /// On the intake thread, before each event of a burst (deliveries handled back to back, the
@@ -325,25 +395,66 @@ impl Live {
         }
     }
 
-    /// Drops what the event makes stale, then tells the listeners (see [`Live::announce`]).
-    pub(crate) fn publish(&self, event: StationEvent) {
+    /// Publishes an event the poller learned: drops what it makes stale, then tells the listeners
+    /// (of every replica, in a fleet).
+    pub(crate) async fn publish(&self, event: StationEvent) {
+        let event = match &self.fleet {
+            Some(f) if f.connected() => match f.publish_events(vec![event]).await {
+                Ok(mut fresh) => match fresh.pop() {
+                    Some(e) => e,
+                    None => return,
+                },
+                Err((mut events, e)) => {
+                    f.redis().fell_back("events", &e);
+                    match events.pop() {
+                        Some(e) => self.mark_late(e),
+                        None => return,
+                    }
+                }
+            },
+            _ => self.mark_late(event),
+        };
         self.cache.invalidate_live_state(event.installation_id);
-        self.announce(event);
+        tracing::debug!(installation = event.installation_id, kind = ?event.kind, "station event");
+        self.bus.publish(event);
     }
 
-    /// Tells the listeners, once what the event makes stale is dropped (marking the event late
-    /// when a later one of its station was published already).
-    fn announce(&self, mut event: StationEvent) {
-        let i = event.installation_id;
-        let key = (i, event.charging_station_id.clone());
+    /// Marks the event late when a later one of its station was published already (by this
+    /// replica's memory).
+    fn mark_late(&self, mut event: StationEvent) -> StationEvent {
+        let key = (event.installation_id, event.charging_station_id.clone());
         let at = event.event_time;
         // An event dated after its receipt (a skewed clock, a bad event) counts as received now:
         // it must not make every later event of its station look late.
         let seen_at = at.min(Utc::now());
         let newest = self.latest.entry(key).and_upsert_with(|seen| seen.map_or(seen_at, |e| (*e.value()).max(seen_at)));
         event.late = *newest.value() > at;
-        tracing::debug!(installation = i, kind = ?event.kind, "station event");
-        self.bus.publish(event);
+        event
+    }
+
+    /// A write changed what `change` says: dropped here, and on every other replica of a fleet
+    /// before this returns (so a query anywhere after the mutation's answer sees it). Returns the
+    /// mark of what it unsettles (see `SharedCache::apply`).
+    pub(crate) async fn changed(&self, change: Change) -> Option<u64> {
+        let mark = self.cache.apply(&change);
+        if let (Some(i), true) = (change.installation, change.access) {
+            self.access_changed(i);
+        }
+        if let Some(f) = &self.fleet {
+            f.tell(&Note::Change(change)).await;
+        }
+        mark
+    }
+
+    /// Waits until this replica has heard what the others changed before now (in a fleet).
+    pub(crate) async fn catch_up(&self) {
+        if let Some(f) = &self.fleet {
+            f.catch_up().await;
+        }
+    }
+
+    pub(crate) fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// Starts watching an installation with the caller's credentials (`owner`: the caller owns
@@ -371,6 +482,42 @@ impl Live {
     /// The installations whose memberships change from now on (see [`Live::access_changed`]).
     pub(crate) fn access_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.access_changes.subscribe()
+    }
+}
+
+/// Hears the other replicas of a fleet for the live-events service.
+struct Hearing(std::sync::Weak<Live>);
+
+impl Listener for Hearing {
+    fn heard(&self, note: Note) {
+        let Some(live) = self.0.upgrade() else { return };
+        match note {
+            Note::Events(events) => {
+                let mut installations: Vec<i64> = events.iter().map(|e| e.installation_id).collect();
+                installations.sort_unstable();
+                installations.dedup();
+                for i in installations {
+                    live.cache.invalidate_live_state(i);
+                }
+                for e in events {
+                    live.bus.publish(e);
+                }
+            }
+            Note::Change(change) => {
+                live.cache.apply(&change);
+                if let (Some(i), true) = (change.installation, change.access) {
+                    live.access_changed(i);
+                }
+            }
+            Note::Validated(s) => live.registry.validated(&live, s.installation, s.name.as_deref()),
+            Note::Deleted(s) => live.registry.deleted(&live, s.installation, s.name.as_deref()),
+        }
+    }
+
+    fn resynced(&self) {
+        if let Some(live) = self.0.upgrade() {
+            live.cache.invalidate(|_| true);
+        }
     }
 }
 
@@ -486,7 +633,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             grace: Duration::from_secs(1),
         };
-        Live::new(cache, Arc::new(LocalBus::new(8192)), settings)
+        Live::new(cache, Arc::new(LocalBus::new(8192)), settings, None)
     }
 
     fn event(installation: i64, id: &str) -> GridEvent {

@@ -102,7 +102,8 @@ pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
                         charging_station_id: Some(s.id.clone()),
                         data: serde_json::json!({"installationId": installation_id, "chargingStationId": s.id}),
                         late: false,
-                    });
+                    })
+                    .await;
                 }
             }
             known.insert(s.id.clone(), now);

@@ -68,6 +68,11 @@ struct Registration {
     remade: Option<Instant>,
     /// A task will make it again once it may (see `remake_later`).
     remake_pending: bool,
+    /// In a fleet: this replica holds the installation's lease, so it keeps the upstream
+    /// subscription (or the poller); else another replica does, and events come through Redis.
+    leading: bool,
+    /// In a fleet: a task renews this replica's watching and lease (see `tend`).
+    tending: bool,
 }
 
 impl Registration {
@@ -85,6 +90,8 @@ impl Registration {
             removing: false,
             remade: None,
             remake_pending: false,
+            leading: false,
+            tending: false,
         }
     }
 
@@ -197,6 +204,10 @@ impl Registry {
         if (silent || upgrade) && !reg.removing && !reg.setting_up {
             reg.setting_up = true;
             tokio::spawn(setup(live.clone(), installation_id, reg.id));
+        }
+        if live.fleet().is_some() && !reg.tending {
+            reg.tending = true;
+            tokio::spawn(tend(live.clone(), installation_id, reg.id));
         }
         live.metrics().live_subscriptions.inc();
         count(live, &regs);
@@ -445,6 +456,7 @@ async fn remove_orphan(live: Arc<Live>, installation_id: i64, subscription_id: S
 /// meanwhile, as after a grace period.
 async fn try_orphan(live: &Arc<Live>, installation_id: i64, subscription_id: &str, holder: &Caller) -> Outcome {
     let ours = |id: &str| id.eq_ignore_ascii_case(subscription_id);
+    let elsewhere = watched_elsewhere(live, installation_id).await;
     // Where nobody watches, the registration marking the removal.
     let mut marked = None;
     {
@@ -457,6 +469,10 @@ async fn try_orphan(live: &Arc<Live>, installation_id: i64, subscription_id: &st
             Some(reg) if reg.subscription_id.is_some() && !reg.setting_up && !reg.removing => {}
             // Being set up (it may adopt this one) or removed: looked at again later.
             Some(_) => return Outcome::NotYet { wait: live.settings.grace.max(Duration::from_secs(1)) },
+            // Kept by another replica of the fleet (or Redis cannot tell): not ours to remove.
+            None if elsewhere => {
+                return Outcome::NotYet { wait: live.settings.grace.max(Duration::from_secs(1)) };
+            }
             None => {
                 let mut reg = Registration::new(live.registry.next_id.fetch_add(1, Ordering::Relaxed));
                 reg.removing = true;
@@ -499,6 +515,19 @@ async fn remove_strays(live: Arc<Live>, caller: Caller, candidates: Vec<i64>) {
 /// `removing`); a watcher arriving during the removal has the installation set up again.
 async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, generation: u64) {
     tokio::time::sleep(live.settings.grace).await;
+    let alone = match live.fleet() {
+        Some(f) => match f.tend(installation_id, false, true).await {
+            Ok(t) => Some(t.mine && !t.others_watch),
+            Err(e) => {
+                f.redis().fell_back("lease", &e);
+                None
+            }
+        },
+        None => None,
+    };
+    if alone == Some(false) {
+        return leave(&live, installation_id, reg_id, generation).await;
+    }
     let (subscription, holder) = {
         let mut regs = live.registry.lock();
         let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
@@ -510,10 +539,16 @@ async fn remove_after_grace(live: Arc<Live>, installation_id: i64, reg_id: u64, 
         reg.validated.send_replace(false);
         (reg.subscription_id.take(), reg.holder.take())
     };
-    if let (Some(id), Some(holder)) = (subscription, holder) {
-        unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches").await;
+    match (subscription, holder) {
+        (Some(id), Some(holder)) => unsubscribe(&live, installation_id, &holder.caller, &id, "nobody watches").await,
+        // A replica of a fleet that took the lease only now, to remove what another kept.
+        (None, _) if alone == Some(true) => remove_ours(&live, installation_id, reg_id).await,
+        _ => {}
     }
     removed(&live, installation_id, reg_id);
+    if let (Some(f), Some(true)) = (live.fleet(), alone) {
+        let _ = f.tend(installation_id, false, false).await;
+    }
 }
 
 /// A removal is done: the registration goes, or is set up again for the watchers who came
@@ -532,11 +567,118 @@ fn removed(live: &Arc<Live>, installation_id: i64, reg_id: u64) {
     count(live, &regs);
 }
 
+/// Whether this replica may keep the installation's upstream subscription: always alone; in a
+/// fleet, when it holds (or now takes) the installation's lease, or Redis cannot tell (each
+/// replica then works on its own, adopting the subscription another made by its URL).
+async fn lead(live: &Arc<Live>, installation_id: i64, reg_id: u64) -> bool {
+    let Some(f) = live.fleet() else { return true };
+    let leading = match f.tend(installation_id, true, true).await {
+        Ok(t) => t.mine,
+        Err(e) => {
+            f.redis().fell_back("lease", &e);
+            true
+        }
+    };
+    if let Some(reg) = current(&mut live.registry.lock(), installation_id, reg_id) {
+        reg.leading = leading;
+    }
+    leading
+}
+
+/// In a fleet, for as long as the registration lasts: renews this replica's watching of the
+/// installation and, while it keeps the subscription, its lease; takes the lease over when its
+/// holder is gone (a replica died, or left with its watchers) and sets the installation up; and
+/// steps down, leaving the subscription in place, should another replica hold the lease.
+async fn tend(live: Arc<Live>, installation_id: i64, reg_id: u64) {
+    let Some(f) = live.fleet().cloned() else { return };
+    loop {
+        tokio::time::sleep(f.tend_every()).await;
+        let Some((watching, leading)) =
+            current(&mut live.registry.lock(), installation_id, reg_id).map(|r| (!r.watchers.is_empty(), r.leading))
+        else {
+            return;
+        };
+        // A holder keeps its lease through the grace period (its watchers may come back).
+        let tended = match f.tend(installation_id, watching, watching || leading).await {
+            Ok(t) => t,
+            Err(e) => {
+                f.redis().fell_back("lease", &e);
+                continue;
+            }
+        };
+        let mut regs = live.registry.lock();
+        let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
+        if tended.mine && !reg.leading {
+            reg.leading = true;
+            if !reg.watchers.is_empty() && !reg.setting_up && !reg.removing {
+                tracing::info!(installation = installation_id, "fleet: took over the installation's lease");
+                reg.setting_up = true;
+                tokio::spawn(setup(live.clone(), installation_id, reg_id));
+            }
+        } else if !tended.mine && reg.leading {
+            tracing::warn!(installation = installation_id, "fleet: another replica holds the lease now; stepping down");
+            reg.leading = false;
+            reg.stop_polling();
+            reg.subscription_id = None;
+            reg.holder = None;
+            reg.validated.send_replace(false);
+        }
+        count(&live, &regs);
+    }
+}
+
+/// The grace period is over on a replica of a fleet while another replica still watches (or
+/// holds the lease): the registration goes here without touching the upstream subscription, and
+/// the lease is given up for a watching replica to take.
+async fn leave(live: &Arc<Live>, installation_id: i64, reg_id: u64, generation: u64) {
+    {
+        let mut regs = live.registry.lock();
+        let Some(reg) = current(&mut regs, installation_id, reg_id) else { return };
+        if !reg.watchers.is_empty() || reg.generation != generation || reg.removing {
+            return;
+        }
+        reg.stop_polling();
+        regs.remove(&installation_id);
+        live.registry.gone.insert(installation_id, ());
+        count(live, &regs);
+    }
+    if let Some(f) = live.fleet() {
+        let _ = f.tend(installation_id, false, false).await;
+    }
+}
+
+/// Removes our upstream subscription of an installation this replica did not keep (the replica
+/// that kept it has left the fleet), with the token of its last watcher here.
+async fn remove_ours(live: &Arc<Live>, installation_id: i64, reg_id: u64) {
+    let last = current(&mut live.registry.lock(), installation_id, reg_id).and_then(|r| r.last.clone());
+    let Some(last) = last.filter(Watcher::usable) else { return };
+    let Ok(subs) = live.cache.client().event_subscriptions(last.caller.token(), installation_id).await else {
+        return;
+    };
+    let url = live.webhook_url(installation_id);
+    for s in subs.into_iter().filter(|s| s.protocol_data.as_deref() == Some(url.as_str())) {
+        unsubscribe(live, installation_id, &last.caller, &s.event_subscription_id, "nobody in the fleet watches").await;
+    }
+}
+
+/// In a fleet, whether another replica keeps or watches the installation (yes when Redis cannot
+/// tell: removing what another replica uses is worse than removing later).
+async fn watched_elsewhere(live: &Live, installation_id: i64) -> bool {
+    let Some(f) = live.fleet() else { return false };
+    f.watched(installation_id).await.unwrap_or(true)
+}
+
 /// Registers (or adopts) the upstream subscription with the best credentials at hand, and again
 /// when an owner came while an installer's was being made; polls when webhooks are off. Clears
 /// `setting_up` when done.
 async fn setup(live: Arc<Live>, installation_id: i64, reg_id: u64) {
     loop {
+        if !lead(&live, installation_id, reg_id).await {
+            if let Some(reg) = current(&mut live.registry.lock(), installation_id, reg_id) {
+                reg.setting_up = false;
+            }
+            return;
+        }
         let holder = if live.settings.webhooks {
             register(&live, installation_id, reg_id).await
         } else {
