@@ -12,7 +12,6 @@
 //! seen at the installation (by any replica, within a day) is dropped, and an event older than
 //! the newest of its station already published is marked `late`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -67,8 +66,6 @@ pub(crate) struct Fleet {
     replica: String,
     /// The number of the last note heard on the channel.
     heard: tokio::sync::watch::Sender<u64>,
-    /// Subscribed to the channel now.
-    listening: AtomicBool,
     listener: OnceLock<Weak<dyn Listener>>,
     pub(super) lease: Duration,
 }
@@ -119,7 +116,6 @@ impl Fleet {
             redis,
             replica: uuid::Uuid::new_v4().to_string(),
             heard: tokio::sync::watch::channel(0).0,
-            listening: AtomicBool::new(false),
             listener: OnceLock::new(),
             lease,
         });
@@ -142,7 +138,7 @@ impl Fleet {
 
     /// Subscribed to the channel (Redis answers).
     pub(crate) fn connected(&self) -> bool {
-        self.listening.load(Ordering::Relaxed)
+        self.redis.up()
     }
 
     /// Tells the other replicas; returns once the note is numbered (so a query on another replica
@@ -155,6 +151,9 @@ impl Fleet {
             Note::Deleted(s) => ("D", serde_json::to_string(s)),
         };
         let Ok(payload) = payload else { return };
+        if !self.connected() {
+            return self.redis.metrics().fleet_fallbacks.with_label_values(&["invalidation"]).inc();
+        }
         let script = redis::Script::new(NOTE);
         let mut call = script.key(key("seq"));
         call.key(key("notes")).arg(&self.replica).arg(kind).arg(payload);
@@ -308,12 +307,13 @@ async fn listen(fleet: Weak<Fleet>) {
         .await;
         let mut stream = match subscribed {
             Ok((pubsub, now)) => {
-                f.heard.send_modify(|n| *n = (*n).max(now));
+                // Taken as is, not as a maximum: a Redis that restarted empty numbers from 1 again.
+                f.heard.send_replace(now);
                 if let Some(l) = f.listener() {
                     l.resynced();
                 }
-                f.listening.store(true, Ordering::Relaxed);
-                f.redis.metrics().fleet_connected.set(1);
+                f.redis.set_up(true);
+                f.redis.recovered();
                 tracing::info!("fleet: listening to the other replicas through Redis");
                 pause = Duration::from_millis(100);
                 pubsub.into_on_message()
@@ -335,8 +335,7 @@ async fn listen(fleet: Weak<Fleet>) {
             }
         }
         let Some(f) = fleet.upgrade() else { return };
-        f.listening.store(false, Ordering::Relaxed);
-        f.redis.metrics().fleet_connected.set(0);
-        tracing::warn!("fleet: lost Redis; this replica works on its own state until it is back");
+        f.redis.set_up(false);
+        f.redis.fell_back("events", &redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
     }
 }

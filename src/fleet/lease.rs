@@ -72,6 +72,7 @@ impl Fleet {
     /// Records this replica's watching, and renews, takes (`want`) or gives up (`!want`) the
     /// installation's lease (see the module's doc).
     pub(crate) async fn tend(&self, installation: i64, watching: bool, want: bool) -> redis::RedisResult<Tended> {
+        self.usable()?;
         let (lease, watchers) = Fleet::lease_keys(installation);
         let script = redis::Script::new(TEND);
         let mut call = script.key(lease);
@@ -86,12 +87,21 @@ impl Fleet {
 
     /// Whether any replica holds the installation's lease or watches it.
     pub(crate) async fn watched(&self, installation: i64) -> redis::RedisResult<bool> {
+        self.usable()?;
         let (lease, watchers) = Fleet::lease_keys(installation);
         let script = redis::Script::new(WATCHED);
         let mut call = script.key(lease);
         call.key(watchers);
         let watched: u8 = timed(call.invoke_async(&mut self.redis().conn())).await?;
         Ok(watched == 1)
+    }
+
+    /// Fails at once while Redis is away (rather than after a timeout, on every call).
+    fn usable(&self) -> redis::RedisResult<()> {
+        if self.connected() {
+            return Ok(());
+        }
+        Err(redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::NotConnected)))
     }
 
     /// How often a lease and a presence are renewed: three times within their life.

@@ -38,6 +38,11 @@ pub(crate) struct Redis {
     client: redis::Client,
     conn: ConnectionManager,
     metrics: std::sync::Arc<Metrics>,
+    /// Redis failed since it last answered the channel's subscription: logged once per loss.
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The fleet's channel is subscribed: Redis answers. While it does not, callers go on
+    /// without it at once rather than wait for a timeout on every call.
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Redis {
@@ -51,7 +56,7 @@ impl Redis {
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| anyhow::anyhow!("Redis connection: {}", e.category()))?;
-        Ok(Redis { client, conn, metrics })
+        Ok(Redis { client, conn, metrics, lost: Default::default(), up: Default::default() })
     }
 
     /// A connection for commands (multiplexed: clones share it).
@@ -67,8 +72,28 @@ impl Redis {
     /// Counts an operation that went on without Redis (see the module's doc).
     pub(crate) fn fell_back(&self, part: &str, error: &redis::RedisError) {
         self.metrics.fleet_fallbacks.with_label_values(&[part]).inc();
-        // The error's kind only: its text may quote the URL.
-        tracing::warn!(part, error = error.category(), "Redis unavailable; this replica uses its own state");
+        if !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // The error's kind only: its text may quote the URL.
+            tracing::warn!(part, error = error.category(), "Redis unavailable; this replica uses its own state");
+        }
+    }
+
+    /// Whether Redis answered last time the channel looked (see `up`).
+    pub(crate) fn up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Says whether the fleet's channel is subscribed (it alone knows).
+    pub(super) fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.fleet_connected.set(i64::from(up));
+    }
+
+    /// Redis answers again (the channel is subscribed): the next loss is logged again.
+    pub(crate) fn recovered(&self) {
+        if self.lost.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("Redis reachable again; the replicas share their state again");
+        }
     }
 
     pub(crate) fn metrics(&self) -> &std::sync::Arc<Metrics> {
