@@ -24,8 +24,8 @@ const KEPT_SLACK: u64 = 16 * 1024 * 1024;
 /// keys: a key dropped early would let its retry run the write again, the very thing a key
 /// prevents, and would do so silently. So no caller's keys crowd out another's either, short of
 /// `KEPT_BYTES / CALLER_BYTES` callers at their limits together.
-const CALLER_KEYS: usize = 1_000;
-const CALLER_BYTES: u64 = 4 * 1024 * 1024;
+pub(super) const CALLER_KEYS: usize = 1_000;
+pub(super) const CALLER_BYTES: u64 = 4 * 1024 * 1024;
 /// What a kept entry takes besides its strings: the cache's entry, the `Arc`s, the watch channel
 /// and what the upstream told (a station's state), which the arguments do not say.
 const ENTRY_OVERHEAD: usize = 1024;
@@ -48,7 +48,7 @@ struct Stored {
 /// About how many bytes an entry holds: its strings, and what its outcome can hold beyond what
 /// the upstream told: the arguments (an answer may repeat them, e.g. a webhook URL; their
 /// fingerprint's length stands for them) or an error's message.
-fn weight(slot: &Slot, field: &str, arguments: usize, outcome: &Outcome) -> u32 {
+pub(super) fn weight(slot: &Slot, field: &str, arguments: usize, outcome: &Outcome) -> u32 {
     let told = match outcome {
         Ok(_) => 0,
         Err(e) => e.message.len(),
@@ -182,17 +182,7 @@ impl MemoryStore {
         let theirs = keys >= CALLER_KEYS || bytes >= CALLER_BYTES;
         let oldest = self.usage.oldest(theirs.then_some(who));
         let retry_after = oldest.map(|at| (at + self.window).saturating_duration_since(Instant::now()));
-        Refusal::Full {
-            // Whole seconds, rounded up, at least one.
-            retry_after: retry_after.map_or(self.window, |d| Duration::from_secs(d.as_secs() + 1)),
-            message: format!(
-                "too many idempotency keys in use: at most {CALLER_KEYS} (and {} MiB of results) per user, and {} MiB \
-                 for all users, are kept for {} s; nothing was sent. Send it again once some keys have expired",
-                CALLER_BYTES / (1024 * 1024),
-                KEPT_BYTES / (1024 * 1024),
-                self.window.as_secs()
-            ),
-        }
+        too_many(self.window, retry_after)
     }
 
     fn running(&self) -> MutexGuard<'_, HashMap<Slot, Running>> {
@@ -209,11 +199,7 @@ impl MemoryStore {
         if let Some(request) = request
             && self.requests.get(&named).is_some_and(|first| first != *request)
         {
-            return Err(Refusal::Conflict(format!(
-                "the idempotency key '{}' (the Idempotency-Key header) was already used for a different request \
-                 (other mutations, or other arguments); nothing was sent. Use a new key for a new request",
-                slot.key
-            )));
+            return Err(other_request(&slot.key));
         }
         if let Some(first) = self.kept.get(slot) {
             return replay(claim, &first).map(|o| Some(Claimed::Replay(o)));
@@ -238,18 +224,49 @@ impl MemoryStore {
     }
 }
 
+/// The refusal of a new key to a caller who has as many as they may (or to anyone, when all
+/// callers together have), to try again after `retry_after` (`None`: a window).
+pub(super) fn too_many(window: Duration, retry_after: Option<Duration>) -> Refusal {
+    Refusal::Full {
+        // Whole seconds, rounded up, at least one.
+        retry_after: retry_after.map_or(window, |d| Duration::from_secs(d.as_secs() + 1)),
+        message: format!(
+            "too many idempotency keys in use: at most {CALLER_KEYS} (and {} MiB of results) per user, and {} MiB \
+             for all users, are kept for {} s; nothing was sent. Send it again once some keys have expired",
+            CALLER_BYTES / (1024 * 1024),
+            KEPT_BYTES / (1024 * 1024),
+            window.as_secs()
+        ),
+    }
+}
+
+/// The refusal of an `Idempotency-Key` header that named another request before.
+pub(super) fn other_request(key: &str) -> Refusal {
+    Refusal::Conflict(format!(
+        "the idempotency key '{key}' (the Idempotency-Key header) was already used for a different request \
+         (other mutations, or other arguments); nothing was sent. Use a new key for a new request"
+    ))
+}
+
 /// The first request's outcome, or a refusal if this request is another one.
 fn replay(claim: &Claim, first: &Stored) -> Result<Outcome, Refusal> {
-    let field = &claim.field;
-    if first.field != *field || first.fingerprint != claim.fingerprint {
-        let other = if first.field == *field { format!("{field} with other arguments") } else { first.field.clone() };
+    same_request(claim, &first.field, &first.fingerprint)?;
+    Ok(first.outcome.clone())
+}
+
+/// Refuses `claim` if the first request under its key (`field` with arguments hashed to
+/// `fingerprint`) was another one.
+pub(super) fn same_request(claim: &Claim, field: &str, fingerprint: &str) -> Result<(), Refusal> {
+    let ours = &claim.field;
+    if field != ours || *fingerprint != *claim.fingerprint {
+        let other = if field == ours { format!("{ours} with other arguments") } else { field.to_string() };
         return Err(Refusal::Conflict(format!(
             "the idempotency key '{}' was already used for a different request ({other}); nothing was sent. \
              Use a new key for a new request",
             claim.slot.key
         )));
     }
-    Ok(first.outcome.clone())
+    Ok(())
 }
 
 impl IdempotencyStore for MemoryStore {

@@ -5,8 +5,13 @@
 //! The store knows nothing of GraphQL or of the mutations: it keeps, per caller and key, the
 //! mutation's name, a hash of its arguments and its outcome as JSON ([`Outcome`]), so that a store
 //! shared by replicas (Redis) can implement [`IdempotencyStore`] as [`MemoryStore`] does.
+//!
+//! [`MemoryStore`] keeps them in one process; [`RedisStore`] in the fleet's Redis, so that a key
+//! retried or duplicated on another replica finds the first request there, and in its own
+//! [`MemoryStore`] while Redis fails.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use memory::MemoryStore;
+// wired in app.rs by the fleet change
+#[allow(unused_imports)]
+pub(crate) use redis::RedisStore;
 
 /// A mutation's outcome as a key keeps it: its answer as JSON, or the error it gave.
 pub(crate) type Outcome = Result<serde_json::Value, Failure>;
