@@ -27,7 +27,7 @@ use crate::events::{LocalBus, SharedBus};
 use crate::fleet::{Fleet, Redis};
 use crate::graphql::{CommandSettings, Services, build_schema};
 use crate::http::{Fanout, HttpState, RateLimiter, router};
-use crate::idempotency::MemoryStore;
+use crate::idempotency::{IdempotencyStore, MemoryStore, RedisStore};
 use crate::live::{Live, LiveSettings};
 use crate::simulator::{self, SimConfig, Simulator};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
@@ -71,12 +71,14 @@ impl App {
             Some(url) => url.clone(),
             None => format!("http://{addr}").parse().context("public URL")?,
         };
-        let fleet = match &config.redis_url {
+        let window = Duration::from_secs(config.idempotency_window_secs.max(1));
+        let (fleet, idempotency): (_, Arc<dyn IdempotencyStore>) = match &config.redis_url {
             Some(url) => {
                 let redis = Redis::new(url.expose(), cache.client().metrics().clone())?;
-                Some(Fleet::join(redis, Duration::from_millis(config.fleet_lease_ms)))
+                let store = Arc::new(RedisStore::new(redis.clone(), window));
+                (Some(Fleet::join(redis, Duration::from_millis(config.fleet_lease_ms))), store)
             }
-            None => None,
+            None => (None, Arc::new(MemoryStore::new(window))),
         };
         let live = Live::new(
             cache.clone(),
@@ -95,7 +97,7 @@ impl App {
             cache: cache.clone(),
             bus,
             commands: CommandSettings { wait_timeout: Duration::from_millis(config.command_wait_timeout_ms) },
-            idempotency: Arc::new(MemoryStore::new(Duration::from_secs(config.idempotency_window_secs.max(1)))),
+            idempotency,
             live: live.clone(),
         };
         let state = HttpState {

@@ -319,6 +319,7 @@ async fn listen(fleet: Weak<Fleet>) {
                 pubsub.into_on_message()
             }
             Err(e) => {
+                f.redis.set_up(false);
                 f.redis.fell_back("events", &e);
                 drop(f);
                 tokio::time::sleep(pause).await;
@@ -336,6 +337,7 @@ async fn listen(fleet: Weak<Fleet>) {
         }
         let Some(f) = fleet.upgrade() else { return };
         f.redis.set_up(false);
-        f.redis.fell_back("events", &redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        f.redis
+            .fell_back("events", &redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
     }
 }

@@ -56,7 +56,9 @@ impl Redis {
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| anyhow::anyhow!("Redis connection: {}", e.category()))?;
-        Ok(Redis { client, conn, metrics, lost: Default::default(), up: Default::default() })
+        // Presumed up until the channel's first subscription says otherwise.
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        Ok(Redis { client, conn, metrics, lost: Default::default(), up })
     }
 
     /// A connection for commands (multiplexed: clones share it).

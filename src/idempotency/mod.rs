@@ -20,8 +20,6 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use memory::MemoryStore;
-// wired in app.rs by the fleet change
-#[allow(unused_imports)]
 pub(crate) use redis::RedisStore;
 
 /// A mutation's outcome as a key keeps it: its answer as JSON, or the error it gave.

@@ -170,8 +170,6 @@ enum Answer {
 }
 
 /// Outcomes kept in the fleet's Redis, or in this replica's memory while Redis fails.
-// wired in app.rs by the fleet change
-#[allow(dead_code)]
 pub(crate) struct RedisStore {
     redis: Redis,
     local: MemoryStore,
@@ -182,8 +180,6 @@ pub(crate) struct RedisStore {
     routes: Mutex<HashMap<Slot, Route>>,
 }
 
-// wired in app.rs by the fleet change
-#[allow(dead_code)]
 impl RedisStore {
     pub(crate) fn new(redis: Redis, window: Duration) -> RedisStore {
         RedisStore { redis, local: MemoryStore::new(window), window, running: RUNNING, routes: Mutex::default() }
@@ -326,6 +322,11 @@ impl IdempotencyStore for RedisStore {
             // A key this replica runs in memory stays there until it ends, Redis back or not: its
             // completion goes there, and a duplicate here must wait for it rather than run.
             if matches!(self.routes().get(&claim.slot), Some(Route::Local)) {
+                return self.claim_local(claim).await;
+            }
+            // Redis is away (the fleet's channel says so): no timeout to wait on every claim.
+            if !self.redis.up() {
+                self.redis.metrics().fleet_fallbacks.with_label_values(&["idempotency"]).inc();
                 return self.claim_local(claim).await;
             }
             let Some(names) = Names::of(&claim.slot) else {

@@ -101,13 +101,23 @@ pub(crate) struct Live {
     /// caller lost access may hear no event ever again to check it at), and only its watches.
     access_changes: tokio::sync::broadcast::Sender<i64>,
     /// Deliveries waiting to be handled, in the order they arrived (with their subscription name).
-    intake: std::sync::mpsc::SyncSender<(i64, Option<String>, Vec<GridEvent>)>,
+    intake: std::sync::mpsc::SyncSender<Intake>,
     /// The other replicas, when witty-bff runs as a fleet.
     fleet: Option<Arc<Fleet>>,
     /// The runtime the intake thread reaches Redis through.
     runtime: tokio::runtime::Handle,
     /// What hears the other replicas (the fleet holds it weakly).
     hearing: Arc<Hearing>,
+    /// Events heard from other replicas, in the order heard, on their way to the intake.
+    remote: tokio::sync::mpsc::UnboundedSender<Vec<StationEvent>>,
+}
+
+/// What the intake thread handles, in the order it came.
+enum Intake {
+    /// A webhook delivery: at the webhook of an installation, from the subscription named.
+    Delivery(i64, Option<String>, Vec<GridEvent>),
+    /// Fresh events another replica of the fleet published.
+    Heard(Vec<StationEvent>),
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -134,6 +144,7 @@ impl Live {
         let latest =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build();
         let runtime = tokio::runtime::Handle::current();
+        let (remote, mut heard) = tokio::sync::mpsc::unbounded_channel();
         let live = Arc::new_cyclic(|me| Live {
             cache,
             bus,
@@ -147,6 +158,14 @@ impl Live {
             fleet,
             runtime,
             hearing: Arc::new(Hearing(me.clone())),
+            remote,
+        });
+        let weak = Arc::downgrade(&live);
+        tokio::spawn(async move {
+            while let Some(events) = heard.recv().await {
+                let Some(live) = weak.upgrade() else { return };
+                live.heard(events).await;
+            }
         });
         if let Some(f) = &live.fleet {
             let hearing: Arc<dyn Listener> = live.hearing.clone();
@@ -161,7 +180,7 @@ impl Live {
             let mut burst = Burst::new();
             loop {
                 // A delivery already waiting continues the burst; one waited for starts another.
-                let (installation, subscription, events) = match deliveries.try_recv() {
+                let item = match deliveries.try_recv() {
                     Ok(delivery) => delivery,
                     Err(_) => match deliveries.recv() {
                         Ok(delivery) => {
@@ -172,7 +191,12 @@ impl Live {
                     },
                 };
                 let Some(live) = weak.upgrade() else { break };
-                live.notify(installation, subscription.as_deref(), events, &mut burst);
+                match item {
+                    Intake::Delivery(installation, subscription, events) => {
+                        live.notify(installation, subscription.as_deref(), events, &mut burst)
+                    }
+                    Intake::Heard(events) => live.spread(events, &mut burst),
+                }
             }
         });
         if let Err(e) = started {
@@ -189,7 +213,24 @@ impl Live {
         subscription: Option<&str>,
         events: Vec<GridEvent>,
     ) -> Result<(), IntakeFull> {
-        self.intake.try_send((installation, subscription.map(str::to_string), events)).map_err(|_| IntakeFull)
+        self.intake
+            .try_send(Intake::Delivery(installation, subscription.map(str::to_string), events))
+            .map_err(|_| IntakeFull)
+    }
+
+    /// Queues events another replica of the fleet published, behind the deliveries already
+    /// queued here (waiting for room in the queue: Redis keeps what the channel brings meanwhile).
+    async fn heard(&self, mut events: Vec<StationEvent>) {
+        loop {
+            match self.intake.try_send(Intake::Heard(events)) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::TrySendError::Full(Intake::Heard(back))) => {
+                    events = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// The process's metrics (shared with the upstream client).
@@ -303,6 +344,12 @@ impl Live {
             .collect();
         fresh.sort_by_key(|e| e.event_time);
         let fresh = self.first_seen(fresh);
+        self.spread(fresh, burst);
+    }
+
+    /// Publishes fresh events to this replica's listeners, as fast as they take them (see
+    /// [`Live::wait_for_room`]), once what they make stale is dropped.
+    fn spread(&self, fresh: Vec<StationEvent>, burst: &mut Burst) {
         // One invalidation per installation of the delivery (its events all happened upstream
         // before it came, so a read after the first is published sees them all), not one per
         // event: a delivery of thousands must cost the cache's readers no more than one of one.
@@ -493,15 +540,12 @@ impl Listener for Hearing {
         let Some(live) = self.0.upgrade() else { return };
         match note {
             Note::Events(events) => {
-                let mut installations: Vec<i64> = events.iter().map(|e| e.installation_id).collect();
-                installations.sort_unstable();
-                installations.dedup();
-                for i in installations {
-                    live.cache.invalidate_live_state(i);
+                // Dropped at once (a query answered after this note was heard must not see the
+                // state before it); published in turn by the intake.
+                for e in &events {
+                    live.cache.invalidate_live_state(e.installation_id);
                 }
-                for e in events {
-                    live.bus.publish(e);
-                }
+                let _ = live.remote.send(events);
             }
             Note::Change(change) => {
                 live.cache.apply(&change);
