@@ -202,3 +202,27 @@ async fn without_redis_replicas_answer_on_their_own_and_events_flow_again_once_i
     deliver_to(fleet.replica(0), "after-redis").await;
     assert_eq!(heard_until(&mut on_b, &["after-redis"]).await["after-redis"], 1);
 }
+
+/// The harness itself (whatever the fleet mode does): the load balancer reaches every replica and
+/// skips a stopped one, and Redis starts again on its port, empty.
+#[tokio::test]
+async fn the_harness_balances_over_live_replicas_and_restarts_redis_on_its_port() {
+    let Some(mut fleet) = TestFleet::spawn(2).await else { return };
+    // A connection per request (none kept alive), so that each is balanced anew.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).tls_certs_only([]).build().unwrap();
+    let healthy = |fleet: &TestFleet| {
+        let (client, url) = (client.clone(), format!("{}/healthz", fleet.lb.base));
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    };
+    for _ in 0..4 {
+        assert!(healthy(&fleet).await, "the replicas answer in turn through the load balancer");
+    }
+    fleet.stop(0).await;
+    for _ in 0..4 {
+        assert!(healthy(&fleet).await, "the load balancer skips the stopped replica");
+    }
+    let url = fleet.redis.url();
+    fleet.redis.stop();
+    fleet.redis.start().await;
+    assert_eq!(fleet.redis.url(), url);
+}

@@ -2,6 +2,7 @@
 //! replicas on that Redis ([`TestFleet`]), each in its own runtime so that stopping one is a
 //! crash, and a [`TestLb`] in front of them, which the upstream's webhook deliveries go through.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +36,11 @@ impl RedisServer {
             if std::env::var_os(REQUIRE_REDIS).is_some() {
                 panic!("redis-server not found on PATH, and {REQUIRE_REDIS} is set: install redis-server");
             }
-            eprintln!("fleet tests not run: redis-server not found on PATH (install redis-server; CI requires it)");
+            // Straight to stderr: the test harness captures `eprintln!` and shows it only on failure.
+            let _ = writeln!(
+                std::io::stderr(),
+                "fleet tests not run: redis-server not found on PATH (install redis-server; CI requires it)"
+            );
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
