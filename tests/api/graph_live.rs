@@ -176,17 +176,6 @@ async fn with_webhooks_off_polling_reports_a_settings_change() {
     assert_eq!(event["chargingStationId"], ALICE_STATION);
 }
 
-/// The BFF's subscriptions on an installation, as the upstream lists them for `sub`.
-async fn bff_hooks(app: &TestApp, sub: &str, i: i64) -> Vec<Value> {
-    let subs = app.sim().get(sub, &format!("/installations/{i}/event-subscriptions")).await.body;
-    subs.as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["protocolData"].as_str().is_some_and(|d| d.contains("/webhooks/witty/")))
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_others_untouched() {
     let app = spawn_app_with(|c| c.watch_grace_secs = 0).await;
@@ -205,12 +194,12 @@ async fn one_upstream_subscription_while_watched_removed_after_the_grace_and_oth
     let b = app.subscribe("graphql-ws", &token, "1", EVENTS).await;
     app.live_subscriptions(2).await;
     app.validated_webhook().await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "one for both watchers");
+    assert_eq!(app.sim().bff_hooks("alice", 33).await.len(), 1, "one for both watchers");
     // Both watchers leave: after the grace (0 s here) witty-bff's subscription goes, Alice's stays.
     drop(a);
     drop(b);
     eventually("witty-bff's subscription to be removed", || async {
-        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+        app.sim().bff_hooks("alice", 33).await.is_empty().then_some(())
     })
     .await;
     let all = app.sim().get("alice", "/installations/33/event-subscriptions").await.body;
@@ -246,7 +235,7 @@ async fn left_with_an_expired_token() -> (TestApp, Value) {
     let hook = app.validated_webhook().await;
     ws_ended_with(&mut ws, "UNAUTHENTICATED").await;
     unremoved(&app, 1.0, "the removal to wait for a fresh token").await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
+    assert_eq!(app.sim().bff_hooks("alice", 33).await.len(), 1, "still there");
     (app, hook)
 }
 
@@ -257,14 +246,14 @@ async fn a_subscription_left_with_an_expired_token_is_removed_with_the_users_nex
     let r = app.graphql("alice", "{ installations { id } }", json!({})).await;
     assert!(r["errors"].is_null(), "{r}");
     eventually("witty-bff's subscription to be removed", || async {
-        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+        app.sim().bff_hooks("alice", 33).await.is_empty().then_some(())
     })
     .await;
     assert_eq!(app.metric("witty_bff_unremoved_upstream_subscriptions").await, 0.0);
     // A later watch by Alice registers afresh, and events flow.
     let mut again = app.watch_events(&app.token_for("alice")).await;
     app.validated_webhook().await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
+    assert_eq!(app.sim().bff_hooks("alice", 33).await.len(), 1);
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut again).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
 }
@@ -280,11 +269,11 @@ async fn a_removal_that_fails_with_the_users_fresh_token_is_tried_again_with_it_
     assert!(r["errors"].is_null(), "{r}");
     eventually("the first try", || async { (app.sim().calls_to(DELETE).await == 1).then_some(()) }).await;
     unremoved(&app, 1.0, "the failed try to be kept").await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1, "still there");
+    assert_eq!(app.sim().bff_hooks("alice", 33).await.len(), 1, "still there");
     // The upstream recovers; with no request from Alice, the removal is tried again with her token.
     app.sim().clear_faults().await;
     eventually("witty-bff's subscription to be removed", || async {
-        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+        app.sim().bff_hooks("alice", 33).await.is_empty().then_some(())
     })
     .await;
     unremoved(&app, 0.0, "the removal to be settled").await;
@@ -304,7 +293,7 @@ async fn a_user_coming_back_after_their_token_expired_adopts_the_subscription_le
     unremoved(&app, 0.0, "the removal to be settled").await;
     let calls = app.sim().calls_by_route().await;
     assert!(!calls.contains_key("DELETE /installations/{i}/event-subscriptions/{id}"), "{calls:#?}");
-    let hooks = bff_hooks(&app, "alice", 33).await;
+    let hooks = app.sim().bff_hooks("alice", 33).await;
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(hooks[0]["eventSubscriptionId"], left["eventSubscriptionId"], "the same one");
     // And it goes on delivering (a session may have started in between).
@@ -347,7 +336,7 @@ async fn a_sole_watcher_removed_through_witty_bff_is_told_at_once_without_waitin
     let mut bob = app.subscribe_as("bob", "subscription { stationEvents(installationId: 42) { type } }").await;
     app.live_subscriptions(1).await;
     eventually("Bob's subscription to be validated", || async {
-        bff_hooks(&app, "bob", 42).await.iter().any(|h| h["state"] == "Created").then_some(())
+        app.sim().bff_hooks("bob", 42).await.iter().any(|h| h["state"] == "Created").then_some(())
     })
     .await;
     let r = app
@@ -368,7 +357,8 @@ async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_ever
     let app = spawn_app_with(|c| c.watch_grace_secs = 1).await;
     // Ivan (installer on 33) is the only watcher, so the subscription is his.
     let ivan = app.watch_events(&app.token_for("ivan")).await;
-    eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
+    eventually("Ivan's subscription", || async { (app.sim().bff_hooks("ivan", 33).await.len() == 1).then_some(()) })
+        .await;
     // Alice disables him, then he leaves: after the grace, the upstream refuses his removal (403).
     let r = app
         .graphql("alice", r#"mutation { disableInstaller(installationId: 33, accountId: "ivan") }"#, json!({}))
@@ -389,21 +379,22 @@ async fn a_removal_the_upstream_refuses_for_good_is_given_up_not_retried_at_ever
 async fn an_installers_replaced_subscription_left_with_an_expired_token_goes_while_the_owner_watches() {
     // Ivan (installer) watches first, with a token that expires 2 to 3 s from now.
     let (app, mut ivan) = watching_with_a_short_token("ivan").await;
-    eventually("Ivan's subscription", || async { (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(()) }).await;
+    eventually("Ivan's subscription", || async { (app.sim().bff_hooks("ivan", 33).await.len() == 1).then_some(()) })
+        .await;
     ws_ended_with(&mut ivan, "UNAUTHENTICATED").await;
     // Alice (owner) comes within the grace: hers replaces his, whose removal waits for his next token.
     let mut alice = app.watch_events(&app.token_for("alice")).await;
     app.validated_webhook().await;
     unremoved(&app, 1.0, "the removal to wait for Ivan's next token").await;
-    assert_eq!(bff_hooks(&app, "ivan", 33).await.len(), 1, "still there");
+    assert_eq!(app.sim().bff_hooks("ivan", 33).await.len(), 1, "still there");
     // Ivan's next request removes it, while Alice's goes on serving her.
     app.graphql("ivan", "{ installations { id } }", json!({})).await;
     eventually("Ivan's subscription to be removed", || async {
-        bff_hooks(&app, "ivan", 33).await.is_empty().then_some(())
+        app.sim().bff_hooks("ivan", 33).await.is_empty().then_some(())
     })
     .await;
     unremoved(&app, 0.0, "the removal to be settled").await;
-    assert_eq!(bff_hooks(&app, "alice", 33).await.len(), 1);
+    assert_eq!(app.sim().bff_hooks("alice", 33).await.len(), 1);
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut alice).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
 }
@@ -428,7 +419,7 @@ async fn a_restarted_bff_adopts_its_upstream_subscription_instead_of_adding_one(
     assert_eq!(r.status, 200, "{:?}", r.body);
     let e = ws_data(&mut ws).await;
     assert_eq!(e["data"]["stationEvents"]["type"], "LOAD_SHEDDING", "{e}");
-    let hooks = bff_hooks(&second, "alice", 33).await;
+    let hooks = second.sim().bff_hooks("alice", 33).await;
     assert_eq!(hooks.len(), 1, "adopted, not duplicated: {hooks:?}");
     assert_eq!(hooks[0]["eventSubscriptionId"], registered["eventSubscriptionId"]);
 }
@@ -618,7 +609,7 @@ async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again
         let r = app.graphql("alice", "mutation { unsubscribeAllNotifications(installationId: 33) }", json!({})).await;
         assert_eq!(data(&r)["unsubscribeAllNotifications"], true, "{r}");
         let again = eventually("our subscription to be made again and validated", || async {
-            let hooks = bff_hooks(app, "alice", 33).await;
+            let hooks = app.sim().bff_hooks("alice", 33).await;
             let again = hooks.into_iter().find(|h| h["eventSubscriptionId"] != previous["eventSubscriptionId"])?;
             (again["state"] == "Created").then_some(again)
         })
@@ -627,7 +618,7 @@ async fn a_members_unsubscribe_all_deletes_our_subscription_and_it_is_made_again
             (app.metric("witty_bff_polled_installations").await == 0.0).then_some(())
         })
         .await;
-        assert_eq!(bff_hooks(app, "alice", 33).await.len(), 1, "exactly one: {again}");
+        assert_eq!(app.sim().bff_hooks("alice", 33).await.len(), 1, "exactly one: {again}");
         again
     }
     let second = removed_and_made_again(&app, &first).await;
@@ -653,7 +644,7 @@ async fn a_watcher_back_within_the_grace_keeps_the_upstream_subscription() {
     app.live_subscriptions(1).await;
     app.sim().plug(ALICE_STATION).await;
     assert_eq!(ws_data(&mut ws).await["data"]["stationEvents"]["type"], "CABLE_PLUGGED");
-    let hooks = bff_hooks(&app, "alice", 33).await;
+    let hooks = app.sim().bff_hooks("alice", 33).await;
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(hooks[0]["eventSubscriptionId"], first["eventSubscriptionId"], "the same subscription");
 }
@@ -666,7 +657,7 @@ async fn the_owner_holds_the_upstream_subscription_and_its_removal_uses_the_owne
     let ivan = app.subscribe_as("ivan", q).await;
     app.live_subscriptions(1).await;
     eventually("the installer's subscription", || async {
-        (bff_hooks(&app, "ivan", 33).await.len() == 1).then_some(())
+        (app.sim().bff_hooks("ivan", 33).await.len() == 1).then_some(())
     })
     .await;
     let mut alice = app.subscribe_as("alice", q).await;
@@ -674,7 +665,7 @@ async fn the_owner_holds_the_upstream_subscription_and_its_removal_uses_the_owne
     // The owner's replaces the installer's, so deliveries carry everything.
     app.validated_webhook().await;
     eventually("the installer's subscription to be replaced", || async {
-        bff_hooks(&app, "ivan", 33).await.is_empty().then_some(())
+        app.sim().bff_hooks("ivan", 33).await.is_empty().then_some(())
     })
     .await;
     app.sim().plug(ALICE_STATION).await;
@@ -691,7 +682,7 @@ async fn the_owner_holds_the_upstream_subscription_and_its_removal_uses_the_owne
     app.live_subscriptions(1).await;
     drop(ivan);
     eventually("witty-bff's subscription to be removed upstream", || async {
-        bff_hooks(&app, "alice", 33).await.is_empty().then_some(())
+        app.sim().bff_hooks("alice", 33).await.is_empty().then_some(())
     })
     .await;
 }

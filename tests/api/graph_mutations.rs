@@ -13,32 +13,13 @@ use crate::helpers::*;
 
 // ---- helpers ----
 
-const START_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/start";
 const STOP_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/stop";
-const SET_MODE_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/set-charge-mode";
 const UPDATE_ROUTE: &str = "PUT /installations/{i}/charging-stations/{cs}";
 const SET_TARIFFS_ROUTE: &str = "POST /installations/{i}/grid-meters/{gm}/tariffs";
-
-const STATION: &str = r#"query($i: ID!, $cs: ID!) { installation(id: $i) { chargingStation(id: $cs) {
-    id chargeMode friendlyName ledPower averageEvConsumption tariff3 authorizeTic availability
-    currentSession { chargingSpeed }
-} } }"#;
-
-const SET_MODE: &str = r#"mutation($i: ID!, $cs: ID!, $mode: ChargeMode!, $wait: Boolean!) {
-    setChargeMode(installationId: $i, chargingStationId: $cs, mode: $mode, wait: $wait) {
-        status chargingStation { id chargeMode fetchedAt }
-    }
-}"#;
 
 const SET_MODE_KEYED: &str = r#"mutation($i: ID!, $cs: ID!, $mode: ChargeMode!, $key: String) {
     setChargeMode(installationId: $i, chargingStationId: $cs, mode: $mode, idempotencyKey: $key) {
         status chargingStation { id chargeMode fetchedAt }
-    }
-}"#;
-
-const START: &str = r#"mutation($i: ID!, $cs: ID!, $wait: Boolean!) {
-    startCharging(installationId: $i, chargingStationId: $cs, wait: $wait) {
-        status chargingStation { id fetchedAt currentSession { chargingSpeed } }
     }
 }"#;
 
@@ -78,16 +59,6 @@ const TARIFFS: &str = r#"query($i: ID!, $gm: ID!) { installation(id: $i) { gridM
     tariffs { id friendlyName currency currentPrice values { beginDate value } }
 } } }"#;
 
-fn vars_station(i: i64, cs: &str) -> Value {
-    json!({"i": i.to_string(), "cs": cs})
-}
-
-/// The station as `sub` sees it through GraphQL.
-async fn gql_station(app: &TestApp, sub: &str, i: i64, cs: &str) -> Value {
-    let r = app.graphql(sub, STATION, vars_station(i, cs)).await;
-    data(&r)["installation"]["chargingStation"].clone()
-}
-
 /// The station's `properties` in the simulator (REST, as the owner).
 async fn sim_props(app: &TestApp, sub: &str, i: i64, cs: &str) -> Value {
     app.sim().station(sub, i, cs).await["properties"].clone()
@@ -103,19 +74,6 @@ async fn set_command_delay(app: &TestApp, ms: u64) {
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
-/// POSTs a GraphQL request as `sub` with an `Idempotency-Key` header.
-async fn post_with_key(app: &TestApp, sub: &str, key: &str, query: &str, variables: Value) -> Value {
-    let req = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .bearer_auth(app.token_for(sub))
-        .header("Idempotency-Key", key)
-        .json(&json!({"query": query, "variables": variables}));
-    let r = send(req).await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    r.body
-}
-
 /// Asserts the response failed with exactly one error of `code` whose message contains every one
 /// of `words` (case-insensitive), and that the mutation's field is null.
 fn assert_refused(r: &Value, code: &str, words: &[&str]) {
@@ -127,10 +85,6 @@ fn assert_refused(r: &Value, code: &str, words: &[&str]) {
     if let Some(d) = r["data"].as_object() {
         assert!(d.values().all(Value::is_null), "a refused mutation returns nothing: {r:#}");
     }
-}
-
-fn status(r: &Value, field: &str) -> String {
-    data(r)[field]["status"].as_str().unwrap_or_default().to_string()
 }
 
 // ---- commands: wait, ACCEPTED, APPLIED, TIMED_OUT ----
@@ -598,14 +552,14 @@ async fn the_same_start_sent_twice_with_one_idempotency_key_header_reaches_the_u
     let app = spawn_app().await;
     app.sim().reset_calls().await;
     let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
-    let first = post_with_key(&app, "bob", "start-7f3a", START, vars.clone()).await;
+    let first = app.post_with_key("bob", "start-7f3a", START, vars.clone()).await;
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
-    let second = post_with_key(&app, "bob", "start-7f3a", START, vars.clone()).await;
+    let second = app.post_with_key("bob", "start-7f3a", START, vars.clone()).await;
     assert_eq!(second, first, "the first answer again");
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 
     // A new key is a new command.
-    let third = post_with_key(&app, "bob", "start-other", START, vars).await;
+    let third = app.post_with_key("bob", "start-other", START, vars).await;
     assert_eq!(status(&third, "startCharging"), "ACCEPTED", "{third:#}");
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 2);
 }
@@ -629,10 +583,10 @@ async fn reusing_an_idempotency_key_with_other_arguments_is_bad_user_input() {
     assert_eq!(app.sim().plug(BOB_CHALET_STATION).await.status, 200);
     app.sim().reset_calls().await;
 
-    let first = post_with_key(&app, "bob", "k-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
+    let first = app.post_with_key("bob", "k-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
     let other =
-        post_with_key(&app, "bob", "k-1", START, json!({"i": "43", "cs": BOB_CHALET_STATION, "wait": false})).await;
+        app.post_with_key("bob", "k-1", START, json!({"i": "43", "cs": BOB_CHALET_STATION, "wait": false})).await;
     assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
 
@@ -649,7 +603,7 @@ async fn concurrent_duplicates_with_one_idempotency_key_reach_the_upstream_once(
     let app = spawn_app().await;
     app.sim().reset_calls().await;
     let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
-    let sends = (0..8).map(|_| post_with_key(&app, "bob", "burst-1", START, vars.clone()));
+    let sends = (0..8).map(|_| app.post_with_key("bob", "burst-1", START, vars.clone()));
     let answers = futures::future::join_all(sends).await;
     assert_eq!(status(&answers[0], "startCharging"), "ACCEPTED", "{:#}", answers[0]);
     for a in &answers {
@@ -663,10 +617,10 @@ async fn concurrent_duplicates_with_one_idempotency_key_reach_the_upstream_once(
 async fn a_key_reused_with_another_wait_is_bad_user_input() {
     let app = spawn_app().await;
     app.sim().reset_calls().await;
-    let first = post_with_key(&app, "bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
+    let first = app.post_with_key("bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": false})).await;
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
     // Another request under the same key: refused, not answered with the first (ACCEPTED) result.
-    let other = post_with_key(&app, "bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
+    let other = app.post_with_key("bob", "w-1", START, json!({"i": "42", "cs": BOB_STATION, "wait": true})).await;
     assert_refused(&other, "BAD_USER_INPUT", &["idempotency key"]);
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
 }
@@ -675,22 +629,22 @@ async fn a_key_reused_with_another_wait_is_bad_user_input() {
 async fn different_callers_may_use_the_same_idempotency_key() {
     let app = spawn_app().await;
     app.sim().reset_calls().await;
-    let a = post_with_key(
-        &app,
-        "alice",
-        "same",
-        SET_MODE,
-        json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false}),
-    )
-    .await;
-    let d = post_with_key(
-        &app,
-        "dieter",
-        "same",
-        SET_MODE,
-        json!({"i": "51", "cs": DIETER_STATION, "mode": "DEFERRED", "wait": false}),
-    )
-    .await;
+    let a = app
+        .post_with_key(
+            "alice",
+            "same",
+            SET_MODE,
+            json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false}),
+        )
+        .await;
+    let d = app
+        .post_with_key(
+            "dieter",
+            "same",
+            SET_MODE,
+            json!({"i": "51", "cs": DIETER_STATION, "mode": "DEFERRED", "wait": false}),
+        )
+        .await;
     assert_eq!(status(&a, "setChargeMode"), "ACCEPTED", "{a:#}");
     assert_eq!(status(&d, "setChargeMode"), "ACCEPTED", "{d:#}");
     assert_eq!(data(&d)["setChargeMode"]["chargingStation"]["id"], DIETER_STATION);
@@ -711,13 +665,13 @@ async fn a_failure_before_the_command_was_sent_does_not_pin_the_idempotency_key(
     assert_eq!(f.status, 200, "{:?}", f.body);
     app.sim().reset_calls().await;
     let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
-    let first = post_with_key(&app, "bob", "retry-me", START, vars.clone()).await;
+    let first = app.post_with_key("bob", "retry-me", START, vars.clone()).await;
     assert_refused(&first, "UPSTREAM_UNAVAILABLE", &[]);
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 0, "nothing was sent");
 
     // The client retries with the same key once the service is back: the command goes through.
     app.sim().clear_faults().await;
-    let retry = post_with_key(&app, "bob", "retry-me", START, vars).await;
+    let retry = app.post_with_key("bob", "retry-me", START, vars).await;
     assert_eq!(status(&retry, "startCharging"), "ACCEPTED", "{retry:#}");
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1);
 }
@@ -750,9 +704,9 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
         )
     };
     let vars = json!({"i": "42", "cs": BOB_STATION});
-    let first = post_with_key(&app, "bob", "start-h", &start(""), vars.clone()).await;
+    let first = app.post_with_key("bob", "start-h", &start(""), vars.clone()).await;
     assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
-    let retry = post_with_key(&app, "bob", "start-h", &start("again: "), vars).await;
+    let retry = app.post_with_key("bob", "start-h", &start("again: "), vars).await;
     assert_eq!(data(&retry)["again"], data(&first)["startCharging"]);
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 
@@ -763,7 +717,7 @@ async fn a_retry_under_another_alias_returns_the_first_result_without_calling_th
             status chargingStation {{ id chargeMode fetchedAt }} }} }}"#
     );
     let by_argument = app.graphql("alice", &keyed_set_mode(None, "IMMEDIATE", "both-ways"), json!({})).await;
-    let by_header = post_with_key(&app, "alice", "both-ways", &unkeyed, json!({})).await;
+    let by_header = app.post_with_key("alice", "both-ways", &unkeyed, json!({})).await;
     assert_eq!(data(&by_header)["setChargeMode"], data(&by_argument)["setChargeMode"], "{by_header:#}");
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "K and both-ways: {:#?}", app.sim().calls_by_route().await);
 
@@ -816,17 +770,17 @@ async fn one_idempotency_key_header_covers_each_mutation_of_a_request_whatever_i
         )
     };
     let vars = json!({"cs": ALICE_STATION});
-    let r = post_with_key(&app, "alice", "two", &two("a", "b", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
+    let r = app.post_with_key("alice", "two", &two("a", "b", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}));
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "each mutation of the request is sent");
 
     // The same request with other aliases: the first answers, nothing sent.
-    let r = post_with_key(&app, "alice", "two", &two("x", "y", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
+    let r = app.post_with_key("alice", "two", &two("x", "y", "DEFERRED", "IMMEDIATE"), vars.clone()).await;
     assert_eq!(data(&r), &json!({"x": {"status": "ACCEPTED"}, "y": {"status": "ACCEPTED"}}));
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2);
 
     // Another request under the same header: refused, nothing sent.
-    let r = post_with_key(&app, "alice", "two", &two("a", "b", "IMMEDIATE", "DEFERRED"), vars).await;
+    let r = app.post_with_key("alice", "two", &two("a", "b", "IMMEDIATE", "DEFERRED"), vars).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2);
 }
@@ -842,15 +796,15 @@ async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_s
     }"#;
     let vars = json!({"cs": ALICE_STATION});
     // Two mutations, then one that is the first of them under the same key: another request.
-    let r = post_with_key(&app, "alice", "size-1", two, vars.clone()).await;
+    let r = app.post_with_key("alice", "size-1", two, vars.clone()).await;
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
-    let r = post_with_key(&app, "alice", "size-1", one, vars.clone()).await;
+    let r = app.post_with_key("alice", "size-1", one, vars.clone()).await;
     assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'size-1'", "different request", "nothing was sent"]);
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "nothing sent for the second request");
     // One, then two whose first is that one: both of the two are refused, nothing sent.
-    let r = post_with_key(&app, "alice", "size-2", one, vars.clone()).await;
+    let r = app.post_with_key("alice", "size-2", one, vars.clone()).await;
     assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
-    let r = post_with_key(&app, "alice", "size-2", two, vars.clone()).await;
+    let r = app.post_with_key("alice", "size-2", two, vars.clone()).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 3, "{:#?}", app.sim().calls_by_route().await);
     // Two, then two whose first differs and whose second is the same: the second mutation is
@@ -859,9 +813,9 @@ async fn one_idempotency_key_header_names_a_whole_request_never_one_of_another_s
         a: setChargeMode(installationId: 33, chargingStationId: $cs, mode: DEFERRED_EXCLUSIVE) { status }
         b: setChargeMode(installationId: 33, chargingStationId: $cs, mode: IMMEDIATE) { status }
     }"#;
-    let r = post_with_key(&app, "alice", "size-3", two, vars.clone()).await;
+    let r = app.post_with_key("alice", "size-3", two, vars.clone()).await;
     assert_eq!(data(&r), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{r:#}");
-    let r = post_with_key(&app, "alice", "size-3", other, vars).await;
+    let r = app.post_with_key("alice", "size-3", other, vars).await;
     assert_eq!(error_codes(&r), vec!["BAD_USER_INPUT", "BAD_USER_INPUT"], "{r:#}");
     assert!(r["errors"][1]["message"].as_str().unwrap().contains("different request"), "{r:#}");
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 5, "{:#?}", app.sim().calls_by_route().await);
@@ -878,12 +832,12 @@ async fn a_header_key_whose_first_mutation_sent_nothing_still_names_its_whole_re
         b: startCharging(installationId: 33, chargingStationId: $cs) { status }
     }"#;
     let vars = json!({"cs": ALICE_STATION});
-    let r = post_with_key(&app, "alice", "half", two, vars.clone()).await;
+    let r = app.post_with_key("alice", "half", two, vars.clone()).await;
     assert_eq!(error_codes(&r), vec!["CONFLICT"], "{r:#}");
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "the start was sent");
     // The start alone under the same key is another request: refused, not sent again.
     let one = r#"mutation($cs: ID!) { startCharging(installationId: 33, chargingStationId: $cs) { status } }"#;
-    let r = post_with_key(&app, "alice", "half", one, vars).await;
+    let r = app.post_with_key("alice", "half", one, vars).await;
     assert_refused(&r, "BAD_USER_INPUT", &["idempotency key 'half'", "different request"]);
     assert_eq!(app.sim().calls_to(START_ROUTE).await, 1, "{:#?}", app.sim().calls_by_route().await);
 }
@@ -898,9 +852,9 @@ async fn a_mutations_own_key_equal_to_the_header_does_not_refuse_the_others_of_i
             b: setChargeMode(installationId: 33, chargingStationId: "{ALICE_STATION}", mode: IMMEDIATE) {{ status }}
         }}"#
     );
-    let first = post_with_key(&app, "alice", "same", &q, json!({})).await;
+    let first = app.post_with_key("alice", "same", &q, json!({})).await;
     assert_eq!(data(&first), &json!({"a": {"status": "ACCEPTED"}, "b": {"status": "ACCEPTED"}}), "{first:#}");
-    let again = post_with_key(&app, "alice", "same", &q, json!({})).await;
+    let again = app.post_with_key("alice", "same", &q, json!({})).await;
     assert_eq!(again, first, "the retry replays both");
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 2, "{:#?}", app.sim().calls_by_route().await);
 }
@@ -911,14 +865,14 @@ async fn the_idempotency_key_header_covers_mutations_without_the_argument() {
     let ivan = app.sim().account_id("ivan").await;
     app.sim().reset_calls().await;
     let disable = "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }";
-    let first = post_with_key(&app, "alice", "off-1", disable, json!({"a": ivan})).await;
+    let first = app.post_with_key("alice", "off-1", disable, json!({"a": ivan})).await;
     assert_eq!(data(&first)["disableInstaller"], true, "{first:#}");
     // The client's retry gets the first answer: nothing is sent again.
-    let retry = post_with_key(&app, "alice", "off-1", disable, json!({"a": ivan})).await;
+    let retry = app.post_with_key("alice", "off-1", disable, json!({"a": ivan})).await;
     assert_eq!(retry, first);
     // Another mutation under that key is refused, and nothing is sent.
     let enable = "mutation($a: ID!) { enableInstaller(installationId: 33, accountId: $a) }";
-    let other = post_with_key(&app, "alice", "off-1", enable, json!({"a": ivan})).await;
+    let other = app.post_with_key("alice", "off-1", enable, json!({"a": ivan})).await;
     assert_refused(&other, "BAD_USER_INPUT", &["idempotency key 'off-1'", "different request"]);
     let writes = writes(&app).await;
     assert_eq!(writes.values().sum::<u64>(), 1, "one write in all: {writes:#?}");
@@ -967,13 +921,13 @@ async fn a_creation_the_upstream_refused_without_running_it_is_sent_again_with_t
         app.sim().set_faults(json!({"errorRate": 1.0, "errorStatus": 503, "routes": ["POST /installations"]})).await;
     assert_eq!(f.status, 200, "{:?}", f.body);
     app.sim().reset_calls().await;
-    let first = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
+    let first = app.post_with_key("alice", "create-503", CREATE, new_installation("Grange")).await;
     assert_refused(&first, "UPSTREAM_UNAVAILABLE", &[]);
 
     app.sim().clear_faults().await;
-    let retry = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
+    let retry = app.post_with_key("alice", "create-503", CREATE, new_installation("Grange")).await;
     assert_eq!(data(&retry)["createInstallation"]["name"], "Grange", "{retry:#}");
-    let again = post_with_key(&app, "alice", "create-503", CREATE, new_installation("Grange")).await;
+    let again = app.post_with_key("alice", "create-503", CREATE, new_installation("Grange")).await;
     assert_eq!(again, retry);
     assert_eq!(app.sim().calls_to("POST /installations").await, 2);
     assert_eq!(gql_installation_ids(&app, "alice").await.len(), 2, "one installation created");
@@ -1196,8 +1150,8 @@ async fn create_installation_shows_upstream_and_in_the_next_query_and_is_idempot
 
     // Sent twice with one key: one installation.
     app.sim().reset_calls().await;
-    let a = post_with_key(&app, "alice", "create-1", CREATE, new_installation("Chalet")).await;
-    let b = post_with_key(&app, "alice", "create-1", CREATE, new_installation("Chalet")).await;
+    let a = app.post_with_key("alice", "create-1", CREATE, new_installation("Chalet")).await;
+    let b = app.post_with_key("alice", "create-1", CREATE, new_installation("Chalet")).await;
     assert_eq!(a, b);
     assert_eq!(app.sim().calls_to("POST /installations").await, 1);
     assert_eq!(gql_installation_ids(&app, "alice").await.len(), 3);
@@ -1313,8 +1267,8 @@ async fn invite_and_cancel_show_upstream_and_in_the_next_query() {
     // Sent twice with one key: one invitation, one answer.
     app.sim().reset_calls().await;
     let invite = r#"mutation($e: String!) { inviteInstaller(installationId: 33, email: $e) { email expirationDate } }"#;
-    let a = post_with_key(&app, "alice", "inv-1", invite, json!({"e": email})).await;
-    let b = post_with_key(&app, "alice", "inv-1", invite, json!({"e": email})).await;
+    let a = app.post_with_key("alice", "inv-1", invite, json!({"e": email})).await;
+    let b = app.post_with_key("alice", "inv-1", invite, json!({"e": email})).await;
     assert_eq!(data(&a)["inviteInstaller"]["email"], email);
     assert_eq!(a, b);
     assert_eq!(app.sim().calls_to("POST /installations/{i}/invitations").await, 1);
@@ -1503,8 +1457,8 @@ async fn subscribe_and_unsubscribe_show_upstream_and_in_the_next_query() {
 
     // Sent twice with one key: one subscription.
     app.sim().reset_calls().await;
-    let a = post_with_key(&app, "alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
-    let b = post_with_key(&app, "alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
+    let a = app.post_with_key("alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
+    let b = app.post_with_key("alice", "sub-1", SUBSCRIBE, json!({"url": url, "t": null})).await;
     assert_eq!(a, b);
     assert_eq!(app.sim().calls_to("POST /installations/{i}/event-subscriptions").await, 1);
     assert_eq!(sim_subscription_ids(&app).await.len(), 1);
@@ -1522,11 +1476,11 @@ async fn an_idempotency_key_longer_than_255_bytes_is_bad_user_input_naming_where
         .await;
     assert_refused(&argument, "BAD_USER_INPUT", &["idempotencyKey", "255", "nothing was sent"]);
     let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false});
-    let header = post_with_key(&app, "alice", &long, SET_MODE, vars.clone()).await;
+    let header = app.post_with_key("alice", &long, SET_MODE, vars.clone()).await;
     assert_refused(&header, "BAD_USER_INPUT", &["Idempotency-Key header", "255", "nothing was sent"]);
     assert_eq!(app.sim().calls_to(SET_MODE_ROUTE).await, 0, "nothing was sent");
     // 255 bytes are a key.
-    let r = post_with_key(&app, "alice", &"k".repeat(255), SET_MODE, vars).await;
+    let r = app.post_with_key("alice", &"k".repeat(255), SET_MODE, vars).await;
     assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
 }
 

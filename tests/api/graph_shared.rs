@@ -16,11 +16,6 @@ const IDS: &str = r#"subscription { stationEvents(installationId: 33) { id type 
 /// the event as delivered; the simulator has no such station).
 const OTHER_STATION: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
 
-/// Where the upstream delivers to the app under test (what it registers upstream).
-fn webhook_url(app: &TestApp) -> String {
-    format!("{}/webhooks/witty/{}", app.base, witty_bff::webhook_key(WEBHOOK_SECRET, 33))
-}
-
 /// An initialised (acknowledged) connection for `token`.
 async fn connection(app: &TestApp, legacy: bool, token: &str) -> Ws {
     app.ws_acked(if legacy { "graphql-ws" } else { "graphql-transport-ws" }, token).await
@@ -67,7 +62,7 @@ async fn deliver_event(app: &TestApp, id: &str, data: Value) {
     let mut event = grid_event(id, "Hager.WittyHome.Error", "2026-01-01T10:00:00Z", true, data);
     // The subject names the station the event is about (it wins over the data).
     event["subject"] = json!(format!("installations/33/charging-stations/{station}"));
-    assert_eq!(app.deliver(&webhook_url(app), json!([event])).await, 200);
+    assert_eq!(app.deliver(&app.webhook_of(33), json!([event])).await, 200);
 }
 
 /// An event of Alice's station.

@@ -12,7 +12,7 @@ async fn an_installations_webhook_url_cannot_deliver_events_of_another_installat
     let mut bob = app.subscribe_as("bob", "subscription { stationEvents(installationId: 42) { id type } }").await;
     let _alice = app.watch_events(&app.token_for("alice")).await;
     let alices = app.webhook_url().await;
-    let bobs = format!("{}/webhooks/witty/{}", app.base, witty_bff::webhook_key(WEBHOOK_SECRET, 42));
+    let bobs = app.webhook_of(42);
     assert_ne!(alices, bobs);
     app.live_subscriptions(2).await;
     // An event of Bob's installation posted to the webhook of Alice's: taken (the upstream gets no

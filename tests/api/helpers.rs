@@ -111,12 +111,26 @@ fn init_test_log() {
 // ---- witty-bff ----
 
 /// A running witty-bff, the simulator it uses as its upstream, and clients for both. Dropping it
-/// stops witty-bff.
+/// stops witty-bff. Its client side is a [`TestBff`], which it dereferences to.
 pub struct TestApp {
     /// Dropped with the app, which stops witty-bff; first (fields drop in order), so that
     /// witty-bff stops before its upstream.
     _stop: oneshot::Sender<()>,
     sim: TestSim,
+    bff: TestBff,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestBff;
+
+    fn deref(&self) -> &TestBff {
+        &self.bff
+    }
+}
+
+/// The client side of one running witty-bff (an app or a replica of a fleet): its base URL, an
+/// HTTP client, and the configuration it was started with (its tokens are signed for it).
+pub struct TestBff {
     /// witty-bff's base URL, `http://127.0.0.1:{port}`.
     pub base: String,
     pub client: reqwest::Client,
@@ -125,19 +139,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn builder<'a>() -> TestAppBuilder<'a> {
-        let sim = SimConfig {
-            api_key: API_KEY.into(),
-            command_delay: Duration::from_millis(200),
-            delivery_attempts: 5,
-            delivery_backoff: Duration::from_millis(50),
-            delivery_timeout: Duration::from_secs(5),
-            ..SimConfig::default()
-        };
-        TestAppBuilder { sim, bff: Vec::new() }
+        TestAppBuilder { sim: TestSim::test_config(), bff: Vec::new() }
     }
 
     /// The test configuration: the simulator's URL and key, known secrets, short timeouts.
-    fn config(sim: &TestSim) -> Config {
+    pub(crate) fn config(sim: &TestSim) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream_url: Some(sim.base.parse().unwrap()),
@@ -162,16 +168,16 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        let client = sim.client.clone();
-        TestApp { _stop: stop, sim, base, client, config }
+        let bff = TestBff::new(base, sim.client.clone(), config);
+        TestApp { _stop: stop, sim, bff }
     }
 
     /// Stops witty-bff without any cleaning up (a crash or a deploy) and starts it again with the
     /// same configuration, address and simulator, once the address is free.
     pub async fn restart(self) -> TestApp {
-        let TestApp { _stop: stop, sim, base, config, .. } = self;
+        let TestApp { _stop: stop, sim, bff } = self;
         drop(stop);
-        let config = Config { listen: base.trim_start_matches("http://").parse().unwrap(), ..config };
+        let config = Config { listen: bff.addr(), ..bff.config };
         let app = eventually("the address to be free for the restarted witty-bff", || async {
             App::build(config.clone()).await.ok()
         })
@@ -181,6 +187,32 @@ impl TestApp {
 
     pub fn sim(&self) -> &TestSim {
         &self.sim
+    }
+
+    /// Where the upstream delivers Alice's installation's events: see [`TestSim::webhook_url`].
+    pub async fn webhook_url(&self) -> String {
+        self.sim.webhook_url().await
+    }
+
+    /// The webhook registered by the BFF on Alice's installation: see [`TestSim::validated_webhook`].
+    pub async fn validated_webhook(&self) -> Value {
+        self.sim.validated_webhook().await
+    }
+}
+
+impl TestBff {
+    pub(crate) fn new(base: String, client: reqwest::Client, config: Config) -> TestBff {
+        TestBff { base, client, config }
+    }
+
+    /// The address witty-bff listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().expect("a base URL of an address")
+    }
+
+    /// The URL of this witty-bff's webhook for `installation`'s events.
+    pub fn webhook_of(&self, installation: i64) -> String {
+        format!("{}/webhooks/witty/{}", self.base, witty_bff::webhook_key(WEBHOOK_SECRET, installation))
     }
 
     /// A token for `sub`, signed as the app expects.
@@ -202,6 +234,19 @@ impl TestApp {
     pub async fn graphql(&self, sub: &str, query: &str, variables: Value) -> Value {
         let token = self.token_for(sub);
         let r = self.post_graphql(Some(&token), json!({"query": query, "variables": variables})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body
+    }
+
+    /// POSTs a GraphQL request as `sub` with an `Idempotency-Key` header; returns the JSON response.
+    pub async fn post_with_key(&self, sub: &str, key: &str, query: &str, variables: Value) -> Value {
+        let req = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(self.token_for(sub))
+            .header("Idempotency-Key", key)
+            .json(&json!({"query": query, "variables": variables}));
+        let r = send(req).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         r.body
     }
@@ -289,26 +334,6 @@ impl TestApp {
     pub async fn deliver(&self, url: &str, events: Value) -> StatusCode {
         self.client.post(url).header("aeg-event-type", "Notification").json(&events).send().await.unwrap().status()
     }
-
-    /// Where the upstream delivers Alice's installation's events: the URL of [`Self::validated_webhook`].
-    pub async fn webhook_url(&self) -> String {
-        self.validated_webhook().await["protocolData"].as_str().expect("a webhook URL").to_string()
-    }
-
-    /// The webhook registered by the BFF on Alice's installation, once the upstream validated it.
-    pub async fn validated_webhook(&self) -> Value {
-        eventually("the BFF's webhook to be registered and validated upstream", || async {
-            let subs = self.sim().get("alice", "/installations/33/event-subscriptions").await.body;
-            subs.as_array()?
-                .iter()
-                .find(|s| {
-                    s["state"] == "Created"
-                        && s["protocolData"].as_str().is_some_and(|d| d.contains("/webhooks/witty/"))
-                })
-                .cloned()
-        })
-        .await
-    }
 }
 
 /// Polling instead of webhooks, every 100 ms: `spawn_app_with(polling)`.
@@ -339,6 +364,43 @@ pub const DASHBOARD: &str = include_str!("../fixtures/dashboard.graphql");
 
 pub fn dashboard_variables() -> Value {
     json!({"from": "2025-03-01T00:00:00Z", "to": "2025-03-02T00:00:00Z"})
+}
+
+// ---- Commands ----
+
+pub const START_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/start";
+pub const SET_MODE_ROUTE: &str = "POST /installations/{i}/charging-stations/{cs}/operators/set-charge-mode";
+
+pub const STATION: &str = r#"query($i: ID!, $cs: ID!) { installation(id: $i) { chargingStation(id: $cs) {
+    id chargeMode friendlyName ledPower averageEvConsumption tariff3 authorizeTic availability
+    currentSession { chargingSpeed }
+} } }"#;
+
+pub const SET_MODE: &str = r#"mutation($i: ID!, $cs: ID!, $mode: ChargeMode!, $wait: Boolean!) {
+    setChargeMode(installationId: $i, chargingStationId: $cs, mode: $mode, wait: $wait) {
+        status chargingStation { id chargeMode fetchedAt }
+    }
+}"#;
+
+pub const START: &str = r#"mutation($i: ID!, $cs: ID!, $wait: Boolean!) {
+    startCharging(installationId: $i, chargingStationId: $cs, wait: $wait) {
+        status chargingStation { id fetchedAt currentSession { chargingSpeed } }
+    }
+}"#;
+
+pub fn vars_station(i: i64, cs: &str) -> Value {
+    json!({"i": i.to_string(), "cs": cs})
+}
+
+/// The station as `sub` sees it through GraphQL.
+pub async fn gql_station(app: &TestBff, sub: &str, i: i64, cs: &str) -> Value {
+    let r = app.graphql(sub, STATION, vars_station(i, cs)).await;
+    data(&r)["installation"]["chargingStation"].clone()
+}
+
+/// The `status` of a command's result, the mutation's field named `field`.
+pub fn status(r: &Value, field: &str) -> String {
+    data(r)[field]["status"].as_str().unwrap_or_default().to_string()
 }
 
 // ---- Live events: WebSocket subscriptions and webhook deliveries ----
@@ -461,7 +523,19 @@ impl Reply {
 }
 
 impl TestSim {
-    async fn spawn(config: SimConfig) -> TestSim {
+    /// The test settings: a short command delay and fast webhook retries.
+    pub(crate) fn test_config() -> SimConfig {
+        SimConfig {
+            api_key: API_KEY.into(),
+            command_delay: Duration::from_millis(200),
+            delivery_attempts: 5,
+            delivery_backoff: Duration::from_millis(50),
+            delivery_timeout: Duration::from_secs(5),
+            ..SimConfig::default()
+        }
+    }
+
+    pub(crate) async fn spawn(config: SimConfig) -> TestSim {
         init_test_log();
         let server = Simulator::spawn(config).await.expect("simulator starts");
         let base = server.base_url();
@@ -591,6 +665,34 @@ impl TestSim {
     /// `DELETE /_sim/faults`.
     pub async fn clear_faults(&self) -> Reply {
         self.control(Method::DELETE, "/_sim/faults", None).await
+    }
+
+    /// Where the upstream delivers Alice's installation's events: the URL of [`Self::validated_webhook`].
+    pub async fn webhook_url(&self) -> String {
+        self.validated_webhook().await["protocolData"].as_str().expect("a webhook URL").to_string()
+    }
+
+    /// The webhook registered by the BFF on Alice's installation, once the upstream validated it.
+    pub async fn validated_webhook(&self) -> Value {
+        eventually("the BFF's webhook to be registered and validated upstream", || async {
+            self.listed_bff_hooks("alice", 33).await?.into_iter().find(|s| s["state"] == "Created")
+        })
+        .await
+    }
+
+    /// The BFF's subscriptions on an installation, as the upstream lists them for `sub`.
+    pub async fn bff_hooks(&self, sub: &str, i: i64) -> Vec<Value> {
+        self.listed_bff_hooks(sub, i).await.expect("a list of event subscriptions")
+    }
+
+    /// As [`Self::bff_hooks`]; `None` when the upstream answers with no list (an error).
+    async fn listed_bff_hooks(&self, sub: &str, i: i64) -> Option<Vec<Value>> {
+        let subs = self.get(sub, &format!("/installations/{i}/event-subscriptions")).await.body;
+        let hooks = subs
+            .as_array()?
+            .iter()
+            .filter(|s| s["protocolData"].as_str().is_some_and(|d| d.contains("/webhooks/witty/")));
+        Some(hooks.cloned().collect())
     }
 }
 

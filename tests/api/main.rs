@@ -1,6 +1,8 @@
 //! The one integration-test binary: everything runs over real HTTP on loopback ports.
 
 mod auth_tokens;
+mod fleet;
+mod fleet_harness;
 mod graph_access;
 mod graph_corrections;
 mod graph_drift;

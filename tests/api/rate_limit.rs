@@ -96,7 +96,7 @@ async fn websocket_subscribes_count_against_the_caller_and_webhooks_and_health_n
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["payload"]["extensions"]["code"], "RATE_LIMITED", "{refused}");
     // Alice's allowance is spent; her installation's webhook and the health routes still answer.
-    let hook = format!("{}/webhooks/witty/{}", app.base, witty_bff::webhook_key(WEBHOOK_SECRET, ALICE_INSTALLATION));
+    let hook = app.webhook_of(ALICE_INSTALLATION);
     let first = app.deliver(&hook, json!([])).await;
     for _ in 0..5 {
         assert_ne!(first, 429);

@@ -12,7 +12,7 @@ async fn an_event_id_reused_across_installations_is_delivered_to_subscribers_of_
     let mut bob = app.subscribe_as("bob", &query(BOB_INSTALLATION)).await;
     let mut alice = app.subscribe_as("alice", &query(ALICE_INSTALLATION)).await;
     let alices = app.webhook_url().await;
-    let bobs = format!("{}/webhooks/witty/{}", app.base, witty_bff::webhook_key(WEBHOOK_SECRET, 42));
+    let bobs = app.webhook_of(42);
     app.live_subscriptions(2).await;
     // Bob's installation hears of the id first; Alice's event with the same id is another event.
     assert_eq!(app.deliver(&bobs, json!([bobs_event("same-id")])).await, 200);

@@ -1,0 +1,228 @@
+//! witty-bff as a fleet: replicas on one simulator sharing a Redis of the test's own, behind a
+//! load balancer. Live events, idempotency keys, the upstream event subscription and
+//! invalidations are the fleet's, not a replica's; losing Redis degrades, never stops.
+//! Without `redis-server` on the PATH these tests say so and return (see [`RedisServer::spawn`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::fleet_harness::*;
+use crate::helpers::*;
+
+const DELETE_SUBSCRIPTION_ROUTE: &str = "DELETE /installations/{i}/event-subscriptions/{id}";
+
+/// An event about Alice's station, dated now.
+fn event(id: &str) -> Value {
+    grid_event(id, "Hager.WittyHome.Error", &chrono::Utc::now().to_rfc3339(), true, json!({"code": "E1"}))
+}
+
+/// Posts `event(id)` to `replica`'s own webhook of Alice's installation, as the upstream would.
+async fn deliver_to(replica: &TestBff, id: &str) {
+    assert_eq!(replica.deliver(&replica.webhook_of(ALICE_INSTALLATION), json!([event(id)])).await, 200, "{id}");
+}
+
+/// Delivers probes to `via` until each of `subscribers` heard one: a subscription reaches the
+/// fleet's event channel asynchronously, and from then on what `via` takes reaches them. Probes
+/// arriving later are skipped by [`next_id`].
+async fn probe(via: &TestBff, subscribers: &mut [&mut Ws]) {
+    let mut heard = vec![false; subscribers.len()];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for n in 0.. {
+        assert!(tokio::time::Instant::now() < deadline, "no probe through {} reached every subscriber", via.base);
+        deliver_to(via, &format!("probe-{n}")).await;
+        for (ws, heard) in subscribers.iter_mut().zip(heard.iter_mut()) {
+            // A short wait per probe, as `eventually` polls: what is awaited is a probe's arrival.
+            while !*heard {
+                match tokio::time::timeout(Duration::from_millis(250), ws_data(ws)).await {
+                    Ok(e) => *heard = id_of(&e).starts_with("probe-"),
+                    Err(_) => break,
+                }
+            }
+        }
+        if heard.iter().all(|h| *h) {
+            return;
+        }
+    }
+}
+
+fn id_of(payload: &Value) -> String {
+    payload["data"]["stationEvents"]["id"].as_str().unwrap_or_else(|| panic!("an event: {payload}")).to_string()
+}
+
+/// The id of the next event that is not a probe.
+async fn next_id(ws: &mut Ws) -> String {
+    loop {
+        let id = id_of(&ws_data(ws).await);
+        if !id.starts_with("probe-") {
+            return id;
+        }
+    }
+}
+
+/// The events (by id, how many times each) a subscriber hears until it has heard all of `last`.
+async fn heard_until(ws: &mut Ws, last: &[&str]) -> BTreeMap<String, usize> {
+    let mut heard = BTreeMap::new();
+    while !last.iter().all(|l| heard.contains_key(*l)) {
+        *heard.entry(next_id(ws).await).or_insert(0) += 1;
+    }
+    heard
+}
+
+/// Alice watching her installation's events on `replica`, live there.
+async fn watching(replica: &TestBff) -> Ws {
+    let ws = replica.subscribe_as("alice", EVENTS).await;
+    replica.live_subscriptions(1).await;
+    ws
+}
+
+#[tokio::test]
+async fn a_delivery_to_one_replica_reaches_every_replicas_subscribers_once_even_retried_to_another() {
+    let Some(fleet) = TestFleet::spawn(3).await else { return };
+    let (a, b, c) = (fleet.replica(0), fleet.replica(1), fleet.replica(2));
+    let mut on_b = watching(b).await;
+    let mut on_c = watching(c).await;
+    probe(a, &mut [&mut on_b, &mut on_c]).await;
+    // e-1 to A, then again to B (Event Grid retrying through the load balancer); e-2 after it on
+    // A and e-3 after the retry on B: once both are heard, every publication of e-1 has been.
+    for (replica, id) in [(a, "e-1"), (b, "e-1"), (a, "e-2"), (b, "e-3")] {
+        deliver_to(replica, id).await;
+    }
+    let once: BTreeMap<String, usize> = ["e-1", "e-2", "e-3"].iter().map(|id| (id.to_string(), 1)).collect();
+    for (name, ws) in [("B", &mut on_b), ("C", &mut on_c)] {
+        assert_eq!(heard_until(ws, &["e-2", "e-3"]).await, once, "the subscriber on {name}");
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_honoured_across_replicas_retried_or_sent_concurrently() {
+    let Some(fleet) = TestFleet::spawn(2).await else { return };
+    let (a, b) = (fleet.replica(0), fleet.replica(1));
+    let vars = json!({"i": "42", "cs": BOB_STATION, "wait": false});
+    fleet.sim().reset_calls().await;
+    // A mobile client's retry that the load balancer sends to another replica.
+    let first = a.post_with_key("bob", "fleet-retry-1", START, vars.clone()).await;
+    assert_eq!(status(&first, "startCharging"), "ACCEPTED", "{first:#}");
+    let retry = b.post_with_key("bob", "fleet-retry-1", START, vars.clone()).await;
+    assert_eq!(retry, first, "B answers with A's outcome");
+    assert_eq!(fleet.sim().calls_to(START_ROUTE).await, 1, "{:#?}", fleet.sim().calls_by_route().await);
+    // Duplicates sent to both at the same moment.
+    fleet.sim().reset_calls().await;
+    let (on_a, on_b) = tokio::join!(
+        a.post_with_key("bob", "fleet-burst-1", START, vars.clone()),
+        b.post_with_key("bob", "fleet-burst-1", START, vars.clone()),
+    );
+    assert_eq!(status(&on_a, "startCharging"), "ACCEPTED", "{on_a:#}");
+    assert_eq!(on_b, on_a, "one outcome for both");
+    assert_eq!(fleet.sim().calls_to(START_ROUTE).await, 1, "{:#?}", fleet.sim().calls_by_route().await);
+}
+
+/// The fleet's upstream subscriptions of `installation`, as its member `sub` lists them.
+async fn hooks(fleet: &TestFleet, sub: &str, installation: i64) -> Vec<Value> {
+    fleet.sim().bff_hooks(sub, installation).await
+}
+
+#[tokio::test]
+async fn one_upstream_subscription_for_the_fleet_kept_while_any_replica_watches_and_taken_over() {
+    let Some(mut fleet) = TestFleet::spawn(2).await else { return };
+    let alice_on_a = watching(fleet.replica(0)).await;
+    let mut alice_on_b = watching(fleet.replica(1)).await;
+    let hook = fleet.sim().validated_webhook().await;
+    assert!(hook["protocolData"].as_str().unwrap().starts_with(&fleet.lb.base), "through the LB: {hook}");
+    assert_eq!(hooks(&fleet, "alice", ALICE_INSTALLATION).await.len(), 1, "one for the fleet");
+    // A's last watcher of Alice's installation leaves; B's stays. Bob's watch on A, left just
+    // after, is the clock: once A's grace removed Bob's subscription, it is over for Alice's too.
+    let bob_on_a =
+        fleet.replica(0).subscribe_as("bob", "subscription { stationEvents(installationId: 42) { id } }").await;
+    fleet.replica(0).live_subscriptions(2).await;
+    eventually("Bob's subscription", || async {
+        hooks(&fleet, "bob", BOB_INSTALLATION).await.iter().any(|h| h["state"] == "Created").then_some(())
+    })
+    .await;
+    drop(alice_on_a);
+    fleet.replica(0).live_subscriptions(1).await;
+    drop(bob_on_a);
+    eventually("Bob's subscription to go after the grace", || async {
+        hooks(&fleet, "bob", BOB_INSTALLATION).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(hooks(&fleet, "alice", ALICE_INSTALLATION).await.len(), 1, "B still watches");
+    // A crashes: B takes over, and the upstream's deliveries (through the load balancer) keep
+    // reaching B's subscriber.
+    fleet.stop(0).await;
+    fleet.sim().reset_calls().await;
+    assert_eq!(fleet.sim().plug(ALICE_STATION).await.status, 200);
+    let e = ws_data(&mut alice_on_b).await;
+    assert_eq!(e["data"]["stationEvents"]["type"], "CABLE_PLUGGED", "{e}");
+    assert_eq!(hooks(&fleet, "alice", ALICE_INSTALLATION).await.len(), 1, "still one");
+    // The last watcher goes: after the grace, B (holding the lease now) removes it, once.
+    drop(alice_on_b);
+    eventually("the fleet's upstream subscription to be removed", || async {
+        hooks(&fleet, "alice", ALICE_INSTALLATION).await.is_empty().then_some(())
+    })
+    .await;
+    let calls = fleet.sim().calls_by_route().await;
+    assert_eq!(calls.get(DELETE_SUBSCRIPTION_ROUTE), Some(&1), "removed once: {calls:#?}");
+}
+
+#[tokio::test]
+async fn a_query_on_one_replica_right_after_a_mutation_applied_on_another_shows_it() {
+    let Some(fleet) = TestFleet::spawn(2).await else { return };
+    let (a, b) = (fleet.replica(0), fleet.replica(1));
+    // B's cache holds the old state, for the owner and for the installer.
+    for sub in ["alice", "ivan"] {
+        assert_eq!(gql_station(b, sub, ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE", "{sub}");
+    }
+    let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": true});
+    let r = a.graphql("alice", SET_MODE, vars).await;
+    assert_eq!(status(&r, "setChargeMode"), "APPLIED", "{r:#}");
+    for sub in ["alice", "ivan"] {
+        assert_eq!(gql_station(b, sub, ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "DEFERRED", "{sub}");
+    }
+}
+
+#[tokio::test]
+async fn without_redis_replicas_answer_on_their_own_and_events_flow_again_once_it_is_back() {
+    let Some(mut fleet) = TestFleet::spawn(2).await else { return };
+    let mut on_b = watching(fleet.replica(1)).await;
+    probe(fleet.replica(0), &mut [&mut on_b]).await;
+    fleet.redis.stop();
+    for (i, mode) in [(0, "DEFERRED"), (1, "DEFERRED_EXCLUSIVE")] {
+        let replica = fleet.replica(i);
+        let station = gql_station(replica, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+        assert_eq!(station["id"], ALICE_STATION, "replica {i}: {station}");
+        let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": mode, "wait": false});
+        let r = replica.post_with_key("alice", &format!("no-redis-{i}"), SET_MODE, vars).await;
+        assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "replica {i}: {r:#}");
+    }
+    fleet.redis.start().await;
+    probe(fleet.replica(0), &mut [&mut on_b]).await;
+    // Heard once (the station events of the commands above may come first).
+    deliver_to(fleet.replica(0), "after-redis").await;
+    assert_eq!(heard_until(&mut on_b, &["after-redis"]).await["after-redis"], 1);
+}
+
+/// The harness itself (whatever the fleet mode does): the load balancer reaches every replica and
+/// skips a stopped one, and Redis starts again on its port, empty.
+#[tokio::test]
+async fn the_harness_balances_over_live_replicas_and_restarts_redis_on_its_port() {
+    let Some(mut fleet) = TestFleet::spawn(2).await else { return };
+    // A connection per request (none kept alive), so that each is balanced anew.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).tls_certs_only([]).build().unwrap();
+    let healthy = |fleet: &TestFleet| {
+        let (client, url) = (client.clone(), format!("{}/healthz", fleet.lb.base));
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    };
+    for _ in 0..4 {
+        assert!(healthy(&fleet).await, "the replicas answer in turn through the load balancer");
+    }
+    fleet.stop(0).await;
+    for _ in 0..4 {
+        assert!(healthy(&fleet).await, "the load balancer skips the stopped replica");
+    }
+    let url = fleet.redis.url();
+    fleet.redis.stop();
+    fleet.redis.start().await;
+    assert_eq!(fleet.redis.url(), url);
+}
