@@ -318,6 +318,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_redis_url_is_refused_without_repeating_it() {
+        for url in ["http://:hunter2-pass@127.0.0.1:6379", "redis://:hunter2-pass@127.0.0.1:notaport", "hunter2-pass"] {
+            let c = Config { redis_url: Some(Secret::new(url)), ..Config::default() };
+            let error = c.validate().unwrap_err();
+            assert!(error.contains("WITTY_BFF_REDIS_URL") && !error.contains("hunter2"), "{error}");
+        }
+        let ok = Config { redis_url: Some(Secret::new("rediss://:pw@redis.example:6380/2")), ..Config::default() };
+        assert_eq!(ok.validate(), Ok(()));
+        assert!(!format!("{ok:?}").contains("redis.example"));
+    }
+
+    #[test]
     fn the_connection_limits_close_a_silent_connection_within_30_seconds_and_are_never_zero() {
         let c = Config::default();
         assert!(c.header_read_timeout_secs <= 30 && c.ws_init_timeout_secs <= 30);

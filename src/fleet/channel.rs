@@ -163,6 +163,26 @@ impl Fleet {
         }
     }
 
+    /// Keeps a value for the fleet under `name` for `ttl` (nothing while Redis is away).
+    pub(crate) async fn keep(&self, name: &str, value: &str, ttl: Duration) {
+        if !self.connected() {
+            return;
+        }
+        let set = redis::cmd("SET").arg(key(name)).arg(value).arg("PX").arg(ttl.as_millis() as u64).clone();
+        if let Err(e) = timed(set.query_async::<()>(&mut self.redis.conn())).await {
+            self.redis.fell_back("lease", &e);
+        }
+    }
+
+    /// What [`Fleet::keep`] kept under `name`, if it lasts and Redis answers.
+    pub(crate) async fn recall(&self, name: &str) -> Option<String> {
+        if !self.connected() {
+            return None;
+        }
+        let get = redis::cmd("GET").arg(key(name)).clone();
+        timed(get.query_async::<Option<String>>(&mut self.redis.conn())).await.ok().flatten()
+    }
+
     /// Keeps the events no replica has published yet (an id is known per installation), marks
     /// the late ones, and tells the other replicas. `Err` when Redis cannot be used: the caller
     /// then judges with its own memory.

@@ -11,8 +11,9 @@ use super::Live;
 use crate::events::{StationEvent, StationEventKind};
 use crate::upstream::stations::ChargingStation;
 
-/// What is compared between two reads.
-#[derive(Debug, Clone, PartialEq)]
+/// What is compared between two reads (kept in Redis by a fleet's poller, so that the replica
+/// taking its lease over compares with it: a change made while the lease moved is not missed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Snapshot {
     plugged: bool,
     charging: bool,
@@ -73,8 +74,12 @@ fn changes(before: &Snapshot, after: &Snapshot) -> Vec<(StationEventKind, &'stat
 }
 
 pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
-    let mut known: HashMap<String, Snapshot> = HashMap::new();
-    let mut first = true;
+    let baseline = format!("polled:{installation_id}");
+    let mut known: HashMap<String, Snapshot> = match live.fleet() {
+        Some(f) => f.recall(&baseline).await.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default(),
+        None => HashMap::new(),
+    };
+    let mut first = known.is_empty();
     let mut ticks = tokio::time::interval(live.settings.poll_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -87,30 +92,40 @@ pub(super) async fn run(live: Arc<Live>, installation_id: i64) {
                 continue;
             }
         };
+        let mut found = Vec::new();
         for s in &stations {
             let now = snapshot(s);
             if let Some(before) = known.get(&s.id)
                 && !first
             {
-                for (kind, name) in changes(before, &now) {
-                    live.publish(StationEvent {
-                        id: format!("poll-{}", Uuid::new_v4()),
-                        kind,
-                        raw_type: format!("witty-bff.polled.{name}"),
-                        event_time: Utc::now(),
-                        installation_id,
-                        charging_station_id: Some(s.id.clone()),
-                        data: serde_json::json!({"installationId": installation_id, "chargingStationId": s.id}),
-                        late: false,
-                    })
-                    .await;
-                }
+                found.extend(changes(before, &now).into_iter().map(|(kind, name)| (s.id.clone(), kind, name)));
             }
             known.insert(s.id.clone(), now);
         }
         first = false;
+        // Kept before the events go out: whoever hears them and sees this replica die next has
+        // the next holder compare with what they heard.
+        if let (Some(f), Ok(text)) = (live.fleet(), serde_json::to_string(&known)) {
+            f.keep(&baseline, &text, (live.settings.poll_interval * 10).max(BASELINE_KEPT)).await;
+        }
+        for (station, kind, name) in found {
+            live.publish(StationEvent {
+                id: format!("poll-{}", Uuid::new_v4()),
+                kind,
+                raw_type: format!("witty-bff.polled.{name}"),
+                event_time: Utc::now(),
+                installation_id,
+                data: serde_json::json!({"installationId": installation_id, "chargingStationId": station}),
+                charging_station_id: Some(station),
+                late: false,
+            })
+            .await;
+        }
     }
 }
+
+/// How long a fleet keeps the last poll of an installation for the next lease holder, at least.
+const BASELINE_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

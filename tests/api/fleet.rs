@@ -226,3 +226,74 @@ async fn the_harness_balances_over_live_replicas_and_restarts_redis_on_its_port(
     fleet.redis.start().await;
     assert_eq!(fleet.redis.url(), url);
 }
+
+/// The password of the Redis of [`a_redis_requiring_a_password_serves_the_fleet_and_is_never_shown`]
+/// (CI searches the suite's logs for it).
+const REDIS_PASSWORD: &str = "test-redis-password-5d2c";
+
+/// `GET /readyz` of a replica: its status and body.
+async fn readyz(replica: &TestBff) -> (u16, Value) {
+    let reply = send(replica.client.get(format!("{}/readyz", replica.base))).await;
+    (reply.status.as_u16(), reply.body)
+}
+
+/// A Redis requiring a password (given in the URL) serves the fleet; with a wrong password the
+/// replica starts and answers on its own, says so on `/readyz`, and shows the password nowhere.
+#[tokio::test]
+async fn a_redis_requiring_a_password_serves_the_fleet_and_is_never_shown() {
+    let Some(redis) = RedisServer::spawn_with(Some(REDIS_PASSWORD)).await else { return };
+    let Some(fleet) = TestFleet::spawn_with(2, redis, |_| {}).await else { return };
+    let mut on_b = watching(fleet.replica(1)).await;
+    probe(fleet.replica(0), &mut [&mut on_b]).await;
+    deliver_to(fleet.replica(0), "with-password").await;
+    assert_eq!(heard_until(&mut on_b, &["with-password"]).await["with-password"], 1);
+    assert_eq!(readyz(fleet.replica(0)).await, (200, json!({"status": "ready", "redis": "connected"})));
+
+    let Some(redis) = RedisServer::spawn_with(Some(REDIS_PASSWORD)).await else { return };
+    let wrong = redis.url().replace(REDIS_PASSWORD, "not-the-password");
+    let Some(alone) = TestFleet::spawn_with(1, redis, |c| c.redis_url = Some(wrong.parse().unwrap())).await else {
+        return;
+    };
+    let replica = alone.replica(0);
+    let station = gql_station(replica, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    assert_eq!(station["id"], ALICE_STATION, "{station}");
+    let (status, body) = readyz(replica).await;
+    assert_eq!((status, &body["redis"]), (200, &json!("unreachable: this replica works alone")), "{body}");
+    assert_eq!(replica.metric("witty_bff_fleet_connected").await, 0.0);
+    let metrics = send(replica.client.get(format!("{}/metrics", replica.base))).await;
+    assert!(!format!("{:?}{}", metrics.body, body).contains("not-the-password"));
+}
+
+/// Waits for a polled event of type `kind` (a plug also starts a session: other events come too).
+async fn polled(ws: &mut Ws, kind: &str) {
+    let raw = format!("witty-bff.polled.{kind}");
+    while ws_data(ws).await["data"]["stationEvents"]["rawType"] != raw.as_str() {}
+}
+
+/// With webhooks off, only the replica holding the installation's lease polls it, and what it
+/// learns reaches the other replicas' subscribers; when it dies, a watching replica polls instead.
+#[tokio::test]
+async fn the_polling_fallback_runs_on_the_lease_holder_only_and_moves_when_it_dies() {
+    let Some(redis) = RedisServer::spawn().await else { return };
+    let Some(mut fleet) = TestFleet::spawn_with(2, redis, polling).await else { return };
+    let mut on_a = watching(fleet.replica(0)).await;
+    let mut on_b = watching(fleet.replica(1)).await;
+    assert_eq!(fleet.sim().plug(ALICE_STATION).await.status, 200);
+    for ws in [&mut on_a, &mut on_b] {
+        polled(ws, "CablePlugged").await;
+    }
+    let polling = [
+        fleet.replica(0).metric("witty_bff_polled_installations").await,
+        fleet.replica(1).metric("witty_bff_polled_installations").await,
+    ];
+    assert_eq!(polling, [1.0, 0.0], "the first watcher's replica polls, alone");
+
+    fleet.stop(0).await;
+    let b = fleet.replica(1);
+    eventually("B to poll once A is gone", || async {
+        (b.metric("witty_bff_polled_installations").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(fleet.sim().unplug(ALICE_STATION).await.status, 200);
+    polled(&mut on_b, "CableUnplugged").await;
+}

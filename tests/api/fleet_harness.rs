@@ -24,6 +24,8 @@ const REQUIRE_REDIS: &str = "WITTY_BFF_TEST_REQUIRE_REDIS";
 /// A `redis-server` of the test's own on a free port, without persistence; killed on drop.
 pub struct RedisServer {
     port: u16,
+    /// What clients must authenticate with (`requirepass`), if anything.
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -31,6 +33,11 @@ impl RedisServer {
     /// Starts one, or says on stderr why the fleet tests are not run and returns `None` when
     /// `redis-server` is not on the PATH (a failure instead when [`REQUIRE_REDIS`] is set).
     pub async fn spawn() -> Option<RedisServer> {
+        RedisServer::spawn_with(None).await
+    }
+
+    /// As [`Self::spawn`], requiring `password` of its clients when one is given.
+    pub async fn spawn_with(password: Option<&str>) -> Option<RedisServer> {
         let found = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
         if !found {
             if std::env::var_os(REQUIRE_REDIS).is_some() {
@@ -44,13 +51,16 @@ impl RedisServer {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut redis = RedisServer { port, child: None };
+        let mut redis = RedisServer { port, password: password.map(str::to_string), child: None };
         redis.start().await;
         Some(redis)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Starts `redis-server` on its port (again, after [`Self::stop`]: empty) and waits until it
@@ -58,11 +68,11 @@ impl RedisServer {
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass", password]);
+        }
+        let child = Command::new("redis-server").args(args).stdout(Stdio::null()).spawn().expect("redis-server starts");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while !self.answers().await {
@@ -74,14 +84,15 @@ impl RedisServer {
         }
     }
 
-    /// Whether it answers `PING` with `+PONG`.
+    /// Whether it answers `PING` with `+PONG` (or, requiring a password, with `-NOAUTH`).
     async fn answers(&self) -> bool {
         let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
         if conn.write_all(b"PING\r\n").await.is_err() {
             return false;
         }
         let mut reply = [0u8; 7];
-        conn.read_exact(&mut reply).await.is_ok() && reply == *b"+PONG\r\n"
+        let expected = if self.password.is_some() { b"-NOAUTH" } else { b"+PONG\r\n" };
+        conn.read_exact(&mut reply).await.is_ok() && reply == *expected
     }
 
     /// Kills it (a Redis gone away) and waits until it is gone.
@@ -164,16 +175,21 @@ impl TestFleet {
     /// A fleet of `n` replicas on a Redis of its own; `None` when there is no `redis-server` to
     /// run (see [`RedisServer::spawn`]): the test then returns.
     pub async fn spawn(n: usize) -> Option<TestFleet> {
-        let redis = RedisServer::spawn().await?;
+        TestFleet::spawn_with(n, RedisServer::spawn().await?, |_| {}).await
+    }
+
+    /// A fleet of `n` replicas on `redis`, their configuration changed by `tune`.
+    pub async fn spawn_with(n: usize, redis: RedisServer, tune: impl Fn(&mut Config)) -> Option<TestFleet> {
         let sim = TestSim::spawn(TestSim::test_config()).await;
         let lb = TestLb::start().await;
-        let config = Config {
+        let mut config = Config {
             redis_url: Some(Secret::new(redis.url())),
             fleet_lease_ms: 1_000,
             watch_grace_secs: 1,
             public_url: Some(lb.base.parse().unwrap()),
             ..TestApp::config(&sim)
         };
+        tune(&mut config);
         let mut replicas = Vec::new();
         for i in 0..n {
             replicas.push(Replica::start(i, config.clone(), sim.client.clone()).await);
