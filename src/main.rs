@@ -50,6 +50,13 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Ask the server on the configured listen address for `/healthz`: exit 0 when it answers 200
+    /// (for a container's HEALTHCHECK), 1 otherwise.
+    Healthcheck {
+        /// Another path to ask (the simulator alone answers `/openapi.json`).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
 }
 
 #[tokio::main]
@@ -95,7 +102,21 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", witty_bff::sdl());
             Ok(())
         }
+        Command::Healthcheck { path } => healthcheck(cli.config.listen, &path).await,
     }
+}
+
+/// `GET {path}` on `listen` (on loopback when it is every interface), within 2 seconds.
+async fn healthcheck(listen: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let url = format!("http://{addr}/{}", path.trim_start_matches('/'));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let status = client.get(&url).send().await.with_context(|| format!("no answer from {url}"))?.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

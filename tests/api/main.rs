@@ -17,6 +17,7 @@ mod graph_webhooks;
 mod hardening;
 mod helpers;
 mod hygiene;
+mod operations;
 mod rate_limit;
 mod sim_access;
 mod sim_invalid_input;
