@@ -5,8 +5,8 @@
 //! server's RSS. `FANOUT_ROUNDS` (5) rounds of two bursts of `FANOUT_EVENTS` (50) deliveries:
 //! `FANOUT_GAP_MS` (20) apart, then back to back; the figures pool the rounds, and each round's p99
 //! shows the spread. `FANOUT_DISTINCT_TOKENS=1` gives every subscriber a token of its own (nothing
-//! shared). `FANOUT_PER_EVENT=1` also prints each delivery's post time and its first and
-//! last arrival. Loopback only; bounded in count and time.
+//! shared). `FANOUT_PER_EVENT=1` also prints each delivery's post time (and wall clock) and its
+//! first and last arrival. Loopback only; bounded in count and time.
 //!
 //! `FANOUT_REPLICAS=3` (any number above 1) measures a fleet instead: a `redis-server` of the
 //! bench's own on a free port (it must be installed), one simulator (`witty-bff simulate`), and
@@ -372,7 +372,11 @@ async fn run_rounds(
             for n in 0..s.events {
                 let t0 = deliver(http, hook, &format!("{phase}-{n}")).await;
                 if s.per_event {
-                    println!("{name}: post {n}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+                    // The wall clock of the post too, to line it up with other tools' logs
+                    // (`redis-cli monitor`).
+                    let wall = std::time::SystemTime::now() - t0.elapsed();
+                    let unix = wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+                    println!("{name}: post {n}: {:.1} ms, sent at {unix:.6}", t0.elapsed().as_secs_f64() * 1e3);
                 }
                 sent_at.insert(phase * KEY_PHASE + n as u32, t0);
                 if !spacing.is_zero() {
