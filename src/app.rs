@@ -22,7 +22,7 @@ use tower::ServiceExt as _;
 
 use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::events::{LocalBus, SharedBus};
 use crate::fleet::{Fleet, Redis};
 use crate::graphql::{CommandSettings, Services, build_schema};
@@ -72,9 +72,12 @@ impl App {
             None => format!("http://{addr}").parse().context("public URL")?,
         };
         let window = Duration::from_secs(config.idempotency_window_secs.max(1));
-        let (fleet, idempotency): (_, Arc<dyn IdempotencyStore>) = match &config.redis_url {
+        // An empty URL (a variable set to nothing in a manifest) is no Redis.
+        let redis_url = config.redis_url.as_ref().map(Secret::expose).filter(|u| !u.trim().is_empty());
+        let (fleet, idempotency): (_, Arc<dyn IdempotencyStore>) = match redis_url {
             Some(url) => {
-                let redis = Redis::new(url.expose(), cache.client().metrics().clone())?;
+                let redis = Redis::new(url, cache.client().metrics().clone())?;
+                redis.check().await?;
                 let store = Arc::new(RedisStore::new(redis.clone(), window));
                 (Some(Fleet::join(redis, Duration::from_millis(config.fleet_lease_ms))), store)
             }

@@ -275,7 +275,7 @@ impl Config {
                 tokio::sync::Semaphore::MAX_PERMITS
             ));
         }
-        if let Some(url) = &self.redis_url {
+        if let Some(url) = self.redis_url.as_ref().filter(|u| !u.expose().trim().is_empty()) {
             crate::fleet::check_url(url.expose())?;
         }
         if self.fleet_lease_ms < 300 {
@@ -324,6 +324,8 @@ mod tests {
             let error = c.validate().unwrap_err();
             assert!(error.contains("WITTY_BFF_REDIS_URL") && !error.contains("hunter2"), "{error}");
         }
+        // Set to nothing (an empty variable in a manifest): no Redis.
+        assert_eq!(Config { redis_url: Some(Secret::new(" ")), ..Config::default() }.validate(), Ok(()));
         let ok = Config { redis_url: Some(Secret::new("rediss://:pw@redis.example:6380/2")), ..Config::default() };
         assert_eq!(ok.validate(), Ok(()));
         assert!(!format!("{ok:?}").contains("redis.example"));

@@ -55,6 +55,11 @@ pub(crate) trait Listener: Send + Sync {
 /// query goes on after the cache is dropped (it cannot be stale if nothing is cached).
 const CATCH_UP: Duration = Duration::from_secs(1);
 
+/// How often the channel's Redis is asked whether it answers.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// The longest pause between two tries to reach Redis again.
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
+
 /// How long an event id stays known, and the newest event time of a station (Event Grid retries
 /// a delivery for up to a day).
 const EVENT_MEMORY_MS: u64 = 24 * 3600 * 1000;
@@ -109,6 +114,12 @@ fn key(name: &str) -> String {
     format!("{PREFIX}{name}")
 }
 
+/// The channel of the fleet on the Redis database `db`: keys are per database, channels are not,
+/// so fleets sharing a Redis by database number must not hear each other.
+fn channel(db: i64) -> String {
+    format!("{PREFIX}notes:{db}")
+}
+
 impl Fleet {
     /// Joins the fleet on `redis`: listens to the channel from now on (and again after a loss).
     pub(crate) fn join(redis: Redis, lease: Duration) -> Arc<Fleet> {
@@ -119,6 +130,7 @@ impl Fleet {
             listener: OnceLock::new(),
             lease,
         });
+        tracing::info!(replica = %fleet.replica, "fleet: this replica's name (in Redis's leases)");
         tokio::spawn(listen(Arc::downgrade(&fleet)));
         fleet
     }
@@ -126,6 +138,10 @@ impl Fleet {
     /// Who hears the other replicas' notes (set once, by the live-events service).
     pub(crate) fn set_listener(&self, listener: Weak<dyn Listener>) {
         let _ = self.listener.set(listener);
+    }
+
+    fn channel(&self) -> String {
+        channel(self.redis.client().get_connection_info().redis_settings().db())
     }
 
     pub(crate) fn redis(&self) -> &Redis {
@@ -156,11 +172,16 @@ impl Fleet {
         }
         let script = redis::Script::new(NOTE);
         let mut call = script.key(key("seq"));
-        call.key(key("notes")).arg(&self.replica).arg(kind).arg(payload);
+        call.key(self.channel()).arg(&self.replica).arg(kind).arg(payload);
         let told: Result<u64, _> = timed(call.invoke_async(&mut self.redis.conn())).await;
         if let Err(e) = told {
             self.redis.fell_back("invalidation", &e);
         }
+    }
+
+    /// A connection of its own to the fleet's Redis, for a caller on another runtime.
+    pub(crate) async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        timed(self.redis.client().get_multiplexed_async_connection()).await
     }
 
     /// Keeps a value for the fleet under `name` for `ttl` (nothing while Redis is away).
@@ -186,13 +207,15 @@ impl Fleet {
     /// Keeps the events no replica has published yet (an id is known per installation), marks
     /// the late ones, and tells the other replicas. `Err` when Redis cannot be used: the caller
     /// then judges with its own memory.
+    /// On `conn` when given (the webhook intake has its own), else on the shared connection.
     pub(crate) async fn publish_events(
         &self,
         events: Vec<StationEvent>,
+        conn: Option<&mut redis::aio::MultiplexedConnection>,
     ) -> Result<Vec<StationEvent>, (Vec<StationEvent>, redis::RedisError)> {
         let script = redis::Script::new(EVENTS);
         let mut call = script.key(key("seq"));
-        call.key(key("notes")).arg(&self.replica).arg(EVENT_MEMORY_MS);
+        call.key(self.channel()).arg(&self.replica).arg(EVENT_MEMORY_MS);
         let now = Utc::now();
         for e in &events {
             let station = e.charging_station_id.as_deref().unwrap_or("");
@@ -206,7 +229,11 @@ impl Fleet {
                 .arg(seen_at)
                 .arg(json);
         }
-        let flags: String = match timed(call.invoke_async::<(u64, String)>(&mut self.redis.conn())).await {
+        let answer = match conn {
+            Some(conn) => timed(call.invoke_async::<(u64, String)>(conn)).await,
+            None => timed(call.invoke_async::<(u64, String)>(&mut self.redis.conn())).await,
+        };
+        let flags: String = match answer {
             Ok((_, flags)) => flags,
             Err(e) => return Err((events, e)),
         };
@@ -241,6 +268,9 @@ impl Fleet {
             if let Some(l) = self.listener() {
                 l.resynced();
             }
+            // Nothing cached is older than this now: the next query need not wait for the same
+            // number again (should it never come: a note lost, or a number set by hand).
+            self.heard.send_modify(|n| *n = (*n).max(target));
         }
     }
 
@@ -320,7 +350,7 @@ async fn listen(fleet: Weak<Fleet>) {
         let client = f.redis.client().clone();
         let subscribed = async {
             let mut pubsub = timed(client.get_async_pubsub()).await?;
-            timed(pubsub.subscribe(key("notes"))).await?;
+            timed(pubsub.subscribe(f.channel())).await?;
             let now: Option<u64> = timed(redis::cmd("GET").arg(key("seq")).query_async(&mut f.redis.conn())).await?;
             Ok::<_, redis::RedisError>((pubsub, now.unwrap_or(0)))
         }
@@ -343,18 +373,32 @@ async fn listen(fleet: Weak<Fleet>) {
                 f.redis.fell_back("events", &e);
                 drop(f);
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+                pause = (pause * 2).min(RECONNECT_MAX);
                 continue;
             }
         };
+        let redis = f.redis.clone();
         drop(f);
-        while let Some(message) = stream.next().await {
-            let Some(f) = fleet.upgrade() else { return };
-            match message.get_payload::<String>() {
-                Ok(text) => f.hear(&text),
-                Err(_) => tracing::warn!("unreadable note on the fleet channel"),
+        // A Redis that stopped answering keeps its sockets open: it is asked, besides, whether
+        // it answers, and taken for lost after two silences in a row.
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        let mut silences = 0;
+        while silences < 2 {
+            tokio::select! {
+                message = stream.next() => {
+                    let (Some(message), Some(f)) = (message, fleet.upgrade()) else { break };
+                    match message.get_payload::<String>() {
+                        Ok(text) => f.hear(&text),
+                        Err(_) => tracing::warn!("unreadable note on the fleet channel"),
+                    }
+                }
+                _ = beat.tick() => {
+                    let pong = timed(redis::cmd("PING").query_async::<String>(&mut redis.conn())).await;
+                    silences = if pong.is_ok() { 0 } else { silences + 1 };
+                }
             }
         }
+        drop(stream);
         let Some(f) = fleet.upgrade() else { return };
         f.redis.set_up(false);
         f.redis

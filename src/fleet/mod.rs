@@ -61,6 +61,31 @@ impl Redis {
         Ok(Redis { client, conn, metrics, lost: Default::default(), up })
     }
 
+    /// At start: a Redis that refuses the credentials or settings of the URL is a configuration
+    /// to fix, not a Redis gone away: the replica does not start. One that cannot be reached is
+    /// waited for in the background (the replica starts on its own state).
+    pub(crate) async fn check(&self) -> anyhow::Result<()> {
+        let connected = channel::timed(self.client.get_multiplexed_async_connection()).await;
+        match connected {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+                ) =>
+            {
+                anyhow::bail!(
+                    "Redis refused this replica ({}): check the user and password of WITTY_BFF_REDIS_URL",
+                    e.category()
+                )
+            }
+            Err(e) => {
+                self.fell_back("events", &e);
+                Ok(())
+            }
+        }
+    }
+
     /// A connection for commands (multiplexed: clones share it).
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()

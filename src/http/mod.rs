@@ -351,8 +351,9 @@ async fn ready(State(s): State<HttpState>) -> Response {
         Ok(_) => serde_json::json!({"status": "ready"}),
         Err(_) => serde_json::json!({"status": "upstream unreachable"}),
     };
-    if let Some(redis) = fleet {
+    if let (Some(redis), Some(f)) = (fleet, s.live.fleet()) {
         body["redis"] = redis.into();
+        body["replica"] = f.replica().into();
     }
     let status = if probe.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()

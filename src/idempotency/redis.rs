@@ -36,6 +36,8 @@ const ENDED: Duration = Duration::from_secs(30);
 /// answered quickly, a long one costs Redis ten looks a second per waiter.
 const POLL_MIN: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(100);
+/// When a client refused because Redis is full should try again.
+const FULL_RETRY: Duration = Duration::from_secs(60);
 /// How long past a window the header's request mark lasts, as in [`MemoryStore`]: a request's
 /// mutations are kept a window from when each ends.
 const REQUEST_MARK_MARGIN: Duration = Duration::from_secs(120);
@@ -159,8 +161,19 @@ impl Names {
 
 /// Where a claim this replica runs went, for its completion to go there too.
 enum Route {
-    Shared { names: Names, token: String },
+    Shared {
+        names: Names,
+        token: String,
+    },
     Local,
+    /// In memory, after a claim in Redis that failed without saying whether it ran (a Redis that
+    /// stalled, then ran it): completed in memory, and in Redis as soon as Redis answers, so that
+    /// a retry on another replica replays the outcome rather than waiting for the claim to expire
+    /// and sending the command again.
+    Both {
+        names: Names,
+        token: String,
+    },
 }
 
 /// What the claim script answered, read.
@@ -262,9 +275,15 @@ async fn wait(redis: Redis, names: Names, first: First, claim: Claim) -> Ended {
         match look(&redis, &names, &first, &claim).await {
             Ok(Some(end)) => return end,
             Ok(None) => {}
-            Err(e) => {
+            // Redis gone away: claim again (in memory). A Redis that answers with errors is
+            // looked at again later, at the slowest pace, rather than claimed again at once.
+            Err(e) if !redis.up() => {
                 redis.fell_back("idempotency", &e);
                 return None;
+            }
+            Err(e) => {
+                redis.fell_back("idempotency", &e);
+                pause = POLL_MAX;
             }
         }
         tokio::time::sleep(pause).await;
@@ -321,7 +340,7 @@ impl IdempotencyStore for RedisStore {
         async move {
             // A key this replica runs in memory stays there until it ends, Redis back or not: its
             // completion goes there, and a duplicate here must wait for it rather than run.
-            if matches!(self.routes().get(&claim.slot), Some(Route::Local)) {
+            if matches!(self.routes().get(&claim.slot), Some(Route::Local | Route::Both { .. })) {
                 return self.claim_local(claim).await;
             }
             // Redis is away (the fleet's channel says so): no timeout to wait on every claim.
@@ -338,10 +357,17 @@ impl IdempotencyStore for RedisStore {
                 Ok(Answer::Claimed(claimed)) => Ok(claimed),
                 Ok(Answer::Refused(refusal)) => Err(refusal),
                 // Redis is at its `maxmemory`: the fleet's bound on all callers' keys together.
-                Err(e) if e.code() == Some("OOM") => Err(too_many(self.window, None)),
+                Err(e) if e.code() == Some("OOM") => Err(Refusal::Full {
+                    retry_after: FULL_RETRY,
+                    message: "witty-bff's store of idempotency keys is full for now: try again later".into(),
+                }),
                 Err(e) => {
                     self.redis.fell_back("idempotency", &e);
-                    self.claim_local(claim).await
+                    let claimed = self.claim_local(claim).await;
+                    if matches!(claimed, Ok(Claimed::Run)) {
+                        self.routes().insert(claim.slot.clone(), Route::Both { names, token });
+                    }
+                    claimed
                 }
             }
         }
@@ -349,8 +375,14 @@ impl IdempotencyStore for RedisStore {
     }
 
     fn complete(&self, claim: &Claim, end: Completion) {
-        let Some(Route::Shared { names, token }) = self.routes().remove(&claim.slot) else {
-            return self.local.complete(claim, end);
+        let route = self.routes().remove(&claim.slot);
+        let (names, token) = match route {
+            Some(Route::Shared { names, token }) => (names, token),
+            Some(Route::Both { names, token }) => {
+                self.local.complete(claim, end.clone());
+                (names, token)
+            }
+            Some(Route::Local) | None => return self.local.complete(claim, end),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return tracing::error!("an idempotency key was completed outside a runtime; its claim expires instead");
@@ -385,11 +417,19 @@ impl IdempotencyStore for RedisStore {
             .arg(claim.request.as_deref().unwrap_or(""))
             .arg(ms(self.window + REQUEST_MARK_MARGIN))
             .arg(ms(self.running));
-        let redis = self.redis.clone();
+        let (redis, running) = (self.redis.clone(), self.running);
         runtime.spawn(async move {
-            if let Err(e) = call.invoke_async::<i64>(&mut redis.conn()).await {
-                // Lost: its waiters wait for its running mark to expire, then claim again.
+            // Tried again while its claim's mark lasts: its waiters get the outcome rather than
+            // claim again once the mark expires (and send the command again).
+            let deadline = tokio::time::Instant::now() + running;
+            let mut pause = POLL_MAX;
+            while let Err(e) = call.invoke_async::<i64>(&mut redis.conn()).await {
                 redis.fell_back("idempotency", &e);
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return tracing::warn!("an idempotency outcome could not reach Redis; its claim expires instead");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
             }
         });
     }
@@ -495,6 +535,33 @@ mod tests {
             Ok(Claimed::Wait(first)) => first,
             _ => panic!("expected a wait"),
         }
+    }
+
+    /// Stops (`STOP`) or resumes (`CONT`) the server's process: a Redis that stalls.
+    fn signal(server: &Server, signal: &str) {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &server.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
+    /// A claim sent to a Redis that stalled, and ran once it woke up, is completed there too: a
+    /// retry on another replica replays the first outcome rather than waiting for the claim to
+    /// expire and sending the command again.
+    #[tokio::test]
+    async fn a_claim_a_stalled_redis_ran_late_gets_the_outcome_of_the_run_made_meanwhile() {
+        let Some(server) = Server::start(None).await else { return };
+        let metrics = Metrics::new();
+        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let first = claim("u", "k", "a");
+        // Connected before the stall, so the claim is sent and waits in Redis's socket.
+        assert!(matches!(a.claim(&claim("u", "warm-up", "a")).await, Ok(Claimed::Run)));
+        signal(&server, "STOP");
+        let claimed = a.claim(&first).await;
+        assert!(matches!(claimed, Ok(Claimed::Run)), "run in memory while Redis does not answer");
+        a.complete(&first, Completion::Keep(Ok(serde_json::json!("sent once"))));
+        signal(&server, "CONT");
+        let replayed = settled(&b, &first).await;
+        assert!(matches!(replayed, Ok(Claimed::Replay(Ok(ref v))) if v == "sent once"), "{:?}", replayed.is_ok());
+        assert!(metrics.render().contains(r#"witty_bff_fleet_fallbacks_total{part="idempotency"}"#));
     }
 
     #[tokio::test]

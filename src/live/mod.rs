@@ -112,12 +112,68 @@ pub(crate) struct Live {
     remote: tokio::sync::mpsc::UnboundedSender<Vec<StationEvent>>,
 }
 
+/// Most deliveries (and events) the intake takes together.
+const BATCH_ITEMS: usize = 64;
+const BATCH_EVENTS: usize = 10_000;
+
+/// What the intake thread keeps: the burst it publishes, and in a fleet a runtime and a Redis
+/// connection of its own, so that a delivery's Redis call does not wait behind the main
+/// runtime's tasks (every subscriber's, under a fan-out).
+struct Worker {
+    burst: Burst,
+    redis: Option<(tokio::runtime::Runtime, Option<redis::aio::MultiplexedConnection>)>,
+}
+
+impl Worker {
+    fn new(fleet: bool) -> Worker {
+        let runtime = fleet.then(|| tokio::runtime::Builder::new_current_thread().enable_all().build()).and_then(|r| {
+            r.map_err(|e| tracing::error!(error = %e, "no runtime for the intake's Redis calls; using the main one"))
+                .ok()
+        });
+        Worker { burst: Burst::new(), redis: runtime.map(|r| (r, None)) }
+    }
+
+    /// `Fleet::publish_events` on the intake's own connection (made again after a failure).
+    fn publish(
+        &mut self,
+        fleet: &Fleet,
+        events: Vec<StationEvent>,
+    ) -> Result<Vec<StationEvent>, (Vec<StationEvent>, redis::RedisError)> {
+        let Some((runtime, conn)) = &mut self.redis else {
+            return tokio::runtime::Handle::current().block_on(fleet.publish_events(events, None));
+        };
+        runtime.block_on(async {
+            if conn.is_none() {
+                match fleet.connect().await {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => return Err((events, e)),
+                }
+            }
+            let published = fleet.publish_events(events, conn.as_mut()).await;
+            if published.is_err() {
+                *conn = None;
+            }
+            published
+        })
+    }
+}
+
 /// What the intake thread handles, in the order it came.
 enum Intake {
     /// A webhook delivery: at the webhook of an installation, from the subscription named.
     Delivery(i64, Option<String>, Vec<GridEvent>),
     /// Fresh events another replica of the fleet published.
     Heard(Vec<StationEvent>),
+}
+
+impl Intake {
+    /// Its events.
+    fn len(&self) -> usize {
+        match self {
+            Intake::Delivery(_, _, events) => events.len(),
+            Intake::Heard(events) => events.len(),
+        }
+    }
 }
 
 /// Deliveries accepted but not yet handled before new ones are refused (503, the upstream retries).
@@ -176,27 +232,30 @@ impl Live {
         // as soon as a delivery comes, not after every task the runtime has queued, which under a
         // fan-out is every subscriber's. It ends with the service.
         let weak = Arc::downgrade(&live);
+        let mut worker = Worker::new(live.fleet.is_some());
         let started = std::thread::Builder::new().name("witty-bff-intake".into()).spawn(move || {
-            let mut burst = Burst::new();
             loop {
                 // A delivery already waiting continues the burst; one waited for starts another.
-                let item = match deliveries.try_recv() {
-                    Ok(delivery) => delivery,
+                let first = match deliveries.try_recv() {
+                    Ok(item) => item,
                     Err(_) => match deliveries.recv() {
-                        Ok(delivery) => {
-                            burst = Burst::new();
-                            delivery
+                        Ok(item) => {
+                            worker.burst = Burst::new();
+                            item
                         }
                         Err(_) => break,
                     },
                 };
-                let Some(live) = weak.upgrade() else { break };
-                match item {
-                    Intake::Delivery(installation, subscription, events) => {
-                        live.notify(installation, subscription.as_deref(), events, &mut burst)
-                    }
-                    Intake::Heard(events) => live.spread(events, &mut burst),
+                // What else is waiting goes with it: in a fleet, one Redis call for them all.
+                let mut batch = vec![first];
+                let mut events = batch[0].len();
+                while batch.len() < BATCH_ITEMS && events < BATCH_EVENTS {
+                    let Ok(item) = deliveries.try_recv() else { break };
+                    events += item.len();
+                    batch.push(item);
                 }
+                let Some(live) = weak.upgrade() else { break };
+                live.handle(batch, &mut worker);
             }
         });
         if let Err(e) = started {
@@ -308,7 +367,33 @@ impl Live {
     /// installation's webhook URL cannot speak for another). A delivery from a subscription of
     /// ours that is no longer the installation's (one being replaced, or left behind) is dropped:
     /// its copies may lack what the current one carries.
-    fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>, burst: &mut Burst) {
+    #[cfg(test)]
+    fn notify(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>, worker: &mut Worker) {
+        self.handle(vec![Intake::Delivery(installation, subscription.map(str::to_string), events)], worker);
+    }
+
+    /// Handles what the intake took, in order: the deliveries' events judged together (one Redis
+    /// call in a fleet), events heard from other replicas where they came.
+    fn handle(&self, batch: Vec<Intake>, worker: &mut Worker) {
+        let mut pending = Vec::new();
+        for item in batch {
+            match item {
+                Intake::Delivery(installation, subscription, events) => {
+                    pending.extend(self.candidates(installation, subscription.as_deref(), events));
+                }
+                Intake::Heard(events) => {
+                    let fresh = self.first_seen(std::mem::take(&mut pending), worker);
+                    self.spread(fresh, &mut worker.burst);
+                    self.spread(events, &mut worker.burst);
+                }
+            }
+        }
+        let fresh = self.first_seen(pending, worker);
+        self.spread(fresh, &mut worker.burst);
+    }
+
+    /// A delivery's events that may be published, in event-time order: see [`Live::handle`].
+    fn candidates(&self, installation: i64, subscription: Option<&str>, events: Vec<GridEvent>) -> Vec<StationEvent> {
         self.registry.delivered(installation);
         // Every event left after the first filter is the webhook's installation's: its current
         // subscription is looked up once for the whole delivery.
@@ -343,8 +428,7 @@ impl Live {
             })
             .collect();
         fresh.sort_by_key(|e| e.event_time);
-        let fresh = self.first_seen(fresh);
-        self.spread(fresh, burst);
+        fresh
     }
 
     /// Publishes fresh events to this replica's listeners, as fast as they take them (see
@@ -370,10 +454,13 @@ impl Live {
     /// The events (in event-time order) no replica has published yet, marked late when a later
     /// one of their station was published before: judged by the fleet through Redis, or by this
     /// replica's own memory (alone, or while Redis is away).
-    fn first_seen(&self, events: Vec<StationEvent>) -> Vec<StationEvent> {
+    fn first_seen(&self, events: Vec<StationEvent>, worker: &mut Worker) -> Vec<StationEvent> {
         let offered = events.len();
+        if offered == 0 {
+            return events;
+        }
         let events = match &self.fleet {
-            Some(f) if f.connected() => match self.runtime.block_on(f.publish_events(events)) {
+            Some(f) if f.connected() => match worker.publish(f, events) {
                 Ok(fresh) => {
                     self.count_fresh(fresh.len(), offered);
                     return fresh;
@@ -446,7 +533,7 @@ impl Live {
     /// (of every replica, in a fleet).
     pub(crate) async fn publish(&self, event: StationEvent) {
         let event = match &self.fleet {
-            Some(f) if f.connected() => match f.publish_events(vec![event]).await {
+            Some(f) if f.connected() => match f.publish_events(vec![event], None).await {
                 Ok(mut fresh) => match fresh.pop() {
                     Some(e) => e,
                     None => return,
@@ -694,13 +781,13 @@ mod tests {
         let live = live();
         let heard = live.bus().subscribe();
         let events = (0..4000).map(|n| event(33, &format!("e-{n}"))).collect();
-        live.notify(33, None, events, &mut Burst::new());
+        live.notify(33, None, events, &mut Worker::new(false));
         let (predicates, bumps) = live.cache.invalidation_work();
         assert_eq!(predicates, 0, "no invalidation predicate registered: entries are not scanned");
         assert_eq!(bumps, 1, "one generation bump for the delivery, not one per event");
         assert_eq!(heard.len(), 4000, "every event is still published");
         // A delivery of nothing new (all duplicates) invalidates nothing.
-        live.notify(33, None, vec![event(33, "e-0")], &mut Burst::new());
+        live.notify(33, None, vec![event(33, "e-0")], &mut Worker::new(false));
         assert_eq!(live.cache.invalidation_work(), (0, 1));
     }
 
@@ -708,9 +795,9 @@ mod tests {
     async fn an_event_id_is_a_duplicate_only_at_the_same_installation() {
         let live = live();
         let mut heard = live.bus().subscribe();
-        live.notify(42, None, vec![event(42, "shared-id")], &mut Burst::new());
-        live.notify(33, None, vec![event(33, "shared-id")], &mut Burst::new());
-        live.notify(33, None, vec![event(33, "shared-id")], &mut Burst::new());
+        live.notify(42, None, vec![event(42, "shared-id")], &mut Worker::new(false));
+        live.notify(33, None, vec![event(33, "shared-id")], &mut Worker::new(false));
+        live.notify(33, None, vec![event(33, "shared-id")], &mut Worker::new(false));
         let mut installations = Vec::new();
         while let Ok(e) = heard.try_recv() {
             installations.push(e.installation_id);

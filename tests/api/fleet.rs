@@ -237,31 +237,37 @@ async fn readyz(replica: &TestBff) -> (u16, Value) {
     (reply.status.as_u16(), reply.body)
 }
 
-/// A Redis requiring a password (given in the URL) serves the fleet; with a wrong password the
-/// replica starts and answers on its own, says so on `/readyz`, and shows the password nowhere.
+/// A Redis requiring a password (given in the URL) serves the fleet. A wrong password is a
+/// configuration to fix: the replica does not start, and says which setting without showing it.
+/// A Redis that cannot be reached is waited for: the replica starts alone and `/readyz` says so.
 #[tokio::test]
 async fn a_redis_requiring_a_password_serves_the_fleet_and_is_never_shown() {
     let Some(redis) = RedisServer::spawn_with(Some(REDIS_PASSWORD)).await else { return };
+    let wrong = redis.url().replace(REDIS_PASSWORD, "not-the-password");
     let Some(fleet) = TestFleet::spawn_with(2, redis, |_| {}).await else { return };
     let mut on_b = watching(fleet.replica(1)).await;
     probe(fleet.replica(0), &mut [&mut on_b]).await;
     deliver_to(fleet.replica(0), "with-password").await;
     assert_eq!(heard_until(&mut on_b, &["with-password"]).await["with-password"], 1);
-    assert_eq!(readyz(fleet.replica(0)).await, (200, json!({"status": "ready", "redis": "connected"})));
+    let (status, ready) = readyz(fleet.replica(0)).await;
+    assert_eq!((status, &ready["status"], &ready["redis"]), (200, &json!("ready"), &json!("connected")), "{ready}");
+    assert!(ready["replica"].as_str().is_some_and(|r| r.len() == 36), "the replica's name, as in Redis: {ready}");
 
-    let Some(redis) = RedisServer::spawn_with(Some(REDIS_PASSWORD)).await else { return };
-    let wrong = redis.url().replace(REDIS_PASSWORD, "not-the-password");
-    let Some(alone) = TestFleet::spawn_with(1, redis, |c| c.redis_url = Some(wrong.parse().unwrap())).await else {
-        return;
-    };
-    let replica = alone.replica(0);
-    let station = gql_station(replica, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
+    let refused = TestApp::builder().bff(|c| c.redis_url = Some(wrong.parse().unwrap())).try_spawn().await;
+    let error = refused.err().expect("a replica with a wrong Redis password does not start");
+    assert!(error.contains("WITTY_BFF_REDIS_URL") && !error.contains("not-the-password"), "{error}");
+
+    let nowhere = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", free_port());
+    let alone = TestApp::builder().bff(|c| c.redis_url = Some(nowhere.parse().unwrap())).spawn().await;
+    let station = gql_station(&alone, "alice", ALICE_INSTALLATION, ALICE_STATION).await;
     assert_eq!(station["id"], ALICE_STATION, "{station}");
-    let (status, body) = readyz(replica).await;
-    assert_eq!((status, &body["redis"]), (200, &json!("unreachable: this replica works alone")), "{body}");
-    assert_eq!(replica.metric("witty_bff_fleet_connected").await, 0.0);
-    let metrics = send(replica.client.get(format!("{}/metrics", replica.base))).await;
-    assert!(!format!("{:?}{}", metrics.body, body).contains("not-the-password"));
+    let (status, ready) = readyz(&alone).await;
+    assert_eq!((status, &ready["redis"]), (200, &json!("unreachable: this replica works alone")), "{ready}");
+    assert_eq!(alone.metric("witty_bff_fleet_connected").await, 0.0);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits for a polled event of type `kind` (a plug also starts a session: other events come too).
@@ -296,4 +302,30 @@ async fn the_polling_fallback_runs_on_the_lease_holder_only_and_moves_when_it_di
     .await;
     assert_eq!(fleet.sim().unplug(ALICE_STATION).await.status, 200);
     polled(&mut on_b, "CableUnplugged").await;
+}
+
+/// A Redis that stops answering (its process stopped, its connections open) is taken for lost:
+/// the replicas say so and answer on their own; once it answers again, events are shared again.
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_taken_for_lost_then_found_again() {
+    let Some(fleet) = TestFleet::spawn(2).await else { return };
+    let (a, b) = (fleet.replica(0), fleet.replica(1));
+    let mut on_b = watching(b).await;
+    probe(a, &mut [&mut on_b]).await;
+    let redis_is = |replica: &'static str, state: &'static str| {
+        let replica = if replica == "a" { a } else { b };
+        async move { (readyz(replica).await.1["redis"] == state).then_some(()) }
+    };
+    fleet.redis.pause();
+    for replica in ["a", "b"] {
+        eventually("Redis taken for lost", || redis_is(replica, "unreachable: this replica works alone")).await;
+    }
+    let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": false});
+    let r = a.post_with_key("alice", "while-redis-sleeps", SET_MODE, vars).await;
+    assert_eq!(status(&r, "setChargeMode"), "ACCEPTED", "{r:#}");
+    fleet.redis.resume();
+    for replica in ["a", "b"] {
+        eventually("Redis found again", || redis_is(replica, "connected")).await;
+    }
+    probe(a, &mut [&mut on_b]).await;
 }

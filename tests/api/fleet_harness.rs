@@ -95,6 +95,22 @@ impl RedisServer {
         conn.read_exact(&mut reply).await.is_ok() && reply == *expected
     }
 
+    /// Stops its process without closing anything (`SIGSTOP`): a Redis that no longer answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes it after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id().to_string();
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+    }
+
     /// Kills it (a Redis gone away) and waits until it is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
