@@ -229,7 +229,16 @@ async fn bursts(http: reqwest::Client, sim: String, stats: Arc<Stats>, end: Inst
 #[tokio::main]
 async fn main() {
     let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
-    let server = common::spawn_server(&[("WITTY_BFF_RATE_LIMIT_PER_SECOND", "0")]).await;
+    // Every mutation sends a fresh Idempotency-Key, four a second: with the default 10-minute
+    // window the store fills (up to its per-user bound) for most of a 5-minute run, which is
+    // bounded growth, not a leak. A 1-minute window lets every bounded store reach its steady
+    // state within the first minute, so a flat RSS after it says that nothing else grows.
+    let window = std::env::var("SOAK_IDEMPOTENCY_WINDOW_SECS").unwrap_or_else(|_| "60".into());
+    let server = common::spawn_server(&[
+        ("WITTY_BFF_RATE_LIMIT_PER_SECOND", "0"),
+        ("WITTY_BFF_IDEMPOTENCY_WINDOW_SECS", &window),
+    ])
+    .await;
     let (pid, port, sim) = (server.pid, server.port, server.sim.clone());
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
