@@ -237,3 +237,18 @@ async fn metrics_parse_and_count_requests_by_transport_operation_and_outcome() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_from_a_browser_accepting_compression_is_not_compressed() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app().await;
+    let mut req = format!("{}/graphql", app.base.replace("http://", "ws://")).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    // What browsers send on every upgrade.
+    req.headers_mut().insert("Accept-Encoding", "gzip, deflate, br, zstd".parse().unwrap());
+    let (mut ws, upgraded) = tokio_tungstenite::connect_async(req).await.expect("the upgrade succeeds");
+    assert!(upgraded.headers().get("content-encoding").is_none(), "{:?}", upgraded.headers());
+    let init = json!({"type": "connection_init", "payload": {"token": app.token_for("alice")}});
+    ws_send_text(&mut ws, &init.to_string()).await;
+    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+}
