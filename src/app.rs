@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
+use tower_http::compression::CompressionLayer;
 
 use crate::auth::{JwtSettings, Verifier, mint_dev_token};
 use crate::cache::SharedCache;
@@ -114,7 +115,12 @@ impl App {
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
             limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         };
-        Ok(App { listener, router: router(state), addr, simulator, jwt_secret, config })
+        let cors = config.cors().map_err(anyhow::Error::msg)?;
+        // Every answer compressed as the client accepts (gzip, br, zstd), GraphiQL's assets
+        // included; tower-http's default predicate leaves out SSE (each event must go out as it
+        // comes), bodies under 32 bytes and WebSocket upgrades (no body).
+        let router = router(state, cors.as_ref()).layer(CompressionLayer::new());
+        Ok(App { listener, router, addr, simulator, jwt_secret, config })
     }
 
     pub fn addr(&self) -> SocketAddr {

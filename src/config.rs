@@ -213,6 +213,22 @@ pub struct Config {
     /// another takes over within about this long. Renewed every third of it.
     #[arg(long, env = "WITTY_BFF_FLEET_LEASE_MS", default_value_t = 5_000)]
     pub fleet_lease_ms: u64,
+
+    /// Origins allowed to call `/graphql` from a browser, comma-separated
+    /// (`https://app.example.com,http://localhost:5173`), or `*` for any. Unset: no CORS headers
+    /// at all, so only pages served from witty-bff's own origin (GraphiQL) can call it.
+    #[arg(long, env = "WITTY_BFF_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+}
+
+/// The browser origins allowed to call `/graphql` (`WITTY_BFF_CORS_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin (tokens travel in `Authorization`, not cookies, so this shares nothing a
+    /// page could not send anyway).
+    Any,
+    /// These origins, as browsers write them in `Origin` (`scheme://host[:port]`, default port left out).
+    List(Vec<String>),
 }
 
 impl Default for Config {
@@ -281,11 +297,27 @@ impl Config {
         if self.fleet_lease_ms < 300 {
             return Err("WITTY_BFF_FLEET_LEASE_MS must be at least 300".into());
         }
+        self.cors()?;
         let rate = self.rate_limit_per_second;
         if !rate.is_finite() || rate < 0.0 || (rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_err()) {
             return Err(format!("WITTY_BFF_RATE_LIMIT_PER_SECOND must be 0 (off) or a positive number, not {rate}"));
         }
         Ok(())
+    }
+
+    /// The origins of `WITTY_BFF_CORS_ORIGINS`; `None` when unset or empty (no CORS). An entry
+    /// that is not an origin is refused, so that a typo does not silently lock a front end out.
+    pub fn cors(&self) -> Result<Option<CorsOrigins>, String> {
+        let Some(setting) = self.cors_origins.as_deref().filter(|s| !s.trim().is_empty()) else { return Ok(None) };
+        let entries: Vec<&str> = setting.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        if entries.contains(&"*") {
+            return match entries.len() {
+                1 => Ok(Some(CorsOrigins::Any)),
+                _ => Err("WITTY_BFF_CORS_ORIGINS: `*` allows any origin, so it goes alone".into()),
+            };
+        }
+        let origins = entries.into_iter().map(origin).collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(CorsOrigins::List(origins)))
     }
 
     /// The HS secret in force: the configured one, or the dev secret on the simulator.
@@ -296,6 +328,23 @@ impl Config {
             (None, Some(_)) => None,
         }
     }
+}
+
+/// `entry` as a browser writes it in `Origin`: `scheme://host[:port]`, the host in lower case and
+/// a scheme's default port left out, since the `Origin` header is compared as a string.
+fn origin(entry: &str) -> Result<String, String> {
+    let refused =
+        || format!("WITTY_BFF_CORS_ORIGINS: `{entry}` is not an origin; write scheme://host[:port] (no path), or `*`");
+    let url = Url::parse(entry).map_err(|_| refused())?;
+    let bare = url.username().is_empty() && url.password().is_none() && url.query().is_none();
+    if !bare || !matches!(url.path(), "" | "/") || url.fragment().is_some() {
+        return Err(refused());
+    }
+    let host = url.host_str().ok_or_else(refused)?;
+    Ok(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
 }
 
 #[cfg(test)]
@@ -315,6 +364,29 @@ mod tests {
         c.upstream_url = Some("https://api.example.com".parse().unwrap());
         c.jwt_secret = None;
         assert!(c.validate().unwrap_err().contains("WITTY_BFF_JWT_SECRET"));
+    }
+
+    #[test]
+    fn cors_origins_are_read_as_browsers_write_them_and_a_bad_one_is_refused() {
+        let cors = |s: &str| Config { cors_origins: Some(s.into()), ..Config::default() }.cors();
+        assert_eq!(Config::default().cors(), Ok(None));
+        assert_eq!(cors(" "), Ok(None));
+        assert_eq!(cors("*"), Ok(Some(CorsOrigins::Any)));
+        let list = cors("https://App.Example.com:443/, http://localhost:5173,capacitor://localhost");
+        let expected = ["https://app.example.com", "http://localhost:5173", "capacitor://localhost"];
+        assert_eq!(list, Ok(Some(CorsOrigins::List(expected.map(String::from).to_vec()))));
+        for bad in [
+            "app.example.com",
+            "https://a.example/app",
+            "https://a.example?x",
+            "https://u@a.example",
+            "*,https://a.example",
+        ] {
+            let error = cors(bad).unwrap_err();
+            assert!(error.starts_with("WITTY_BFF_CORS_ORIGINS"), "{bad}: {error}");
+            let refused = Config { cors_origins: Some(bad.into()), ..Config::default() }.validate();
+            assert!(refused.is_err(), "{bad}");
+        }
     }
 
     #[test]

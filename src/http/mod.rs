@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use limit::RateLimiter;
@@ -30,9 +31,11 @@ pub(crate) use ws::Fanout;
 
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
+use crate::config::CorsOrigins;
 use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
+use crate::metrics::{self, Transport};
 
 /// Mints a fresh development token.
 pub(crate) type DevToken = Arc<dyn Fn() -> String + Send + Sync>;
@@ -55,9 +58,16 @@ pub(crate) struct HttpState {
     pub limiter: Option<Arc<RateLimiter>>,
 }
 
-pub(crate) fn router(state: HttpState) -> Router {
+/// The routes. CORS (`cors`) is on `/graphql` alone: webhooks come from servers, and the other
+/// routes are not for pages of other origins.
+pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
+    let graphql_routes = get(graphql_get).post(graphql);
+    let graphql_routes = match cors {
+        Some(origins) => graphql_routes.layer(cors_layer(origins)),
+        None => graphql_routes,
+    };
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql))
+        .route("/graphql", graphql_routes)
         .route("/graphiql", get(graphiql::index))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
@@ -73,6 +83,32 @@ pub(crate) fn router(state: HttpState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             tracing::info_span!("http", method = %req.method(), path = %redacted_path(req.uri().path()))
         }))
+}
+
+/// Answers preflights and adds the CORS headers for `origins`: the methods and request headers a
+/// GraphQL client (and its tracing) sends, and the response headers a page may read.
+fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
+    let origins = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    let name = header::HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            name("idempotency-key"),
+            name("traceparent"),
+            name("tracestate"),
+            name("x-request-id"),
+        ])
+        .expose_headers([name("x-request-id"), header::RETRY_AFTER])
+        // A browser may reuse a preflight's answer for 10 minutes instead of asking before each
+        // request (Chromium caps it at 2 hours, Firefox at 24).
+        .max_age(Duration::from_secs(600))
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -125,6 +161,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
 
 /// GraphQL over HTTP (and over SSE when the client accepts `text/event-stream`).
 async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
+    let started = std::time::Instant::now();
     let get = req.method() == Method::GET;
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let headers = req.headers().clone();
@@ -188,7 +225,9 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     }
     // In a fleet: what other replicas changed before this request came is heard first.
     s.live.catch_up().await;
+    let operation = metrics::operation_type(&request);
     let response = s.schema.execute(request).await;
+    s.live.metrics().observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
     respond(response, modern)
 }
 
@@ -221,7 +260,12 @@ fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
     // Subscriptions last while the verifier accepts the token (its leeway included).
     let request = request.data(TokenCheck(s.verifier.clone()));
     let keep_alive = s.ws_keepalive.max(Duration::from_secs(1));
-    event_stream_of(s.schema.execute_stream(request), Some(keep_alive))
+    let metrics = s.live.metrics().clone();
+    let operation = metrics::operation_type(&request);
+    let open = metrics::Open::new(&metrics.sse_streams);
+    let results = s.schema.execute_stream(request);
+    let results = metrics::Measured::new(results, metrics::outcome, metrics, Transport::Sse, operation).holding(open);
+    event_stream_of(results, Some(keep_alive))
 }
 
 /// `results` as SSE `next` events, then `complete`. A refusal before anything ran goes the same
@@ -339,7 +383,11 @@ fn respond(mut response: GqlResponse, modern: bool) -> Response {
     http
 }
 
-/// Ready when the upstream answers at all (any status: it is there).
+/// Ready while this replica serves: it answers here, so its listener, cache and schema are up.
+/// The upstream's state (reached at all: any status means it is there) and, in a fleet, Redis's
+/// are reported but fail nothing: the upstream is shared, so failing on it would take every
+/// replica out of the load balancer at once, which would answer 503 where witty-bff answers
+/// `UPSTREAM_UNAVAILABLE` and what it has cached.
 async fn ready(State(s): State<HttpState>) -> Response {
     let url = s.cache.client().base_url().clone();
     let probe = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await;
@@ -347,16 +395,13 @@ async fn ready(State(s): State<HttpState>) -> Response {
     // own state meanwhile (see docs/fleet.md); the answer says so.
     let fleet =
         s.live.fleet().map(|f| if f.connected() { "connected" } else { "unreachable: this replica works alone" });
-    let mut body = match probe {
-        Ok(_) => serde_json::json!({"status": "ready"}),
-        Err(_) => serde_json::json!({"status": "upstream unreachable"}),
-    };
+    let upstream = if probe.is_ok() { "reachable" } else { "unreachable" };
+    let mut body = serde_json::json!({"status": "ready", "upstream": upstream});
     if let (Some(redis), Some(f)) = (fleet, s.live.fleet()) {
         body["redis"] = redis.into();
         body["replica"] = f.replica().into();
     }
-    let status = if probe.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 /// `GET /metrics`: the process's counters and gauges, Prometheus text format (no caller data).

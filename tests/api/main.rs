@@ -3,6 +3,7 @@
 mod auth_tokens;
 mod fleet;
 mod fleet_harness;
+mod gateway_edge;
 mod graph_access;
 mod graph_corrections;
 mod graph_drift;

@@ -36,6 +36,7 @@ use crate::auth::Caller;
 use crate::cache::request_loaders;
 use crate::graphql::Identity;
 use crate::graphql::subscriptions::TokenCheck;
+use crate::metrics::{Measured, Transport};
 
 /// The largest message a client may send (a `subscribe` and its variables; documents are small).
 pub(super) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -264,9 +265,12 @@ impl Connection {
     /// the same id ends silently (the callers decide whether that may happen).
     fn start(&mut self, id: String, request: async_graphql::Request) {
         let Some(session) = &self.session else { return };
+        let metrics = self.state.live.metrics().clone();
+        let operation = crate::metrics::operation_type(&request);
         // Each operation counts against the caller's request limit, as a request over HTTP does.
         if let Some(limited) = self.state.limiter.as_ref().and_then(|l| l.check(Some(&session.caller), None)) {
-            self.state.live.metrics().rate_limited.with_label_values(&["websocket"]).inc();
+            metrics.rate_limited.with_label_values(&["websocket"]).inc();
+            metrics.observe(Transport::WebSocket, operation, "RATE_LIMITED", Duration::ZERO);
             let refused = Response::from_errors(vec![limited.into_error()]);
             let message = match self.protocol {
                 Protocol::Transport => transport::error_message(&id, &refused),
@@ -278,6 +282,8 @@ impl Connection {
         let request = request.data(Arc::new(loaders));
         let answers =
             self.state.fanout.execute_stream(&self.state.schema, request, session.data.clone(), session.caller.token());
+        // Counted once, at its first answer: a subscription is one operation however long it runs.
+        let answers = Measured::new(answers, outcome_of, metrics, Transport::WebSocket, operation).boxed();
         let (abort, registration) = AbortHandle::new_pair();
         if let Some(replaced) = self.running.insert(id.clone(), abort) {
             replaced.abort();
@@ -368,6 +374,14 @@ impl Connection {
             Protocol::Transport => transport::on_message(self, bytes).await,
             Protocol::Legacy => legacy::on_message(self, bytes).await,
         }
+    }
+}
+
+/// The outcome label of an answer, for the request metrics.
+fn outcome_of(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Rendered(json) => crate::metrics::rendered_outcome(json),
+        Answer::Response(response) => crate::metrics::outcome(response),
     }
 }
 
@@ -499,6 +513,7 @@ enum Step {
 
 /// Serves one upgraded connection until the client leaves or a close is called for.
 pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protocol) {
+    let _open = crate::metrics::Open::new(&state.live.metrics().websocket_connections);
     let (mut sink, input) = socket.split();
     let mut input = Gated::new(input);
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
