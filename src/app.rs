@@ -27,14 +27,15 @@ use crate::config::{Config, Secret};
 use crate::events::{LocalBus, SharedBus};
 use crate::fleet::{Fleet, Redis};
 use crate::graphql::{CommandSettings, Services, build_schema};
-use crate::http::{Fanout, HttpState, RateLimiter, router};
+use crate::http::{Fanout, HttpState, RateLimiter, Shutdown, router};
 use crate::idempotency::{IdempotencyStore, MemoryStore, RedisStore};
 use crate::live::{Live, LiveSettings};
 use crate::simulator::{self, SimConfig, Simulator};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
 use uuid::Uuid;
 
-/// How long requests in flight may take to finish once a shutdown is asked for.
+/// How long requests in flight may take to finish once a shutdown is asked for, and WebSockets and
+/// SSE streams to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A built application, listening but not yet serving.
@@ -148,7 +149,8 @@ impl App {
         ))
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then ends WebSockets and SSE streams with their
+    /// goodbyes and finishes the requests in flight, within [`SHUTDOWN_GRACE`].
     ///
     /// Each accepted connection takes a place under `WITTY_BFF_MAX_CONNECTIONS` for as long as it
     /// lives, WebSocket included (the place travels with the socket through the upgrade); past the
@@ -167,6 +169,8 @@ impl App {
         let places = Arc::new(Semaphore::new(config.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         let graceful = GracefulShutdown::new();
+        // Goes with every request, for the WebSockets and SSE streams to end on.
+        let (stop, stopping) = Shutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -193,9 +197,11 @@ impl App {
             };
             // The peer's address goes with each of its requests, for the rate limit of callers
             // without a token (as `axum::serve`'s `ConnectInfo` would).
+            let stopping = stopping.clone();
             let service = TowerToHyperService::new(router.clone().map_request(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    req.extensions_mut().insert(stopping.clone());
                     req
                 },
             ));
@@ -210,9 +216,12 @@ impl App {
         }
         // New connections are refused from here on.
         drop(listener);
-        // Requests in flight get a grace period; long-lived ones (WebSocket, SSE) do not hold the
-        // shutdown up for longer.
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+        // WebSockets complete their operations and close with 1001, SSE streams send `complete`
+        // and end; hyper's graceful shutdown does not see upgraded connections, so they are waited
+        // for apart. Everything gets the grace period, and nothing holds the exit up for longer.
+        stop.stop();
+        drop(stopping);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join(graceful.shutdown(), stop.drained())).await;
         Ok(())
     }
 }

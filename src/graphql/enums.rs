@@ -115,6 +115,16 @@ open_enum!(
 );
 
 open_enum!(
+    /// Whether a car is plugged in, and into which socket. Only `m3` is documented upstream.
+    CarPlugStatus {
+        Unplugged => "unplugged",
+        /// Plugged into the station's mode 3 socket (IEC 61851-1 mode 3, a Type 2 socket).
+        #[graphql(name = "MODE_3")]
+        Mode3 => "m3",
+    }
+);
+
+open_enum!(
     KeySwitch {
         Locked => "locked",
         Unlocked => "unlocked",

@@ -52,8 +52,16 @@ pub(crate) fn operation<'a>(
 pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
+/// What the `DateTime` scalar is, for clients reading the schema (async-graphql's own text names
+/// the Rust type). Only the description changes: the scalar itself is async-graphql's.
+const DATE_TIME: &str = "A date and time in RFC 3339 format, e.g. `2024-05-01T12:30:00+00:00`. Sent in UTC (offset \
+`+00:00`, with a fraction of a second only when there is one). Accepted with any offset (`Z`, `+02:00`) and \
+read as the same instant in UTC.";
+
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default()).extension(shape::ResponseShape)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .extension(shape::ResponseShape)
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
 }
 
 pub(crate) fn build_schema(services: Services) -> WittySchema {

@@ -185,8 +185,11 @@ impl ChargingStation {
     async fn charge_mode_raw(&self) -> Option<&str> {
         self.p().charge_mode.as_deref()
     }
-    /// The socket a car is plugged into (`m3`), or `unplugged`.
-    async fn car_plug_status(&self) -> Option<&str> {
+    async fn car_plug_status(&self) -> Option<CarPlugStatus> {
+        open(&self.p().car_plug_status, CarPlugStatus::from_upstream)
+    }
+    /// The socket a car is plugged into (`m3`), or `unplugged`, as sent upstream.
+    async fn car_plug_status_raw(&self) -> Option<&str> {
         self.p().car_plug_status.as_deref()
     }
     async fn key_switch(&self) -> Option<KeySwitch> {

@@ -56,6 +56,7 @@ fn page(dev_token: Option<&str>) -> String {
         "query": EXAMPLE_QUERY,
         "headers": headers,
         "variables": variables,
+        "token": dev_token,
     });
     format!(
         r#"<!doctype html>
@@ -75,12 +76,37 @@ fn page(dev_token: Option<&str>) -> String {
     const config = {config};
     const ws = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/graphql";
     const fetcher = GraphiQL.createFetcher({{ url: "/graphql", subscriptionUrl: ws }});
+    // The dev token is minted for each page: stored tabs holding the last one get this one.
+    const TABS = "graphiql:tabState", TOKEN = "witty-bff:devToken";
+    const last = localStorage.getItem(TOKEN);
+    if (config.token) {{
+      for (const key of [TABS, "graphiql:headers"]) {{
+        const stored = localStorage.getItem(key);
+        if (last && stored && last !== config.token) localStorage.setItem(key, stored.split(last).join(config.token));
+      }}
+      localStorage.setItem(TOKEN, config.token);
+    }}
+    // GraphiQL adds a tab on each load unless the query, variables and headers it is given are
+    // those of a stored tab (graphiql 4.1.2): given the active one's, a reload opens the tabs it
+    // had, on the same tab. The example is given only when nothing is stored.
+    const active = (() => {{
+      try {{
+        const state = JSON.parse(localStorage.getItem(TABS));
+        return state.tabs[state.activeTabIndex];
+      }} catch {{
+        return undefined;
+      }}
+    }})();
+    const opened = active
+      ? {{ query: active.query ?? undefined, variables: active.variables ?? undefined, headers: active.headers ?? undefined }}
+      : {{ query: config.query, variables: config.variables, headers: config.headers }};
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
       React.createElement(GraphiQL, {{
         fetcher,
+        ...opened,
+        // What a tab added with "+" starts with.
         defaultQuery: config.query,
         defaultHeaders: config.headers,
-        variables: config.variables,
         shouldPersistHeaders: true,
         defaultEditorToolsVisibility: true,
       }})

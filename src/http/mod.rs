@@ -27,7 +27,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use limit::RateLimiter;
-pub(crate) use ws::Fanout;
+pub(crate) use ws::{Fanout, Shutdown};
 
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
@@ -137,6 +137,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
         return graphql(State(s), req).await;
     }
+    let shutdown = req.extensions().get::<Shutdown>().cloned();
     let (mut parts, _) = req.into_parts();
     // The first protocol offered that we speak; none offered: graphql-transport-ws.
     let protocol = parts
@@ -154,7 +155,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
             .max_message_size(ws::MAX_MESSAGE_BYTES)
             // Answer with the protocol chosen above (axum would pick in its own order otherwise).
             .protocols([protocol.name()])
-            .on_upgrade(move |socket| ws::serve(s, socket, protocol)),
+            .on_upgrade(move |socket| ws::serve(s, socket, protocol, shutdown)),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -165,6 +166,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let get = req.method() == Method::GET;
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let headers = req.headers().clone();
+    let shutdown = req.extensions().get::<Shutdown>().cloned();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let Negotiated { modern, sse } = negotiate(accept);
     // Read within the limit before anything is parsed (async-graphql's extractor has none).
@@ -221,7 +223,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     }
     let request = request.data(identity);
     if sse {
-        return event_stream(&s, request);
+        return event_stream(&s, request, shutdown);
     }
     // In a fleet: what other replicas changed before this request came is heard first.
     s.live.catch_up().await;
@@ -236,7 +238,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
 fn refused(err: ServerError, sse: bool, modern: bool, status: Option<StatusCode>) -> Response {
     let errors = GqlResponse::from_errors(vec![err]);
     if sse {
-        return event_stream_of(futures::stream::once(async { errors }), None);
+        return event_stream_of(futures::stream::once(async { errors }), None, None);
     }
     let mut response = respond(errors, modern);
     if let Some(status) = status {
@@ -255,8 +257,8 @@ fn unread_body(status: StatusCode) -> String {
 }
 
 /// GraphQL over Server-Sent Events, graphql-sse's "distinct connections" mode: one `next` event
-/// per result, then `complete`.
-fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
+/// per result, then `complete` (also when the server shuts down).
+fn event_stream(s: &HttpState, request: async_graphql::Request, shutdown: Option<Shutdown>) -> Response {
     // Subscriptions last while the verifier accepts the token (its leeway included).
     let request = request.data(TokenCheck(s.verifier.clone()));
     let keep_alive = s.ws_keepalive.max(Duration::from_secs(1));
@@ -265,16 +267,19 @@ fn event_stream(s: &HttpState, request: async_graphql::Request) -> Response {
     let open = metrics::Open::new(&metrics.sse_streams);
     let results = s.schema.execute_stream(request);
     let results = metrics::Measured::new(results, metrics::outcome, metrics, Transport::Sse, operation).holding(open);
-    event_stream_of(results, Some(keep_alive))
+    event_stream_of(results, Some(keep_alive), shutdown)
 }
 
 /// `results` as SSE `next` events, then `complete`. A refusal before anything ran goes the same
-/// way: graphql-sse asks for it on the accepted stream, not as a 4xx.
+/// way: graphql-sse asks for it on the accepted stream, not as a 4xx. At `shutdown` the results
+/// stop and `complete` follows, so that the client knows the stream ended on purpose and the
+/// connection is free for hyper to close.
 fn event_stream_of(
     results: impl futures::Stream<Item = GqlResponse> + Send + 'static,
     keep_alive: Option<Duration>,
+    shutdown: Option<Shutdown>,
 ) -> Response {
-    let results = results.map(|mut r| {
+    let results = results.take_until(Shutdown::requested(shutdown)).map(|mut r| {
         crate::graphql::error::with_codes(&mut r);
         Ok::<_, Infallible>(Event::default().event("next").data(serde_json::to_string(&r).unwrap_or_default()))
     });

@@ -65,7 +65,7 @@ async fn charging_station_updated_shows_the_new_state_and_queries_are_fresh() {
     let update = ws_data(&mut ws).await;
     let s = &update["data"]["chargingStationUpdated"];
     assert_eq!(s["availability"], "OCCUPIED", "{update}");
-    assert_eq!(s["carPlugStatus"], "m3");
+    assert_eq!(s["carPlugStatus"], "MODE_3");
     assert!(s["currentSession"]["startDate"].is_string());
     // The query right after the event is not served from the stale entry.
     let after = app.graphql("alice", &q, json!({})).await;

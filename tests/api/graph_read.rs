@@ -274,6 +274,27 @@ async fn an_unknown_upstream_enum_value_is_unknown_with_its_raw_string() {
     assert_eq!(i["gridMeter"]["ticTypeRaw"], "linky9");
 }
 
+#[tokio::test]
+async fn car_plug_status_is_an_open_enum_with_its_raw_string() {
+    let app = spawn_app().await;
+    // Each station is changed before it is first read, so that no cached answer is in the way.
+    app.sim().plug(BOB_STATION).await;
+    app.sim().set_station_properties(ALICE_STATION, json!({"carPlugStatus": "m7"})).await;
+    let cases = [
+        ("dieter", DIETER_INSTALLATION, DIETER_STATION, "UNPLUGGED", "unplugged"),
+        ("bob", BOB_INSTALLATION, BOB_STATION, "MODE_3", "m3"),
+        ("alice", ALICE_INSTALLATION, ALICE_STATION, "UNKNOWN", "m7"),
+    ];
+    for (sub, installation, station, status, raw) in cases {
+        let q = format!(
+            r#"{{ installation(id: {installation}) {{ chargingStation(id: "{station}") {{ carPlugStatus carPlugStatusRaw }} }} }}"#
+        );
+        let r = app.graphql(sub, &q, json!({})).await;
+        let expected = json!({"carPlugStatus": status, "carPlugStatusRaw": raw});
+        assert_eq!(data(&r)["installation"]["chargingStation"], expected, "{sub}");
+    }
+}
+
 /// `a` is Alice's station, `b` one that fails; the rest of the answer must arrive.
 fn two_stations(bad: &str) -> String {
     format!(

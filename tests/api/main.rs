@@ -20,6 +20,7 @@ mod helpers;
 mod hygiene;
 mod operations;
 mod rate_limit;
+mod shutdown;
 mod sim_access;
 mod sim_invalid_input;
 mod sim_measures_logs;

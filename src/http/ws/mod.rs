@@ -59,6 +59,49 @@ const WRITE_BATCH: usize = 64;
 const FAIR_TURN: usize = 8;
 /// A client that takes no data for this long is disconnected (its subscriptions end).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Close code when the server shuts down (RFC 6455: "going away"), and its reason.
+const GOING_AWAY_CLOSE: u16 = 1001;
+const GOING_AWAY: &str = "the server is shutting down; connect again";
+/// How long a client has, at shutdown, to answer our close with its own. Closing the socket with
+/// the client's frames unread would reset the connection, and the client could lose our close.
+const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// The server's shutdown, as the long-lived answers see it: WebSockets and SSE streams wait for it
+/// to say goodbye. Each copy held tells [`ShutdownTrigger::drained`] that someone has not yet.
+#[derive(Clone)]
+pub(crate) struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+/// Starts the shutdown that [`Shutdown`]s wait for.
+pub(crate) struct ShutdownTrigger(tokio::sync::watch::Sender<bool>);
+
+impl Shutdown {
+    pub(crate) fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (ShutdownTrigger(tx), Shutdown(rx))
+    }
+
+    /// Completes when the shutdown starts (or its trigger is gone); never without one (`None`:
+    /// the router is not served by `run_until_stopped`).
+    pub(crate) async fn requested(shutdown: Option<Shutdown>) {
+        match shutdown {
+            Some(Shutdown(mut rx)) => {
+                let _ = rx.wait_for(|stopping| *stopping).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl ShutdownTrigger {
+    pub(crate) fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Completes once every [`Shutdown`] is dropped: every connection said goodbye and ended.
+    pub(crate) async fn drained(&self) {
+        self.0.closed().await;
+    }
+}
 
 /// The protocols spoken on `/graphql`, by their `Sec-WebSocket-Protocol` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +347,17 @@ impl Connection {
         }
     }
 
+    /// The server shuts down: every running operation is completed (both protocols call it
+    /// `complete`), then the connection closes with 1001.
+    fn going_away(&mut self) -> Flow {
+        let mut ids: Vec<String> = self.running.keys().cloned().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.stop(&id);
+        }
+        Flow::close(GOING_AWAY_CLOSE, GOING_AWAY)
+    }
+
     /// Writes what an operation produced in the protocol's framing.
     fn on_produced(&mut self, produced: Produced) {
         let Produced { id, first, answer, last } = produced;
@@ -504,6 +558,8 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
 
 /// What the connection's loop does next.
 enum Step {
+    /// The server shuts down.
+    Shutdown,
     /// The client sent no `connection_init` in time.
     InitTimeout,
     KeepAlive,
@@ -511,11 +567,15 @@ enum Step {
     Input(Option<Result<Message, axum::Error>>),
 }
 
-/// Serves one upgraded connection until the client leaves or a close is called for.
-pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protocol) {
+/// Serves one upgraded connection until the client leaves, a close is called for or the server
+/// shuts down.
+pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protocol, shutdown: Option<Shutdown>) {
     let _open = crate::metrics::Open::new(&state.live.metrics().websocket_connections);
     let (mut sink, input) = socket.split();
     let mut input = Gated::new(input);
+    let shutdown = Shutdown::requested(shutdown);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut going_away = false;
     let mut keepalive = tokio::time::interval(state.ws_keepalive.max(Duration::from_secs(1)));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
@@ -524,9 +584,17 @@ pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protoco
     let mut conn = Connection::new(state, protocol);
     let mut streak = 0;
     loop {
-        let step = next_step(&mut conn, &mut input, &mut keepalive, init_deadline.as_mut(), streak >= FAIR_TURN).await;
+        let step = tokio::select! {
+            biased;
+            () = shutdown.as_mut(), if !going_away => Step::Shutdown,
+            step = next_step(&mut conn, &mut input, &mut keepalive, init_deadline.as_mut(), streak >= FAIR_TURN) => step,
+        };
         streak = if matches!(step, Step::Answers(_)) { streak + 1 } else { 0 };
         let flow = match step {
+            Step::Shutdown => {
+                going_away = true;
+                conn.going_away()
+            }
             Step::InitTimeout => {
                 if protocol == Protocol::Legacy {
                     conn.send(legacy::connection_error(INIT_TIMEOUT));
@@ -555,6 +623,15 @@ pub(super) async fn serve(state: HttpState, socket: WebSocket, protocol: Protoco
         if !write(&mut sink, out, flow).await {
             break;
         }
+    }
+    if going_away {
+        // The client's close (or its leaving) ends the handshake; what comes before is dropped.
+        let answered = async {
+            while let Some(Ok(message)) = input.inner.next().await
+                && !matches!(message, Message::Close(_))
+            {}
+        };
+        let _ = tokio::time::timeout(CLOSE_ANSWER_WAIT, answered).await;
     }
 }
 
