@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::cache::Ttls;
+use crate::telemetry::LogFormat;
 
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -213,6 +214,12 @@ pub struct Config {
     /// another takes over within about this long. Renewed every third of it.
     #[arg(long, env = "WITTY_BFF_FLEET_LEASE_MS", default_value_t = 5_000)]
     pub fleet_lease_ms: u64,
+
+    /// Log lines: `text` (coloured only on a terminal) or `json` (one JSON object a line, with
+    /// the fields of its request's span, `request_id` among them). Traces go to OpenTelemetry
+    /// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    #[arg(long, env = "WITTY_BFF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {

@@ -13,6 +13,7 @@ pub(crate) mod meters;
 pub(crate) mod mutations;
 pub(crate) mod shape;
 pub(crate) mod size;
+pub(crate) mod spans;
 pub(crate) mod stations;
 pub(crate) mod subscriptions;
 
@@ -53,7 +54,9 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default()).extension(shape::ResponseShape)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .extension(shape::ResponseShape)
+        .extension(spans::OperationSpan)
 }
 
 pub(crate) fn build_schema(services: Services) -> WittySchema {

@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use tower_http::trace::TraceLayer;
 
 pub(crate) use limit::RateLimiter;
 pub(crate) use ws::Fanout;
@@ -33,6 +32,7 @@ use crate::cache::{SharedCache, request_loaders};
 use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
+use crate::telemetry::Traced as _;
 
 /// Mints a fresh development token.
 pub(crate) type DevToken = Arc<dyn Fn() -> String + Send + Sync>;
@@ -70,9 +70,7 @@ pub(crate) fn router(state: HttpState) -> Router {
                 .layer(DefaultBodyLimit::max(webhooks::MAX_DELIVERY_BYTES))
                 .with_state(state.live.clone()),
         )
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %redacted_path(req.uri().path()))
-        }))
+        .traced(redacted_path)
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
