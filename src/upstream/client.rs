@@ -160,24 +160,21 @@ impl UpstreamClient {
             self.attempt(&method, &url, bearer, body.as_deref())
         };
         let started = std::time::Instant::now();
-        let result = async {
-            match kind {
-                Kind::Command => once().await,
-                Kind::Read => {
-                    once.retry(
-                        ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_millis(50))
-                            .with_max_delay(Duration::from_secs(1))
-                            .with_max_times(self.read_retries)
-                            .with_jitter(),
-                    )
-                    .when(UpstreamError::is_transient)
-                    .await
-                }
+        let result = match kind {
+            Kind::Command => once().instrument(span.clone()).await,
+            Kind::Read => {
+                once.retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(50))
+                        .with_max_delay(Duration::from_secs(1))
+                        .with_max_times(self.read_retries)
+                        .with_jitter(),
+                )
+                .when(UpstreamError::is_transient)
+                .instrument(span.clone())
+                .await
             }
-        }
-        .instrument(span.clone())
-        .await;
+        };
         span.record("http.request.resend_count", attempts.into_inner().saturating_sub(1));
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
