@@ -17,6 +17,8 @@ use tokio::process::{Child, ChildStderr, ChildStdout};
 
 use crate::helpers::*;
 
+/// A caller's trace context (W3C Trace Context's example).
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const QUERY: &str = "query Dashboard { installations { id chargingStations { friendlyName } } }";
 
 #[tokio::test]
@@ -33,7 +35,7 @@ async fn every_answer_echoes_the_callers_request_id_or_a_new_uuid() {
         let request = |id: Option<&str>| {
             let mut r = app.client.request(method.parse().unwrap(), format!("{}{path}", app.base));
             if path == "/graphql" {
-                r = r.bearer_auth(&token).json(&json!({ "query": QUERY }));
+                r = r.bearer_auth(&token).json(&json!({ "query": QUERY })).header("traceparent", TRACEPARENT);
             }
             if let Some(id) = id {
                 r = r.header("x-request-id", id);
@@ -51,6 +53,9 @@ async fn every_answer_echoes_the_callers_request_id_or_a_new_uuid() {
     // A refused GraphQL request (no token, not JSON) too.
     let refused = app.client.post(format!("{}/graphql", app.base)).header("x-request-id", "bad-1").body("{").send();
     assert_eq!(refused.await.unwrap().headers()["x-request-id"], "bad-1");
+    // Without OTEL_EXPORTER_OTLP_ENDPOINT no trace context is propagated.
+    let calls = app.sim().calls().await;
+    assert!(calls["total"].as_u64() > Some(0) && calls["lastTraceparent"].is_null(), "{calls}");
 }
 
 /// A `witty-bff` process on the embedded simulator, with its output read line by line.
@@ -182,9 +187,8 @@ async fn traces_continue_the_callers_trace_through_the_operation_to_the_upstream
     let collector = Collector::default();
     let endpoint = collector.start().await;
     let served = Served::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("RUST_LOG", "info")]).await;
-    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
-    let traceparent = format!("00-{trace_id}-{parent_id}-01");
-    let answer = served.graphql(&[("traceparent", &traceparent)]).await;
+    let (trace_id, parent_id) = (&TRACEPARENT[3..35], &TRACEPARENT[36..52]);
+    let answer = served.graphql(&[("traceparent", TRACEPARENT)]).await;
     assert!(answer["errors"].is_null(), "{answer}");
     // The simulator was sent the trace, as a child of one of ours.
     let calls: Value = reqwest::get(format!("{}/_sim/calls", served.simulator)).await.unwrap().json().await.unwrap();
