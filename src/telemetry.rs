@@ -6,6 +6,7 @@
 //! templates, statuses, the request id. Never a token, an API key or a webhook secret.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -129,8 +130,24 @@ where
     }
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING.store(true, Ordering::Relaxed);
     let tracer = provider.tracer("witty-bff");
     Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
+}
+
+/// Whether spans are exported: their OpenTelemetry names are recorded only then, so that log
+/// lines do not repeat them.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Names `span` (declared with empty `otel.name` and `otel.kind`) for OpenTelemetry, when spans
+/// are exported (`name` is only made then).
+pub(crate) fn name_for_export(span: &tracing::Span, name: impl FnOnce() -> String, kind: Option<&str>) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.record("otel.name", name().as_str());
+        if let Some(kind) = kind {
+            span.record("otel.kind", kind);
+        }
+    }
 }
 
 /// How long one export may take.
@@ -161,15 +178,15 @@ impl HttpClient for OnRuntime {
 /// trace when it sent a `traceparent`.
 pub(crate) fn http_span<B>(req: &Request<B>, path: &str) -> tracing::Span {
     let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let name = format!("{} {path}", req.method());
     let span = tracing::info_span!(
         "http",
         method = %req.method(),
         path,
         request_id,
-        otel.name = %name,
-        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
+    name_for_export(&span, || format!("{} {path}", req.method()), Some("server"));
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     // Fails only when OpenTelemetry is off: then there is no trace to continue.
     let _ = span.set_parent(parent);

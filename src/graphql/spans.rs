@@ -74,16 +74,14 @@ impl Extension for Operation {
             Some((ty, name)) => (ty.to_string(), name.or(operation_name.map(str::to_string))),
             None => ("query".to_string(), operation_name.map(str::to_string)),
         };
-        let span_name = match &name {
-            Some(name) => format!("{ty} {name}"),
-            None => ty.clone(),
-        };
         let span = tracing::info_span!(
             "graphql",
-            otel.name = %span_name,
+            otel.name = tracing::field::Empty,
             graphql.operation.type = %ty,
             graphql.operation.name = name.as_deref().unwrap_or_default(),
         );
+        let span_name = || name.as_ref().map_or_else(|| ty.clone(), |name| format!("{ty} {name}"));
+        crate::telemetry::name_for_export(&span, span_name, None);
         next.run(ctx, operation_name).instrument(span).await
     }
 }

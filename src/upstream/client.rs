@@ -228,18 +228,19 @@ pub(crate) const NO_BODY: Option<&()> = None;
 /// the route template, never the ids (bounded names, and no caller data in them).
 fn upstream_span(method: &Method, segments: &[&str]) -> tracing::Span {
     let route = route_template(segments);
-    let name = format!("{method} {route}");
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "upstream",
-        otel.name = %name,
-        otel.kind = "client",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
         // OpenTelemetry's name for the retry count.
         http.request.resend_count = tracing::field::Empty,
-    )
+    );
+    crate::telemetry::name_for_export(&span, || format!("{method} {route}"), Some("client"));
+    span
 }
 
 /// The route template of a call's path (`/installations/{i}/charging-stations`), with the
