@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::cache::Ttls;
+use crate::telemetry::LogFormat;
 
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -219,6 +220,12 @@ pub struct Config {
     /// at all, so only pages served from witty-bff's own origin (GraphiQL) can call it.
     #[arg(long, env = "WITTY_BFF_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+
+    /// Log lines: `text` (coloured only on a terminal) or `json` (one JSON object a line, with
+    /// the fields of its request's span, `request_id` among them). Traces go to OpenTelemetry
+    /// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    #[arg(long, env = "WITTY_BFF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The browser origins allowed to call `/graphql` (`WITTY_BFF_CORS_ORIGINS`).

@@ -48,6 +48,7 @@ mod metrics;
 #[cfg(test)]
 mod proptests;
 pub mod simulator;
+pub mod telemetry;
 mod upstream;
 
 // What the binary, the tests and the benches use besides `App`, `Config` and the simulator.

@@ -62,9 +62,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match cli.command.unwrap_or(Command::Serve) {
+    let telemetry = witty_bff::telemetry::init(cli.config.log_format)?;
+    let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Simulate { listen, api_key, command_delay_ms, seed } => {
             let listener =
@@ -103,7 +102,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck { path } => healthcheck(cli.config.listen, &path).await,
-    }
+    };
+    // The last spans are sent before the process exits; the flush blocks on the runtime's tasks.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
 }
 
 /// `GET {path}` on `listen` (on loopback when it is every interface), within 2 seconds.

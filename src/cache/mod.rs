@@ -651,7 +651,10 @@ pub(crate) type Loaders = DataLoader<RequestLoader, RequestCache>;
 pub(crate) fn request_loaders(caller: Caller, shared: SharedCache) -> Loaders {
     let budget = Arc::new(ReadBudget::new(shared.read_budget));
     let cache = RequestCache { budget: budget.clone() };
-    DataLoader::with_cache(RequestLoader { caller, shared, budget }, tokio::spawn, cache)
+    // The batch runs in the request's span, so its upstream calls belong to the request's trace.
+    let spawn =
+        |batch: futures::future::BoxFuture<'static, ()>| tokio::spawn(tracing::Instrument::in_current_span(batch));
+    DataLoader::with_cache(RequestLoader { caller, shared, budget }, spawn, cache)
 }
 
 /// The request's own cache of what it loaded; clearing it also renews the request's budget.

@@ -13,6 +13,7 @@ pub(crate) mod meters;
 pub(crate) mod mutations;
 pub(crate) mod shape;
 pub(crate) mod size;
+pub(crate) mod spans;
 pub(crate) mod stations;
 pub(crate) mod subscriptions;
 
@@ -62,6 +63,7 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .extension(shape::ResponseShape)
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
+        .extension(spans::OperationSpan)
 }
 
 pub(crate) fn build_schema(services: Services) -> WittySchema {

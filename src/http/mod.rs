@@ -24,7 +24,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 
 pub(crate) use limit::RateLimiter;
 pub(crate) use ws::{Fanout, Shutdown};
@@ -36,6 +35,7 @@ use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
 use crate::metrics::{self, Transport};
+use crate::telemetry::Traced as _;
 
 /// Mints a fresh development token.
 pub(crate) type DevToken = Arc<dyn Fn() -> String + Send + Sync>;
@@ -80,9 +80,7 @@ pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
                 .layer(DefaultBodyLimit::max(webhooks::MAX_DELIVERY_BYTES))
                 .with_state(state.live.clone()),
         )
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %redacted_path(req.uri().path()))
-        }))
+        .traced(redacted_path)
 }
 
 /// Answers preflights and adds the CORS headers for `origins`: the methods and request headers a

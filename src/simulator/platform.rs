@@ -22,6 +22,10 @@ use super::error::SimError;
 pub struct CallCounts {
     pub total: u64,
     pub by_route: BTreeMap<String, u64>,
+    /// The W3C `traceparent` of the last call that carried one (tests check that the BFF sends
+    /// its trace context upstream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_traceparent: Option<String>,
 }
 
 /// Faults injected on the upstream routes (`PUT /_sim/faults`).
@@ -118,6 +122,9 @@ pub async fn count_calls(State(state): State<AppState>, req: Request, next: Next
         let mut calls = state.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls.total += 1;
         *calls.by_route.entry(key).or_default() += 1;
+        if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+            calls.last_traceparent = Some(tp.to_string());
+        }
     }
     next.run(req).await
 }

@@ -3,6 +3,7 @@
 //! [`UpstreamError`], retries reads (never commands) on transient failures, and decodes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -10,6 +11,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use super::error::UpstreamError;
 use super::tolerant;
@@ -125,8 +127,11 @@ impl UpstreamClient {
         if let Some(b) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_vec());
         }
-        let resp = req.send().await.map_err(UpstreamError::from_transport)?;
+        let mut trace_context = reqwest::header::HeaderMap::new();
+        crate::telemetry::inject_trace_context(&mut trace_context);
+        let resp = req.headers(trace_context).send().await.map_err(UpstreamError::from_transport)?;
         let status = resp.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -148,10 +153,15 @@ impl UpstreamClient {
         body: Option<Vec<u8>>,
     ) -> Result<bytes::Bytes, UpstreamError> {
         let url = self.url(segments)?;
-        let once = || self.attempt(&method, &url, bearer, body.as_deref());
+        let span = upstream_span(&method, segments);
+        let attempts = AtomicUsize::new(0);
+        let once = || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(&method, &url, bearer, body.as_deref())
+        };
         let started = std::time::Instant::now();
         let result = match kind {
-            Kind::Command => once().await,
+            Kind::Command => once().instrument(span.clone()).await,
             Kind::Read => {
                 once.retry(
                     ExponentialBuilder::default()
@@ -161,9 +171,14 @@ impl UpstreamClient {
                         .with_jitter(),
                 )
                 .when(UpstreamError::is_transient)
+                .instrument(span.clone())
                 .await
             }
         };
+        span.record("http.request.resend_count", attempts.into_inner().saturating_sub(1));
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         let elapsed = started.elapsed();
         let ms = elapsed.as_millis() as u64;
         self.metrics.upstream_seconds.observe(elapsed.as_secs_f64());
@@ -208,3 +223,79 @@ impl UpstreamClient {
 
 /// No request body.
 pub(crate) const NO_BODY: Option<&()> = None;
+
+/// The span of one upstream call, retries included: named for OpenTelemetry after the method and
+/// the route template, never the ids (bounded names, and no caller data in them).
+fn upstream_span(method: &Method, segments: &[&str]) -> tracing::Span {
+    let route = route_template(segments);
+    let span = tracing::info_span!(
+        "upstream",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        // OpenTelemetry's name for the retry count.
+        http.request.resend_count = tracing::field::Empty,
+    );
+    crate::telemetry::name_for_export(&span, || format!("{method} {route}"), Some("client"));
+    span
+}
+
+/// The route template of a call's path (`/installations/{i}/charging-stations`), with the
+/// simulator's names for the ids: the segment after a collection is an id, except `operators`
+/// (and what follows it, an operation's name).
+fn route_template(segments: &[&str]) -> String {
+    let mut route = String::new();
+    let mut previous = "";
+    for segment in segments {
+        route.push('/');
+        match id_name(previous) {
+            Some(id) if *segment != "operators" => route.push_str(&format!("{{{id}}}")),
+            _ => route.push_str(segment),
+        }
+        previous = segment;
+    }
+    route
+}
+
+/// What the id following `collection` is called in route templates.
+fn id_name(collection: &str) -> Option<&'static str> {
+    Some(match collection {
+        "installations" => "i",
+        "charging-stations" => "cs",
+        "grid-meters" => "gm",
+        "logs" => "l",
+        "measures" => "m",
+        "tariffs" => "t",
+        "invitations" => "email",
+        "event-subscriptions" | "users" => "id",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn route_templates_name_the_route_not_the_ids() {
+        let cases: [(&[&str], &str); 5] = [
+            (&["installations"], "/installations"),
+            (&["installations", "33", "charging-stations"], "/installations/{i}/charging-stations"),
+            (
+                &["installations", "33", "charging-stations", "cs-1", "logs", "operators", "list"],
+                "/installations/{i}/charging-stations/{cs}/logs/operators/list",
+            ),
+            (
+                &["installations", "33", "grid-meters", "gm", "measures", "7", "operators", "sum"],
+                "/installations/{i}/grid-meters/{gm}/measures/{m}/operators/sum",
+            ),
+            (&["installations", "33", "event-subscriptions", "e-9"], "/installations/{i}/event-subscriptions/{id}"),
+        ];
+        for (segments, template) in cases {
+            assert_eq!(route_template(segments), template);
+        }
+    }
+}

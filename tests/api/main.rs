@@ -30,5 +30,6 @@ mod sim_sharing;
 mod sim_stations;
 mod sim_webhooks;
 mod simulator;
+mod telemetry;
 mod webhook_load;
 mod ws_protocol;
