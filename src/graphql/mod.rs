@@ -11,6 +11,7 @@ pub(crate) mod history;
 pub(crate) mod installations;
 pub(crate) mod meters;
 pub(crate) mod mutations;
+pub(crate) mod persisted;
 pub(crate) mod shape;
 pub(crate) mod size;
 pub(crate) mod spans;

@@ -2,6 +2,7 @@
 //! `/webhooks/witty/{secret}`, `/graphiql`, `/healthz`, `/readyz`. It verifies the caller's token, creates the request's loaders, and hands both to the
 //! schema as request data.
 
+mod batch;
 mod graphiql;
 pub(crate) mod webhooks;
 mod ws;
@@ -11,17 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Response as GqlResponse, ServerError};
-use async_graphql_axum::GraphQLRequest;
-use async_graphql_axum::rejection::GraphQLRejection;
 use std::convert::Infallible;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -31,6 +30,7 @@ pub(crate) use ws::{Fanout, Shutdown};
 use crate::auth::Verifier;
 use crate::cache::{SharedCache, request_loaders};
 use crate::config::CorsOrigins;
+use crate::graphql::persisted::{self, PersistedQueries};
 use crate::graphql::subscriptions::TokenCheck;
 use crate::graphql::{IdempotencyKey, Identity, WittySchema};
 use crate::live::Live;
@@ -61,7 +61,9 @@ pub(crate) struct HttpState {
 /// The routes. CORS (`cors`) is on `/graphql` alone: webhooks come from servers, and the other
 /// routes are not for pages of other origins.
 pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
-    let graphql_routes = get(graphql_get).post(graphql);
+    // Built from the state (the fleet's Redis, when there is one) so that the app's wiring stays.
+    let persisted: Persisted = Arc::new(PersistedQueries::new(state.live.fleet().cloned()));
+    let graphql_routes = get(graphql_get).post(graphql).layer(Extension(persisted));
     let graphql_routes = match cors {
         Some(origins) => graphql_routes.layer(cors_layer(origins)),
         None => graphql_routes,
@@ -130,10 +132,10 @@ async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, StatusCode> {
 }
 
 /// `GET /graphql`: a WebSocket upgrade, an SSE subscription, or GraphQL over HTTP.
-async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
+async fn graphql_get(State(s): State<HttpState>, persisted: Extension<Persisted>, req: Request) -> Response {
     let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-        return graphql(State(s), req).await;
+        return graphql(State(s), persisted, req).await;
     }
     let shutdown = req.extensions().get::<Shutdown>().cloned();
     let (mut parts, _) = req.into_parts();
@@ -159,7 +161,7 @@ async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
 }
 
 /// GraphQL over HTTP (and over SSE when the client accepts `text/event-stream`).
-async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
+async fn graphql(State(s): State<HttpState>, Extension(persisted): Extension<Persisted>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let get = req.method() == Method::GET;
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -167,7 +169,7 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let shutdown = req.extensions().get::<Shutdown>().cloned();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let Negotiated { modern, sse } = negotiate(accept);
-    // Read within the limit before anything is parsed (async-graphql's extractor has none).
+    // Read within the limit before anything is parsed.
     let (parts, body) = req.into_parts();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let body = match declared {
@@ -178,48 +180,34 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
         Ok(body) => body,
         Err(status) => return refused(ServerError::new(unread_body(status), None), false, modern, Some(status)),
     };
-    let req = Request::from_parts(parts, axum::body::Body::from(body));
-    let request = match GraphQLRequest::<GraphQLRejection>::from_request(req, &()).await {
-        Ok(r) => r.into_inner(),
-        Err(rejection) => {
-            let message = format!("the request is not a GraphQL request: {}", rejection.0);
-            return refused(ServerError::new(message, None), sse, modern, None);
-        }
+    let parsed = if get {
+        batch::parse_get(&parts.uri).map(|r| batch::Parsed::One(Box::new(r)))
+    } else {
+        batch::parse_post(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), &body)
+    };
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return refused(ServerError::new(e.message, None), sse, modern, Some(e.status)),
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let identity = Identity(s.verifier.verify_header(authorization).await);
     if let Ok(caller) = &identity.0 {
         s.live.token_seen(caller);
     }
-    // Counted once the token is verified, so that a forged `sub` cannot spend another user's
-    // allowance: a request without a valid token counts against its client's address.
-    if let Some(limited) = s.limiter.as_ref().and_then(|l| l.check(identity.0.as_ref().ok(), peer)) {
-        s.live.metrics().rate_limited.with_label_values(&["http"]).inc();
-        // GraphQL over HTTP keeps `application/json` answers at 200 whatever the error (as for
-        // every other refusal here); the newer media type has statuses, so it gets 429.
-        let status = modern.then_some(StatusCode::TOO_MANY_REQUESTS);
-        let mut response = refused(limited.into_error(), sse, modern, status);
-        if modern && !sse {
-            response.headers_mut().insert(header::RETRY_AFTER, limited.retry_after_secs().into());
+    let op = Operation { s: &s, persisted: &persisted, identity: &identity, peer, headers: &headers, get, modern };
+    let request = match parsed {
+        batch::Parsed::One(request) => *request,
+        batch::Parsed::Batch(_) if sse => {
+            let err =
+                ServerError::new("a batch cannot be answered as an event stream; send its requests one by one", None);
+            return refused(err, true, modern, None);
         }
-        return response;
-    }
-    let mut request = request;
-    if get && is_mutation(&request) {
-        let err = ServerError::new("mutations must be sent with POST, not GET", None);
-        let mut response = refused(err, sse, modern, Some(StatusCode::METHOD_NOT_ALLOWED));
-        if !sse {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        }
-        return response;
-    }
-    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        request = request.data(IdempotencyKey::new(key));
-    }
-    if let Ok(caller) = &identity.0 {
-        request = request.data(Arc::new(request_loaders(caller.clone(), s.cache.clone())));
-    }
-    let request = request.data(identity);
+        batch::Parsed::Batch(requests) => return run_batch(&op, requests).await,
+    };
+    let request = match op.prepare(request, None).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(sse, modern),
+    };
     if sse {
         return event_stream(&s, request, shutdown);
     }
@@ -229,6 +217,120 @@ async fn graphql(State(s): State<HttpState>, req: Request) -> Response {
     let response = s.schema.execute(request).await;
     s.live.metrics().observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
     respond(response, modern)
+}
+
+/// The persisted queries' store, given to the `/graphql` handlers as an extension (see `router`).
+type Persisted = Arc<PersistedQueries>;
+
+/// What each operation of a request is prepared with.
+struct Operation<'a> {
+    s: &'a HttpState,
+    persisted: &'a PersistedQueries,
+    identity: &'a Identity,
+    peer: Option<std::net::IpAddr>,
+    headers: &'a axum::http::HeaderMap,
+    get: bool,
+    modern: bool,
+}
+
+/// An operation refused before it runs: the error, the status instead of the one `respond`
+/// picks, and a header for the answer (not on an event stream).
+struct Refusal {
+    error: ServerError,
+    status: Option<StatusCode>,
+    header: Option<(header::HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn into_response(self, sse: bool, modern: bool) -> Response {
+        let mut response = refused(self.error, sse, modern, self.status);
+        if let (false, Some((name, value))) = (sse, self.header) {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+impl Operation<'_> {
+    /// Counts the operation against the caller's rate limit, puts in its persisted query, refuses
+    /// a mutation by GET, and gives it its request data (`batch`: its place in a batch of several
+    /// and the batch, which an `Idempotency-Key` header names as a whole).
+    async fn prepare(
+        &self,
+        mut request: async_graphql::Request,
+        batch: Option<(usize, Arc<str>)>,
+    ) -> Result<async_graphql::Request, Refusal> {
+        let (s, modern) = (self.s, self.modern);
+        // Counted once the token is verified, so that a forged `sub` cannot spend another user's
+        // allowance: a request without a valid token counts against its client's address.
+        if let Some(limited) = s.limiter.as_ref().and_then(|l| l.check(self.identity.0.as_ref().ok(), self.peer)) {
+            s.live.metrics().rate_limited.with_label_values(&["http"]).inc();
+            // GraphQL over HTTP keeps `application/json` answers at 200 whatever the error (as for
+            // every other refusal here); the newer media type has statuses, so it gets 429.
+            let retry_after = (header::RETRY_AFTER, limited.retry_after_secs().into());
+            return Err(Refusal {
+                error: limited.into_error(),
+                status: modern.then_some(StatusCode::TOO_MANY_REQUESTS),
+                header: modern.then_some(retry_after),
+            });
+        }
+        if let Err(error) = self.persisted.resolve(&mut request, self.identity.0.is_ok()).await {
+            // An unknown hash is 200 whatever the media type: Apollo Client's link gives persisted
+            // queries up for good on a 400, and this one is answered by sending the query.
+            let status = if persisted::is_not_found(&error) { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+            return Err(Refusal { error, status: Some(status), header: None });
+        }
+        if self.get && is_mutation(&request) {
+            return Err(Refusal {
+                error: ServerError::new("mutations must be sent with POST, not GET", None),
+                status: Some(StatusCode::METHOD_NOT_ALLOWED),
+                header: Some((header::ALLOW, HeaderValue::from_static("POST"))),
+            });
+        }
+        if let Some(key) = self.headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+            let key = IdempotencyKey::new(key);
+            request = request.data(match batch {
+                Some((place, batch)) => key.in_batch(place, batch),
+                None => key,
+            });
+        }
+        if let Ok(caller) = &self.identity.0 {
+            request = request.data(Arc::new(request_loaders(caller.clone(), s.cache.clone())));
+        }
+        Ok(request.data(self.identity.clone()))
+    }
+}
+
+/// A batch: each operation prepared and run in turn (a mutation's effects are seen by the next
+/// operation, as the batch's order says), each answered in its place of the array.
+async fn run_batch(op: &Operation<'_>, requests: Vec<async_graphql::Request>) -> Response {
+    // What an `Idempotency-Key` header names: the whole batch, as sent.
+    let described = requests
+        .iter()
+        .map(|r| {
+            format!("{}\n{:?}\n{}", r.query, r.operation_name, serde_json::to_string(&r.variables).unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let described: Arc<str> = described.into();
+    let several = requests.len() > 1;
+    let mut answers = Vec::with_capacity(requests.len());
+    for (place, request) in requests.into_iter().enumerate() {
+        let batch = several.then(|| (place, described.clone()));
+        let mut response = match op.prepare(request, batch).await {
+            Ok(request) => {
+                op.s.live.catch_up().await;
+                op.s.schema.execute(request).await
+            }
+            Err(refusal) => GqlResponse::from_errors(vec![refusal.error]),
+        };
+        crate::graphql::error::with_codes(&mut response);
+        answers.push(response);
+    }
+    let kind = if op.modern { GRAPHQL_RESPONSE } else { "application/json" };
+    let mut http = Json(answers).into_response();
+    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    http
 }
 
 /// A request refused before it runs: on the SSE stream when the client asked for one (as

@@ -416,7 +416,6 @@ async fn malformed_requests_get_clear_errors() {
         (json!({"query": "{ installations { nope } }"}), "nope"),
         (json!({"query": "query($id: ID!) { installation(id: $id) { id } }", "variables": {"id": {"x": 1}}}), "id"),
         (json!({"query": "query($f: DateTime!) { installations { id } }", "variables": {"f": "yesterday"}}), "f"),
-        (json!({"nothing": true}), ""),
     ];
     for (body, mention) in cases {
         let r = app.post_graphql(Some(&token), body.clone()).await;
@@ -424,6 +423,10 @@ async fn malformed_requests_get_clear_errors() {
         assert_eq!(error_codes(&r.body), vec!["BAD_USER_INPUT"], "{body}: {:#}", r.body);
         assert!(r.body["errors"][0]["message"].as_str().unwrap().contains(mention), "{body}: {:#}", r.body);
     }
+    // Not a GraphQL request (no query): 400, as GraphQL over HTTP asks.
+    let r = app.post_graphql(Some(&token), json!({"nothing": true})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(error_codes(&r.body), vec!["BAD_USER_INPUT"], "{:?}", r.body);
     // Not JSON at all.
     let r = send(
         app.client
@@ -433,6 +436,7 @@ async fn malformed_requests_get_clear_errors() {
             .body("{not json"),
     )
     .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(error_codes(&r.body), vec!["BAD_USER_INPUT"], "{:?}", r.body);
     // A bad range is refused before the upstream is called.
     app.sim().reset_calls().await;

@@ -17,6 +17,7 @@ mod graph_tokens;
 mod graph_webhooks;
 mod hardening;
 mod helpers;
+mod http_protocol;
 mod hygiene;
 mod operations;
 mod rate_limit;

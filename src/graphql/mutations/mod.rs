@@ -76,11 +76,23 @@ pub(crate) fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
 #[derive(Debug)]
 pub(crate) struct IdempotencyKey {
     key: String,
+    /// In a batch of several operations: this operation's place, and the batch as sent (the
+    /// header names the whole batch, as it does a request of several mutations).
+    batch: Option<(usize, std::sync::Arc<str>)>,
 }
+
+/// A mutation's place in a batch: its operation's place times this, plus its own place among
+/// the operation's root fields (fewer than this: see `size::MAX_ROOT_FIELDS`).
+const BATCH_STRIDE: usize = 1 << 16;
 
 impl IdempotencyKey {
     pub(crate) fn new(key: impl Into<String>) -> IdempotencyKey {
-        IdempotencyKey { key: key.into() }
+        IdempotencyKey { key: key.into(), batch: None }
+    }
+
+    /// The header as seen by the operation at `place` of a batch of several, described by `batch`.
+    pub(crate) fn in_batch(self, place: usize, batch: std::sync::Arc<str>) -> IdempotencyKey {
+        IdempotencyKey { batch: Some((place, batch)), ..self }
     }
 }
 
@@ -105,8 +117,11 @@ fn key(ctx: &Context<'_>, explicit: Option<String>) -> AppResult<Option<Key>> {
     }
     let Some(header) = ctx.data_opt::<IdempotencyKey>() else { return Ok(None) };
     let root = root_fields(ctx);
-    let place = (root.count > 1).then_some(root.place);
-    Key::new(header.key.clone(), KeySource::Header, place, Some(root.identity)).map(Some)
+    let (place, request) = match &header.batch {
+        None => ((root.count > 1).then_some(root.place), root.identity),
+        Some((op, batch)) => (Some(op * BATCH_STRIDE + root.place), format!("{batch}\n{}", root.identity)),
+    };
+    Key::new(header.key.clone(), KeySource::Header, place, Some(request)).map(Some)
 }
 
 /// The operation's root fields as an `Idempotency-Key` header sees them.
