@@ -115,6 +115,7 @@ impl App {
             ws_keepalive: Duration::from_secs(config.ws_keepalive_secs),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
             limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+            body_timeout: Duration::from_secs(config.header_read_timeout_secs),
         };
         let cors = config.cors().map_err(anyhow::Error::msg)?;
         // Every answer compressed as the client accepts (gzip, br, zstd), GraphiQL's assets

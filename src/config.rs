@@ -125,7 +125,9 @@ pub struct Config {
     /// response: so it is also how long an idle keep-alive connection is kept (hyper counts both
     /// with one timer). Past it the connection is closed. 20 s closes a half-sent request or an
     /// idle connection within 30 s while a browser still reuses its connection between clicks; a
-    /// proxy in front must close its idle connections to witty-bff sooner than this.
+    /// proxy in front must close its idle connections to witty-bff sooner than this. A request's
+    /// body (of `/graphql` or a webhook) has as long again once its head has arrived: past it,
+    /// 408.
     #[arg(long, env = "WITTY_BFF_HEADER_READ_TIMEOUT_SECS", default_value_t = 20)]
     pub header_read_timeout_secs: u64,
 

@@ -56,6 +56,8 @@ pub(crate) struct HttpState {
     pub ws_init_timeout: Duration,
     /// The per-caller request limit of `/graphql` (`None`: off).
     pub limiter: Option<Arc<RateLimiter>>,
+    /// How long a request's body may take to arrive once its head has (as long as its head may).
+    pub body_timeout: Duration,
 }
 
 /// The routes. CORS (`cors`) is on `/graphql` alone: webhooks come from servers, and the other
@@ -80,6 +82,8 @@ pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
             Router::new()
                 .route("/webhooks/witty/{secret}", post(webhooks::receive))
                 .layer(DefaultBodyLimit::max(webhooks::MAX_DELIVERY_BYTES))
+                // A delivery trickled in is cut off as a slow `/graphql` body is (see `read_body`).
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.body_timeout))
                 .with_state(state.live.clone()),
         )
         .traced(redacted_path)
@@ -118,17 +122,22 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// The request body, up to [`MAX_REQUEST_BYTES`]: 413 past it, 400 when the body breaks off (a
 /// malformed chunk, a client gone mid-upload).
-async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, StatusCode> {
-    let mut chunks = body.into_data_stream();
-    let mut read = bytes::BytesMut::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
-        if read.len() + chunk.len() > MAX_REQUEST_BYTES {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+/// Reads a request's body, within `MAX_REQUEST_BYTES` and `timeout`: hyper times the head only,
+/// and a body trickled a byte at a time would hold its connection (and its buffer) for ever.
+async fn read_body(body: axum::body::Body, timeout: Duration) -> Result<bytes::Bytes, StatusCode> {
+    let reading = async {
+        let mut chunks = body.into_data_stream();
+        let mut read = bytes::BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+            if read.len() + chunk.len() > MAX_REQUEST_BYTES {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            read.extend_from_slice(&chunk);
         }
-        read.extend_from_slice(&chunk);
-    }
-    Ok(read.freeze())
+        Ok(read.freeze())
+    };
+    tokio::time::timeout(timeout, reading).await.unwrap_or(Err(StatusCode::REQUEST_TIMEOUT))
 }
 
 /// `GET /graphql`: a WebSocket upgrade, an SSE subscription, or GraphQL over HTTP.
@@ -174,7 +183,7 @@ async fn graphql(State(s): State<HttpState>, Extension(persisted): Extension<Per
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let body = match declared {
         Some(n) if n > MAX_REQUEST_BYTES as u64 => Err(StatusCode::PAYLOAD_TOO_LARGE),
-        _ => read_body(body).await,
+        _ => read_body(body, s.body_timeout).await,
     };
     let body = match body {
         Ok(body) => body,
@@ -317,10 +326,14 @@ async fn run_batch(op: &Operation<'_>, requests: Vec<async_graphql::Request>) ->
     let mut answers = Vec::with_capacity(requests.len());
     for (place, request) in requests.into_iter().enumerate() {
         let batch = several.then(|| (place, described.clone()));
+        let started = std::time::Instant::now();
         let mut response = match op.prepare(request, batch).await {
             Ok(request) => {
                 op.s.live.catch_up().await;
-                op.s.schema.execute(request).await
+                let operation = metrics::operation_type(&request);
+                let response = op.s.schema.execute(request).await;
+                op.s.live.metrics().observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
+                response
             }
             Err(refusal) => GqlResponse::from_errors(vec![refusal.error]),
         };
@@ -349,10 +362,13 @@ fn refused(err: ServerError, sse: bool, modern: bool, status: Option<StatusCode>
 
 /// What a client is told of a body that could not be read (`status`: too large, or cut).
 fn unread_body(status: StatusCode) -> String {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!("the request body is over {} KiB; send a shorter query or fewer variables", MAX_REQUEST_BYTES / 1024)
-    } else {
-        "the request body could not be read to its end; send it again".to_string()
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is over {} KiB; send a shorter query or fewer variables",
+            MAX_REQUEST_BYTES / 1024
+        ),
+        StatusCode::REQUEST_TIMEOUT => "the request body did not arrive in time; send it again".to_string(),
+        _ => "the request body could not be read to its end; send it again".to_string(),
     }
 }
 

@@ -67,6 +67,28 @@ async fn a_half_sent_request_head_is_disconnected_after_the_header_read_timeout(
     assert!(received.is_empty() || received.starts_with("HTTP/1.1 408"), "{received}");
 }
 
+/// A body trickled in (its head sent, then a part of it, then nothing) is cut off as a slow head
+/// is: 408 on `/graphql`, an error on the webhook; neither runs.
+#[tokio::test]
+async fn a_half_sent_request_body_is_refused_after_the_same_timeout() {
+    let app = spawn_app_with(|c| c.header_read_timeout_secs = 1).await;
+    let webhook = app.webhook_of(ALICE_INSTALLATION);
+    let webhook_path = webhook.trim_start_matches(&app.base).to_string();
+    for (path, expected) in [("/graphql", "HTTP/1.1 408"), (webhook_path.as_str(), "HTTP/1.1 4")] {
+        let mut tcp = connect(&app).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: witty-bff\r\ncontent-type: application/json\r\n\
+             aeg-event-type: Notification\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{{\"query\""
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let sent = Instant::now();
+        let received = read_until_closed(&mut tcp).await;
+        assert!(sent.elapsed() >= ALMOST_A_SECOND, "{path}: answered after {:?}", sent.elapsed());
+        assert!(received.starts_with(expected), "{path}: {received}");
+    }
+    assert_eq!(app.sim().total_calls().await, 0, "nothing ran");
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
     let app = spawn_app_with(|c| c.header_read_timeout_secs = 1).await;
