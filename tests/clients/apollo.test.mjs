@@ -47,13 +47,13 @@ function assertInstallations(data) {
   assert.ok(installation.chargingStations.some((s) => s.id === STATION_ID), 'its charging station');
 }
 
-test('HttpLink: installations and their stations', async () => {
+test('Apollo HttpLink: installations and their stations', async () => {
   const apollo = client(new HttpLink({ uri: server.url }));
   const { data } = await apollo.query({ query: INSTALLATIONS, fetchPolicy: 'network-only' });
   assertInstallations(data);
 });
 
-test('persisted queries: hash only, PersistedQueryNotFound, retry with the query, then hash only', async () => {
+test('Apollo persisted queries: hash only, PersistedQueryNotFound, retry with the query, then hash only', async () => {
   const recorder = recordingFetch();
   const sha256 = (query) => createHash('sha256').update(query).digest('hex');
   const link = createPersistedQueryLink({ sha256 }).concat(new HttpLink({ uri: server.url, fetch: recorder.fetch }));
@@ -82,7 +82,7 @@ test('persisted queries: hash only, PersistedQueryNotFound, retry with the query
   assert.equal(recorder.calls[2].answer?.errors, undefined);
 });
 
-test('BatchHttpLink: two queries in one HTTP request', async () => {
+test('Apollo BatchHttpLink: two queries in one HTTP request', async () => {
   const recorder = recordingFetch();
   const apollo = client(new BatchHttpLink({ uri: server.url, batchMax: 10, batchInterval: 20, fetch: recorder.fetch }));
   const results = await Promise.allSettled([
@@ -105,7 +105,7 @@ test('BatchHttpLink: two queries in one HTTP request', async () => {
   assert.equal(b.data.installation.id, INSTALLATION_ID);
 });
 
-test('GraphQLWsLink: stationEvents after a car is plugged in', async () => {
+test('Apollo GraphQLWsLink: stationEvents after a car is plugged in', async () => {
   const ws = createClient({
     url: server.wsUrl,
     webSocketImpl: WebSocket,

@@ -8,7 +8,7 @@ let server;
 before(async () => { server = await startServer(); });
 after(async () => { await server?.stop(); });
 
-test('subscription: stationEvents after a car is plugged in', async () => {
+test('graphql-sse subscription: stationEvents after a car is plugged in', async () => {
   const client = createClient({
     url: server.url,
     headers: { Authorization: `Bearer ${server.token}` },

@@ -9,7 +9,7 @@ let server;
 before(async () => { server = await startServer(); });
 after(async () => { await server?.stop(); });
 
-test('legacy graphql-ws protocol: stationEvents after a car is plugged in', async () => {
+test('subscriptions-transport-ws (legacy graphql-ws protocol): stationEvents after a car is plugged in', async () => {
   const client = new SubscriptionClient(
     server.wsUrl,
     { connectionParams: { Authorization: `Bearer ${server.token}` }, reconnect: false, lazy: false },

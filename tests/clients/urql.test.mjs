@@ -39,7 +39,7 @@ after(async () => {
   await server?.stop();
 });
 
-test('query: installations and their stations', async () => {
+test('urql query: installations and their stations', async () => {
   const result = await urql
     .query(gql`{ installations { id chargingStations { id friendlyName } } }`, {}, { requestPolicy: 'network-only' })
     .toPromise();
@@ -48,7 +48,7 @@ test('query: installations and their stations', async () => {
   assert.ok(installation?.chargingStations.some((s) => s.id === STATION_ID), JSON.stringify(result.data));
 });
 
-test('subscription over graphql-ws: stationEvents after a car is plugged in', async () => {
+test('urql subscription over graphql-ws: stationEvents after a car is plugged in', async () => {
   let subscription;
   try {
     const event = await withStationEvents(server.simulator, new Promise((resolve, reject) => {
