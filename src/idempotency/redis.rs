@@ -509,6 +509,14 @@ mod tests {
         RedisStore::new(Redis::new(&server.url(), metrics.clone()).unwrap(), WINDOW)
     }
 
+    /// A Redis of the test's own and two replicas' stores on it, counting into one `Metrics`.
+    async fn two_replicas() -> Option<(Server, Arc<Metrics>, RedisStore, RedisStore)> {
+        let server = Server::start(None).await?;
+        let metrics = Metrics::new();
+        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        Some((server, metrics, a, b))
+    }
+
     fn claim(who: &str, key: &str, fingerprint: &str) -> Claim {
         Claim {
             slot: Slot { who: who.into(), key: key.into(), place: None },
@@ -548,9 +556,7 @@ mod tests {
     /// expire and sending the command again.
     #[tokio::test]
     async fn a_claim_a_stalled_redis_ran_late_gets_the_outcome_of_the_run_made_meanwhile() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((server, metrics, a, b)) = two_replicas().await else { return };
         let first = claim("u", "k", "a");
         // Connected before the stall, so the claim is sent and waits in Redis's socket.
         assert!(matches!(a.claim(&claim("u", "warm-up", "a")).await, Ok(Claimed::Run)));
@@ -566,9 +572,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_kept_on_one_replica_replays_on_another() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, a, b)) = two_replicas().await else { return };
         let first = claim("u", "k", "a");
         assert!(matches!(a.claim(&first).await, Ok(Claimed::Run)));
         a.complete(&first, Completion::Keep(Ok(serde_json::json!(7))));
@@ -610,9 +614,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_concurrent_duplicate_on_another_replica_waits_for_the_first_outcome() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, a, b)) = two_replicas().await else { return };
         let first = claim("u", "k", "a");
         assert!(matches!(a.claim(&first).await, Ok(Claimed::Run)));
         let wait = wait_of(&b, &first).await;
@@ -628,9 +630,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_freed_key_lets_its_waiter_run() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, a, b)) = two_replicas().await else { return };
         let first = claim("u", "k", "a");
         assert!(matches!(a.claim(&first).await, Ok(Claimed::Run)));
         let wait = wait_of(&b, &first).await;
@@ -641,9 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_passed_outcome_reaches_the_waiters_and_the_key_runs_again() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, a, b)) = two_replicas().await else { return };
         let first = claim("u", "k", "a");
         assert!(matches!(a.claim(&first).await, Ok(Claimed::Run)));
         let wait = wait_of(&b, &first).await;
@@ -655,9 +653,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_whose_replica_died_expires_and_its_waiter_runs() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (mut a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, mut a, b)) = two_replicas().await else { return };
         a.running = Duration::from_secs(1);
         let first = claim("u", "k", "a");
         // `a` dies with the key claimed: it never completes it.
@@ -669,9 +665,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_at_the_key_limit_is_refused_on_every_replica() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, a, b)) = two_replicas().await else { return };
         for n in 0..CALLER_KEYS {
             assert!(matches!(a.claim(&claim("u", &n.to_string(), "a")).await, Ok(Claimed::Run)));
         }
@@ -686,9 +680,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_at_the_byte_limit_is_refused_on_every_replica() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((_server, _metrics, a, b)) = two_replicas().await else { return };
         let told = "x".repeat(1 << 20);
         for n in 0..CALLER_BYTES >> 20 {
             let kept = claim("u", &n.to_string(), "a");
@@ -716,9 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_redis_claims_fall_back_to_memory_and_are_shared_again_once_it_is_back() {
-        let Some(server) = Server::start(None).await else { return };
-        let metrics = Metrics::new();
-        let (a, b) = (replica(&server, &metrics), replica(&server, &metrics));
+        let Some((server, metrics, a, b)) = two_replicas().await else { return };
         let port = server.port;
         drop(server);
         let first = claim("u", "k", "a");
