@@ -232,14 +232,105 @@ fn register_process_metrics(registry: &Registry) {
 /// when the document does not parse or names no single operation (a hash-only persisted query
 /// before it was looked up included).
 pub(crate) fn operation_type(request: &async_graphql::Request) -> &'static str {
-    use async_graphql::parser::types::OperationType;
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return "unknown" };
-    match crate::graphql::operation(&doc, request.operation_name.as_deref()).map(|op| op.node.ty) {
-        Some(OperationType::Query) => "query",
-        Some(OperationType::Mutation) => "mutation",
-        Some(OperationType::Subscription) => "subscription",
-        None => "unknown",
+    // Read off the document's top-level words rather than parsed: the schema parses it again
+    // anyway, and a second parse on every request costs the warm path more than the label is
+    // worth. A document the schema will refuse may get a label here; it is counted by its outcome.
+    let operations = top_level_operations(&request.query);
+    let chosen = match request.operation_name.as_deref() {
+        Some(name) => operations.iter().find(|(_, n)| *n == Some(name)),
+        None if operations.len() == 1 => operations.first(),
+        None => None,
+    };
+    chosen.map_or("unknown", |(ty, _)| ty)
+}
+
+/// The operations of a GraphQL document (type and name) from its words outside any braces,
+/// parentheses, strings and comments; none when its brackets do not balance.
+fn top_level_operations(query: &str) -> Vec<(&'static str, Option<&str>)> {
+    let bytes = query.as_bytes();
+    let (mut ops, mut depth, mut i) = (Vec::new(), 0usize, 0);
+    // In a definition's head (after `query`, `mutation`, `subscription` or `fragment`, before its
+    // selection), and whether the operation's name may come next.
+    let (mut head, mut naming) = (false, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => i = bytes[i..].iter().position(|b| *b == b'\n').map_or(bytes.len(), |n| i + n),
+            b'"' => i = past_string(bytes, i),
+            b'{' if depth == 0 => {
+                if !head {
+                    ops.push(("query", None));
+                }
+                (head, naming) = (false, false);
+                depth += 1;
+                i += 1;
+            }
+            b'{' | b'(' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b')' | b']' => {
+                let Some(d) = depth.checked_sub(1) else { return Vec::new() };
+                depth = d;
+                i += 1;
+            }
+            c if depth == 0 && (c.is_ascii_alphabetic() || c == b'_') => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                    .map_or(bytes.len(), |n| i + n);
+                let (word, directive) = (&query[i..end], i > 0 && bytes[i - 1] == b'@');
+                let kind = match word {
+                    "query" => Some("query"),
+                    "mutation" => Some("mutation"),
+                    "subscription" => Some("subscription"),
+                    _ => None,
+                };
+                match kind {
+                    Some(ty) if !head => {
+                        ops.push((ty, None));
+                        (head, naming) = (true, true);
+                    }
+                    _ if !head && word == "fragment" => (head, naming) = (true, false),
+                    _ if naming && !directive => {
+                        if let Some(last) = ops.last_mut() {
+                            last.1 = Some(word);
+                        }
+                        naming = false;
+                    }
+                    _ => naming = false,
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
     }
+    if depth == 0 { ops } else { Vec::new() }
+}
+
+/// Where a string starting at `i` (`"…"` or a block string `"""…"""`) ends.
+fn past_string(bytes: &[u8], i: usize) -> usize {
+    if bytes[i..].starts_with(b"\"\"\"") {
+        let mut j = i + 3;
+        while j < bytes.len() {
+            if bytes[j..].starts_with(b"\\\"\"\"") {
+                j += 4;
+            } else if bytes[j..].starts_with(b"\"\"\"") {
+                return j + 3;
+            } else {
+                j += 1;
+            }
+        }
+        return bytes.len();
+    }
+    let mut j = i + 1;
+    while j < bytes.len() {
+        match bytes[j] {
+            b'\\' => j += 2,
+            b'"' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    bytes.len()
 }
 
 /// The outcome label of a response: `ok`, or its first error's code when known. An error with
@@ -399,6 +490,13 @@ mod tests {
         assert_eq!(of("query A { a } subscription B { b }", Some("B")), "subscription");
         assert_eq!(of("query A { a } query B { b }", None), "unknown");
         assert_eq!(of("{ oops", None), "unknown");
+        assert_eq!(of("query Q($a: [Int] = [1]) @cached { a(s: \"mutation {\") }", None), "query");
+        assert_eq!(of("# mutation M\nsubscription S { e }", None), "subscription");
+        assert_eq!(of("fragment F on Q { a } mutation M { ...F }", Some("M")), "mutation");
+        assert_eq!(of("query @d { a } mutation M { b }", Some("M")), "mutation");
+        assert_eq!(of("{ a(s: \"\"\"block \\\"\"\" } mutation\"\"\") }", None), "query");
+        assert_eq!(of("query A { a }", Some("B")), "unknown");
+        assert_eq!(of("} {", None), "unknown");
     }
 
     #[test]
