@@ -12,6 +12,7 @@ pub(crate) mod installations;
 pub(crate) mod meters;
 pub(crate) mod mutations;
 pub(crate) mod persisted;
+pub(crate) mod sessions;
 pub(crate) mod shape;
 pub(crate) mod size;
 pub(crate) mod spans;

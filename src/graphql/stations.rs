@@ -12,6 +12,7 @@ use super::error::AppResult;
 use super::history::{
     LOGS_PER_STATION, Log, LogEntry, MEASURES_PER_DEVICE, Measure, UPSTREAM_READ, logs_of, measures_of,
 };
+use super::sessions::{self, ChargingSession, Join};
 use crate::upstream::history::Device;
 use crate::upstream::quirks::{duration_seconds, parse_time};
 use crate::upstream::stations::{self as wire, StationProperties};
@@ -292,6 +293,32 @@ impl ChargingStation {
     ) -> AppResult<Option<Vec<LogEntry>>> {
         let range = super::history::range(from, to, None)?;
         Ok(Some(super::history::entries(ctx, self.device(), None, range).await?))
+    }
+    /// The sessions that started between `from` and `to`, joined from the station's SessionStart
+    /// and SessionEnd logs (one listing per range, reaching 48 hours past `to` for the ends) and,
+    /// for `byTariff`, its measures. Ranges as for a measure's `values`. Installers get no energy
+    /// or cost. See docs/sessions.md.
+    #[graphql(complexity = "3 * UPSTREAM_READ + child_complexity")]
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> AppResult<Option<Vec<ChargingSession>>> {
+        // Checked before any read, so a bad range is refused whoever asks.
+        super::history::range(from, to, None)?;
+        let (owner, currency) = futures::join!(
+            sessions::is_owner(ctx, self.installation_id),
+            sessions::currency(ctx, self.installation_id)
+        );
+        let join = Join {
+            device: self.device(),
+            current: self.p().current_session.as_ref(),
+            owner: owner?,
+            currency: currency?,
+            by_tariff: ctx.look_ahead().field("byTariff").exists(),
+        };
+        Ok(Some(sessions::sessions(ctx, &join, from, to).await?))
     }
 }
 

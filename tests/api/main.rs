@@ -11,6 +11,7 @@ mod graph_input;
 mod graph_live;
 mod graph_mutations;
 mod graph_read;
+mod graph_sessions;
 mod graph_shape;
 mod graph_shared;
 mod graph_tokens;
