@@ -865,8 +865,8 @@ async fn measure_values(
     };
     let profile = store.profile(st);
     let prices = store.prices(st);
-    let samples = series::samples(&profile, &st.live_sessions, &prices, quantity, from, to, Utc::now());
-    Ok(Json(series::aggregate(&profile, &samples, op, step).iter().map(series::Row::to_json).collect()))
+    let series = series::Series { profile: &profile, live: &st.live_sessions, prices: &prices, quantity };
+    Ok(Json(series.aggregate(from, to, Utc::now(), op, step).iter().map(series::Row::to_json).collect()))
 }
 
 // ---- logs ----
