@@ -852,7 +852,7 @@ async fn measure_values(
     a: Account,
     p: BTreeMap<String, String>,
     req: RangeRequest,
-) -> SimResult<Json<Vec<Value>>> {
+) -> SimResult<Json<Vec<series::Row>>> {
     let store = s.read();
     let st = device_station(&store, &a, &p, device, true)?;
     let m = find_measure(device, param(&p, "m"))?;
@@ -865,8 +865,8 @@ async fn measure_values(
     };
     let profile = store.profile(st);
     let prices = store.prices(st);
-    let samples = series::samples(&profile, &st.live_sessions, &prices, quantity, from, to, Utc::now());
-    Ok(Json(series::aggregate(&profile, &samples, op, step).iter().map(series::Row::to_json).collect()))
+    let series = series::Series { profile: &profile, live: &st.live_sessions, prices: &prices, quantity };
+    Ok(Json(series.aggregate(from, to, Utc::now(), op, step)))
 }
 
 // ---- logs ----

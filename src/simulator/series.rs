@@ -251,19 +251,19 @@ impl Session {
 
     /// Energy in watt-hours charged between `from` and `to`, counting open intervals up to `now`.
     pub fn energy_wh_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
-        self.charging
-            .iter()
-            .map(|&(a, b)| {
-                let b = b.unwrap_or(now).min(to);
-                let a = a.max(from);
-                if b > a { (b - a).num_milliseconds() as f64 / 3_600_000.0 * self.power_w } else { 0.0 }
-            })
-            .sum()
+        self.charging.iter().map(|&(a, b)| interval_wh(a, b.unwrap_or(now), from, to, self.power_w)).sum()
     }
 
     pub fn charging_secs(&self, now: DateTime<Utc>) -> i64 {
         self.charging.iter().map(|&(a, b)| (b.unwrap_or(now) - a).num_seconds().max(0)).sum()
     }
+}
+
+/// Watt-hours charged at `power_w` over the part of `[a, b)` within `[from, to)`.
+fn interval_wh(a: DateTime<Utc>, b: DateTime<Utc>, from: DateTime<Utc>, to: DateTime<Utc>, power_w: f64) -> f64 {
+    let b = b.min(to);
+    let a = a.max(from);
+    if b > a { (b - a).num_milliseconds() as f64 / 3_600_000.0 * power_w } else { 0.0 }
 }
 
 /// A price history for each tariff: `(beginDate, price per kWh)`, any order.
@@ -313,6 +313,14 @@ enum TempoColour {
     Red,
 }
 
+/// The parts of the tariff schedule that depend on the date only.
+#[derive(Clone, Copy, Debug)]
+struct DaySchedule {
+    ejp_peak: bool,
+    colour: TempoColour,
+    weekend: bool,
+}
+
 fn winter(date: NaiveDate) -> bool {
     matches!(date.month(), 11 | 12 | 1 | 2 | 3)
 }
@@ -336,8 +344,21 @@ fn ejp_peak_day(date: NaiveDate) -> bool {
 impl Profile {
     /// The tariff in force at `t`.
     pub fn tariff_at(&self, t: DateTime<Utc>) -> TariffId {
-        let hour = t.hour();
-        let date = t.date_naive();
+        self.tariff_in(self.day_schedule(t.date_naive()), t.hour())
+    }
+
+    /// What a date adds to the schedule, worked out once a day by the aggregation rather than
+    /// once an hour (the Tempo and EJP draws hash the date).
+    fn day_schedule(&self, date: NaiveDate) -> DaySchedule {
+        DaySchedule {
+            ejp_peak: self.subscription == Subscription::Ejp && ejp_peak_day(date),
+            colour: if self.subscription == Subscription::Tempo { tempo_colour(date) } else { TempoColour::Blue },
+            weekend: matches!(date.weekday(), Weekday::Sat | Weekday::Sun),
+        }
+    }
+
+    /// The tariff in force at `hour` (UTC) of a day with schedule `day`.
+    fn tariff_in(&self, day: DaySchedule, hour: u32) -> TariffId {
         let off_peak = !(6..22).contains(&hour);
         match self.subscription {
             Subscription::Base => TariffId::Th,
@@ -349,13 +370,13 @@ impl Profile {
                 }
             }
             Subscription::Ejp => {
-                if ejp_peak_day(date) && hour >= 7 {
+                if day.ejp_peak && hour >= 7 {
                     TariffId::Pm
                 } else {
                     TariffId::Hn
                 }
             }
-            Subscription::Tempo => match (tempo_colour(date), off_peak) {
+            Subscription::Tempo => match (day.colour, off_peak) {
                 (TempoColour::Blue, true) => TariffId::Hcjb,
                 (TempoColour::Blue, false) => TariffId::Hpjb,
                 (TempoColour::White, true) => TariffId::Hcjw,
@@ -363,21 +384,18 @@ impl Profile {
                 (TempoColour::Red, true) => TariffId::Hcjr,
                 (TempoColour::Red, false) => TariffId::Hpjr,
             },
-            Subscription::Standard => {
-                let weekend = matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
-                TariffId::Tariff(match (weekend, hour) {
-                    (true, h) if off_peak || h < 8 => 10,
-                    (true, _) => 9,
-                    (false, 0..=5) => 1,
-                    (false, 6..=7) => 2,
-                    (false, 8..=11) => 3,
-                    (false, 12..=13) => 4,
-                    (false, 14..=16) => 5,
-                    (false, 17..=19) => 6,
-                    (false, 20..=21) => 7,
-                    (false, _) => 8,
-                })
-            }
+            Subscription::Standard => TariffId::Tariff(match (day.weekend, hour) {
+                (true, h) if off_peak || h < 8 => 10,
+                (true, _) => 9,
+                (false, 0..=5) => 1,
+                (false, 6..=7) => 2,
+                (false, 8..=11) => 3,
+                (false, 12..=13) => 4,
+                (false, 14..=16) => 5,
+                (false, 17..=19) => 6,
+                (false, 20..=21) => 7,
+                (false, _) => 8,
+            }),
         }
     }
 
@@ -592,6 +610,31 @@ impl Row {
     }
 }
 
+/// Writes the bytes of [`Row::to_json`] without building a map per row: its map is a
+/// `BTreeMap`, which writes keys in byte order, so the fields are sorted the same way here.
+impl serde::Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut values: Vec<(String, f64)> = Vec::with_capacity(3 + self.by_tariff.len());
+        for (field, v) in [("value", self.value), ("valueMin", self.value_min), ("valueMax", self.value_max)] {
+            if let Some(v) = v {
+                values.push((field.to_string(), round6(v)));
+            }
+        }
+        values.extend(self.by_tariff.iter().map(|(tariff, v)| (tariff.value_field(), round6(*v))));
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut map = serializer.serialize_map(Some(2 + values.len()))?;
+        // "date" < "tariffType" < "value…".
+        map.serialize_entry("date", &self.date.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())?;
+        map.serialize_entry("tariffType", self.tariff_type.code())?;
+        for (field, v) in &values {
+            // `json!` turns a non-finite float into null, as serde_json writes one.
+            map.serialize_entry(field, v)?;
+        }
+        map.end()
+    }
+}
+
 #[derive(Default)]
 struct Acc {
     count: u64,
@@ -618,6 +661,20 @@ impl Acc {
                 *sum += value;
             }
             None => self.per_tariff.push((tariff, 1, value)),
+        }
+    }
+
+    /// Adds `value` `n` times. For a zero `v`, `(x + v) + v == x + v` and min and max are
+    /// idempotent, so a run of uncharged slots costs one add and the same floats come out.
+    fn add_run(&mut self, tariff: TariffId, value: f64, n: u64) {
+        if value != 0.0 || n == 0 {
+            (0..n).for_each(|_| self.add(tariff, value));
+            return;
+        }
+        self.add(tariff, value);
+        self.count += n - 1;
+        if let Some((_, count, _)) = self.per_tariff.iter_mut().find(|(t, _, _)| *t == tariff) {
+            *count += n - 1;
         }
     }
 
@@ -698,6 +755,192 @@ pub fn aggregate(profile: &Profile, samples: &[Sample], op: Operator, step: Step
         close(&mut rows, from, &mut accs);
     }
     rows
+}
+
+/// A device's series, aggregated straight from its sessions: the same rows as [`aggregate`] over
+/// [`samples`], without a [`Sample`] (or a date) per 10-minute slot, so a one-year daily `sum`
+/// stays cheap (issue 19).
+pub struct Series<'a> {
+    pub profile: &'a Profile,
+    pub live: &'a [Session],
+    pub prices: &'a PriceBook,
+    pub quantity: Quantity,
+}
+
+impl Series<'_> {
+    /// The rows of `[from, to)` up to `now`, equal to `aggregate(samples(..), op, step)`.
+    ///
+    /// Step buckets and tariffs change on the hour, so each hour is one bucket and one tariff.
+    /// Within it, a run of slots with no charge (and no house load) all have the same value,
+    /// which [`Acc::add_run`] adds at once.
+    pub fn aggregate(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        op: Operator,
+        step: Step,
+    ) -> Vec<Row> {
+        let profile = self.profile;
+        let start = from.max(profile.installed_at);
+        let end = to.min(now);
+        if end <= start {
+            return Vec::new();
+        }
+        let first_slot = (start.timestamp() + SLOT_SECS - 1).div_euclid(SLOT_SECS);
+        let end_slot = (end.timestamp() + SLOT_SECS - 1).div_euclid(SLOT_SECS);
+        let energies = slot_energies(profile, self.live, start, end, now, (first_slot, end_slot));
+        let mut next_energy = energies.iter().peekable();
+        let house = matches!(self.quantity, Quantity::HouseEnergy | Quantity::HouseCost);
+        let cost = matches!(self.quantity, Quantity::StationCost | Quantity::HouseCost);
+        let mut buckets = Buckets { profile, op, step, rows: Vec::new(), open: None, accs: [None, None] };
+        let mut price = PriceCursor { prices: self.prices, tariff: None, price: 0.0, until_slot: i64::MIN };
+        let mut day: Option<(i64, DaySchedule)> = None;
+        let mut slot = first_slot;
+        while slot < end_slot {
+            let hour = (slot * SLOT_SECS).div_euclid(3_600);
+            let hour_end = ((hour + 1) * 3_600 / SLOT_SECS).min(end_slot);
+            let day_number = hour.div_euclid(24);
+            let schedule = match day {
+                Some((d, schedule)) if d == day_number => schedule,
+                _ => {
+                    let schedule = profile.day_schedule(slot_time(slot).date_naive());
+                    day = Some((day_number, schedule));
+                    schedule
+                }
+            };
+            let tariff = profile.tariff_in(schedule, hour.rem_euclid(24) as u32);
+            let acc = buckets.acc_for(slot, profile.tariff_type(tariff));
+            while slot < hour_end {
+                let charged = next_energy.next_if(|(s, _)| *s == slot).map(|(_, wh)| *wh);
+                // A run of uncharged slots ends at the next charged slot, the hour, or a price change.
+                let mut run_end = if charged.is_some() || house { slot + 1 } else { hour_end };
+                run_end = run_end.min(next_energy.peek().map_or(i64::MAX, |(s, _)| *s));
+                let mut energy_wh = charged.unwrap_or(0.0).round();
+                if house {
+                    energy_wh += house_base_wh(profile.seed, slot);
+                }
+                let kwh = energy_wh / 1000.0;
+                let value = if cost {
+                    let (p, until) = price.at(tariff, slot);
+                    run_end = run_end.min(until);
+                    kwh * p
+                } else {
+                    kwh
+                };
+                let run_end = run_end.max(slot + 1);
+                acc.add_run(tariff, value, (run_end - slot) as u64);
+                slot = run_end;
+            }
+        }
+        buckets.finish()
+    }
+}
+
+fn slot_time(slot: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(slot * SLOT_SECS, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The charged watt-hours of each slot of `slots` (first, end) that has a charge, by slot. Each
+/// slot's energy is summed from 0 in session order, as [`samples`] does, so floats agree exactly.
+fn slot_energies(
+    profile: &Profile,
+    live: &[Session],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+    (first_slot, end_slot): (i64, i64),
+) -> Vec<(i64, f64)> {
+    let mut parts = Vec::new();
+    for session in profile.sessions(live, start, end) {
+        for &(a, b) in &session.charging {
+            let b = b.unwrap_or(now);
+            let mut slot = a.timestamp().div_euclid(SLOT_SECS).max(first_slot);
+            while slot < end_slot && slot * SLOT_SECS < b.timestamp() {
+                let slot_start = Utc.timestamp_opt(slot * SLOT_SECS, 0).single().unwrap_or(start);
+                let slot_end = slot_start + Duration::seconds(SLOT_SECS);
+                parts.push((slot, interval_wh(a, b, slot_start, slot_end, session.power_w)));
+                slot += 1;
+            }
+        }
+    }
+    // Stable: the parts of one slot keep their order.
+    parts.sort_by_key(|(slot, _)| *slot);
+    let mut out: Vec<(i64, f64)> = Vec::new();
+    for (slot, e) in parts {
+        match out.last_mut() {
+            Some((s, wh)) if *s == slot => *wh += e,
+            _ => {
+                let mut wh = 0.0;
+                wh += e;
+                out.push((slot, wh));
+            }
+        }
+    }
+    out
+}
+
+/// The price of one tariff from a slot on, and the first slot where it may change.
+struct PriceCursor<'a> {
+    prices: &'a PriceBook,
+    tariff: Option<TariffId>,
+    price: f64,
+    until_slot: i64,
+}
+
+impl PriceCursor<'_> {
+    /// [`price_at`] the slot's start, and the first slot at or after the next price's begin.
+    fn at(&mut self, tariff: TariffId, slot: i64) -> (f64, i64) {
+        if self.tariff != Some(tariff) || slot >= self.until_slot {
+            let t = slot_time(slot);
+            self.tariff = Some(tariff);
+            self.price = price_at(self.prices, tariff, t);
+            let next = self.prices.get(&tariff).into_iter().flatten().map(|(begin, _)| *begin).filter(|b| *b > t).min();
+            self.until_slot = next.map_or(i64::MAX, |b| {
+                let secs = b.timestamp() + i64::from(b.timestamp_subsec_nanos() > 0);
+                (secs + SLOT_SECS - 1).div_euclid(SLOT_SECS)
+            });
+        }
+        (self.price, self.until_slot)
+    }
+}
+
+/// The open step bucket and its accumulators by tariff type (`hc`, `hp`), and the rows so far.
+struct Buckets<'a> {
+    profile: &'a Profile,
+    op: Operator,
+    step: Step,
+    rows: Vec<Row>,
+    /// The open bucket's start and the timestamp where the next one starts.
+    open: Option<(DateTime<Utc>, i64)>,
+    accs: [Option<Acc>; 2],
+}
+
+impl Buckets<'_> {
+    /// The accumulator for `kind` in the bucket holding `slot`, closing the open one if it ended.
+    fn acc_for(&mut self, slot: i64, kind: TariffType) -> &mut Acc {
+        let ts = slot * SLOT_SECS;
+        if self.open.is_none_or(|(_, next)| ts >= next) {
+            self.close();
+            let from = self.step.bucket(slot_time(slot));
+            self.open = Some((from, self.step.next(from).timestamp()));
+        }
+        self.accs[kind as usize].get_or_insert_with(Acc::default)
+    }
+
+    fn close(&mut self) {
+        let Some((date, _)) = self.open else { return };
+        for (acc, kind) in self.accs.iter_mut().zip([TariffType::Hc, TariffType::Hp]) {
+            if let Some(acc) = acc.take() {
+                self.rows.push(acc.row(self.profile, date, kind, self.op));
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Row> {
+        self.close();
+        self.rows
+    }
 }
 
 /// One log entry, in the document's shape.
@@ -937,6 +1180,82 @@ mod tests {
                         };
                         assert!(close(row.value, expected.0), "{step:?} {op:?} {date}: {row:?}");
                         assert!(close(row.value_min, expected.1) && close(row.value_max, expected.2), "{row:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A price book whose prices change mid-hour (one mid-second), with a negative one.
+    fn odd_prices(sub: Subscription) -> PriceBook {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        sub.tariff_ids()
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let k = i as f64;
+                let values = vec![
+                    (t("2024-12-01T00:00:00Z"), 0.17 + k / 100.0),
+                    (t("2024-12-24T13:25:00.5Z"), 0.2131 + k / 1000.0),
+                    (t("2025-01-05T07:00:00Z"), if i == 0 { -0.01 } else { 0.19 }),
+                    (t("2024-12-10T09:40:00Z"), 0.111),
+                ];
+                (id, values)
+            })
+            .collect()
+    }
+
+    /// Issue 19's fast path gives, to the bit, the rows of aggregating every sample: every
+    /// subscription, quantity, step and operator, ranges cut mid-slot, before installation and at
+    /// `now`, with live sessions (one still charging) and prices that change mid-hour.
+    #[test]
+    fn the_streaming_series_equals_aggregating_the_samples() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let live = vec![
+            Session {
+                start: t("2025-01-02T10:03:07.25Z"),
+                end: Some(t("2025-01-02T12:00:00Z")),
+                charging: vec![(t("2025-01-02T10:03:07.25Z"), Some(t("2025-01-02T10:41:00Z")))],
+                power_w: 11_000.0,
+            },
+            Session {
+                start: t("2025-01-04T23:55:00Z"),
+                end: None,
+                charging: vec![
+                    (t("2025-01-04T23:55:00Z"), Some(t("2025-01-05T00:20:00Z"))),
+                    (t("2025-01-05T01:00:00Z"), None),
+                ],
+                power_w: 3_700.0,
+            },
+        ];
+        let ranges = [
+            ("2024-11-20T05:07:00Z", "2025-02-10T00:00:00Z", "2026-01-01T00:00:00Z"),
+            ("2020-04-01T00:00:00Z", "2020-06-03T10:00:00Z", "2026-01-01T00:00:00Z"),
+            ("2025-01-01T00:00:00Z", "2025-01-08T00:00:00Z", "2025-01-05T03:14:15.9Z"),
+            ("2024-12-24T13:20:00Z", "2024-12-24T13:30:00Z", "2026-01-01T00:00:00Z"),
+        ];
+        let quantities = [Quantity::StationEnergy, Quantity::StationCost, Quantity::HouseEnergy, Quantity::HouseCost];
+        let subs =
+            [Subscription::Base, Subscription::Hchp, Subscription::Ejp, Subscription::Tempo, Subscription::Standard];
+        for sub in subs {
+            let mut p = profile(sub);
+            p.standard_types[2] = TariffType::Hp;
+            p.standard_types[8] = TariffType::Hp;
+            let prices = odd_prices(sub);
+            for (from, to, now) in ranges {
+                let (from, to, now) = (t(from), t(to), t(now));
+                for quantity in quantities {
+                    let samples = samples(&p, &live, &prices, quantity, from, to, now);
+                    let series = Series { profile: &p, live: &live, prices: &prices, quantity };
+                    for step in [Step::Hour, Step::Day, Step::Week, Step::Month, Step::Year] {
+                        for op in [Operator::Sum, Operator::Count, Operator::Average, Operator::MinMax] {
+                            let old = aggregate(&p, &samples, op, step);
+                            let new = series.aggregate(from, to, now, op, step);
+                            let bits = |rows: &[Row]| format!("{rows:?}");
+                            assert_eq!(bits(&old), bits(&new), "{sub:?} {quantity:?} {step:?} {op:?} {from}");
+                            let maps: Vec<Value> = old.iter().map(Row::to_json).collect();
+                            assert_eq!(serde_json::to_string(&new).unwrap(), serde_json::to_string(&maps).unwrap());
+                        }
                     }
                 }
             }
