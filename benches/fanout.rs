@@ -26,16 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use witty_bff::config::DEV_JWT_SECRET;
 use witty_bff::mint_dev_token;
 
-/// CPU time (user + system) a process has used so far.
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    Duration::from_millis(ticks * 10)
-}
-
 /// A client frame (masked, as RFC 6455 requires of clients; the all-zero key leaves the bytes as
 /// they are).
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -243,7 +233,7 @@ impl Target {
 
     /// CPU time of every witty-bff process, summed.
     fn cpu(&self) -> Duration {
-        self.servers.iter().map(|s| cpu_time(&s.pid.to_string())).sum()
+        self.servers.iter().map(|s| common::cpu_time(&s.pid.to_string())).sum()
     }
 
     fn rss(&self) -> Vec<u64> {
@@ -367,7 +357,7 @@ async fn run_rounds(
         for (kind, (name, spacing)) in kinds(s).iter().enumerate() {
             let phase = phases.len() as u32;
             let before = arrived();
-            let (server_cpu0, bench_cpu0) = (target.cpu(), cpu_time("self"));
+            let (server_cpu0, bench_cpu0) = (target.cpu(), common::cpu_time("self"));
             let mut sent_at = std::collections::HashMap::new();
             for n in 0..s.events {
                 let t0 = deliver(http, hook, &format!("{phase}-{n}")).await;
@@ -388,7 +378,7 @@ async fn run_rounds(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let server_cpu = target.cpu().saturating_sub(server_cpu0);
-            let bench_cpu = cpu_time("self").saturating_sub(bench_cpu0);
+            let bench_cpu = common::cpu_time("self").saturating_sub(bench_cpu0);
             phases.push(Phase { kind, sent_at, server_cpu, bench_cpu });
             // Quiet between bursts.
             tokio::time::sleep(Duration::from_millis(300)).await;

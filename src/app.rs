@@ -63,7 +63,8 @@ impl App {
         .map_err(|e| anyhow::anyhow!("upstream client: {e}"))?;
         let jwt_secret = config.effective_jwt_secret();
         let verifier = verifier(&config, jwt_secret.clone()).await?;
-        let cache = SharedCache::new(client, config.ttls(), config.cache_capacity);
+        let cache = SharedCache::new(client, config.ttls(), config.cache_capacity)
+            .with_response_cache(config.response_cache_mb.saturating_mul(1024 * 1024));
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;

@@ -205,6 +205,11 @@ pub struct Config {
     #[arg(long, env = "WITTY_BFF_CACHE_CAPACITY", default_value_t = 100_000)]
     pub cache_capacity: u64,
 
+    /// Most mebibytes of whole query answers kept by the response cache (0: off). See
+    /// docs/loading.md.
+    #[arg(long, env = "WITTY_BFF_RESPONSE_CACHE_MB", default_value_t = 64)]
+    pub response_cache_mb: u64,
+
     /// Redis (or Valkey) shared by the replicas of a fleet: `redis://[:password@]host:port[/db]`,
     /// `rediss://` for TLS. Unset: one process, everything in memory. Never printed (it may hold
     /// a password). See docs/fleet.md.

@@ -41,6 +41,10 @@ pub(crate) struct Metrics {
     /// Shared-cache lookups, by outcome: `hit` or `miss` (a miss is one upstream read, however
     /// many callers waited on it).
     pub cache_lookups: IntCounterVec,
+    /// Queries answered over HTTP, by what the response cache did: `hit` (a kept answer, still
+    /// current), `kept` (executed and kept), `unkept` (executed; not to be kept: errors, reads
+    /// that cannot be checked later, or not a query of a verified caller).
+    pub response_cache: IntCounterVec,
     /// Requests refused by the per-caller rate limit, by `transport`: `http` (a `/graphql`
     /// request, SSE included) or `websocket` (a `subscribe`).
     pub rate_limited: IntCounterVec,
@@ -141,6 +145,8 @@ impl Metrics {
         .expect("a valid metric");
         registry.register(Box::new(upstream_seconds.clone())).expect("registered once");
         let cache_lookups = counters("cache_lookups_total", "Shared-cache lookups, by outcome.", &["outcome"]);
+        let response_cache =
+            counters("response_cache_total", "Queries over HTTP, by what the response cache did.", &["outcome"]);
         let rate_limited = counters(
             "rate_limited_requests_total",
             "Requests refused by the per-caller rate limit, by transport.",
@@ -169,6 +175,7 @@ impl Metrics {
             upstream_calls,
             upstream_seconds,
             cache_lookups,
+            response_cache,
             rate_limited,
             fleet_connected,
             fleet_fallbacks,

@@ -25,9 +25,11 @@
 //! - Values are typed by their key: a reader asks with a key of [`read`] (`read::Stations {
 //!   installation_id }`) and gets that resource's value type back, checked by the compiler.
 
+mod answers;
 pub(crate) mod read;
 mod resource;
 
+pub(crate) use answers::{Answer, AnswerKey, Reads};
 pub(crate) use read::{Fetched, Kind, Read};
 pub(crate) use resource::Resource;
 
@@ -107,7 +109,13 @@ struct Entry {
     /// Checked once against the invalidations made during its fetch; later ones reach it
     /// through moka.
     verified: Arc<std::sync::atomic::AtomicBool>,
+    /// Which fetch this is (unique in the process; 0: not stored in the cache). A kept answer
+    /// names the entries it was computed from by these, and is current while they all are.
+    id: u64,
 }
+
+/// The number of the next fetch (see `Entry::id`).
+static FETCHES: AtomicU64 = AtomicU64::new(1);
 
 type Stale = Arc<dyn Fn(&Key) -> bool + Send + Sync>;
 
@@ -256,7 +264,8 @@ impl Expiry<Key, Entry> for PerEntryTtl {
     }
 }
 
-type Key = (Arc<str>, Resource);
+/// An entry's key: the caller's `sub` and the resource.
+pub(crate) type Key = (Arc<str>, Resource);
 
 /// Whether an upstream failure is about the bearer token itself rather than its user: a 401 (the
 /// token expired or was revoked early; also a wrong partner key, which no token fixes). Another
@@ -312,6 +321,9 @@ pub(crate) struct SharedCache {
     refusals: Arc<Refusals>,
     /// The upstream reads each request's loader may send ([`READ_BUDGET`] unless set).
     read_budget: u32,
+    /// Whole answers of queries, kept while what they read is current (off unless
+    /// [`SharedCache::with_response_cache`] sets a size).
+    answers: answers::Answers,
 }
 
 impl SharedCache {
@@ -330,6 +342,7 @@ impl SharedCache {
             generations: Arc::default(),
             unsettled: Arc::default(),
             read_budget: READ_BUDGET,
+            answers: answers::Answers::default(),
         }
     }
 
@@ -345,7 +358,7 @@ impl SharedCache {
         caller: &Caller,
         key: K,
     ) -> Result<(Arc<K::Value>, DateTime<Utc>), UpstreamError> {
-        let loaded = self.read(caller, key.into(), None).await.map_err(|e| match e {
+        let loaded = self.read(caller, key.into(), None, None).await.map_err(|e| match e {
             ReadError::Upstream(e) => e,
             ReadError::OverBudget { .. } => unreachable!("a read without a budget is never refused"),
         })?;
@@ -354,12 +367,13 @@ impl SharedCache {
 
     /// As [`SharedCache::get`]; a read this call would send upstream itself takes one read of
     /// `budget`, and is not sent when none is left. A cache hit, or waiting on a fetch that another
-    /// request already sent, costs nothing.
+    /// request already sent, costs nothing. `reads` is told which entry answered.
     async fn read(
         &self,
         caller: &Caller,
         resource: Resource,
         budget: Option<&ReadBudget>,
+        reads: Option<&Reads>,
     ) -> Result<Loaded, ReadError> {
         let key = (caller.sub.clone(), resource.clone());
         let metrics = self.client.metrics();
@@ -377,7 +391,27 @@ impl SharedCache {
         if !fresh {
             metrics.cache_lookups.with_label_values(&["hit"]).inc();
         }
+        if let Some(reads) = reads {
+            reads.record(&key, &entry);
+        }
         entry.result.map_err(ReadError::Upstream)
+    }
+
+    /// Whether each entry `deps` names is still the one in the cache and still to be trusted: not
+    /// expired, invalidated, replaced, or outdated by a station event (the checks of `read`,
+    /// without fetching).
+    pub(crate) async fn still_current(&self, deps: &[(Key, u64)]) -> bool {
+        for (key, id) in deps {
+            let Some(entry) = self.cache.get(key).await else { return false };
+            let unverified = !entry.verified.load(Ordering::Acquire);
+            if entry.id != *id
+                || (unverified && self.invalidations.made_since(key, entry.started))
+                || self.outdated_by_events(key, &entry)
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// The cached entry, or a new one fetched by this call or by the concurrent caller it waited
@@ -421,7 +455,8 @@ impl SharedCache {
                 // Again another's (a third token's fetch joined meanwhile): no more joining.
                 Unstored::Refused { .. } => {
                     return match self.fetch(key, caller, token, budget).await {
-                        Ok(entry) => Ok((entry, true)),
+                        // Not stored: nothing to be kept with it.
+                        Ok(entry) => Ok((Entry { id: 0, ..entry }, true)),
                         Err(Unstored::OverBudget) => Err(over_budget()),
                         Err(Unstored::Refused { error, .. }) => Err(ReadError::Upstream(error)),
                     };
@@ -464,7 +499,8 @@ impl SharedCache {
             Err(_) => self.ttls.negative,
         };
         let result = result.map(|value| Loaded { value, fetched_at: Utc::now() });
-        Ok(Entry { result, ttl, started, generation, verified: Arc::default() })
+        let id = FETCHES.fetch_add(1, Ordering::Relaxed);
+        Ok(Entry { result, ttl, started, generation, verified: Arc::default(), id })
     }
 
     /// Whether a station event of the entry's installation came after its fetch started (only live
@@ -630,6 +666,15 @@ pub(crate) struct RequestLoader {
     caller: Caller,
     shared: SharedCache,
     budget: Arc<ReadBudget>,
+    /// What the request read, when its answer may be kept (see [`Reads`]).
+    reads: Option<Arc<Reads>>,
+}
+
+impl RequestLoader {
+    /// What the request read so far, when its answer may be kept.
+    pub(crate) fn reads(&self) -> Option<&Reads> {
+        self.reads.as_deref()
+    }
 }
 
 impl Loader<Resource> for RequestLoader {
@@ -638,9 +683,10 @@ impl Loader<Resource> for RequestLoader {
     type Error = std::convert::Infallible;
 
     async fn load(&self, keys: &[Resource]) -> Result<HashMap<Resource, Self::Value>, Self::Error> {
-        let budget = Some(&*self.budget);
-        let loads =
-            keys.iter().map(|k| async move { (k.clone(), self.shared.read(&self.caller, k.clone(), budget).await) });
+        let (budget, reads) = (Some(&*self.budget), self.reads.as_deref());
+        let loads = keys
+            .iter()
+            .map(|k| async move { (k.clone(), self.shared.read(&self.caller, k.clone(), budget, reads).await) });
         Ok(futures::future::join_all(loads).await.into_iter().collect())
     }
 }
@@ -648,13 +694,18 @@ impl Loader<Resource> for RequestLoader {
 /// The per-request DataLoader (with a per-request cache).
 pub(crate) type Loaders = DataLoader<RequestLoader, RequestCache>;
 
-pub(crate) fn request_loaders(caller: Caller, shared: SharedCache) -> Loaders {
+/// The loaders of one request of `caller`; `reads` records what it read, for keeping its answer.
+pub(crate) fn request_loaders(caller: Caller, shared: SharedCache, reads: Option<Arc<Reads>>) -> Loaders {
     let budget = Arc::new(ReadBudget::new(shared.read_budget));
     let cache = RequestCache { budget: budget.clone() };
     // The batch runs in the request's span, so its upstream calls belong to the request's trace.
     let spawn =
         |batch: futures::future::BoxFuture<'static, ()>| tokio::spawn(tracing::Instrument::in_current_span(batch));
-    DataLoader::with_cache(RequestLoader { caller, shared, budget }, spawn, cache)
+    // Each load is sent at once (a batch of one): the loader reads resource by resource anyway
+    // (the upstream has no batch routes), so waiting for a batch to fill would only put the
+    // DataLoader's delay (1 ms on a timer thread) on every level of the critical path. Loads of one
+    // key made meanwhile are still one upstream call: the shared cache runs one fetch per key.
+    DataLoader::with_cache(RequestLoader { caller, shared, budget, reads }, spawn, cache).max_batch_size(1)
 }
 
 /// The request's own cache of what it loaded; clearing it also renews the request's budget.

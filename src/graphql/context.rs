@@ -36,6 +36,14 @@ pub(crate) async fn load<K: Read>(ctx: &Context<'_>, key: K) -> AppResult<(Arc<K
     loaded.of::<K>().ok_or_else(|| AppError::internal(MISMATCH))
 }
 
+/// The value being resolved is right only until `when` (it moves with the clock): an answer
+/// holding it is not served again after then.
+pub(crate) fn valid_until(ctx: &Context<'_>, when: DateTime<Utc>) {
+    if let Some(reads) = ctx.data_opt::<Arc<Loaders>>().and_then(|l| l.loader().reads()) {
+        reads.valid_until(when);
+    }
+}
+
 /// What the client is told of a read that failed: the upstream's error, or the request's budget
 /// of upstream reads spent (the query fans out too far: fewer at a time).
 fn read_error(e: ReadError) -> AppError {

@@ -208,14 +208,13 @@ impl Tariff {
         v
     }
     /// The price in force now: the latest that has begun.
-    async fn current_price(&self) -> Option<f64> {
+    async fn current_price(&self, ctx: &Context<'_>) -> Option<f64> {
         let now = Utc::now();
-        self.data
-            .values
-            .iter()
-            .filter_map(|p| Some((parse_time(Some(&p.begin_date))?, p.value)))
-            .filter(|(begin, _)| *begin <= now)
-            .max_by_key(|(begin, _)| *begin)
-            .map(|(_, v)| v)
+        let prices = self.data.values.iter().filter_map(|p| Some((parse_time(Some(&p.begin_date))?, p.value)));
+        // The next price to begin ends this one.
+        if let Some(next) = prices.clone().map(|(begin, _)| begin).filter(|begin| *begin > now).min() {
+            super::context::valid_until(ctx, next);
+        }
+        prices.filter(|(begin, _)| *begin <= now).max_by_key(|(begin, _)| *begin).map(|(_, v)| v)
     }
 }

@@ -211,6 +211,11 @@ async fn add_by_tariff(
     let (energy, _) = load(ctx, read(ENERGY_MEASURE)).await?;
     let (cost, _) = load(ctx, read(COST_MEASURE)).await?;
     let now = Utc::now();
+    if out.iter().any(|s| s.end_date.is_none()) {
+        // A running session's hours reach the present: the next hour's point counts from then on.
+        let hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now) + Duration::hours(1);
+        super::context::valid_until(ctx, hour);
+    }
     for s in out.iter_mut() {
         let first = s.start_date.duration_trunc(Duration::hours(1)).unwrap_or(s.start_date);
         let last = s.end_date.unwrap_or(now);

@@ -28,7 +28,7 @@ pub(crate) use limit::RateLimiter;
 pub(crate) use ws::{Fanout, Shutdown};
 
 use crate::auth::Verifier;
-use crate::cache::{SharedCache, request_loaders};
+use crate::cache::{Answer, AnswerKey, Reads, SharedCache, request_loaders};
 use crate::config::CorsOrigins;
 use crate::graphql::persisted::{self, PersistedQueries};
 use crate::graphql::subscriptions::TokenCheck;
@@ -213,19 +213,30 @@ async fn graphql(State(s): State<HttpState>, Extension(persisted): Extension<Per
         }
         batch::Parsed::Batch(requests) => return run_batch(&op, requests).await,
     };
-    let request = match op.prepare(request, None).await {
-        Ok(request) => request,
+    let prepared = match op.prepare(request, None).await {
+        Ok(prepared) => prepared,
         Err(refusal) => return refusal.into_response(sse, modern),
     };
     if sse {
-        return event_stream(&s, request, shutdown);
+        return event_stream(&s, op.loaded(prepared.request, None), shutdown);
     }
-    // In a fleet: what other replicas changed before this request came is heard first.
-    s.live.catch_up().await;
-    let operation = metrics::operation_type(&request);
-    let response = s.schema.execute(request).await;
-    s.live.metrics().observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
-    respond(response, modern)
+    match op.run(prepared, started).await {
+        Ran::Answer(answer) => respond_answer(&answer, get.then_some(&headers), modern),
+        Ran::Response(response) => respond(*response, modern),
+    }
+}
+
+/// An operation run: an answer of a query as its body's bytes (kept, or fit to be), or any other
+/// response.
+enum Ran {
+    Answer(Arc<Answer>),
+    Response(Box<GqlResponse>),
+}
+
+/// A request prepared to run, and what keeps its answer when it is a query of a verified caller.
+struct Prepared {
+    request: async_graphql::Request,
+    keep: Option<(AnswerKey, Arc<Reads>)>,
 }
 
 /// The persisted queries' store, given to the `/graphql` handlers as an extension (see `router`).
@@ -268,7 +279,7 @@ impl Operation<'_> {
         &self,
         mut request: async_graphql::Request,
         batch: Option<(usize, Arc<str>)>,
-    ) -> Result<async_graphql::Request, Refusal> {
+    ) -> Result<Prepared, Refusal> {
         let (s, modern) = (self.s, self.modern);
         // Counted once the token is verified, so that a forged `sub` cannot spend another user's
         // allowance: a request without a valid token counts against its client's address.
@@ -303,11 +314,94 @@ impl Operation<'_> {
                 None => key,
             });
         }
-        if let Ok(caller) = &self.identity.0 {
-            request = request.data(Arc::new(request_loaders(caller.clone(), s.cache.clone())));
-        }
-        Ok(request.data(self.identity.clone()))
+        let keep = match &self.identity.0 {
+            Ok(caller) if metrics::operation_type(&request) == "query" => {
+                let key = AnswerKey {
+                    sub: caller.sub.clone(),
+                    document: request.query.clone(),
+                    operation: request.operation_name.clone(),
+                    variables: serde_json::to_string(&request.variables).unwrap_or_default(),
+                };
+                Some((key, Arc::default()))
+            }
+            _ => None,
+        };
+        Ok(Prepared { request: request.data(self.identity.clone()), keep })
     }
+
+    /// The request with its loaders, to be executed (made only then: a kept answer needs none).
+    fn loaded(&self, request: async_graphql::Request, reads: Option<Arc<Reads>>) -> async_graphql::Request {
+        match &self.identity.0 {
+            Ok(caller) => request.data(Arc::new(request_loaders(caller.clone(), self.s.cache.clone(), reads))),
+            Err(_) => request,
+        }
+    }
+
+    /// Runs a prepared operation: a query's kept answer while everything it read is current,
+    /// else executed (a query's answer without errors is kept).
+    async fn run(&self, Prepared { request, keep }: Prepared, started: std::time::Instant) -> Ran {
+        let s = self.s;
+        // In a fleet: what other replicas changed before this request came is heard first.
+        s.live.catch_up().await;
+        let operation = metrics::operation_type(&request);
+        let counted = s.live.metrics();
+        if let Some((key, _)) = &keep
+            && let Some(answer) = s.cache.answer(key).await
+        {
+            counted.response_cache.with_label_values(&["hit"]).inc();
+            counted.observe(Transport::Http, operation, "ok", started.elapsed());
+            return Ran::Answer(answer);
+        }
+        let reads = keep.as_ref().map(|(_, reads)| reads.clone());
+        let mut response = s.schema.execute(self.loaded(request, reads)).await;
+        counted.observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
+        let Some((key, reads)) = keep.filter(|(key, _)| response.errors.is_empty() && is_query(key)) else {
+            counted.response_cache.with_label_values(&["unkept"]).inc();
+            crate::graphql::error::with_codes(&mut response);
+            return Ran::Response(Box::new(response));
+        };
+        let body = match serde_json::to_vec(&response) {
+            Ok(body) => bytes::Bytes::from(body),
+            Err(_) => return Ran::Response(Box::new(response)),
+        };
+        let (answer, kept) = s.cache.keep_answer(key, body, &reads);
+        let outcome = if kept { "kept" } else { "unkept" };
+        counted.response_cache.with_label_values(&[outcome]).inc();
+        Ran::Answer(answer)
+    }
+}
+
+/// Whether the operation `key` names is a query (parsed: an answer is kept only for what surely
+/// is one).
+fn is_query(key: &AnswerKey) -> bool {
+    use async_graphql::parser::types::OperationType;
+    let Ok(doc) = async_graphql::parser::parse_query(&key.document) else { return false };
+    crate::graphql::operation(&doc, key.operation.as_deref()).is_some_and(|op| op.node.ty == OperationType::Query)
+}
+
+/// A query's answer from its bytes. To a GET (`get`: its headers) it carries its entity tag, and
+/// is `304 Not Modified` when `If-None-Match` names it (RFC 9110, 13.1.2): the client's copy is
+/// still the answer. Private: it is the caller's own.
+fn respond_answer(answer: &Answer, get: Option<&axum::http::HeaderMap>, modern: bool) -> Response {
+    let kind = if modern { GRAPHQL_RESPONSE } else { "application/json" };
+    let Some(headers) = get else {
+        return ([(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response();
+    };
+    let tag = HeaderValue::from_str(&answer.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+    let caching = [
+        (header::ETAG, tag),
+        (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
+        (header::VARY, HeaderValue::from_static("Authorization, Accept")),
+    ];
+    let matched = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == answer.etag));
+    if matched {
+        return (StatusCode::NOT_MODIFIED, caching).into_response();
+    }
+    (caching, [(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response()
 }
 
 /// A batch: each operation prepared and run in turn (a mutation's effects are seen by the next
@@ -327,23 +421,30 @@ async fn run_batch(op: &Operation<'_>, requests: Vec<async_graphql::Request>) ->
     for (place, request) in requests.into_iter().enumerate() {
         let batch = several.then(|| (place, described.clone()));
         let started = std::time::Instant::now();
-        let mut response = match op.prepare(request, batch).await {
-            Ok(request) => {
-                op.s.live.catch_up().await;
-                let operation = metrics::operation_type(&request);
-                let response = op.s.schema.execute(request).await;
-                op.s.live.metrics().observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
-                response
-            }
-            Err(refusal) => GqlResponse::from_errors(vec![refusal.error]),
+        let ran = match op.prepare(request, batch).await {
+            Ok(prepared) => op.run(prepared, started).await,
+            Err(refusal) => Ran::Response(Box::new(GqlResponse::from_errors(vec![refusal.error]))),
         };
-        crate::graphql::error::with_codes(&mut response);
-        answers.push(response);
+        answers.push(match ran {
+            Ran::Answer(answer) => answer.body.clone(),
+            Ran::Response(mut response) => {
+                crate::graphql::error::with_codes(&mut response);
+                serde_json::to_vec(&response).unwrap_or_default().into()
+            }
+        });
     }
+    // The array of the answers' bodies, each already JSON.
+    let mut body = Vec::with_capacity(answers.iter().map(|a| a.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, answer) in answers.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(answer);
+    }
+    body.push(b']');
     let kind = if op.modern { GRAPHQL_RESPONSE } else { "application/json" };
-    let mut http = Json(answers).into_response();
-    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    http
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// A request refused before it runs: on the SSE stream when the client asked for one (as

@@ -321,7 +321,7 @@ impl Connection {
             };
             return self.send(message);
         }
-        let loaders = request_loaders(session.caller.clone(), self.state.cache.clone());
+        let loaders = request_loaders(session.caller.clone(), self.state.cache.clone(), None);
         let request = request.data(Arc::new(loaders));
         let answers =
             self.state.fanout.execute_stream(&self.state.schema, request, session.data.clone(), session.caller.token());

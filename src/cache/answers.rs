@@ -1,0 +1,158 @@
+//! Whole answers of queries, kept as the bytes sent, and exactly as long as what they were
+//! computed from.
+//!
+//! A query's answer is decided by who asks (the token's `sub`: every role and consent rule is
+//! applied to what that caller's reads returned), the document, the operation and the variables,
+//! and by the cache entries its resolvers read. Each answer is kept with the entries it read, by
+//! their fetch number ([`Reads`]), and is served again only while every one of them is still the
+//! entry in the cache and still trusted ([`SharedCache::still_current`]). Every invalidation that
+//! exists (a TTL running out, a mutation's `Change`, a station event, a membership or consent
+//! change, here or from another replica) acts on those entries, so it drops exactly the answers
+//! that used them, with no bookkeeping of its own, and an answer is never served that a fresh
+//! execution over the same cache would not give.
+//!
+//! An answer is not kept when something it depends on is not a cache entry: a read the cache
+//! did not store (another token's refusal answered outside it), an error anywhere in it, or a
+//! resolver that said its value moves with the clock ([`Reads::valid_until`] bounds it instead).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{Entry, Key, SharedCache};
+
+/// What one execution read: the entries, by fetch number.
+#[derive(Default)]
+pub(crate) struct Reads {
+    recorded: Mutex<Recorded>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    deps: Vec<(Key, u64)>,
+    /// Something read was not a stored entry: the answer cannot be checked later.
+    unrepeatable: bool,
+    /// The answer changes with the clock by then.
+    until: Option<DateTime<Utc>>,
+    /// The shortest TTL among the entries read: past it one of them is gone.
+    ttl: Option<Duration>,
+}
+
+impl Reads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn record(&self, key: &Key, entry: &Entry) {
+        let mut r = self.lock();
+        if entry.id == 0 {
+            r.unrepeatable = true;
+            return;
+        }
+        if !r.deps.iter().any(|(k, id)| *id == entry.id && k == key) {
+            r.deps.push((key.clone(), entry.id));
+        }
+        r.ttl = Some(r.ttl.map_or(entry.ttl, |t| t.min(entry.ttl)));
+    }
+
+    /// The answer being computed is right only until `when` (a price that starts then, say).
+    pub(crate) fn valid_until(&self, when: DateTime<Utc>) {
+        let mut r = self.lock();
+        r.until = Some(r.until.map_or(when, |u| u.min(when)));
+    }
+}
+
+/// What decides a query's answer besides the entries it reads.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AnswerKey {
+    pub sub: Arc<str>,
+    pub document: String,
+    pub operation: Option<String>,
+    /// The variables as sent, in JSON.
+    pub variables: String,
+}
+
+/// A kept answer: the response body and its entity tag, with what it read.
+pub(crate) struct Answer {
+    pub body: Bytes,
+    pub etag: String,
+    deps: Vec<(Key, u64)>,
+    until: Option<DateTime<Utc>>,
+    ttl: Duration,
+}
+
+struct AnswerTtl;
+
+impl moka::Expiry<AnswerKey, Arc<Answer>> for AnswerTtl {
+    fn expire_after_create(&self, _: &AnswerKey, answer: &Arc<Answer>, _: Instant) -> Option<Duration> {
+        Some(answer.ttl)
+    }
+}
+
+/// The kept answers of every caller (none when the response cache is off).
+#[derive(Clone, Default)]
+pub(super) struct Answers {
+    kept: Option<moka::sync::Cache<AnswerKey, Arc<Answer>>>,
+}
+
+impl Answers {
+    /// At most `bytes` of answers (bodies and what they read), whatever their number; 0: off.
+    pub(super) fn new(bytes: u64) -> Answers {
+        if bytes == 0 {
+            return Answers { kept: None };
+        }
+        let kept = moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|key: &AnswerKey, answer: &Arc<Answer>| {
+                let size = key.document.len() + key.variables.len() + answer.body.len() + answer.deps.len() * 64;
+                u32::try_from(size).unwrap_or(u32::MAX)
+            })
+            .expire_after(AnswerTtl)
+            .build();
+        Answers { kept: Some(kept) }
+    }
+}
+
+impl SharedCache {
+    /// With a response cache of at most `bytes` (0: off).
+    pub(crate) fn with_response_cache(mut self, bytes: u64) -> SharedCache {
+        self.answers = Answers::new(bytes);
+        self
+    }
+
+    /// The kept answer for `key`, when everything it read is still current.
+    pub(crate) async fn answer(&self, key: &AnswerKey) -> Option<Arc<Answer>> {
+        let kept = self.answers.kept.as_ref()?;
+        let answer = kept.get(key)?;
+        let fresh = answer.until.is_none_or(|until| Utc::now() < until) && self.still_current(&answer.deps).await;
+        if !fresh {
+            kept.invalidate(key);
+        }
+        fresh.then_some(answer)
+    }
+
+    /// Keeps `body`, the error-free answer to `key` computed from `reads`, unless something it
+    /// depends on cannot be checked later. Returns the answer, and whether it was kept.
+    pub(crate) fn keep_answer(&self, key: AnswerKey, body: Bytes, reads: &Reads) -> (Arc<Answer>, bool) {
+        let r = std::mem::take(&mut *reads.lock());
+        let ttl = r.ttl.unwrap_or(Duration::ZERO);
+        let answer = Arc::new(Answer { etag: etag(&body), body, deps: r.deps, until: r.until, ttl });
+        // Nothing read (an empty list of installations is still a read): nothing to check later
+        // against, so nothing kept.
+        let kept = self.answers.kept.as_ref().filter(|_| !r.unrepeatable && !answer.deps.is_empty() && !ttl.is_zero());
+        if let Some(kept) = kept {
+            kept.insert(key, answer.clone());
+        }
+        let keep = kept.is_some();
+        (answer, keep)
+    }
+}
+
+/// A strong entity tag of `body`: its SHA-256, shortened (RFC 9110, 8.8.3).
+pub(crate) fn etag(body: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
