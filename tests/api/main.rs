@@ -22,6 +22,7 @@ mod http_protocol;
 mod hygiene;
 mod operations;
 mod rate_limit;
+mod reports_csv;
 mod shutdown;
 mod sim_access;
 mod sim_invalid_input;
