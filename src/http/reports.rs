@@ -106,13 +106,13 @@ async fn answer(s: &HttpState, req: Request) -> Result<Response, Refused> {
     let installation = answer.installation.ok_or_else(|| Refused::internal("no installation in the answer"))?;
     let report = csv(&installation, &asked)?;
 
-    let filename = filename(&asked);
+    let disposition = format!("attachment; filename=\"{}\"", filename(&asked));
     let mut http = report.into_response();
     let headers = http.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CSV_TYPE));
     // Names caller data: neither a shared cache nor the browser's keeps it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(http)

@@ -188,6 +188,14 @@ async fn one_station_an_installer_and_an_empty_day() {
     assert_eq!(field(&header, &records[0], "sessions"), "0");
     assert_eq!(field(&header, &records[0], "energyKwh"), "0");
     assert_eq!(field(&header, &records[0], "cost"), "0");
+    // Without a session to show it, an installer's file still has no energy or cost.
+    let (status, _, text) =
+        get_csv(&app, Some("ivan"), &format!("installationId={ALICE_INSTALLATION}&from=2001-01-01&to=2001-01-02"))
+            .await;
+    assert_eq!(status, 200, "{text}");
+    let (header, records) = parse(&text);
+    assert!(!header.contains(&"energyKwh".to_string()) && !header.contains(&"cost".to_string()), "{header:?}");
+    assert_eq!(field(&header, &records[0], "sessions"), "0");
 }
 
 #[tokio::test]
