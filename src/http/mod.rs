@@ -4,6 +4,7 @@
 
 mod batch;
 mod graphiql;
+mod reports;
 pub(crate) mod webhooks;
 mod ws;
 
@@ -74,6 +75,7 @@ pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
         .route("/graphql", graphql_routes)
         .route("/graphiql", get(graphiql::index))
         .route("/graphiql/{file}", get(graphiql::asset))
+        .route("/reports/sessions.csv", get(reports::sessions_csv))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

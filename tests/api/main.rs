@@ -23,6 +23,7 @@ mod hygiene;
 mod operations;
 mod rate_limit;
 mod response_cache;
+mod reports_csv;
 mod shutdown;
 mod sim_access;
 mod sim_invalid_input;
