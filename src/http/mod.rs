@@ -3,6 +3,7 @@
 //! schema as request data.
 
 mod batch;
+mod dashboard;
 mod graphiql;
 pub(crate) mod webhooks;
 mod ws;
@@ -72,6 +73,8 @@ pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
     };
     Router::new()
         .route("/graphql", graphql_routes)
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route("/graphiql", get(graphiql::index))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
