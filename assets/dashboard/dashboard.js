@@ -83,7 +83,8 @@
   }
 
   const utcMidnight = (date) => Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate());
-  const iso = (ms) => new Date(ms).toISOString();
+  /** RFC 3339 in UTC, to the second (`2026-12-01T00:00:00Z`): what any reader of dates takes. */
+  const iso = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
   /** The ranges the page shows: the last 30 UTC days (today included) and this UTC month. */
   function ranges(now = new Date()) {
