@@ -34,9 +34,10 @@ function watch(p) {
 
 /** The ranges the page shows: this UTC month. */
 function month(now = new Date()) {
+  const iso = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
   return {
-    monthFrom: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString(),
-    monthTo: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString(),
+    monthFrom: iso(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)),
+    monthTo: iso(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)),
   };
 }
 
@@ -69,8 +70,18 @@ async function causeAndWait(selector, cause, timeoutMs = 60_000) {
   }
 }
 
+/** A station name that would run a script if the page put it in as HTML. */
+const HOSTILE_NAME = 'Garage <img src=x onerror="window.pwned=1"> & "co"';
+
 before(async () => {
   server = await startServer();
+  // Set before anything reads the station, so that every answer carries it.
+  const named = await fetch(`${server.simulator}/_sim/stations/${STATION_ID}/properties`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ friendlyName: HOSTILE_NAME }),
+  });
+  assert.equal(named.status, 200, await named.text());
   browser = await launch();
   context = await browser.newContext({ acceptDownloads: true });
   page = await context.newPage();
@@ -118,6 +129,12 @@ test('the installations and their stations appear, with their state', async () =
   assert.equal(await page.textContent(`${STATION} [data-field="name"]`), station.friendlyName);
   assert.equal(await page.getAttribute(`${STATION} [data-field="chargeMode"]`, 'data-value'), station.chargeMode);
   assert.ok(await page.getAttribute(`${STATION} [data-field="availability"]`, 'data-value'));
+});
+
+test('what the API answers is shown as text, never run as HTML', async () => {
+  assert.equal(await page.textContent(`${STATION} [data-field="name"]`), HOSTILE_NAME);
+  assert.equal(await page.$$eval('img', (imgs) => imgs.length), 0);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
 });
 
 test('a car plugged in and out through the simulator shows without a reload', async () => {
