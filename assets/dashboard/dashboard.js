@@ -333,7 +333,7 @@
   /** The charts, redrawn when the page's width changes. */
   const charts = new Map();
 
-  function render(installations) {
+  function render(installations, refusals) {
     const main = $('#installations');
     main.replaceChildren();
     stations.clear();
@@ -343,17 +343,17 @@
       main.append(el('p', { class: 'empty', text: 'This account has no installation.' }));
     }
     for (const installation of installations) {
-      main.append(renderInstallation(installation));
+      main.append(renderInstallation(installation, refusals));
     }
   }
 
-  function renderInstallation(installation) {
+  function renderInstallation(installation, refusals) {
     const csvStatus = el('span', { class: 'status', 'data-field': 'csv-status', role: 'status' });
     const csvButton = el('button', { type: 'button', class: 'csv', text: 'Download this month’s sessions (CSV)' });
     csvButton.addEventListener('click', () => downloadCsv(installation, csvButton, csvStatus));
     const list = el('div', { class: 'stations' });
     for (const station of installation.chargingStations ?? []) {
-      list.append(renderStation(installation.id, station));
+      list.append(renderStation(installation.id, station, refusals.get(station.id)));
     }
     if (!installation.chargingStations?.length) {
       list.append(el('p', { class: 'empty', text: 'No charging station yet.' }));
@@ -376,7 +376,7 @@
     return [el('dt', { text: title }), el('dd', { 'data-field': name })];
   }
 
-  function renderStation(installationId, station) {
+  function renderStation(installationId, station, refusal) {
     const state = el(
       'dl',
       { class: 'state' },
@@ -434,7 +434,7 @@
     });
     showState(entry, station);
     showSessions(entry, station);
-    showEnergy(entry, canvas, station.energy);
+    showEnergy(entry, canvas, station.energy, refusal);
     return node;
   }
 
@@ -485,15 +485,20 @@
         el('td', { class: 'num', text: money(s.cost, s.currency) }),
       ));
     }
-    const energy = sessions.reduce((sum, s) => sum + (s.energy ?? 0), 0);
-    const cost = sessions.reduce((sum, s) => sum + (s.cost ?? 0), 0);
+    // Installers get sessions without energy or cost: then there is nothing to add up.
+    const sum = (key) => (sessions.some((s) => s[key] !== null) ? sessions.reduce((a, s) => a + (s[key] ?? 0), 0) : null);
     const currency = sessions.find((s) => s.currency)?.currency;
+    const count = `${sessions.length} session${sessions.length > 1 ? 's' : ''}`;
+    const energy = sum('energy');
+    const cost = sum('cost');
     setField(
       entry.node,
       'sessions-total',
-      sessions.length
-        ? `${sessions.length} session${sessions.length > 1 ? 's' : ''}: ${kwh(energy)}, ${money(cost, currency)}`
-        : 'No session this month.',
+      !sessions.length
+        ? 'No session this month.'
+        : energy === null && cost === null
+          ? count
+          : `${count}: ${kwh(energy)}, ${money(cost, currency)}`,
       String(sessions.length),
     );
   }
@@ -513,10 +518,10 @@
     return days;
   }
 
-  function showEnergy(entry, canvas, measure) {
+  function showEnergy(entry, canvas, measure, refusal) {
     const total = $('[data-field="energy-total"]', entry.node);
     if (!measure?.values) {
-      total.textContent = 'The energy measure could not be read.';
+      total.textContent = refusal ?? 'The energy measure could not be read.';
       return;
     }
     const days = perDay(measure.values);
@@ -731,9 +736,20 @@
   async function load() {
     setError('load', null);
     const { data, errors: errs } = await graphql(DASHBOARD, ranges());
-    render(data.installations ?? []);
-    setError('load', errs?.length ? describe(errs) : null);
-    return data.installations ?? [];
+    const installations = data.installations ?? [];
+    // An energy measure refused (an installer's: FORBIDDEN) is said in its chart's place; the
+    // other errors above the page.
+    const refusals = new Map();
+    const others = (errs ?? []).filter((e) => {
+      const [root, i, stations, j, field] = e.path ?? [];
+      const station = installations[i]?.chargingStations?.[j];
+      if (root !== 'installations' || stations !== 'chargingStations' || field !== 'energy' || !station) return true;
+      refusals.set(station.id, e.extensions?.code === 'FORBIDDEN' ? `Energy: ${e.message}` : `Energy could not be read: ${e.message}`);
+      return false;
+    });
+    render(installations, refusals);
+    setError('load', others.length ? describe(others) : null);
+    return installations;
   }
 
   async function start() {

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { INSTALLATION_ID, STATION_ID, graphql, simulate, startServer } from './server.mjs';
+import { INSTALLATION_ID, STATION_ID, graphql, simulate, startServer, tokenFor } from './server.mjs';
 import { isLocal, launch } from './browser.mjs';
 
 const TARGET = fileURLToPath(new URL('../../target/', import.meta.url));
@@ -279,22 +279,27 @@ test('at phone width (375 px) nothing scrolls sideways', async () => {
   }
 });
 
+/** A page of its own, as served away from the simulator (no dev token minted into it). */
+async function pageWithoutToken(ctx) {
+  const p = await ctx.newPage();
+  const seen = watch(p);
+  // The dev token is taken out as the page is parsed, before its (deferred) script runs.
+  // (Answering the page through `page.route` instead would make it a page of no known address,
+  // which Chromium's local network access checks keep off the loopback WebSocket.)
+  await p.addInitScript(() => {
+    new MutationObserver((changes) => {
+      for (const change of changes) {
+        for (const node of change.addedNodes) if (node.name === 'witty-dev-token') node.remove();
+      }
+    }).observe(document, { childList: true, subtree: true });
+  });
+  return { p, seen };
+}
+
 test('with no token minted, the page asks for one and keeps it', async () => {
   const fresh = await browser.newContext();
   try {
-    const p = await fresh.newPage();
-    const seen = watch(p);
-    // The page as served away from the simulator: its dev token taken out as it is parsed,
-    // before its (deferred) script runs. (Answering it through `page.route` instead would make
-    // it a page of no known address, which Chromium's local network access checks keep off
-    // the loopback WebSocket.)
-    await p.addInitScript(() => {
-      new MutationObserver((changes) => {
-        for (const change of changes) {
-          for (const node of change.addedNodes) if (node.name === 'witty-dev-token') node.remove();
-        }
-      }).observe(document, { childList: true, subtree: true });
-    });
+    const { p, seen } = await pageWithoutToken(fresh);
     await p.goto(`${server.base}/`);
     await p.waitForSelector('#token-form:not([hidden])', LONG);
     assert.equal(await p.$$eval('article.station', (a) => a.length), 0);
@@ -306,6 +311,25 @@ test('with no token minted, the page asks for one and keeps it', async () => {
     await p.waitForSelector(STATION, LONG);
     await p.waitForSelector('body[data-live="live"]', LONG);
     assert.deepEqual(seen.problems, []);
+  } finally {
+    await fresh.close();
+  }
+});
+
+test('an installer sees the state and sessions, not energy, costs or commands', async () => {
+  const fresh = await browser.newContext();
+  try {
+    const { p } = await pageWithoutToken(fresh);
+    await p.goto(`${server.base}/`);
+    await p.fill('#token-input', tokenFor('ivan'));
+    await p.click('#token-form button[type="submit"]');
+    await p.waitForSelector(`${STATION} [data-field="sessions-total"][data-value]`, LONG);
+    assert.equal(await p.textContent('#error'), '', 'a refusal the page expects is not an error of the page');
+    assert.match(await p.textContent(`${STATION} [data-field="energy-total"]`), /^Energy: .*owner/);
+    assert.doesNotMatch(await p.textContent(`${STATION} [data-field="sessions-total"]`), /kWh|€|\d\.\d/);
+    await p.click(`${STATION} form.mode button[type="submit"]`);
+    await p.waitForSelector(`${STATION} output[data-field="command"][data-status="REFUSED"]`, LONG);
+    assert.match(await p.textContent(`${STATION} output[data-field="command"]`), /owner/i);
   } finally {
     await fresh.close();
   }

@@ -1,7 +1,7 @@
 // Starts witty-bff (the debug build) on a free loopback port with its embedded simulator, reads
 // what it prints at start (its GraphQL URL, the simulator's URL and a dev token for alice) and
 // stops it. Adapted from tests/clients/server.mjs.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -84,4 +84,10 @@ export async function simulate(server, action) {
   const res = await fetch(`${server.simulator}/_sim/stations/${STATION_ID}/${action}`, { method: 'POST' });
   if (!res.ok && res.status !== 409) throw new Error(`simulator ${action}: ${res.status} ${await res.text()}`);
   return res.status;
+}
+
+/** A dev token for another seeded user (`ivan`, the installer on 33), signed as the server's. */
+export function tokenFor(sub) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WITTY_BFF_')));
+  return execFileSync(BINARY, ['token', '--sub', sub], { env, encoding: 'utf8' }).trim().split('\n').pop();
 }
