@@ -772,6 +772,12 @@
     for (const installation of installations) {
       live.subscribe(`installation-${installation.id}`, STATION_EVENTS, { installationId: installation.id }, (payload) => {
         if (payload.errors?.length) {
+          // A token that expired ends the subscription (as a query would be refused): ask for
+          // another rather than subscribe again with it.
+          if (payload.errors.some((e) => e.extensions?.code === 'UNAUTHENTICATED')) {
+            askForToken(devToken ? 'The dev token has expired: reload the page for a new one.' : 'The token has expired.');
+            return;
+          }
           setError(`live:${installation.id}`, `Live events: ${describe(payload.errors)}`);
           return;
         }
