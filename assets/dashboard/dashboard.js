@@ -597,6 +597,8 @@
       ctx.fillText(shortDay.format(new Date(chart.days[i].day)), x, top + plotHeight + 4);
     });
     canvas.dataset.days = String(chart.days.length);
+    // What was drawn, for a reader (or a test) that cannot look at the pixels.
+    canvas.dataset.values = chart.days.map((d) => +d.value.toFixed(3)).join(' ');
   }
 
   // A chart is drawn once its canvas is in the page (its size and colours known), and again

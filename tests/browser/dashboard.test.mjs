@@ -161,6 +161,28 @@ test('the energy chart has drawn a bar per day for the last 30 days', async () =
   });
   assert.ok(painted.n > 0 && painted.n < painted.all, `painted pixels: ${painted.n} of ${painted.all}`);
   assert.match(await page.textContent(`${STATION} [data-field="energy-total"]`), /^\d+\.\d (kWh|Wh) in 30 days$/);
+  // The bars are the measure's points summed per UTC day, as GraphQL answers them.
+  const iso = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const now = new Date();
+  const today = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
+  const from = today - 29 * 86_400_000;
+  const data = await graphql(
+    server,
+    `query($id: ID!, $cs: ID!, $from: DateTime!, $to: DateTime!) { installation(id: $id) { chargingStation(id: $cs) {
+      measure(id: "1") { values(operator: SUM, from: $from, to: $to, step: DAY) { date value } } } } }`,
+    { id: INSTALLATION_ID, cs: STATION_ID, from: iso(from), to: iso(today + 86_400_000) },
+  );
+  const expected = Array(30).fill(0);
+  for (const point of data.installation.chargingStation.measure.values) {
+    expected[Math.floor((Date.parse(point.date) - from) / 86_400_000)] += point.value ?? 0;
+  }
+  const drawn = (await page.getAttribute(canvas, 'data-values')).split(' ').map(Number);
+  assert.equal(drawn.length, 30);
+  // Today's bar was read at load: the car plugged since may have added to the day.
+  drawn.forEach((value, day) => {
+    const close = day < 29 ? Math.abs(value - expected[day]) < 0.001 : value <= expected[day] + 0.001;
+    assert.ok(close, `day ${day}: ${value} drawn, ${expected[day]} answered`);
+  });
 });
 
 test('the sessions of this month are listed with their costs', async () => {
