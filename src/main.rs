@@ -126,6 +126,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = app.addr();
     println!("witty-bff serving GraphQL on http://{addr}/graphql");
     println!("  GraphiQL: http://{addr}/graphiql");
+    println!("  dashboard: http://{addr}/");
     if let Some(url) = app.simulator_url() {
         println!("  upstream: the embedded Witty-Home simulator at {url}");
         if let Some(token) = app.token_for("alice", 12 * 3600) {

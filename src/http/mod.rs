@@ -3,6 +3,7 @@
 //! schema as request data.
 
 mod batch;
+mod dashboard;
 mod graphiql;
 mod reports;
 pub(crate) mod webhooks;
@@ -73,6 +74,8 @@ pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
     };
     Router::new()
         .route("/graphql", graphql_routes)
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route("/graphiql", get(graphiql::index))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/reports/sessions.csv", get(reports::sessions_csv))

@@ -530,6 +530,45 @@ async fn graphiqls_token_carries_the_configured_issuer_and_audience() {
     assert!(!r.body["data"]["installations"].as_array().unwrap().is_empty(), "{:#}", r.body);
 }
 
+#[tokio::test]
+async fn the_dashboard_is_served_offline_under_a_strict_policy_and_asks_for_a_token() {
+    let app = spawn_app().await;
+    let page = app.client.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/dashboard/dashboard.js") && !html.contains("https://"), "offline page");
+    // Not on the embedded simulator: no token minted, the page asks for one.
+    assert!(!html.contains("witty-dev-token") && html.contains("token-form"), "{html}");
+    for asset in ["dashboard.js", "dashboard.css"] {
+        let r = app.client.get(format!("{}/dashboard/{asset}", app.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{asset}");
+        let text = r.text().await.unwrap();
+        assert!(text.len() > 1_000 && !text.contains("https://"), "{asset}");
+    }
+    let r = app.client.get(format!("{}/dashboard/other.js", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn the_dashboards_token_is_minted_on_the_embedded_simulator() {
+    let app = spawn_app_with(|c| {
+        c.upstream_url = None;
+        c.api_key = None;
+    })
+    .await;
+    let html = app.client.get(format!("{}/", app.base)).send().await.unwrap().text().await.unwrap();
+    let token = html.split(r#"name="witty-dev-token" content=""#).nth(1).expect("a token in the page");
+    let token = &token[..token.find('"').unwrap()];
+    let r = app.post_graphql(Some(token), json!({"query": "{ installations { id } }"})).await;
+    assert!(r.body["errors"].is_null(), "the page's token is accepted: {:#}", r.body);
+    assert!(!r.body["data"]["installations"].as_array().unwrap().is_empty(), "{:#}", r.body);
+}
+
 /// A `{ __typename }` request whose variable holds `bytes` bytes.
 fn padded_request(bytes: usize) -> Value {
     json!({"query": "{ __typename }", "variables": {"pad": "a".repeat(bytes)}})
