@@ -264,8 +264,13 @@ test('the CSV download holds what `sessions` answers (needs GET /reports/session
   const download = await Promise.race([downloaded, refused]);
   refused.catch(() => {});
   const text = readFileSync(await download.path(), 'utf8');
-  const [header, ...rows] = parseCsv(text).filter((r) => r.some((f) => f !== ''));
+  const [header, ...lines] = parseCsv(text).filter((r) => r.some((f) => f !== ''));
+  // One line per session, then the totals.
+  const total = lines.pop();
+  const rows = lines;
+  assert.equal(total[0], 'Total', `CSV:\n${text}`);
   assert.equal(rows.length, sessions.length, `CSV:\n${text}`);
+  assert.equal(Number(total[column(header, 'sessions')]), sessions.length, `CSV:\n${text}`);
   const [start, energy, cost] = ['start', 'energy', 'cost'].map((w) => column(header, w));
   assert.ok(start >= 0 && energy >= 0 && cost >= 0, `header: ${header}`);
   rows.sort((a, b) => Date.parse(a[start]) - Date.parse(b[start]));
