@@ -20,8 +20,8 @@
 //! - `live`: webhook intake, the upstream event subscription of each watched installation, the
 //!   polling fallback, and subscriptions left behind to remove.
 //! - `http`: the only axum module of the BFF: `/graphql` (POST, GET, SSE), `/graphiql`, the
-//!   dashboard (`/`), `/webhooks/witty`, `/healthz`, `/readyz`, `/metrics`; `http/ws/` owns the WebSocket
-//!   protocols and the shared subscription fan-out.
+//!   dashboard (`/`), `/reports/sessions.csv`, `/webhooks/witty`, `/healthz`, `/readyz`, `/metrics`;
+//!   `http/ws/` owns the WebSocket protocols and the shared subscription fan-out.
 //! - `metrics`: what the process counts (Prometheus text format).
 //! - [`simulator`]: the embedded Witty-Home cloud, a separate axum app on its own listener. It
 //!   imports nothing else from this crate, so the BFF reaches it only over HTTP, through its own
