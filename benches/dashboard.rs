@@ -59,6 +59,11 @@ enum Caching {
 
 /// A witty-bff process pointed at the bench's simulator.
 async fn server(sim: &str, caching: Caching) -> common::Server {
+    launch(sim, caching).spawn().await
+}
+
+/// How to start a witty-bff process pointed at the bench's simulator.
+fn launch(sim: &str, caching: Caching) -> common::Launch {
     let mut launch = common::Launch::new()
         .upstream(sim)
         .env("WITTY_BFF_API_KEY", KEY)
@@ -73,7 +78,7 @@ async fn server(sim: &str, caching: Caching) -> common::Server {
             launch = launch.env(&format!("WITTY_BFF_CACHE_{class}_TTL_SECS"), "0");
         }
     }
-    launch.spawn().await
+    launch
 }
 
 async fn calls(http: &reqwest::Client, sim: &str) -> u64 {
@@ -247,11 +252,22 @@ async fn main() {
     let concurrent_calls = calls(&http, &sim_url).await;
     drop(s);
 
-    // Warm, with the response cache on and off, on processes of their own.
+    // Warm, with the response cache on and off, on processes of their own; and an earlier build
+    // when `DASHBOARD_BASE_BINARY` names one (an A/B in one run).
+    let base = std::env::var("DASHBOARD_BASE_BINARY").ok();
+    let mut builds = vec![("on", Caching::Default, None), ("off", Caching::NoResponseCache, None)];
+    if let Some(path) = &base {
+        builds.push(("base build", Caching::Default, Some(path.as_str())));
+    }
     let mut rows = Vec::new();
     let mut warm_calls = 0;
-    for cache in [true, false] {
-        let s = server(&sim_url, if cache { Caching::Default } else { Caching::NoResponseCache }).await;
+    for (label, caching, binary) in builds {
+        let cache = label == "on";
+        let mut launch = launch(&sim_url, caching);
+        if let Some(path) = binary {
+            launch = launch.binary(path);
+        }
+        let s = launch.spawn().await;
         ask(&http, s.port, &token, &body).await;
         ask(&http, s.port, &token, &json!({"query": FLAT})).await;
         reset(&http, &sim_url).await;
@@ -261,7 +277,7 @@ async fn main() {
             warm_calls = calls(&http, &sim_url).await;
         }
         let rss = common::rss_kib(s.pid);
-        rows.push((cache, dashboard, flat, rss));
+        rows.push((label, dashboard, flat, rss));
     }
 
     println!("witty-bff dashboard benchmark (user bob: 2 installations), upstream latency {LATENCY_MS} ms");
@@ -282,25 +298,29 @@ async fn main() {
         ms(first),
         first.as_secs_f64() / floor.as_secs_f64()
     );
-    for (cache, d, f, rss) in &rows {
-        let label = if *cache { "on" } else { "off" };
+    for (label, d, f, rss) in &rows {
+        let label = if label.contains("build") { label.to_string() } else { format!("response cache {label}") };
         println!(
-            "| warm dashboard, response cache {label} | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.3} ms CPU/request |",
+            "| warm dashboard, {label} | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.3} ms CPU/request |",
             d.rps,
             ms(d.p50),
             ms(d.p99),
             ms(d.cpu)
         );
         println!(
-            "| warm flat query, response cache {label} | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.3} ms CPU/request |",
+            "| warm flat query, {label} | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.3} ms CPU/request |",
             f.rps,
             ms(f.p50),
             ms(f.p99),
             ms(f.cpu)
         );
-        println!("| server RSS after, response cache {label} | {:.1} MB |", *rss as f64 / 1024.0);
+        println!("| server RSS after, {label} | {:.1} MB |", *rss as f64 / 1024.0);
     }
-    if let [(_, on, ..), (_, off, ..)] = &rows[..] {
-        println!("| warm dashboard, on / off | {:.1}× the requests per second |", on.rps / off.rps);
+    let on = &rows[0].1;
+    for (label, other, ..) in &rows[1..] {
+        println!(
+            "| warm dashboard, response cache on / {label} | {:.1}× the requests per second |",
+            on.rps / other.rps
+        );
     }
 }

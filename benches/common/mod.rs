@@ -29,6 +29,7 @@ pub struct Server {
 pub struct Launch {
     env: Vec<(String, String)>,
     upstream: Option<String>,
+    binary: Option<String>,
 }
 
 impl Launch {
@@ -49,12 +50,19 @@ impl Launch {
         self
     }
 
+    /// Runs another build of witty-bff than the crate's (an earlier one, for an A/B in one run).
+    pub fn binary(mut self, path: &str) -> Launch {
+        self.binary = Some(path.to_string());
+        self
+    }
+
     /// Starts witty-bff on a free loopback port and waits until it says it serves (with its
     /// embedded simulator: until it prints the simulator's address). Its output is drained
     /// afterwards, so the server never blocks on a full pipe.
     pub async fn spawn(self) -> Server {
         let port = free_port();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_witty-bff"));
+        let binary = self.binary.as_deref().unwrap_or(env!("CARGO_BIN_EXE_witty-bff"));
+        let mut command = tokio::process::Command::new(binary);
         command.env("WITTY_BFF_LISTEN", format!("127.0.0.1:{port}")).env("RUST_LOG", "warn");
         if let Some(url) = &self.upstream {
             command.env("WITTY_BFF_UPSTREAM_URL", url);

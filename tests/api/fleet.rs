@@ -168,12 +168,19 @@ async fn one_upstream_subscription_for_the_fleet_kept_while_any_replica_watches_
 
 #[tokio::test]
 async fn a_query_on_one_replica_right_after_a_mutation_applied_on_another_shows_it() {
+    // Through the shared cache and the response cache alike: the mutation's change reaches B
+    // before B answers its next query.
     let Some(fleet) = TestFleet::spawn(2).await else { return };
     let (a, b) = (fleet.replica(0), fleet.replica(1));
     // B's cache holds the old state, for the owner and for the installer.
     for sub in ["alice", "ivan"] {
         assert_eq!(gql_station(b, sub, ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE", "{sub}");
     }
+    // ...and B keeps the owner's whole answer: asked again, it answers with it.
+    let hits = r#"witty_bff_response_cache_total{outcome="hit"}"#;
+    let before = b.metric(hits).await;
+    assert_eq!(gql_station(b, "alice", ALICE_INSTALLATION, ALICE_STATION).await["chargeMode"], "IMMEDIATE");
+    assert_eq!(b.metric(hits).await, before + 1.0, "B answered from its response cache");
     let vars = json!({"i": "33", "cs": ALICE_STATION, "mode": "DEFERRED", "wait": true});
     let r = a.graphql("alice", SET_MODE, vars).await;
     assert_eq!(status(&r, "setChargeMode"), "APPLIED", "{r:#}");
