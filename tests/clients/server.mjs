@@ -56,6 +56,7 @@ export async function startServer() {
   return {
     ...started,
     wsUrl: started.url.replace(/^http/, 'ws'),
+    base: started.url.replace(/\/graphql$/, ''),
     logs: () => stderr,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
