@@ -13,6 +13,9 @@
 //!   request, with the response cache on and off (`WITTY_BFF_RESPONSE_CACHE_MB=0`: executed every
 //!   time, as before the response cache), for the dashboard and for a flat query.
 //!
+//! `DASHBOARD_BASE_BINARY=/path/to/an/earlier/witty-bff` adds that build's cold and warm figures,
+//! measured in the same run (an A/B on a machine whose speed moves from run to run).
+//!
 //! The load comes from minimal HTTP/1.1 keep-alive clients on raw sockets (a request written as
 //! prepared bytes, the answer read by its `Content-Length`), so the bench's own CPU stays small
 //! beside the server's on the same 2 cores. Loopback only, bounded in count and time.
@@ -234,15 +237,24 @@ async fn main() {
         firsts.push(ask(&http, s.port, &token, &body).await);
         cold_calls = calls(&http, &sim_url).await;
     }
-    // Cold on a running process, which keeps nothing: each dashboard reads all it needs upstream.
+    // Cold on a running process, which keeps nothing: each dashboard reads all it needs upstream
+    // (and on the base build, when there is one, in turns with it).
+    let base = std::env::var("DASHBOARD_BASE_BINARY").ok();
     let s = server(&sim_url, Caching::Nothing).await;
+    let base_server = match &base {
+        Some(path) => Some(launch(&sim_url, Caching::Nothing).binary(path).spawn().await),
+        None => None,
+    };
     ask(&http, s.port, &token, &body).await;
-    let mut colds = Vec::new();
+    let (mut colds, mut base_colds) = (Vec::new(), Vec::new());
     for _ in 0..COLD_RUNS * 2 {
         floors.push(floor(&http, &sim_url, &token).await);
         colds.push(ask(&http, s.port, &token, &body).await);
+        if let Some(b) = &base_server {
+            base_colds.push(ask(&http, b.port, &token, &body).await);
+        }
     }
-    drop(s);
+    drop((s, base_server));
     let (first, cold, floor) = (median(firsts), median(colds), median(floors));
 
     // 16 concurrent cold dashboards on a fresh process.
@@ -254,7 +266,6 @@ async fn main() {
 
     // Warm, with the response cache on and off, on processes of their own; and an earlier build
     // when `DASHBOARD_BASE_BINARY` names one (an A/B in one run).
-    let base = std::env::var("DASHBOARD_BASE_BINARY").ok();
     let mut builds = vec![("on", Caching::Default, None), ("off", Caching::NoResponseCache, None)];
     if let Some(path) = &base {
         builds.push(("base build", Caching::Default, Some(path.as_str())));
@@ -293,6 +304,14 @@ async fn main() {
         ms(cold),
         cold.as_secs_f64() / floor.as_secs_f64()
     );
+    if !base_colds.is_empty() {
+        let b = median(base_colds);
+        println!(
+            "| cold dashboard on a running process, base build | {:.1} ms: {:.3}× the floor |",
+            ms(b),
+            b.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
     println!(
         "| first dashboard of a fresh process (median of {COLD_RUNS}) | {:.1} ms: {:.3}× the floor |",
         ms(first),
