@@ -23,6 +23,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Entry, Key, SharedCache};
 
+/// The most bytes of document and variables of an answer kept.
+const MAX_KEY_BYTES: usize = 64 * 1024;
+
 /// What one execution read: the entries, by fetch number.
 #[derive(Default)]
 pub(crate) struct Reads {
@@ -43,6 +46,12 @@ struct Recorded {
 impl Reads {
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.recorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read failed without an entry to check later (a refused token, the request's budget
+    /// spent): an answer that read it is not kept, even if a resolver made it a `null`.
+    pub(super) fn unrepeatable(&self) {
+        self.lock().unrepeatable = true;
     }
 
     pub(super) fn record(&self, key: &Key, entry: &Entry) {
@@ -106,7 +115,9 @@ impl Answers {
         let kept = moka::sync::Cache::builder()
             .max_capacity(bytes)
             .weigher(|key: &AnswerKey, answer: &Arc<Answer>| {
-                let size = key.document.len() + key.variables.len() + answer.body.len() + answer.deps.len() * 64;
+                let key_size = key.sub.len() + key.document.len() + key.variables.len();
+                let deps: usize = answer.deps.iter().map(|((sub, _), _)| 96 + sub.len()).sum();
+                let size = key_size + key.operation.as_ref().map_or(0, String::len) + answer.body.len() + deps;
                 u32::try_from(size).unwrap_or(u32::MAX)
             })
             .expire_after(AnswerTtl)
@@ -141,7 +152,11 @@ impl SharedCache {
         let answer = Arc::new(Answer { etag: etag(&body), body, deps: r.deps, until: r.until, ttl });
         // Nothing read (an empty list of installations is still a read): nothing to check later
         // against, so nothing kept.
-        let kept = self.answers.kept.as_ref().filter(|_| !r.unrepeatable && !answer.deps.is_empty() && !ttl.is_zero());
+        // A document or variables past `MAX_KEY_BYTES` (unused variables are accepted) would let
+        // one caller's few answers push out everyone's: such answers are not kept.
+        let small = key.document.len() + key.variables.len() <= MAX_KEY_BYTES;
+        let keep = small && !r.unrepeatable && !answer.deps.is_empty() && !ttl.is_zero();
+        let kept = self.answers.kept.as_ref().filter(|_| keep);
         if let Some(kept) = kept {
             kept.insert(key, answer.clone());
         }
@@ -150,7 +165,7 @@ impl SharedCache {
     }
 }
 
-/// A strong entity tag of `body`: its SHA-256, shortened (RFC 9110, 8.8.3).
+/// The opaque tag of `body` (`"…"`, RFC 9110, 8.8.3): its SHA-256, shortened.
 pub(crate) fn etag(body: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
     let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();

@@ -377,14 +377,20 @@ impl SharedCache {
     ) -> Result<Loaded, ReadError> {
         let key = (caller.sub.clone(), resource.clone());
         let metrics = self.client.metrics();
-        let (mut entry, mut fresh) = self.entry(&key, caller, budget).await?;
+        let unrepeatable = |e: ReadError| {
+            if let Some(reads) = reads {
+                reads.unrepeatable();
+            }
+            e
+        };
+        let (mut entry, mut fresh) = self.entry(&key, caller, budget).await.map_err(unrepeatable)?;
         let unverified = !entry.verified.load(Ordering::Acquire);
         // Fetched while something made it stale (by us or by whoever we waited on), or, for live
         // state, before an event of its installation (checked at every read: moka never hears of
         // those): again.
         if (unverified && self.invalidations.made_since(&key, entry.started)) || self.outdated_by_events(&key, &entry) {
             self.cache.invalidate(&key).await;
-            (entry, fresh) = self.entry(&key, caller, budget).await?;
+            (entry, fresh) = self.entry(&key, caller, budget).await.map_err(unrepeatable)?;
         } else if unverified {
             entry.verified.store(true, Ordering::Release);
         }

@@ -177,7 +177,8 @@ async fn graphql_get(State(s): State<HttpState>, persisted: Extension<Persisted>
 /// GraphQL over HTTP (and over SSE when the client accepts `text/event-stream`).
 async fn graphql(State(s): State<HttpState>, Extension(persisted): Extension<Persisted>, req: Request) -> Response {
     let started = std::time::Instant::now();
-    let get = req.method() == Method::GET;
+    // HEAD is GET without the body (RFC 9110, 9.3.2): the same headers, its ETag and 304 included.
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let headers = req.headers().clone();
     let shutdown = req.extensions().get::<Shutdown>().cloned();
@@ -384,29 +385,36 @@ fn is_query(key: &AnswerKey) -> bool {
     crate::graphql::operation(&doc, key.operation.as_deref()).is_some_and(|op| op.node.ty == OperationType::Query)
 }
 
-/// A query's answer from its bytes. To a GET (`get`: its headers) it carries its entity tag, and
-/// is `304 Not Modified` when `If-None-Match` names it (RFC 9110, 13.1.2): the client's copy is
-/// still the answer. Private: it is the caller's own.
+/// A query's answer from its bytes. To a GET or HEAD (`get`: its headers) it carries its entity
+/// tag, and is `304 Not Modified` when `If-None-Match` names it (RFC 9110, 13.1.2): the client's
+/// copy is still the answer. The tag is weak (RFC 9110, 8.8.1): the JSON and
+/// `graphql-response+json` answers, compressed or not, are the same answer in other bytes. Private:
+/// it is the caller's own.
 fn respond_answer(answer: &Answer, get: Option<&axum::http::HeaderMap>, modern: bool) -> Response {
     let kind = if modern { GRAPHQL_RESPONSE } else { "application/json" };
     let Some(headers) = get else {
         return ([(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response();
     };
-    let tag = HeaderValue::from_str(&answer.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+    let tag =
+        HeaderValue::from_str(&format!("W/{}", answer.etag)).unwrap_or_else(|_| HeaderValue::from_static("W/\"\""));
+    // A 304 carries the Vary of the 200 it stands for, the compression layer's included.
     let caching = [
         (header::ETAG, tag),
         (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
-        (header::VARY, HeaderValue::from_static("Authorization, Accept")),
+        (header::VARY, HeaderValue::from_static("Authorization, Accept, Accept-Encoding")),
     ];
-    let matched = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == answer.etag));
-    if matched {
+    if if_none_match(headers, &answer.etag) {
         return (StatusCode::NOT_MODIFIED, caching).into_response();
     }
     (caching, [(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response()
+}
+
+/// Whether `If-None-Match` names the answer whose opaque tag is `tag` (`"…"`): `*` alone, or a
+/// list of tags compared weakly (RFC 9110, 13.1.2).
+fn if_none_match(headers: &axum::http::HeaderMap, tag: &str) -> bool {
+    let mut values = headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).peekable();
+    values.peek().is_some_and(|v| v.trim() == "*")
+        || values.any(|v| v.split(',').map(str::trim).any(|t| t.strip_prefix("W/").unwrap_or(t) == tag))
 }
 
 /// A batch: each operation prepared and run in turn (a mutation's effects are seen by the next

@@ -183,7 +183,7 @@ async fn if_none_match_gets_304_only_while_the_answer_is_unchanged_and_never_on_
     let first = get(&app, &q, None).await;
     assert_eq!(first.status(), 200);
     let tag = first.headers()[header::ETAG].to_str().unwrap().to_string();
-    assert!(tag.starts_with('"') && tag.ends_with('"'), "a strong entity tag: {tag}");
+    assert!(tag.starts_with("W/\"") && tag.ends_with('"'), "a weak entity tag: {tag}");
     assert_eq!(first.headers()[header::CACHE_CONTROL], "private, no-cache");
     let body = first.text().await.unwrap();
     assert!(body.contains("IMMEDIATE"), "{body}");
@@ -192,10 +192,19 @@ async fn if_none_match_gets_304_only_while_the_answer_is_unchanged_and_never_on_
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()[header::ETAG].to_str().unwrap(), tag);
     assert!(again.bytes().await.unwrap().is_empty());
-    // A list naming it, and a weak form of it, match too (RFC 9110's weak comparison); others do not.
-    let listed = format!(r#""other", W/{tag}"#);
-    assert_eq!(get(&app, &q, Some(&listed)).await.status(), 304);
+    // A list naming it, and its strong form, match too (RFC 9110's weak comparison); `*` alone
+    // matches any; others do not.
+    let strong = tag.trim_start_matches("W/");
+    assert_eq!(get(&app, &q, Some(&format!(r#""other", {tag}"#))).await.status(), 304);
+    assert_eq!(get(&app, &q, Some(strong)).await.status(), 304);
+    assert_eq!(get(&app, &q, Some("*")).await.status(), 304);
     assert_eq!(get(&app, &q, Some(r#""other""#)).await.status(), 200);
+    // HEAD: the same headers as GET, and the same 304.
+    let url = reqwest::Url::parse_with_params(&format!("{}/graphql", app.base), [("query", q.as_str())]).unwrap();
+    let head = app.client.head(url.clone()).bearer_auth(app.token_for("alice")).send().await.unwrap();
+    assert_eq!((head.status().as_u16(), head.headers()[header::ETAG].to_str().unwrap()), (200, tag.as_str()));
+    let head = app.client.head(url).bearer_auth(app.token_for("alice")).header(header::IF_NONE_MATCH, &tag);
+    assert_eq!(head.send().await.unwrap().status(), 304);
 
     // A POST is never answered 304.
     let post = app
