@@ -86,7 +86,8 @@ pub(crate) struct AnswerKey {
 /// A kept answer: the response body and its entity tag, with what it read.
 pub(crate) struct Answer {
     pub body: Bytes,
-    pub etag: String,
+    /// Made when first asked for (GET and HEAD only).
+    etag: std::sync::OnceLock<String>,
     deps: Vec<(Key, u64)>,
     until: Option<DateTime<Utc>>,
     ttl: Duration,
@@ -149,7 +150,7 @@ impl SharedCache {
     pub(crate) fn keep_answer(&self, key: AnswerKey, body: Bytes, reads: &Reads) -> (Arc<Answer>, bool) {
         let r = std::mem::take(&mut *reads.lock());
         let ttl = r.ttl.unwrap_or(Duration::ZERO);
-        let answer = Arc::new(Answer { etag: etag(&body), body, deps: r.deps, until: r.until, ttl });
+        let answer = Arc::new(Answer { etag: Default::default(), body, deps: r.deps, until: r.until, ttl });
         // Nothing read (an empty list of installations is still a read): nothing to check later
         // against, so nothing kept.
         // A document or variables past `MAX_KEY_BYTES` (unused variables are accepted) would let
@@ -165,8 +166,15 @@ impl SharedCache {
     }
 }
 
-/// The opaque tag of `body` (`"…"`, RFC 9110, 8.8.3): its SHA-256, shortened.
-pub(crate) fn etag(body: &[u8]) -> String {
+impl Answer {
+    /// The opaque tag of the answer (`"…"`, RFC 9110, 8.8.3).
+    pub(crate) fn etag(&self) -> &str {
+        self.etag.get_or_init(|| etag(&self.body))
+    }
+}
+
+/// The opaque tag of `body`: its SHA-256, shortened.
+fn etag(body: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
     let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")

@@ -5,6 +5,7 @@
 
 pub(crate) mod access;
 pub(crate) mod context;
+pub(crate) mod documents;
 pub(crate) mod enums;
 pub(crate) mod error;
 pub(crate) mod history;

@@ -104,10 +104,24 @@ impl Extension for Shaping {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
+        // A document parsed before is not parsed again (async-graphql takes the one set here).
+        let kept = super::documents::kept(&request.query);
+        let text = match &kept {
+            Some(doc) => {
+                request.set_parsed_query(ExecutableDocument::clone(doc));
+                None
+            }
+            None => Some(request.query.clone()),
+        };
         // A query that does not parse is left for async-graphql to report, unless it nests past
         // the parser's limit (a limit of ours too: `QUERY_TOO_COMPLEX`, not a syntax error).
         match request.parsed_query() {
-            Ok(doc) => self.introspection.store(super::size::check(doc)?.introspection, Ordering::Release),
+            Ok(doc) => {
+                self.introspection.store(super::size::check(doc)?.introspection, Ordering::Release);
+                if let Some(text) = text {
+                    super::documents::keep(&text, doc);
+                }
+            }
             Err(_) => {
                 if let Some(refused) = super::size::parse_limit(&request.query) {
                     return Err(refused);

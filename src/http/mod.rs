@@ -377,12 +377,10 @@ impl Operation<'_> {
     }
 }
 
-/// Whether the operation `key` names is a query (parsed: an answer is kept only for what surely
-/// is one).
+/// Whether the operation `key` names is a query (from the parsed document: an answer is kept only
+/// for what surely is one).
 fn is_query(key: &AnswerKey) -> bool {
-    use async_graphql::parser::types::OperationType;
-    let Ok(doc) = async_graphql::parser::parse_query(&key.document) else { return false };
-    crate::graphql::operation(&doc, key.operation.as_deref()).is_some_and(|op| op.node.ty == OperationType::Query)
+    crate::graphql::documents::is_query(&key.document, key.operation.as_deref())
 }
 
 /// A query's answer from its bytes. To a GET or HEAD (`get`: its headers) it carries its entity
@@ -396,14 +394,14 @@ fn respond_answer(answer: &Answer, get: Option<&axum::http::HeaderMap>, modern: 
         return ([(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response();
     };
     let tag =
-        HeaderValue::from_str(&format!("W/{}", answer.etag)).unwrap_or_else(|_| HeaderValue::from_static("W/\"\""));
+        HeaderValue::from_str(&format!("W/{}", answer.etag())).unwrap_or_else(|_| HeaderValue::from_static("W/\"\""));
     // A 304 carries the Vary of the 200 it stands for, the compression layer's included.
     let caching = [
         (header::ETAG, tag),
         (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
         (header::VARY, HeaderValue::from_static("Authorization, Accept, Accept-Encoding")),
     ];
-    if if_none_match(headers, &answer.etag) {
+    if if_none_match(headers, answer.etag()) {
         return (StatusCode::NOT_MODIFIED, caching).into_response();
     }
     (caching, [(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response()
