@@ -232,3 +232,23 @@ async fn if_none_match_gets_304_only_while_the_answer_is_unchanged_and_never_on_
     assert!(changed.text().await.unwrap().contains("DEFERRED"));
     assert_eq!(get(&app, &q, Some(&new_tag)).await.status(), 304);
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_query_from_the_cache_and_sees_its_own_mutation() {
+    let app = spawn_app().await;
+    let vars = vars_station(ALICE_INSTALLATION, ALICE_STATION);
+    let mut set = vars.clone();
+    set["mode"] = json!("DEFERRED");
+    set["wait"] = json!(true);
+    let read = json!({"query": MODE, "variables": vars});
+    let batch = json!([read, read, {"query": SET_MODE, "variables": set}, read]);
+    let hits = app.metric(HIT).await;
+    let r = app.post_graphql(Some(&app.token_for("alice")), batch).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let answers = r.body.as_array().expect("an array of answers");
+    assert_eq!(app.metric(HIT).await, hits + 1.0, "the second read was a hit, the last one was not");
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(station_of(&answers[1])["chargeMode"], "IMMEDIATE");
+    assert_eq!(answers[2]["data"]["setChargeMode"]["status"], "APPLIED", "{:#}", answers[2]);
+    assert_eq!(station_of(&answers[3])["chargeMode"], "DEFERRED", "{:#}", answers[3]);
+}
