@@ -147,6 +147,14 @@ pub(crate) fn request_error(mut e: ServerError) -> ServerError {
     e
 }
 
+/// Whether `e` is a refusal of the role and consent rules (`FORBIDDEN`): decided by what the
+/// caller's reads returned (their membership, the meter's consent, the upstream's own 403), so an
+/// answer holding it is as current as those reads.
+pub(crate) fn is_forbidden(e: &ServerError) -> bool {
+    let code = e.extensions.as_ref().and_then(|x| x.get("code"));
+    matches!(code, Some(async_graphql::Value::String(code)) if code == "FORBIDDEN")
+}
+
 fn bad_input_unless_coded(e: &mut ServerError) {
     let extensions = e.extensions.get_or_insert_with(Default::default);
     if extensions.get("code").is_none() {

@@ -361,9 +361,12 @@ impl Operation<'_> {
         let reads = keep.as_ref().map(|(_, reads)| reads.clone());
         let mut response = s.schema.execute(self.loaded(request, reads)).await;
         counted.observe(Transport::Http, operation, metrics::outcome(&response), started.elapsed());
-        let Some((key, reads)) = keep.filter(|(key, _)| response.errors.is_empty() && is_query(key)) else {
+        crate::graphql::error::with_codes(&mut response);
+        // Kept with no error but refusals of the role and consent rules (an installer's answer
+        // without the costs): those follow from the reads the answer keeps, as its data does.
+        let keepable = response.errors.iter().all(crate::graphql::error::is_forbidden);
+        let Some((key, reads)) = keep.filter(|(key, _)| keepable && is_query(key)) else {
             counted.response_cache.with_label_values(&["unkept"]).inc();
-            crate::graphql::error::with_codes(&mut response);
             return Ran::Response(Box::new(response));
         };
         let body = match serde_json::to_vec(&response) {

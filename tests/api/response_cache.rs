@@ -139,7 +139,7 @@ async fn a_member_disabled_loses_the_answers_kept_for_him() {
 }
 
 #[tokio::test]
-async fn callers_never_share_an_answer_and_an_installer_never_gets_the_owners_costs() {
+async fn an_installer_never_gets_the_owners_costs_and_keeps_his_own_refusals() {
     let app = spawn_app().await;
     let q = format!(
         r#"{{ installation(id: 33) {{ name chargingStation(id: "{ALICE_STATION}") {{
@@ -149,15 +149,29 @@ async fn callers_never_share_an_answer_and_an_installer_never_gets_the_owners_co
     let (owner_again, hit) = ask(&app, "alice", &q, json!({})).await;
     assert!(hit && owner_again == owner);
     assert!(data(&owner)["installation"]["chargingStation"]["lastSession"]["totalSessionCost"].is_number());
-    // The same document from the installer: executed for him, never the owner's answer.
-    for _ in 0..2 {
+    // The same document from the installer: executed for him, never the owner's answer; asked
+    // again, his own (refusals included) is kept for him.
+    let mut first = None;
+    for expect_hit in [false, true] {
         let (installer, hit) = ask(&app, "ivan", &q, json!({})).await;
-        assert!(!hit, "an answer with errors is not kept, and never the owner's");
+        assert_eq!(hit, expect_hit, "{installer:#}");
         let session = &installer["data"]["installation"]["chargingStation"]["lastSession"];
         assert!(session["totalSessionCost"].is_null() && session["totalSessionEnergy"].is_null(), "{installer:#}");
+        assert!(!error_codes(&installer).is_empty(), "{installer:#}");
         assert!(error_codes(&installer).iter().all(|c| c == "FORBIDDEN"), "{installer:#}");
+        assert_eq!(first.get_or_insert_with(|| installer.clone()), &installer);
     }
-    // Two users with the same rights on what is asked still get answers of their own.
+    // Disabled, he loses his kept answer with his membership.
+    let ivan = app.sim().account_id("ivan").await;
+    let m = "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }";
+    assert_eq!(data(&app.graphql("alice", m, json!({"a": ivan})).await)["disableInstaller"], true);
+    let (gone, hit) = ask(&app, "ivan", &q, json!({})).await;
+    assert!(!hit && error_codes(&gone) == vec!["NOT_FOUND"], "{gone:#}");
+}
+
+#[tokio::test]
+async fn two_callers_with_the_same_rights_still_get_answers_of_their_own() {
+    let app = spawn_app().await;
     let name = "{ installation(id: 33) { name } }";
     ask(&app, "alice", name, json!({})).await;
     let (_, hit) = ask(&app, "ivan", name, json!({})).await;
