@@ -12,8 +12,10 @@
 //! execution over the same cache would not give.
 //!
 //! An answer is not kept when something it depends on is not a cache entry: a read the cache
-//! did not store (another token's refusal answered outside it), an error anywhere in it, or a
-//! resolver that said its value moves with the clock ([`Reads::valid_until`] bounds it instead).
+//! did not store (another token's refusal answered outside it, a read past the request's budget)
+//! or an error the transport does not know to follow from the reads (it keeps only answers whose
+//! errors are refusals of the role and consent rules). A resolver whose value moves with the
+//! clock bounds the answer's life ([`Reads::valid_until`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,16 +147,15 @@ impl SharedCache {
         fresh.then_some(answer)
     }
 
-    /// Keeps `body`, the error-free answer to `key` computed from `reads`, unless something it
-    /// depends on cannot be checked later. Returns the answer, and whether it was kept.
+    /// Keeps `body`, the answer to `key` computed from `reads`, unless something it depends on
+    /// cannot be checked later. Returns the answer, and whether it was kept.
     pub(crate) fn keep_answer(&self, key: AnswerKey, body: Bytes, reads: &Reads) -> (Arc<Answer>, bool) {
         let r = std::mem::take(&mut *reads.lock());
         let ttl = r.ttl.unwrap_or(Duration::ZERO);
         let answer = Arc::new(Answer { etag: Default::default(), body, deps: r.deps, until: r.until, ttl });
         // Nothing read (an empty list of installations is still a read): nothing to check later
-        // against, so nothing kept.
-        // A document or variables past `MAX_KEY_BYTES` (unused variables are accepted) would let
-        // one caller's few answers push out everyone's: such answers are not kept.
+        // against, so nothing kept. A document or variables past `MAX_KEY_BYTES` (unused variables
+        // are accepted) would let one caller's few answers push out everyone's: not kept either.
         let small = key.document.len() + key.variables.len() <= MAX_KEY_BYTES;
         let keep = small && !r.unrepeatable && !answer.deps.is_empty() && !ttl.is_zero();
         let kept = self.answers.kept.as_ref().filter(|_| keep);
