@@ -217,6 +217,12 @@
 
   const describe = (errs) => (errs ?? []).map((e) => `${e.message}${e.path ? ` (${e.path.join('.')})` : ''}`).join('; ');
 
+  // An installer's refusals (costs, energy: FORBIDDEN) are expected: the page shows what is left
+  // without listing them as errors.
+  const unexpected = (errs) => (errs ?? []).filter((e) => e.extensions?.code !== 'FORBIDDEN');
+  // A subscription refused for good: the installation is gone, or the caller's access to it.
+  const lost = (errs) => (errs ?? []).some((e) => ['NOT_FOUND', 'FORBIDDEN'].includes(e.extensions?.code));
+
   // ---------------------------------------------------------------- live events (graphql-transport-ws)
 
   /**
@@ -237,6 +243,12 @@
     subscribe(id, query, variables, onNext) {
       this.subscriptions.set(id, { query, variables, onNext });
       if (this.socket?.readyState === WebSocket.OPEN && this.acked) this.send(id);
+    }
+
+    /** Forgets a subscription: not sent again, on this socket or the next. */
+    unsubscribe(id) {
+      this.subscriptions.delete(id);
+      if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify({ id, type: 'complete' }));
     }
 
     send(id) {
@@ -633,7 +645,8 @@
             showState(entry, station);
             showSessions(entry, station);
           }
-          setError(`station:${stationId}`, errs?.length ? `Station: ${describe(errs)}` : null);
+          const shown = unexpected(errs);
+          setError(`station:${stationId}`, shown.length ? `Station: ${describe(shown)}` : null);
         } catch (e) {
           setError(`station:${stationId}`, `Station: ${e.message}`);
         }
@@ -656,7 +669,9 @@
     if (status && history[history.length - 1] !== status) history.push(status);
     entry.output.dataset.history = history.join(' ');
     entry.output.dataset.status = status ?? '';
-    entry.output.textContent = detail ? `${status ?? ''} ${detail}`.trim() : status ?? '';
+    // A detail starting with punctuation (`: why`) follows the status without a space.
+    const gap = detail && /^[:;,.]/.test(detail) ? '' : ' ';
+    entry.output.textContent = detail ? `${status ?? ''}${gap}${detail}`.trim() : status ?? '';
     if (status === 'APPLIED' || status === 'REFUSED' || status === 'NOT_SEEN') entry.pending = null;
   }
 
@@ -745,7 +760,9 @@
     const others = (errs ?? []).filter((e) => {
       const [root, i, stations, j, field] = e.path ?? [];
       const station = installations[i]?.chargingStations?.[j];
-      if (root !== 'installations' || stations !== 'chargingStations' || field !== 'energy' || !station) return true;
+      if (root !== 'installations' || stations !== 'chargingStations' || field !== 'energy' || !station) {
+        return unexpected([e]).length > 0;
+      }
       refusals.set(station.id, e.extensions?.code === 'FORBIDDEN' ? `Energy: ${e.message}` : `Energy could not be read: ${e.message}`);
       return false;
     });
@@ -772,7 +789,8 @@
       first = false;
     };
     for (const installation of installations) {
-      live.subscribe(`installation-${installation.id}`, STATION_EVENTS, { installationId: installation.id }, (payload) => {
+      const id = `installation-${installation.id}`;
+      live.subscribe(id, STATION_EVENTS, { installationId: installation.id }, (payload) => {
         if (payload.errors?.length) {
           // A token that expired ends the subscription (as a query would be refused): ask for
           // another rather than subscribe again with it.
@@ -780,10 +798,17 @@
             askForToken(devToken ? 'The dev token has expired: reload the page for a new one.' : 'The token has expired.');
             return;
           }
-          setError(`live:${installation.id}`, `Live events: ${describe(payload.errors)}`);
+          // The installation is gone, or the caller's access to it: not subscribed again; the
+          // page is read afresh and shows the installations the caller has now.
+          if (lost(payload.errors)) {
+            live.unsubscribe(id);
+            setTimeout(start, 0);
+            return;
+          }
+          setError(`live:${id}`, `Live events: ${describe(payload.errors)}`);
           return;
         }
-        setError(`live:${installation.id}`, null);
+        setError(`live:${id}`, null);
         const event = payload.data?.stationEvents;
         if (!event) return;
         document.body.dataset.lastEvent = event.type;

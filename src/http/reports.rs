@@ -112,6 +112,7 @@ async fn answer(s: &HttpState, req: Request) -> Result<Response, Refused> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CSV_TYPE));
     // Names caller data: neither a shared cache nor the browser's keeps it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -414,9 +415,11 @@ impl Csv {
     }
 
     /// A field as RFC 4180 says: in double quotes when it holds a comma, a double quote, CR or
-    /// LF, with its double quotes doubled.
+    /// LF, with its double quotes doubled. Also when it holds a semicolon or a tab: a
+    /// spreadsheet set to a French or German locale splits on `;`, and would read what follows
+    /// one (`x;=1+1`) as a cell of its own, a formula the defusing never saw at its start.
     fn field(&mut self, value: &str) {
-        if value.contains([',', '"', '\r', '\n']) {
+        if value.contains([',', '"', '\r', '\n', ';', '\t']) {
             self.text.push('"');
             self.text.push_str(&value.replace('"', "\"\""));
             self.text.push('"');
@@ -426,11 +429,11 @@ impl Csv {
     }
 }
 
-/// Text a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, a tab or CR first: a station
-/// named `=HYPERLINK(…)` by whoever may rename it) gets a `'` before it, as OWASP's advice on CSV
-/// injection says. Figures are never text here, so a negative number is not touched.
+/// Text a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, a tab, CR or LF first: a
+/// station named `=HYPERLINK(…)` by whoever may rename it) gets a `'` before it, as OWASP's advice
+/// on CSV injection says. Figures are never text here, so a negative number is not touched.
 fn defused(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}").into() } else { text.into() }
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']) { format!("'{text}").into() } else { text.into() }
 }
 
 // ---- Refusals ----
@@ -530,6 +533,11 @@ mod tests {
             Cell::Int(Some(3)),
         ]);
         assert_eq!(csv.text, "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\r\nlines\"\r\n'=1+1,'-x,-1.5,,3\r\n");
+        // What a `;`-separated spreadsheet would split stays one quoted field; a leading newline
+        // is defused as the other formula starts are.
+        let mut csv = Csv::default();
+        csv.row([Cell::Text("x;=1+1;y"), Cell::Text("a\tb"), Cell::Text("\n=1+1")]);
+        assert_eq!(csv.text, "\"x;=1+1;y\",\"a\tb\",\"'\n=1+1\"\r\n");
     }
 
     #[test]

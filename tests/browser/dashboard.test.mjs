@@ -345,6 +345,8 @@ test('with no token minted, the page asks for one and keeps it', async () => {
 
 test('an installer sees the state and sessions, not energy, costs or commands', async () => {
   const fresh = await browser.newContext();
+  // A session running: its energy and cost are refused him too, and that is no error either.
+  await simulate(server, 'plug');
   try {
     const { p } = await pageWithoutToken(fresh);
     await p.goto(`${server.base}/`);
@@ -356,8 +358,24 @@ test('an installer sees the state and sessions, not energy, costs or commands', 
     assert.doesNotMatch(await p.textContent(`${STATION} [data-field="sessions-total"]`), /kWh|€|\d\.\d/);
     await p.click(`${STATION} form.mode button[type="submit"]`);
     await p.waitForSelector(`${STATION} output[data-field="command"][data-status="REFUSED"]`, LONG);
-    assert.match(await p.textContent(`${STATION} output[data-field="command"]`), /owner/i);
+    assert.match(await p.textContent(`${STATION} output[data-field="command"]`), /^REFUSED: .*owner/i);
+    assert.equal(await p.textContent('#error'), '', 'the running session\'s refused cost is no error of the page');
+
+    // The owner disables him: his live events end for good, and the page drops the installation
+    // instead of subscribing again and again.
+    const account = (await graphql(server, `{ installation(id: ${INSTALLATION_ID}) { users { accountId email } } }`))
+      .installation.users.find((u) => /ivan/i.test(u.email ?? '')).accountId;
+    const toggle = (what) =>
+      graphql(server, `mutation($a: ID!) { ${what}(installationId: ${INSTALLATION_ID}, accountId: $a) }`, { a: account });
+    await toggle('disableInstaller');
+    try {
+      await p.waitForSelector(`section.installation[data-installation-id="${INSTALLATION_ID}"]`, { ...LONG, state: 'detached' });
+      assert.equal(await p.textContent('#error'), '');
+    } finally {
+      await toggle('enableInstaller');
+    }
   } finally {
+    await simulate(server, 'unplug');
     await fresh.close();
   }
 });
