@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::access::{require_costs, role, strip_costs};
 use super::context::load;
@@ -80,6 +80,16 @@ fn approx_points(step: Step, span: chrono::TimeDelta) -> i64 {
 /// `step`, at most [`MAX_POINTS`] steps; checked here, naming the arguments (an upstream refusal
 /// would name its own `startDate`, `endDate`), before anything is sent. Dates go upstream to the millisecond, so they are compared as they are sent.
 pub(crate) fn range(from: DateTime<Utc>, to: DateTime<Utc>, step: Option<Step>) -> AppResult<Range> {
+    // The upstream reads ISO 8601 dates of four-digit years: past them it refuses in its own words
+    // (naming its `startDate`), so such a date is refused here, by the argument's name.
+    for (name, date) in [("from", from), ("to", to)] {
+        if !(1..=9999).contains(&date.year()) {
+            return Err(AppError::bad_input(format!(
+                "`{name}` ({}) is out of range: dates run from year 1 to year 9999",
+                date.to_rfc3339()
+            )));
+        }
+    }
     let (from, to) = (to_millis(from), to_millis(to));
     if to <= from {
         return Err(AppError::bad_input(format!(

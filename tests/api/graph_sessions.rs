@@ -135,6 +135,13 @@ async fn a_reversed_range_is_refused_naming_from_and_to() {
     );
     let r = app.graphql("alice", &q, json!({})).await;
     assert_eq!(error_codes(&r), ["BAD_USER_INPUT"], "{r:#}");
+    // A year past 9999 is refused by its argument's name, before anything is sent.
+    app.sim().reset_calls().await;
+    let r = sessions(&app, "alice", FROM, "+12345-01-01T00:00:00Z").await;
+    assert_eq!(error_codes(&r), ["BAD_USER_INPUT"], "{r:#}");
+    let message = r["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("`to`") && message.contains("9999"), "{message}");
+    assert!(!app.sim().calls_by_route().await.keys().any(|route| route.contains("logs")), "nothing sent");
 }
 
 #[tokio::test]

@@ -230,6 +230,7 @@ async fn refusals_name_what_is_wrong() {
         (format!("installationId={ALICE_INSTALLATION}&to={TO}"), "`from`"),
         (format!("installationId={ALICE_INSTALLATION}&from={TO}&to={FROM}"), "`from`"),
         (format!("installationId={ALICE_INSTALLATION}&from=2001-01-01&to=2020-01-01"), "`to`"),
+        (format!("installationId={ALICE_INSTALLATION}&from=%2B12345-01-01&to=%2B12345-01-02"), "`from`"),
         (format!("from={FROM}&to={TO}"), "`installationId`"),
         (format!("installationId=alice&from={FROM}&to={TO}"), "`installationId`"),
         (range_query("&ratePerKwh=abc"), "`ratePerKwh`"),
