@@ -384,14 +384,11 @@ impl SharedCache {
             e
         };
         let (mut entry, mut fresh) = self.entry(&key, caller, budget).await.map_err(unrepeatable)?;
-        let unverified = !entry.verified.load(Ordering::Acquire);
-        // Fetched while something made it stale (by us or by whoever we waited on), or, for live
-        // state, before an event of its installation (checked at every read: moka never hears of
-        // those): again.
-        if (unverified && self.invalidations.made_since(&key, entry.started)) || self.outdated_by_events(&key, &entry) {
+        if self.untrusted(&key, &entry) {
             self.cache.invalidate(&key).await;
             (entry, fresh) = self.entry(&key, caller, budget).await.map_err(unrepeatable)?;
-        } else if unverified {
+        } else if !entry.verified.load(Ordering::Acquire) {
+            // Checked now; later invalidations reach it through moka.
             entry.verified.store(true, Ordering::Release);
         }
         if !fresh {
@@ -409,15 +406,19 @@ impl SharedCache {
     pub(crate) async fn still_current(&self, deps: &[(Key, u64)]) -> bool {
         for (key, id) in deps {
             let Some(entry) = self.cache.get(key).await else { return false };
-            let unverified = !entry.verified.load(Ordering::Acquire);
-            if entry.id != *id
-                || (unverified && self.invalidations.made_since(key, entry.started))
-                || self.outdated_by_events(key, &entry)
-            {
+            if entry.id != *id || self.untrusted(key, &entry) {
                 return false;
             }
         }
         true
+    }
+
+    /// Whether a stored entry is not to be served: fetched while something made it stale (by us
+    /// or by whoever we waited on; checked until its first read verifies it), or, for live state,
+    /// before an event of its installation (checked at every read: moka never hears of those).
+    fn untrusted(&self, key: &Key, entry: &Entry) -> bool {
+        let unverified = !entry.verified.load(Ordering::Acquire);
+        (unverified && self.invalidations.made_since(key, entry.started)) || self.outdated_by_events(key, entry)
     }
 
     /// The cached entry, or a new one fetched by this call or by the concurrent caller it waited

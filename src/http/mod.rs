@@ -62,6 +62,34 @@ pub(crate) struct HttpState {
     pub body_timeout: Duration,
 }
 
+impl HttpState {
+    /// The caller an HTTP request's bearer token names (or why there is none); a verified token
+    /// is told to the live subscriptions, which use the freshest one.
+    async fn identify(&self, headers: &axum::http::HeaderMap) -> Identity {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let identity = Identity(self.verifier.verify_header(authorization).await);
+        if let Ok(caller) = &identity.0 {
+            self.live.token_seen(caller);
+        }
+        identity
+    }
+
+    /// Counts one request against the per-caller limit: the verified caller's, else the client's
+    /// at `peer` (so that a forged `sub` cannot spend another user's allowance). `Some` when it
+    /// is over the limit (and counted refused).
+    fn over_limit(&self, identity: &Identity, peer: Option<std::net::IpAddr>) -> Option<limit::Limited> {
+        let limited = self.limiter.as_ref()?.check(identity.0.as_ref().ok(), peer)?;
+        self.live.metrics().rate_limited.with_label_values(&["http"]).inc();
+        Some(limited)
+    }
+}
+
+/// The media type of a GraphQL answer: `application/graphql-response+json` when the client chose
+/// it (`modern`), else `application/json`.
+fn answer_type(modern: bool) -> &'static str {
+    if modern { GRAPHQL_RESPONSE } else { "application/json" }
+}
+
 /// The routes. CORS (`cors`) is on `/graphql` alone: webhooks come from servers, and the other
 /// routes are not for pages of other origins.
 pub(crate) fn router(state: HttpState, cors: Option<&CorsOrigins>) -> Router {
@@ -204,11 +232,7 @@ async fn graphql(State(s): State<HttpState>, Extension(persisted): Extension<Per
         Ok(parsed) => parsed,
         Err(e) => return refused(ServerError::new(e.message, None), sse, modern, Some(e.status)),
     };
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let identity = Identity(s.verifier.verify_header(authorization).await);
-    if let Ok(caller) = &identity.0 {
-        s.live.token_seen(caller);
-    }
+    let identity = s.identify(&headers).await;
     let op = Operation { s: &s, persisted: &persisted, identity: &identity, peer, headers: &headers, get, modern };
     let request = match parsed {
         batch::Parsed::One(request) => *request,
@@ -239,9 +263,11 @@ enum Ran {
     Response(Box<GqlResponse>),
 }
 
-/// A request prepared to run, and what keeps its answer when it is a query of a verified caller.
+/// A request prepared to run: its operation's type (for the metrics' label), and what keeps its
+/// answer when it is a query of a verified caller.
 struct Prepared {
     request: async_graphql::Request,
+    operation: &'static str,
     keep: Option<(AnswerKey, Arc<Reads>)>,
 }
 
@@ -287,10 +313,7 @@ impl Operation<'_> {
         batch: Option<(usize, Arc<str>)>,
     ) -> Result<Prepared, Refusal> {
         let (s, modern) = (self.s, self.modern);
-        // Counted once the token is verified, so that a forged `sub` cannot spend another user's
-        // allowance: a request without a valid token counts against its client's address.
-        if let Some(limited) = s.limiter.as_ref().and_then(|l| l.check(self.identity.0.as_ref().ok(), self.peer)) {
-            s.live.metrics().rate_limited.with_label_values(&["http"]).inc();
+        if let Some(limited) = s.over_limit(self.identity, self.peer) {
             // GraphQL over HTTP keeps `application/json` answers at 200 whatever the error (as for
             // every other refusal here); the newer media type has statuses, so it gets 429.
             let retry_after = (header::RETRY_AFTER, limited.retry_after_secs().into());
@@ -320,8 +343,9 @@ impl Operation<'_> {
                 None => key,
             });
         }
+        let operation = metrics::operation_type(&request);
         let keep = match &self.identity.0 {
-            Ok(caller) if metrics::operation_type(&request) == "query" => {
+            Ok(caller) if operation == "query" => {
                 let key = AnswerKey {
                     sub: caller.sub.clone(),
                     document: request.query.clone(),
@@ -332,7 +356,7 @@ impl Operation<'_> {
             }
             _ => None,
         };
-        Ok(Prepared { request: request.data(self.identity.clone()), keep })
+        Ok(Prepared { request: request.data(self.identity.clone()), operation, keep })
     }
 
     /// The request with its loaders, to be executed (made only then: a kept answer needs none).
@@ -344,12 +368,11 @@ impl Operation<'_> {
     }
 
     /// Runs a prepared operation: a query's kept answer while everything it read is current,
-    /// else executed (a query's answer without errors is kept).
-    async fn run(&self, Prepared { request, keep }: Prepared, started: std::time::Instant) -> Ran {
+    /// else executed (a query's answer is kept when it has no errors but refusals of the rules).
+    async fn run(&self, Prepared { request, operation, keep }: Prepared, started: std::time::Instant) -> Ran {
         let s = self.s;
         // In a fleet: what other replicas changed before this request came is heard first.
         s.live.catch_up().await;
-        let operation = metrics::operation_type(&request);
         let counted = s.live.metrics();
         if let Some((key, _)) = &keep
             && let Some(answer) = s.cache.answer(key).await
@@ -392,7 +415,7 @@ fn is_query(key: &AnswerKey) -> bool {
 /// `graphql-response+json` answers, compressed or not, are the same answer in other bytes. Private:
 /// it is the caller's own.
 fn respond_answer(answer: &Answer, get: Option<&axum::http::HeaderMap>, modern: bool) -> Response {
-    let kind = if modern { GRAPHQL_RESPONSE } else { "application/json" };
+    let kind = answer_type(modern);
     let Some(headers) = get else {
         return ([(header::CONTENT_TYPE, kind)], answer.body.clone()).into_response();
     };
@@ -457,7 +480,7 @@ async fn run_batch(op: &Operation<'_>, requests: Vec<async_graphql::Request>) ->
         body.extend_from_slice(answer);
     }
     body.push(b']');
-    let kind = if op.modern { GRAPHQL_RESPONSE } else { "application/json" };
+    let kind = answer_type(op.modern);
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
@@ -603,7 +626,7 @@ fn respond(mut response: GqlResponse, modern: bool) -> Response {
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
     let status = if modern && request_error { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let kind = if modern { GRAPHQL_RESPONSE } else { "application/json" };
+    let kind = answer_type(modern);
     let mut http = if request_error {
         // The spec: `data` is present only once execution started. (Only here is the answer
         // turned into a map, whose keys come sorted: an executed answer keeps its order.)

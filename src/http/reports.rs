@@ -19,7 +19,6 @@ use serde::Deserialize;
 use super::HttpState;
 use crate::auth::AuthError;
 use crate::cache::request_loaders;
-use crate::graphql::Identity;
 
 /// One query for every case: the stations' sessions and the report's totals read the same log
 /// listings, which the request's loader fetches once. `chargingReport.total.energy` is how the
@@ -62,14 +61,9 @@ pub(super) async fn sessions_csv(State(s): State<HttpState>, req: Request) -> Re
 
 async fn answer(s: &HttpState, req: Request) -> Result<Response, Refused> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let identity = Identity(s.verifier.verify_header(authorization).await);
-    if let Ok(caller) = &identity.0 {
-        s.live.token_seen(caller);
-    }
-    // Counted as a `/graphql` request is: against the verified caller, else the client's address.
-    if let Some(limited) = s.limiter.as_ref().and_then(|l| l.check(identity.0.as_ref().ok(), peer)) {
-        s.live.metrics().rate_limited.with_label_values(&["http"]).inc();
+    let identity = s.identify(req.headers()).await;
+    // Counted as a `/graphql` request is.
+    if let Some(limited) = s.over_limit(&identity, peer) {
         let error = limited.into_app_error();
         return Err(Refused::new(StatusCode::TOO_MANY_REQUESTS, error.code(), error.message())
             .retry_after(limited.retry_after_secs()));

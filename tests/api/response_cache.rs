@@ -22,6 +22,27 @@ async fn ask(app: &TestBff, sub: &str, query: &str, variables: Value) -> (Value,
     (r, app.metric(HIT).await > hits)
 }
 
+/// The variables of `SET_MODE` putting Alice's station in DEFERRED and waiting for it to show.
+fn deferred() -> Value {
+    let mut set = vars_station(ALICE_INSTALLATION, ALICE_STATION);
+    set["mode"] = json!("DEFERRED");
+    set["wait"] = json!(true);
+    set
+}
+
+/// Alice's station put in DEFERRED through witty-bff, seen applied.
+async fn set_deferred(app: &TestBff) {
+    let r = app.graphql("alice", SET_MODE, deferred()).await;
+    assert_eq!(status(&r, "setChargeMode"), "APPLIED", "{r:#}");
+}
+
+/// Alice disables Ivan, her installer, through witty-bff.
+async fn disable_ivan(app: &TestApp) {
+    let ivan = app.sim().account_id("ivan").await;
+    let m = "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }";
+    assert_eq!(data(&app.graphql("alice", m, json!({"a": ivan})).await)["disableInstaller"], true);
+}
+
 fn station_of(r: &Value) -> &Value {
     &data(r)["installation"]["chargingStation"]
 }
@@ -52,11 +73,7 @@ async fn a_mutation_makes_the_next_answer_fresh() {
     assert_eq!(station_of(&first)["chargeMode"], "IMMEDIATE");
     let (_, hit) = ask(&app, "alice", MODE, vars.clone()).await;
     assert!(hit);
-    let mut set = vars.clone();
-    set["mode"] = json!("DEFERRED");
-    set["wait"] = json!(true);
-    let r = app.graphql("alice", SET_MODE, set).await;
-    assert_eq!(status(&r, "setChargeMode"), "APPLIED", "{r:#}");
+    set_deferred(&app).await;
     let (after, hit) = ask(&app, "alice", MODE, vars).await;
     assert!(!hit, "the mutation dropped the kept answer");
     assert_eq!(station_of(&after)["chargeMode"], "DEFERRED", "{after:#}");
@@ -130,9 +147,7 @@ async fn a_member_disabled_loses_the_answers_kept_for_him() {
     let (kept, hit) = ask(&app, "ivan", q, json!({})).await;
     assert!(hit);
     assert!(kept.to_string().contains("\"33\""), "{kept}");
-    let ivan = app.sim().account_id("ivan").await;
-    let m = "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }";
-    assert_eq!(data(&app.graphql("alice", m, json!({"a": ivan})).await)["disableInstaller"], true);
+    disable_ivan(&app).await;
     let (after, hit) = ask(&app, "ivan", q, json!({})).await;
     assert!(!hit);
     assert!(!after.to_string().contains("\"33\""), "ivan no longer sees installation 33: {after}");
@@ -162,9 +177,7 @@ async fn an_installer_never_gets_the_owners_costs_and_keeps_his_own_refusals() {
         assert_eq!(first.get_or_insert_with(|| installer.clone()), &installer);
     }
     // Disabled, he loses his kept answer with his membership.
-    let ivan = app.sim().account_id("ivan").await;
-    let m = "mutation($a: ID!) { disableInstaller(installationId: 33, accountId: $a) }";
-    assert_eq!(data(&app.graphql("alice", m, json!({"a": ivan})).await)["disableInstaller"], true);
+    disable_ivan(&app).await;
     let (gone, hit) = ask(&app, "ivan", &q, json!({})).await;
     assert!(!hit && error_codes(&gone) == vec!["NOT_FOUND"], "{gone:#}");
 }
@@ -234,11 +247,7 @@ async fn if_none_match_gets_304_only_while_the_answer_is_unchanged_and_never_on_
     assert!(post.text().await.unwrap().contains("IMMEDIATE"));
 
     // Changed: the old tag gets the new answer, with a new tag.
-    let mut set = vars_station(ALICE_INSTALLATION, ALICE_STATION);
-    set["mode"] = json!("DEFERRED");
-    set["wait"] = json!(true);
-    let r = app.graphql("alice", SET_MODE, set).await;
-    assert_eq!(status(&r, "setChargeMode"), "APPLIED", "{r:#}");
+    set_deferred(&app).await;
     let changed = get(&app, &q, Some(&tag)).await;
     assert_eq!(changed.status(), 200);
     let new_tag = changed.headers()[header::ETAG].to_str().unwrap().to_string();
@@ -251,11 +260,8 @@ async fn if_none_match_gets_304_only_while_the_answer_is_unchanged_and_never_on_
 async fn a_batch_answers_each_query_from_the_cache_and_sees_its_own_mutation() {
     let app = spawn_app().await;
     let vars = vars_station(ALICE_INSTALLATION, ALICE_STATION);
-    let mut set = vars.clone();
-    set["mode"] = json!("DEFERRED");
-    set["wait"] = json!(true);
     let read = json!({"query": MODE, "variables": vars});
-    let batch = json!([read, read, {"query": SET_MODE, "variables": set}, read]);
+    let batch = json!([read, read, {"query": SET_MODE, "variables": deferred()}, read]);
     let hits = app.metric(HIT).await;
     let r = app.post_graphql(Some(&app.token_for("alice")), batch).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
